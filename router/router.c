@@ -1,0 +1,586 @@
+/* Router: routes and mounts in registration order, indexed by their literal first path
+ * segment, matched with PCRE2 (JIT when available). */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fcrest/router.h>
+
+#include "router/router_int.h"
+
+#ifndef PCRE2_MATCH_INVALID_UTF /* before PCRE2 10.34: invalid UTF-8 makes the match fail */
+#define PCRE2_MATCH_INVALID_UTF 0
+#endif
+
+/* Anchored at both ends by option rather than by wrapping the pattern, so PCRE2's error
+ * offsets point into the pattern as written. Paths are raw bytes from the network: invalid
+ * UTF-8 simply does not match. \C could split a UTF-8 character and JIT refuses it. */
+#define COMPILE_OPTIONS                                                                            \
+    (PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF |                    \
+     PCRE2_NEVER_BACKSLASH_C)
+
+#define JIT_STACK_MIN (32 * 1024)
+#define JIT_STACK_MAX (512 * 1024)
+
+/* A path param of a route: one name, possibly shared by several groups ((?J) or (?|...)),
+ * as a run of entries in PCRE2's name table. */
+struct param_name {
+    const char *name; /* in the name table of the compiled pattern */
+    uint32_t first;   /* first name-table entry with this name */
+    uint32_t count;   /* entries with this name */
+};
+
+struct route {
+    unsigned methods;
+    void *target;
+    pcre2_code *code;
+    const unsigned char *name_table;
+    uint32_t entry_size;
+    uint32_t nnames;
+    struct param_name names[FCR_MAX_PATH_PARAMS];
+};
+
+enum entry_kind { ENTRY_ROUTE, ENTRY_MOUNT };
+
+/* A route or a mount, in registration order. */
+struct entry {
+    enum entry_kind kind;
+    /* Every path the entry can match starts with these bytes: a route's literal prefix (a
+     * cheap test before running the pattern), a mount's whole prefix. */
+    char *lit;
+    size_t lit_len;
+    union {
+        struct route route;
+        fcr_router *child;
+    } u;
+};
+
+/* Entry numbers in registration order. */
+struct idlist {
+    uint32_t *v;
+    size_t n, cap;
+};
+
+/* Entries whose paths all share one first segment. */
+struct bucket {
+    bool used;
+    uint32_t hash;
+    char *key;
+    size_t key_len;
+    struct idlist ids;
+};
+
+struct fcr_router {
+    struct entry *entries;
+    size_t nentries, cap;
+    /* The index: open addressing on the first path segment, at most half full. */
+    struct bucket *buckets;
+    size_t nbuckets, nused;
+    /* Entries with no known first segment, tried on every lookup. */
+    struct idlist generic;
+    /* Lookup state, reused by every lookup so that none allocates. */
+    pcre2_match_data *md;
+    uint32_t md_pairs;
+    pcre2_match_context *mctx;
+    pcre2_jit_stack *jit_stack;
+    fcr_router *parent; /* the router this one is mounted in */
+};
+
+/* State of one lookup, shared by the routers it descends into through mounts. */
+struct lookup {
+    unsigned method;
+    unsigned allowed;
+    int rank; /* of the winner so far: 0 none, 1 GET serving HEAD, 2 the method itself */
+    fcr_match *m;
+    char *scratch;
+    size_t cap;
+    pcre2_match_context *mctx;
+};
+
+/* FNV-1a. The keys come from the application's patterns, not from clients. */
+static uint32_t hash_bytes(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static int idlist_push(struct idlist *l, uint32_t id)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 4;
+        uint32_t *v = realloc(l->v, cap * sizeof *v);
+        if (v == NULL)
+            return FCR_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = id;
+    return 0;
+}
+
+static struct bucket *bucket_find(const fcr_router *r, const char *key, size_t len, uint32_t h)
+{
+    if (r->nbuckets == 0)
+        return NULL;
+    size_t mask = r->nbuckets - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        struct bucket *b = &r->buckets[i];
+        if (!b->used)
+            return NULL;
+        if (b->hash == h && b->key_len == len && memcmp(b->key, key, len) == 0)
+            return b;
+    }
+}
+
+static int buckets_grow(fcr_router *r)
+{
+    size_t n = r->nbuckets ? r->nbuckets * 2 : 16;
+    struct bucket *nb = calloc(n, sizeof *nb);
+    if (nb == NULL)
+        return FCR_ENOMEM;
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        struct bucket *b = &r->buckets[i];
+        if (!b->used)
+            continue;
+        size_t j = b->hash & (n - 1);
+        while (nb[j].used)
+            j = (j + 1) & (n - 1);
+        nb[j] = *b;
+    }
+    free(r->buckets);
+    r->buckets = nb;
+    r->nbuckets = n;
+    return 0;
+}
+
+/* Files entry `id` under first segment `key`, or in the generic list when `key` is NULL. */
+static int index_add(fcr_router *r, const char *key, size_t len, uint32_t id)
+{
+    if (key == NULL)
+        return idlist_push(&r->generic, id);
+    uint32_t h = hash_bytes(key, len);
+    struct bucket *b = bucket_find(r, key, len, h);
+    if (b == NULL) {
+        if ((r->nused + 1) * 2 > r->nbuckets) {
+            int rc = buckets_grow(r);
+            if (rc < 0)
+                return rc;
+        }
+        char *k = malloc(len + 1);
+        if (k == NULL)
+            return FCR_ENOMEM;
+        memcpy(k, key, len);
+        k[len] = '\0';
+        size_t mask = r->nbuckets - 1;
+        size_t i = h & mask;
+        while (r->buckets[i].used)
+            i = (i + 1) & mask;
+        b = &r->buckets[i];
+        *b = (struct bucket){.used = true, .hash = h, .key = k, .key_len = len};
+        r->nused++;
+    }
+    /* On failure a new bucket stays with an empty list, which lookups pass over. */
+    return idlist_push(&b->ids, id);
+}
+
+fcr_router *fcr_router_new(void)
+{
+    fcr_router *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->md = pcre2_match_data_create(1, NULL);
+    r->mctx = pcre2_match_context_create(NULL);
+    if (r->md == NULL || r->mctx == NULL)
+        goto fail;
+    r->md_pairs = 1;
+    /* Without JIT support the stack is not needed; a failure to create it only leaves PCRE2's
+     * default (32 KiB on the machine stack). */
+    r->jit_stack = pcre2_jit_stack_create(JIT_STACK_MIN, JIT_STACK_MAX, NULL);
+    if (r->jit_stack != NULL)
+        pcre2_jit_stack_assign(r->mctx, NULL, r->jit_stack);
+    return r;
+fail:
+    pcre2_match_data_free(r->md);
+    pcre2_match_context_free(r->mctx);
+    free(r);
+    return NULL;
+}
+
+void fcr_router_free(fcr_router *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->nentries; i++) {
+        struct entry *e = &r->entries[i];
+        free(e->lit);
+        if (e->kind == ENTRY_ROUTE)
+            pcre2_code_free(e->u.route.code);
+        else
+            fcr_router_free(e->u.child);
+    }
+    free(r->entries);
+    for (size_t i = 0; i < r->nbuckets; i++) {
+        free(r->buckets[i].key);
+        free(r->buckets[i].ids.v);
+    }
+    free(r->buckets);
+    free(r->generic.v);
+    pcre2_match_data_free(r->md);
+    pcre2_match_context_free(r->mctx);
+    pcre2_jit_stack_free(r->jit_stack);
+    free(r);
+}
+
+static void set_error(fcr_router_error *err, size_t offset, const char *msg)
+{
+    if (err == NULL)
+        return;
+    err->offset = offset;
+    snprintf(err->message, sizeof err->message, "%s", msg);
+}
+
+static int entries_reserve(fcr_router *r)
+{
+    if (r->nentries < r->cap)
+        return 0;
+    if (r->nentries >= UINT32_MAX)
+        return FCR_ENOMEM;
+    size_t cap = r->cap ? r->cap * 2 : 8;
+    struct entry *v = realloc(r->entries, cap * sizeof *v);
+    if (v == NULL)
+        return FCR_ENOMEM;
+    r->entries = v;
+    r->cap = cap;
+    return 0;
+}
+
+/* Reads the named groups of `rt->code` into `rt->names`. */
+static int route_names(struct route *rt, fcr_router_error *err)
+{
+    uint32_t count = 0, size = 0;
+    PCRE2_SPTR table = NULL;
+    pcre2_pattern_info(rt->code, PCRE2_INFO_NAMECOUNT, &count);
+    pcre2_pattern_info(rt->code, PCRE2_INFO_NAMEENTRYSIZE, &size);
+    pcre2_pattern_info(rt->code, PCRE2_INFO_NAMETABLE, &table);
+    rt->name_table = table;
+    rt->entry_size = size;
+    rt->nnames = 0;
+    /* Each entry is a 2-byte group number then the NUL-terminated name; entries are sorted by
+     * name, so duplicates are adjacent. */
+    for (uint32_t i = 0; i < count; i++) {
+        const char *name = (const char *)table + (size_t)i * size + 2;
+        if (rt->nnames > 0) {
+            struct param_name *prev = &rt->names[rt->nnames - 1];
+            if (strcmp(prev->name, name) == 0) {
+                prev->count++;
+                continue;
+            }
+        }
+        if (rt->nnames == FCR_MAX_PATH_PARAMS) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "more than %d named captures", FCR_MAX_PATH_PARAMS);
+            set_error(err, 0, msg);
+            return FCR_EPARSE;
+        }
+        rt->names[rt->nnames++] = (struct param_name){.name = name, .first = i, .count = 1};
+    }
+    return 0;
+}
+
+int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *target,
+                   fcr_router_error *err)
+{
+    if (err != NULL)
+        set_error(err, 0, "");
+    if (r == NULL || pattern == NULL || methods == 0 || (methods & ~FCR_ANY_METHOD) != 0) {
+        set_error(err, 0, "invalid argument");
+        return FCR_EINVAL;
+    }
+    int rc = entries_reserve(r);
+    if (rc < 0)
+        goto nomem;
+
+    int code_err = 0;
+    PCRE2_SIZE offset = 0;
+    pcre2_code *code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, COMPILE_OPTIONS,
+                                     &code_err, &offset, NULL);
+    if (code == NULL) {
+        if (code_err == PCRE2_ERROR_HEAP_FAILED)
+            goto nomem;
+        if (err != NULL) {
+            PCRE2_UCHAR msg[sizeof err->message];
+            /* A message too long for the buffer comes back truncated, which is fine. */
+            if (pcre2_get_error_message(code_err, msg, sizeof msg) == PCRE2_ERROR_BADDATA)
+                snprintf((char *)msg, sizeof msg, "PCRE2 error %d", code_err);
+            set_error(err, offset, (const char *)msg);
+        }
+        return FCR_EPARSE;
+    }
+    /* Any JIT failure (no JIT on this platform, out of memory) leaves the interpreter, which
+     * pcre2_match() uses when there is no JIT code. */
+    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+
+    struct entry e = {.kind = ENTRY_ROUTE};
+    e.u.route = (struct route){.methods = methods, .target = target, .code = code};
+    rc = route_names(&e.u.route, err);
+    if (rc < 0)
+        goto fail;
+
+    uint32_t captures = 0;
+    pcre2_pattern_info(code, PCRE2_INFO_CAPTURECOUNT, &captures);
+    if (captures + 1 > r->md_pairs) {
+        pcre2_match_data *md = pcre2_match_data_create(captures + 1, NULL);
+        if (md == NULL)
+            goto nomem_code;
+        pcre2_match_data_free(r->md);
+        r->md = md;
+        r->md_pairs = captures + 1;
+    }
+
+    size_t plen = strlen(pattern);
+    char *lit = malloc(plen + 1);
+    if (lit == NULL)
+        goto nomem_code;
+    fcr__pattern_prefix pp;
+    fcr__pattern_prefix_scan(pattern, lit, &pp);
+    e.lit = lit;
+    e.lit_len = pp.lit_len;
+
+    uint32_t id = (uint32_t)r->nentries;
+    rc = index_add(r, pp.has_key ? lit + 1 : NULL, pp.key_len, id);
+    if (rc < 0) {
+        free(lit);
+        goto nomem_code;
+    }
+    r->entries[r->nentries++] = e;
+    return 0;
+
+nomem_code:
+    pcre2_code_free(code);
+nomem:
+    set_error(err, 0, "out of memory");
+    return FCR_ENOMEM;
+fail:
+    pcre2_code_free(code);
+    return rc;
+}
+
+/* True when `r` is `child` or mounted somewhere below it. */
+static bool is_within(const fcr_router *r, const fcr_router *child)
+{
+    for (; r != NULL; r = r->parent) {
+        if (r == child)
+            return true;
+    }
+    return false;
+}
+
+int fcr_router_mount(fcr_router *r, const char *prefix, fcr_router *child)
+{
+    if (child == NULL)
+        return FCR_EINVAL;
+    /* Already mounted, or an ancestor of `r`: freeing it here would free a live router. */
+    if (child->parent != NULL || (r != NULL && is_within(r, child)))
+        return FCR_EINVAL;
+    size_t len = prefix != NULL ? strlen(prefix) : 0;
+    if (r == NULL || len == 0 || prefix[0] != '/' || (len > 1 && prefix[len - 1] == '/')) {
+        fcr_router_free(child);
+        return FCR_EINVAL;
+    }
+    if (len == 1) /* "/": the child sees whole paths */
+        len = 0;
+    if (entries_reserve(r) < 0)
+        goto nomem;
+    char *lit = malloc(len + 1);
+    if (lit == NULL)
+        goto nomem;
+    memcpy(lit, prefix, len);
+    lit[len] = '\0';
+
+    const char *key = NULL;
+    size_t key_len = 0;
+    if (len > 0) {
+        const char *slash = memchr(lit + 1, '/', len - 1);
+        key = lit + 1;
+        key_len = slash != NULL ? (size_t)(slash - key) : len - 1;
+    }
+    uint32_t id = (uint32_t)r->nentries;
+    if (index_add(r, key, key_len, id) < 0) {
+        free(lit);
+        goto nomem;
+    }
+    r->entries[r->nentries++] =
+        (struct entry){.kind = ENTRY_MOUNT, .lit = lit, .lit_len = len, .u.child = child};
+    child->parent = r;
+    return 0;
+nomem:
+    fcr_router_free(child);
+    return FCR_ENOMEM;
+}
+
+/* The bytes of the first set group named by `pn` after a match, or false when none is set. */
+static bool param_span(const struct route *rt, const struct param_name *pn, const PCRE2_SIZE *ov,
+                       size_t len, size_t *start, size_t *end)
+{
+    for (uint32_t k = 0; k < pn->count; k++) {
+        const unsigned char *ent = rt->name_table + (size_t)(pn->first + k) * rt->entry_size;
+        uint32_t group = (uint32_t)ent[0] << 8 | ent[1];
+        PCRE2_SIZE s = ov[2 * group], e = ov[2 * group + 1];
+        if (s == PCRE2_UNSET || s > e || e > len)
+            continue;
+        *start = s;
+        *end = e;
+        return true;
+    }
+    return false;
+}
+
+/* Decodes the params of the route just matched into the caller's scratch. */
+static int take_params(struct lookup *st, const struct route *rt, const PCRE2_SIZE *ov,
+                       const char *path, size_t len)
+{
+    fcr_match *m = st->m;
+    size_t used = 0;
+    m->nparams = 0;
+    for (uint32_t i = 0; i < rt->nnames; i++) {
+        size_t s, e;
+        if (!param_span(rt, &rt->names[i], ov, len, &s, &e))
+            continue;
+        if (st->cap - used < e - s + 1)
+            return FCR_ETOOBIG;
+        char *out = st->scratch + used;
+        long n = fcr_percent_decode(path + s, e - s, out, false);
+        if (n < 0) /* validated before: cannot happen */
+            return FCR_EPARSE;
+        m->params[m->nparams++] = (fcr_path_param){rt->names[i].name, out, (size_t)n};
+        used += (size_t)n + 1;
+    }
+    return 0;
+}
+
+static int lookup_router(fcr_router *r, const char *path, size_t len, struct lookup *st);
+
+static int try_route(fcr_router *r, const struct route *rt, const char *path, size_t len,
+                     struct lookup *st)
+{
+    int n = pcre2_match(rt->code, (PCRE2_SPTR)path, len, 0, 0, r->md, st->mctx);
+    if (n < 0) /* no match, or a resource limit: either way this route does not serve */
+        return 0;
+    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(r->md);
+    /* A param value that cannot be decoded means the route does not match this path. */
+    for (uint32_t i = 0; i < rt->nnames; i++) {
+        size_t s, e;
+        if (param_span(rt, &rt->names[i], ov, len, &s, &e) && !fcr__percent_valid(path + s, e - s))
+            return 0;
+    }
+    st->allowed |= rt->methods;
+    int rank = 0;
+    if (rt->methods & st->method)
+        rank = 2;
+    else if (st->method == FCR_HEAD && (rt->methods & FCR_GET))
+        rank = 1;
+    if (rank <= st->rank)
+        return 0;
+    st->rank = rank;
+    st->m->target = rt->target;
+    st->m->head_as_get = rank == 1;
+    return take_params(st, rt, ov, path, len);
+}
+
+static int try_entry(fcr_router *r, const struct entry *e, const char *path, size_t len,
+                     struct lookup *st)
+{
+    if (len < e->lit_len || memcmp(path, e->lit, e->lit_len) != 0)
+        return 0;
+    if (e->kind == ENTRY_ROUTE)
+        return try_route(r, &e->u.route, path, len, st);
+    /* A mount matches at a segment boundary only: "/api" serves "/api" and "/api/x", not
+     * "/apix". */
+    if (len > e->lit_len && e->lit_len > 0 && path[e->lit_len] != '/')
+        return 0;
+    return lookup_router(e->u.child, path + e->lit_len, len - e->lit_len, st);
+}
+
+/* Tries the entries that can match `path`, in registration order: those filed under its
+ * first segment merged with the generic ones. */
+static int lookup_router(fcr_router *r, const char *path, size_t len, struct lookup *st)
+{
+    const uint32_t *a = NULL;
+    size_t na = 0;
+    if (len > 0 && path[0] == '/') {
+        const char *seg = path + 1;
+        const char *slash = memchr(seg, '/', len - 1);
+        size_t seg_len = slash != NULL ? (size_t)(slash - seg) : len - 1;
+        const struct bucket *b = bucket_find(r, seg, seg_len, hash_bytes(seg, seg_len));
+        if (b != NULL) {
+            a = b->ids.v;
+            na = b->ids.n;
+        }
+    }
+    const uint32_t *g = r->generic.v;
+    size_t ng = r->generic.n, i = 0, j = 0;
+    while (i < na || j < ng) {
+        uint32_t id = j == ng || (i < na && a[i] < g[j]) ? a[i++] : g[j++];
+        int rc = try_entry(r, &r->entries[id], path, len, st);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, fcr_match *m,
+                     char *scratch, size_t cap)
+{
+    if (m == NULL)
+        return FCR_EINVAL;
+    m->status = FCR_MATCH_NOT_FOUND;
+    m->target = NULL;
+    m->head_as_get = false;
+    m->allowed = 0;
+    m->nparams = 0;
+    if (r == NULL || (path == NULL && len > 0) || (scratch == NULL && cap > 0) ||
+        (method & ~FCR_ANY_METHOD) != 0 || (method & (method - 1)) != 0)
+        return FCR_EINVAL;
+    if (path == NULL)
+        path = "";
+
+    struct lookup st = {.method = method, .m = m, .scratch = scratch, .cap = cap, .mctx = r->mctx};
+    int rc = lookup_router(r, path, len, &st);
+    if (rc < 0) {
+        m->target = NULL;
+        m->head_as_get = false;
+        m->nparams = 0;
+        return rc;
+    }
+    if (st.allowed == 0)
+        return 0;
+    m->allowed = st.allowed | FCR_OPTIONS;
+    if (m->allowed & FCR_GET)
+        m->allowed |= FCR_HEAD;
+    if (st.rank > 0)
+        m->status = FCR_MATCH_FOUND;
+    else if (method == FCR_OPTIONS)
+        m->status = FCR_MATCH_OPTIONS;
+    else
+        m->status = FCR_MATCH_NOT_ALLOWED;
+    return 0;
+}
+
+const char *fcr_match_param(const fcr_match *m, const char *name)
+{
+    if (m == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < m->nparams && i < FCR_MAX_PATH_PARAMS; i++) {
+        if (strcmp(m->params[i].name, name) == 0)
+            return m->params[i].value;
+    }
+    return NULL;
+}
