@@ -31,7 +31,8 @@ typedef enum fcr_role {
 
 /* Bit for `role` in fcr_server_config.roles. */
 #define FCR_ROLE_BIT(role) (1u << (unsigned)(role))
-#define FCR_ALL_ROLES      (FCR_ROLE_BIT(FCR_RESPONDER) | FCR_ROLE_BIT(FCR_AUTHORIZER) | FCR_ROLE_BIT(FCR_FILTER))
+#define FCR_ALL_ROLES                                                                              \
+    (FCR_ROLE_BIT(FCR_RESPONDER) | FCR_ROLE_BIT(FCR_AUTHORIZER) | FCR_ROLE_BIT(FCR_FILTER))
 
 /* Input streams of a request. */
 typedef enum fcr_stream {
@@ -42,16 +43,16 @@ typedef enum fcr_stream {
 /* Limits and timeouts. Every input size is checked against these before memory is reserved
  * for it. The defaults are those of fcr_limits_default(), listed in README.md. */
 typedef struct fcr_limits {
-    size_t max_name_len;     /* bytes in one param name (default 1 KiB) */
-    size_t max_value_len;    /* bytes in one param value (default 32 KiB) */
-    size_t max_params_bytes; /* encoded PARAMS stream bytes of one request (default 64 KiB) */
-    size_t max_params;       /* number of params of one request (default 256) */
-    size_t max_body;         /* buffered STDIN (and, separately, DATA) bytes (default 16 MiB) */
+    size_t max_name_len;        /* bytes in one param name (default 1 KiB) */
+    size_t max_value_len;       /* bytes in one param value (default 32 KiB) */
+    size_t max_params_bytes;    /* encoded PARAMS stream bytes of one request (default 64 KiB) */
+    size_t max_params;          /* number of params of one request (default 256) */
+    size_t max_body;            /* buffered STDIN (and, separately, DATA) bytes (default 16 MiB) */
     unsigned max_reqs_per_conn; /* concurrent requests on one connection (default 32) */
     unsigned max_reqs;          /* concurrent requests in one worker (default 4096) */
     unsigned max_conns;         /* open connections in one worker (default 4096) */
     size_t max_output_queue;    /* queued output bytes per connection (default 1 MiB) */
-    double idle_timeout;   /* seconds a connection may sit with no request (default 60) */
+    double idle_timeout;        /* seconds a connection may sit with no request (default 60) */
     double input_timeout;  /* seconds from BEGIN_REQUEST until its input is complete (default 30) */
     double output_timeout; /* seconds queued output may make no progress (default 30) */
 } fcr_limits;
@@ -77,12 +78,12 @@ typedef void (*fcr_request_cb)(fcr_req *req, void *data);
 /* Server configuration. Initialise with fcr_server_config_init() and change what you need. */
 typedef struct fcr_server_config {
     fcr_limits limits;
-    unsigned roles;        /* FCR_ROLE_BIT mask of served roles; others get UNKNOWN_ROLE */
-    bool multiplex;        /* accept several requests per connection (FCGI_MPXS_CONNS=1) */
+    unsigned roles;            /* FCR_ROLE_BIT mask of served roles; others get UNKNOWN_ROLE */
+    bool multiplex;            /* accept several requests per connection (FCGI_MPXS_CONNS=1) */
     fcr_params_cb on_params;   /* optional */
     fcr_request_cb on_request; /* required */
     void *data;                /* passed to both callbacks */
-    unsigned socket_mode;  /* mode for unix sockets created by fcr_server_listen (default 0660) */
+    unsigned socket_mode; /* mode for unix sockets created by fcr_server_listen (default 0660) */
     const char *web_server_addrs; /* allow-list like FCGI_WEB_SERVER_ADDRS; NULL: read the env */
 } fcr_server_config;
 
@@ -129,10 +130,10 @@ int fcr_server_run(fcr_server *srv, double grace);
 
 /* Counters for tests and monitoring. */
 typedef struct fcr_server_stats {
-    uint64_t accepted;      /* connections accepted since start */
-    uint64_t requests;      /* requests handed to the application */
-    unsigned conns;         /* open connections now */
-    unsigned active_reqs;   /* requests in progress now */
+    uint64_t accepted;        /* connections accepted since start */
+    uint64_t requests;        /* requests handed to the application */
+    unsigned conns;           /* open connections now */
+    unsigned active_reqs;     /* requests in progress now */
     uint64_t protocol_errors; /* connections closed for a protocol violation */
 } fcr_server_stats;
 

@@ -1,0 +1,651 @@
+/* Connections: reading and parsing, request dispatch, the output queue, timeouts. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MAX_IOV           64
+#define DRAIN_MAX_BYTES   65536
+#define DRAIN_MAX_SECONDS 2.0
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+fcr_conn *fcr__conn_new(fcr_server *srv, int fd)
+{
+    fcr_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->srv = srv;
+    c->fd = fd;
+    c->state = CONN_OPEN;
+    fcr__parser_init(&c->parser);
+    ev_io_init(&c->rio, read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    c->rio.data = c->wio.data = c;
+    c->last_activity = c->out_progress = ev_now(srv->loop);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->stats.conns++;
+    srv->stats.accepted++;
+    ev_io_start(srv->loop, &c->rio);
+    c->reading = true;
+    return c;
+}
+
+static fcr_req *find_req(const fcr_conn *c, uint16_t id)
+{
+    for (fcr_req *r = c->reqs; r; r = r->next) {
+        if (r->id == id)
+            return r;
+    }
+    return NULL;
+}
+
+/* ---- output queue ----------------------------------------------------------------------- */
+
+static bool queue_empty(const fcr_conn *c)
+{
+    return c->shead == c->stail;
+}
+
+int fcr__conn_reserve(fcr_conn *c, size_t nsegs)
+{
+    if (c->scap - c->stail >= nsegs)
+        return 0;
+    if (c->shead > 0) { /* compact */
+        memmove(c->segs, c->segs + c->shead, (c->stail - c->shead) * sizeof *c->segs);
+        c->stail -= c->shead;
+        c->shead = 0;
+        if (c->scap - c->stail >= nsegs)
+            return 0;
+    }
+    size_t cap = c->scap ? c->scap * 2 : 16;
+    while (cap - c->stail < nsegs)
+        cap *= 2;
+    fcr_seg *s = realloc(c->segs, cap * sizeof *s);
+    if (!s)
+        return FCR_ENOMEM;
+    c->segs = s;
+    c->scap = cap;
+    return 0;
+}
+
+int fcr__conn_push(fcr_conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg)
+{
+    if (fcr__conn_reserve(c, 1) != 0) {
+        if (release)
+            release(arg);
+        fcr__conn_fail(c, "out of memory");
+        return FCR_ENOMEM;
+    }
+    if (queue_empty(c))
+        c->out_progress = ev_now(c->srv->loop);
+    c->segs[c->stail++] = (fcr_seg){ptr, len, release, arg};
+    c->queued += len;
+    return 0;
+}
+
+static void push_record(fcr_conn *c, const uint8_t *rec, size_t len)
+{
+    uint8_t *copy = malloc(len);
+    if (!copy) {
+        fcr__conn_fail(c, "out of memory");
+        return;
+    }
+    memcpy(copy, rec, len);
+    if (fcr__conn_push(c, copy, len, free, copy) == 0)
+        fcr__conn_want_flush(c);
+}
+
+void fcr__conn_want_flush(fcr_conn *c)
+{
+    if (!c->in_flush_list) {
+        c->in_flush_list = true;
+        c->wnext = c->srv->flush_list;
+        c->srv->flush_list = c;
+    }
+}
+
+void fcr__conn_fail(fcr_conn *c, const char *why)
+{
+    if (!c->doomed)
+        c->doomed = why;
+    fcr__conn_want_flush(c);
+}
+
+/* Releases the segments covered by `n` written bytes (and empty segments reached). */
+static void advance(fcr_conn *c, size_t n)
+{
+    c->queued -= n;
+    while (c->shead < c->stail) {
+        fcr_seg *s = &c->segs[c->shead];
+        size_t left = s->len - c->soff;
+        if (n < left) {
+            c->soff += n;
+            return;
+        }
+        n -= left;
+        c->soff = 0;
+        c->shead++;
+        if (s->release)
+            s->release(s->arg);
+    }
+    c->shead = c->stail = 0;
+}
+
+static void release_all(fcr_conn *c)
+{
+    while (c->shead < c->stail) {
+        fcr_seg *s = &c->segs[c->shead++];
+        if (s->release)
+            s->release(s->arg);
+    }
+    free(c->segs);
+    c->segs = NULL;
+    c->shead = c->stail = c->scap = c->soff = 0;
+}
+
+/* Input is read while the connection is open (or still has requests receiving input after a
+ * close was decided) and nothing asked to pause. */
+static bool reading_allowed(const fcr_conn *c)
+{
+    return (c->state == CONN_OPEN || (c->state == CONN_CLOSE_AFTER_FLUSH && c->nreqs > 0)) &&
+           !c->paused_app && !c->paused_output;
+}
+
+static void update_reading(fcr_conn *c)
+{
+    struct ev_loop *loop = c->srv->loop;
+    bool want = reading_allowed(c) || c->state == CONN_DRAINING;
+    if (want && c->pend_len > c->pend_off) {
+        ev_feed_event(loop, &c->rio, EV_READ);
+        return;
+    }
+    if (want && !c->reading) {
+        ev_io_start(loop, &c->rio);
+        c->reading = true;
+    } else if (!want && c->reading) {
+        ev_io_stop(loop, &c->rio);
+        c->reading = false;
+    }
+}
+
+void fcr__conn_resume(fcr_conn *c)
+{
+    update_reading(c);
+}
+
+static void start_drain(fcr_conn *c)
+{
+    /* Half-close, then read and discard what the peer still sends (bounded), so that closing
+     * with unread input does not make the kernel send a reset. */
+    shutdown(c->fd, SHUT_WR);
+    c->state = CONN_DRAINING;
+    c->drained = 0;
+    c->out_progress = ev_now(c->srv->loop);
+    free(c->pending);
+    c->pending = NULL;
+    c->pend_len = c->pend_off = 0;
+    update_reading(c);
+}
+
+static void call_drain_callbacks(fcr_conn *c)
+{
+    bool again = true;
+    while (again) {
+        again = false;
+        for (fcr_req *r = c->reqs; r; r = r->next) {
+            if (r->on_drain) {
+                void (*cb)(fcr_req *) = r->on_drain;
+                r->on_drain = NULL;
+                cb(r);
+                again = true; /* the list may have changed */
+                break;
+            }
+        }
+    }
+}
+
+void fcr__conn_flush(fcr_conn *c)
+{
+    if (c->doomed) {
+        fcr__conn_close(c, c->doomed);
+        return;
+    }
+    struct ev_loop *loop = c->srv->loop;
+    bool blocked = false;
+    while (!queue_empty(c)) {
+        struct iovec iov[MAX_IOV];
+        int n = 0;
+        size_t total = 0;
+        for (size_t i = c->shead; i < c->stail && n < MAX_IOV; i++) {
+            const fcr_seg *s = &c->segs[i];
+            size_t off = (i == c->shead) ? c->soff : 0;
+            if (s->len - off == 0)
+                continue;
+            iov[n].iov_base = (void *)(s->ptr + off);
+            iov[n].iov_len = s->len - off;
+            total += iov[n].iov_len;
+            n++;
+        }
+        if (n == 0) {
+            advance(c, 0);
+            continue;
+        }
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                blocked = true;
+                break;
+            }
+            fcr__conn_close(c, strerror(errno));
+            return;
+        }
+        c->out_progress = c->last_activity = ev_now(loop);
+        advance(c, (size_t)w);
+        if ((size_t)w < total) {
+            blocked = true;
+            break;
+        }
+    }
+    if (blocked)
+        ev_io_start(loop, &c->wio);
+    else
+        ev_io_stop(loop, &c->wio);
+
+    size_t cap = c->srv->cfg.limits.max_output_queue;
+    if (c->queued >= cap) {
+        c->paused_output = true;
+    } else if (c->queued < cap / 2) {
+        c->paused_output = false;
+        call_drain_callbacks(c);
+    }
+    if (c->doomed) {
+        fcr__conn_close(c, c->doomed);
+        return;
+    }
+    if (c->state == CONN_CLOSE_AFTER_FLUSH && queue_empty(c) && c->nreqs == 0) {
+        start_drain(c);
+        return;
+    }
+    update_reading(c);
+}
+
+static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    fcr__conn_flush(w->data);
+}
+
+/* ---- requests on the connection --------------------------------------------------------- */
+
+void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
+{
+    for (fcr_req **pp = &c->reqs; *pp; pp = &(*pp)->next) {
+        if (*pp == r) {
+            *pp = r->next;
+            c->nreqs--;
+            c->srv->stats.active_reqs--;
+            break;
+        }
+    }
+    r->next = NULL;
+    r->conn = NULL;
+    if (c->state == CONN_OPEN && (!(r->flags & FCGI_KEEP_CONN) || c->srv->shutting_down))
+        c->state = CONN_CLOSE_AFTER_FLUSH;
+    fcr__conn_want_flush(c);
+}
+
+static bool input_complete(const fcr_req *r)
+{
+    switch (r->role) {
+    case FCR_AUTHORIZER:
+        return (r->state & REQ_PARAMS_DONE) != 0;
+    case FCR_FILTER:
+        return (r->state & REQ_STDIN_DONE) && (r->state & REQ_DATA_DONE);
+    default:
+        return (r->state & REQ_STDIN_DONE) != 0;
+    }
+}
+
+static void deliver(fcr_req *r)
+{
+    fcr_server *srv = r->srv;
+    r->state |= REQ_DELIVERED;
+    srv->stats.requests++;
+    r->busy++;
+    srv->cfg.on_request(r, srv->cfg.data);
+    r->busy--;
+    if ((r->state & REQ_FINISHED) && r->busy == 0)
+        fcr__req_unref(r);
+}
+
+static void params_complete(fcr_req *r)
+{
+    fcr_server *srv = r->srv;
+    if (srv->cfg.on_params) {
+        r->state |= REQ_IN_PARAMS;
+        r->busy++;
+        srv->cfg.on_params(r, srv->cfg.data);
+        r->busy--;
+        r->state &= ~(unsigned)REQ_IN_PARAMS;
+        if (r->state & REQ_FINISHED) { /* answered at once */
+            if (r->busy == 0)
+                fcr__req_unref(r);
+            return;
+        }
+    }
+    if ((r->state & REQ_STREAMING) || input_complete(r))
+        deliver(r);
+}
+
+static void end_record(fcr_conn *c, uint16_t id, uint8_t protocol_status, uint8_t flags)
+{
+    uint8_t rec[16];
+    fcr__end_request_encode(rec, id, 0, protocol_status);
+    push_record(c, rec, sizeof rec);
+    if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0 && c->state == CONN_OPEN)
+        c->state = CONN_CLOSE_AFTER_FLUSH;
+}
+
+static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
+{
+    fcr_conn *c = ctx;
+    fcr_server *srv = c->srv;
+    const fcr_limits *lim = &srv->cfg.limits;
+    if (c->state != CONN_OPEN)
+        return 0;
+    if (find_req(c, id)) {
+        fcr_log(FCR_LOG_WARN, "BEGIN_REQUEST for active request id %u", id);
+        return FCR_EPROTO;
+    }
+    if (role < 1 || role > 3 || !(srv->cfg.roles & FCR_ROLE_BIT(role))) {
+        fcr_log(FCR_LOG_INFO, "request %u: role %u not served", id, role);
+        end_record(c, id, FCGI_UNKNOWN_ROLE, flags);
+        return 0;
+    }
+    if (!srv->cfg.multiplex && c->nreqs > 0) {
+        end_record(c, id, FCGI_CANT_MPX_CONN, flags);
+        return 0;
+    }
+    if (c->nreqs >= lim->max_reqs_per_conn || srv->stats.active_reqs >= lim->max_reqs ||
+        srv->shutting_down) {
+        fcr_log(FCR_LOG_WARN, "request %u: overloaded (%u on this connection, %u in all)", id,
+                c->nreqs, srv->stats.active_reqs);
+        end_record(c, id, FCGI_OVERLOADED, flags);
+        return 0;
+    }
+    fcr_req *r = fcr__req_new(c, id, (uint8_t)role, flags);
+    if (!r)
+        return FCR_ENOMEM;
+    r->next = c->reqs;
+    c->reqs = r;
+    c->nreqs++;
+    srv->stats.active_reqs++;
+    return 0;
+}
+
+static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, size_t len)
+{
+    fcr_conn *c = ctx;
+    fcr_req *r = find_req(c, id);
+    if (!r || (r->state & (REQ_DISCARD | REQ_ENDED)))
+        return 0; /* inactive id, or input past a limit */
+    if (type == FCGI_PARAMS) {
+        if (r->state & REQ_PARAMS_DONE)
+            return 0;
+        if (len)
+            return fcr__req_params_chunk(r, buf, len);
+        int e = fcr__req_params_end(r);
+        if (e < 0)
+            return e;
+        if (e == 0)
+            params_complete(r);
+        return 0;
+    }
+    if (!(r->state & REQ_PARAMS_DONE)) {
+        fcr_log(FCR_LOG_WARN, "request %u: input stream before PARAMS ended", id);
+        return FCR_EPROTO;
+    }
+    int idx = type == FCGI_DATA ? 1 : 0;
+    unsigned done = idx ? REQ_DATA_DONE : REQ_STDIN_DONE;
+    if ((idx == 1 && r->role != FCR_FILTER) || (r->state & done))
+        return 0;
+    if (r->state & REQ_STREAMING) {
+        if (len == 0)
+            r->state |= done;
+        r->busy++;
+        int rc = r->chunk_cb(r, idx ? FCR_DATA : FCR_STDIN, buf, len);
+        r->busy--;
+        if (r->state & REQ_FINISHED) {
+            if (r->busy == 0)
+                fcr__req_unref(r);
+            return 0;
+        }
+        if (rc == FCR_EAGAIN) {
+            c->paused_app = true;
+            return FCR_EAGAIN;
+        }
+        return 0;
+    }
+    if (r->state & REQ_DELIVERED)
+        return 0;
+    if (len) {
+        int rc = fcr__req_body_chunk(r, idx, buf, len);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            deliver(r); /* over the limit: the application answers now */
+        return 0;
+    }
+    r->state |= done;
+    if (input_complete(r))
+        deliver(r);
+    return 0;
+}
+
+static int on_abort(void *ctx, uint16_t id)
+{
+    fcr_conn *c = ctx;
+    fcr_req *r = find_req(c, id);
+    if (r && !(r->state & REQ_ENDED)) {
+        fcr_log(FCR_LOG_DEBUG, "request %u aborted by the web server", id);
+        fcr__req_abort(r, true);
+    }
+    return 0;
+}
+
+static int on_management(void *ctx, uint8_t type, const uint8_t *content, size_t len)
+{
+    fcr_conn *c = ctx;
+    fcr_server *srv = c->srv;
+    if (type == FCGI_GET_VALUES) {
+        fcr_values v = {srv->cfg.limits.max_conns, srv->cfg.limits.max_reqs, srv->cfg.multiplex};
+        uint8_t out[128];
+        size_t n = fcr__get_values_result(content, len, &v, out, sizeof out);
+        if (n)
+            push_record(c, out, n);
+    } else {
+        uint8_t rec[16];
+        fcr__unknown_type_encode(rec, type);
+        push_record(c, rec, sizeof rec);
+    }
+    return 0;
+}
+
+static int on_ignored(void *ctx, const fcgi_header *h)
+{
+    (void)ctx;
+    fcr_log(FCR_LOG_DEBUG, "ignored record type %u for id %u", h->type, h->id);
+    return 0;
+}
+
+static const fcr_parser_events events = {
+    .begin = on_begin,
+    .stream = on_stream,
+    .abort = on_abort,
+    .management = on_management,
+    .ignored = on_ignored,
+};
+
+/* ---- reading ---------------------------------------------------------------------------- */
+
+static void drain_read(fcr_conn *c)
+{
+    fcr_server *srv = c->srv;
+    ssize_t n = recv(c->fd, srv->rbuf, srv->rbuf_cap, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0 || (c->drained += (size_t)n) > DRAIN_MAX_BYTES)
+        fcr__conn_close(c, NULL);
+}
+
+static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    fcr_conn *c = w->data;
+    fcr_server *srv = c->srv;
+    if (c->state == CONN_DRAINING) {
+        drain_read(c);
+        return;
+    }
+    if (!reading_allowed(c)) {
+        update_reading(c);
+        return;
+    }
+    const uint8_t *buf;
+    size_t len;
+    bool from_pending = c->pend_len > c->pend_off;
+    if (from_pending) {
+        buf = c->pending + c->pend_off;
+        len = c->pend_len - c->pend_off;
+    } else {
+        ssize_t n = recv(c->fd, srv->rbuf, srv->rbuf_cap, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        if (n <= 0) {
+            fcr__conn_close(c, n == 0 ? NULL : strerror(errno));
+            return;
+        }
+        buf = srv->rbuf;
+        len = (size_t)n;
+        c->last_activity = ev_now(loop);
+    }
+    c->in_feed = true;
+    long used = fcr__parser_feed(&c->parser, &events, c, buf, len);
+    c->in_feed = false;
+    if (used < 0) {
+        if (used == FCR_EPROTO)
+            srv->stats.protocol_errors++;
+        fcr__conn_close(c, fcr_strerror((int)used));
+        return;
+    }
+    if (c->doomed) {
+        fcr__conn_close(c, c->doomed);
+        return;
+    }
+    if (from_pending) {
+        c->pend_off += (size_t)used;
+        if (c->pend_off == c->pend_len) {
+            free(c->pending);
+            c->pending = NULL;
+            c->pend_len = c->pend_off = 0;
+        }
+    } else if ((size_t)used < len) {
+        /* Paused mid-buffer: keep the rest for later, as the read buffer is shared. */
+        c->pending = malloc(len - (size_t)used);
+        if (!c->pending) {
+            fcr__conn_close(c, "out of memory");
+            return;
+        }
+        memcpy(c->pending, buf + used, len - (size_t)used);
+        c->pend_len = len - (size_t)used;
+        c->pend_off = 0;
+    }
+    if (fcr__parser_idle(&c->parser))
+        c->partial_since = 0;
+    else if (c->partial_since == 0)
+        c->partial_since = ev_now(loop);
+    update_reading(c);
+}
+
+/* ---- closing and timeouts --------------------------------------------------------------- */
+
+void fcr__conn_close(fcr_conn *c, const char *why)
+{
+    if (c->in_feed) {
+        if (!c->doomed)
+            c->doomed = why ? why : "closed";
+        return;
+    }
+    fcr_server *srv = c->srv;
+    if (why)
+        fcr_log(FCR_LOG_INFO, "closing connection: %s", why);
+    ev_io_stop(srv->loop, &c->rio);
+    ev_io_stop(srv->loop, &c->wio);
+    c->in_feed = true; /* callbacks below must not close again */
+    /* Output first: queued segments may point into requests' memory. */
+    release_all(c);
+    c->queued = 0;
+    while (c->reqs)
+        fcr__req_abort(c->reqs, false);
+    for (fcr_conn **pp = &srv->flush_list; *pp; pp = &(*pp)->wnext) {
+        if (*pp == c) {
+            *pp = c->wnext;
+            break;
+        }
+    }
+    fcr__parser_reset(&c->parser);
+    free(c->pending);
+    close(c->fd);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    srv->stats.conns--;
+    free(c);
+    fcr__server_conn_closed(srv);
+}
+
+void fcr__conn_sweep(fcr_conn *c, double now)
+{
+    const fcr_limits *lim = &c->srv->cfg.limits;
+    if (c->state == CONN_DRAINING) {
+        if (now - c->out_progress > DRAIN_MAX_SECONDS)
+            fcr__conn_close(c, NULL);
+        return;
+    }
+    if (!queue_empty(c) && now - c->out_progress > lim->output_timeout) {
+        fcr__conn_close(c, "output stalled past the output timeout");
+        return;
+    }
+    for (fcr_req *r = c->reqs; r; r = r->next) {
+        bool waiting = !(r->state & REQ_DELIVERED) ||
+                       ((r->state & REQ_STREAMING) && !input_complete(r) && !c->paused_app);
+        if (waiting && now - r->begin_time > lim->input_timeout) {
+            fcr__conn_close(c, "request input not complete before the input timeout");
+            return;
+        }
+    }
+    if (c->nreqs == 0 && queue_empty(c)) {
+        if (c->partial_since && now - c->partial_since > lim->input_timeout) {
+            fcr__conn_close(c, "partial record not completed before the input timeout");
+            return;
+        }
+        if (now - c->last_activity > lim->idle_timeout)
+            fcr__conn_close(c, NULL);
+    }
+}

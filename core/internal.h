@@ -1,0 +1,189 @@
+/* Internal: structures shared by the core's request, connection, listener and server code. */
+#ifndef FCR_CORE_INTERNAL_H
+#define FCR_CORE_INTERNAL_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <fcrest/core.h>
+
+#include "fcgi.h"
+
+typedef struct fcr_conn fcr_conn;
+typedef struct fcr_listener fcr_listener;
+
+/* One piece of queued output: bytes to write, and what to release when they are written or
+ * dropped. */
+typedef struct fcr_seg {
+    const uint8_t *ptr;
+    size_t len;
+    void (*release)(void *arg);
+    void *arg;
+} fcr_seg;
+
+typedef struct fcr_param {
+    const char *name;
+    const char *value;
+    uint32_t nlen;
+    uint32_t vlen;
+} fcr_param;
+
+typedef struct fcr_buf {
+    uint8_t *p;
+    size_t len;
+    size_t cap;
+} fcr_buf;
+
+enum {
+    REQ_PARAMS_DONE = 1u << 0,
+    REQ_STDIN_DONE = 1u << 1,
+    REQ_DATA_DONE = 1u << 2,
+    REQ_DELIVERED = 1u << 3, /* on_request ran: the application owns the request */
+    REQ_ABORTED = 1u << 4,
+    REQ_FINISHED = 1u << 5, /* fcr_req_finish ran */
+    REQ_STREAMING = 1u << 6,
+    REQ_STDERR_USED = 1u << 7,
+    REQ_DISCARD = 1u << 8,   /* input past a limit: later input is dropped */
+    REQ_IN_PARAMS = 1u << 9, /* inside on_params */
+    REQ_ENDED = 1u << 10,    /* END_REQUEST queued; the id is inactive */
+};
+
+struct fcr_req {
+    fcr_server *srv;
+    fcr_conn *conn;                   /* NULL once detached (ended, aborted, connection gone) */
+    fcr_req *next;                    /* in conn->reqs */
+    fcr_req *dirty_next, *dirty_prev; /* srv->dirty: open STDOUT record to flush */
+    bool dirty;
+    uint16_t id;
+    uint8_t role;
+    uint8_t flags;
+    unsigned state;
+    int refs; /* the application/core's hold + the END_REQUEST record's */
+    int busy; /* > 0 while a core callback into the application runs */
+    int input_error;
+    double begin_time;
+    size_t max_body;
+    long long content_length; /* -1 when absent or malformed */
+
+    fcr_buf pbuf; /* the raw PARAMS stream, decoded in place */
+    fcr_param *params;
+    size_t nparams;
+
+    fcr_buf body[2]; /* STDIN, DATA */
+    fcr_chunk_cb chunk_cb;
+
+    uint8_t *out; /* open STDOUT record: 8 header bytes, then content */
+    size_t out_len;
+    size_t out_cap;
+
+    void (*on_abort)(fcr_req *req);
+    void (*on_drain)(fcr_req *req);
+    void *userdata;
+};
+
+enum conn_state { CONN_OPEN, CONN_CLOSE_AFTER_FLUSH, CONN_DRAINING };
+
+struct fcr_conn {
+    fcr_server *srv;
+    int fd;
+    ev_io rio;
+    ev_io wio;
+    fcr_conn *prev, *next; /* srv->conns */
+    fcr_conn *wnext;       /* srv->flush list */
+    bool in_flush_list;
+    bool reading;       /* rio started */
+    bool paused_app;    /* a chunk callback asked to pause */
+    bool paused_output; /* queued output above the cap */
+    bool in_feed;       /* inside the parser: closing is deferred */
+    const char *doomed; /* close at the next safe point, for this reason */
+    enum conn_state state;
+    fcr_parser parser;
+    fcr_req *reqs;
+    unsigned nreqs;
+    uint8_t *pending; /* input not yet consumed while paused */
+    size_t pend_len;
+    size_t pend_off;
+    fcr_seg *segs;
+    size_t shead, stail, scap;
+    size_t soff;    /* bytes of segs[shead] already written */
+    size_t queued;  /* bytes in segs not yet written + open records of its requests */
+    size_t drained; /* bytes discarded while draining */
+    double last_activity;
+    double out_progress;
+    double partial_since;
+};
+
+struct fcr_listener {
+    fcr_listener *next;
+    fcr_server *srv;
+    int fd;
+    ev_io io;
+    char *unlink_path; /* unix socket file we created */
+};
+
+typedef struct fcr_allow {
+    int family;
+    uint8_t addr[16];
+} fcr_allow;
+
+struct fcr_server {
+    struct ev_loop *loop;
+    fcr_server_config cfg;
+    fcr_allow *allow;
+    size_t nallow;
+    bool allow_set;
+    fcr_listener *listeners;
+    bool accept_paused;
+    bool shutting_down;
+    fcr_conn *conns;
+    fcr_conn *flush_list;
+    fcr_req *dirty;
+    ev_prepare prepare;
+    ev_idle idle;
+    ev_timer sweep;
+    ev_signal sigterm, sigint;
+    ev_timer grace;
+    uint8_t *rbuf;
+    size_t rbuf_cap;
+    fcr_server_stats stats;
+    void (*on_drained)(fcr_server *srv, void *arg);
+    void *drained_arg;
+};
+
+/* request.c */
+fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags);
+int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len);
+int fcr__req_params_end(fcr_req *r);
+int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len);
+void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app_status);
+void fcr__req_unref(void *r);
+void fcr__req_abort(fcr_req *r, bool send_end);
+void fcr__req_reject(fcr_req *r, const char *status_line);
+
+/* conn.c */
+fcr_conn *fcr__conn_new(fcr_server *srv, int fd);
+void fcr__conn_close(fcr_conn *c, const char *why);
+void fcr__conn_fail(fcr_conn *c, const char *why);
+int fcr__conn_reserve(fcr_conn *c, size_t nsegs);
+int fcr__conn_push(fcr_conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg);
+void fcr__conn_want_flush(fcr_conn *c);
+void fcr__conn_flush(fcr_conn *c);
+void fcr__conn_remove_req(fcr_conn *c, fcr_req *r);
+void fcr__conn_resume(fcr_conn *c);
+void fcr__conn_sweep(fcr_conn *c, double now);
+
+/* server.c */
+void fcr__server_conn_closed(fcr_server *srv);
+void fcr__server_mark_dirty(fcr_server *srv, fcr_req *r);
+void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
+
+/* listen.c */
+int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n);
+bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_t len);
+void fcr__listeners_pause(fcr_server *srv, bool pause);
+void fcr__listeners_close(fcr_server *srv);
+
+#endif

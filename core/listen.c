@@ -1,0 +1,374 @@
+/* Listeners: unix and TCP sockets, inherited sockets (fd 0, systemd), the web server allow-list,
+ * accepting up to the connection cap. */
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_EVENT 64
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return FCR_EIO;
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return 0;
+}
+
+/* ---- allow-list ------------------------------------------------------------------------- */
+
+int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = list; *p; p++)
+        cap += (*p == ',');
+    fcr_allow *a = calloc(cap, sizeof *a);
+    if (!a)
+        return FCR_ENOMEM;
+    size_t count = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t len = (size_t)(p - start);
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p && *p != ',')
+            goto bad;
+        if (*p == ',')
+            p++;
+        if (len == 0)
+            continue;
+        char tmp[INET6_ADDRSTRLEN + 2];
+        if (start[0] == '[' && len > 2 && start[len - 1] == ']') {
+            start++;
+            len -= 2;
+        }
+        if (len >= sizeof tmp)
+            goto bad;
+        memcpy(tmp, start, len);
+        tmp[len] = '\0';
+        if (inet_pton(AF_INET, tmp, a[count].addr) == 1)
+            a[count].family = AF_INET;
+        else if (inet_pton(AF_INET6, tmp, a[count].addr) == 1)
+            a[count].family = AF_INET6;
+        else
+            goto bad;
+        count++;
+    }
+    *out = a;
+    *n = count;
+    return 0;
+bad:
+    fcr_log(FCR_LOG_ERROR, "FCGI_WEB_SERVER_ADDRS: malformed address list \"%s\"", list);
+    free(a);
+    return FCR_EPARSE;
+}
+
+bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_t len)
+{
+    if (!srv->allow_set)
+        return true;
+    const uint8_t *v4 = NULL, *v6 = NULL;
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        v4 = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        v6 = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(v6, mapped, 12) == 0)
+            v4 = v6 + 12;
+    } else {
+        return false; /* non-TCP peers are refused when the list is set */
+    }
+    for (size_t i = 0; i < srv->nallow; i++) {
+        const fcr_allow *a = &srv->allow[i];
+        if ((a->family == AF_INET && v4 && memcmp(a->addr, v4, 4) == 0) ||
+            (a->family == AF_INET6 && v6 && memcmp(a->addr, v6, 16) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* ---- accepting -------------------------------------------------------------------------- */
+
+static void describe_peer(const struct sockaddr *sa, char *buf, size_t cap)
+{
+    const void *addr = NULL;
+    if (sa->sa_family == AF_INET)
+        addr = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    else if (sa->sa_family == AF_INET6)
+        addr = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (!addr || !inet_ntop(sa->sa_family, addr, buf, (socklen_t)cap))
+        snprintf(buf, cap, "a non-TCP peer");
+}
+
+void fcr__listeners_pause(fcr_server *srv, bool pause)
+{
+    srv->accept_paused = pause;
+    for (fcr_listener *l = srv->listeners; l; l = l->next) {
+        if (pause)
+            ev_io_stop(srv->loop, &l->io);
+        else
+            ev_io_start(srv->loop, &l->io);
+    }
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    fcr_listener *l = w->data;
+    fcr_server *srv = l->srv;
+    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+        if (srv->stats.conns >= srv->cfg.limits.max_conns) {
+            fcr_log(FCR_LOG_WARN, "connection cap %u reached: accepting paused",
+                    srv->cfg.limits.max_conns);
+            fcr__listeners_pause(srv, true);
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                fcr_log(FCR_LOG_ERROR, "accept: %s", strerror(errno));
+            return;
+        }
+        if (!fcr__allow_check(srv, (struct sockaddr *)&ss, len)) {
+            char peer[INET6_ADDRSTRLEN];
+            describe_peer((struct sockaddr *)&ss, peer, sizeof peer);
+            fcr_log(FCR_LOG_WARN, "refused connection from %s (not in FCGI_WEB_SERVER_ADDRS)",
+                    peer);
+            close(fd);
+            continue;
+        }
+        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        if (!fcr__conn_new(srv, fd)) {
+            fcr_log(FCR_LOG_ERROR, "out of memory for a new connection");
+            close(fd);
+        }
+    }
+}
+
+static int add_listener(fcr_server *srv, int fd, const char *unlink_path)
+{
+    fcr_listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return FCR_ENOMEM;
+    if (unlink_path && !(l->unlink_path = strdup(unlink_path))) {
+        free(l);
+        return FCR_ENOMEM;
+    }
+    set_nonblock(fd);
+    l->srv = srv;
+    l->fd = fd;
+    ev_io_init(&l->io, accept_cb, fd, EV_READ);
+    l->io.data = l;
+    l->next = srv->listeners;
+    srv->listeners = l;
+    if (!srv->accept_paused)
+        ev_io_start(srv->loop, &l->io);
+    return 0;
+}
+
+void fcr__listeners_close(fcr_server *srv)
+{
+    while (srv->listeners) {
+        fcr_listener *l = srv->listeners;
+        srv->listeners = l->next;
+        ev_io_stop(srv->loop, &l->io);
+        close(l->fd);
+        if (l->unlink_path)
+            unlink(l->unlink_path);
+        free(l->unlink_path);
+        free(l);
+    }
+}
+
+/* ---- opening ---------------------------------------------------------------------------- */
+
+static int listen_unix(fcr_server *srv, const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof sun.sun_path)
+        return FCR_EADDR;
+    memcpy(sun.sun_path, path, len + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return FCR_EIO;
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        /* Replace a stale socket file, but never one a live server still answers on. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
+            close(probe);
+            close(fd);
+            errno = EADDRINUSE;
+            return FCR_EIO;
+        }
+        if (probe >= 0)
+            close(probe);
+        unlink(path);
+    }
+    if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+        goto fail;
+    if (chmod(path, srv->cfg.socket_mode) < 0 || listen(fd, SOMAXCONN) < 0) {
+        int saved = errno;
+        unlink(path);
+        errno = saved;
+        goto fail;
+    }
+    int e = add_listener(srv, fd, path);
+    if (e) {
+        unlink(path);
+        close(fd);
+    }
+    return e;
+fail:;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return FCR_EIO;
+}
+
+static int listen_tcp(fcr_server *srv, const char *hostport)
+{
+    char host[256];
+    const char *port;
+    if (hostport[0] == '[') {
+        const char *end = strchr(hostport, ']');
+        if (!end || end[1] != ':' || (size_t)(end - hostport - 1) >= sizeof host)
+            return FCR_EADDR;
+        memcpy(host, hostport + 1, (size_t)(end - hostport - 1));
+        host[end - hostport - 1] = '\0';
+        port = end + 2;
+    } else {
+        const char *colon = strrchr(hostport, ':');
+        if (!colon || (size_t)(colon - hostport) >= sizeof host)
+            return FCR_EADDR;
+        memcpy(host, hostport, (size_t)(colon - hostport));
+        host[colon - hostport] = '\0';
+        port = colon + 1;
+    }
+    if (!*port || strspn(port, "0123456789") != strlen(port))
+        return FCR_EADDR;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0)
+        return FCR_EADDR;
+    int e = FCR_EIO;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
+            e = add_listener(srv, fd, NULL);
+            if (e)
+                close(fd);
+            break;
+        }
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    freeaddrinfo(res);
+    return e;
+}
+
+static bool is_listening_socket(int fd)
+{
+    int val = 0;
+    socklen_t len = sizeof val;
+    return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &val, &len) == 0 && val;
+}
+
+int fcr_server_listen(fcr_server *srv, const char *addr)
+{
+    if (!srv || !addr)
+        return FCR_EINVAL;
+    if (strncmp(addr, "unix:", 5) == 0)
+        return listen_unix(srv, addr + 5);
+    if (strncmp(addr, "tcp:", 4) == 0)
+        return listen_tcp(srv, addr + 4);
+    if (strncmp(addr, "fd:", 3) == 0) {
+        char *end;
+        long fd = strtol(addr + 3, &end, 10);
+        if (end == addr + 3 || *end || fd < 0 || fd > 65535)
+            return FCR_EADDR;
+        if (!is_listening_socket((int)fd))
+            return FCR_EADDR;
+        return add_listener(srv, (int)fd, NULL);
+    }
+    return FCR_EADDR;
+}
+
+int fcr_server_listen_inherited(fcr_server *srv)
+{
+    if (!srv)
+        return FCR_EINVAL;
+    const char *pid = getenv("LISTEN_PID");
+    const char *fds = getenv("LISTEN_FDS");
+    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid()) {
+        long n = strtol(fds, NULL, 10);
+        int adopted = 0;
+        for (long i = 0; i < n && i < 64; i++) {
+            int fd = 3 + (int)i;
+            if (!is_listening_socket(fd))
+                continue;
+            int e = add_listener(srv, fd, NULL);
+            if (e)
+                return e;
+            adopted++;
+        }
+        unsetenv("LISTEN_PID");
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+        return adopted;
+    }
+    /* The FastCGI convention: a web server or spawner passes the listening socket as fd 0. */
+    if (is_listening_socket(0)) {
+        int e = add_listener(srv, 0, NULL);
+        return e ? e : 1;
+    }
+    return 0;
+}
+
+int fcr_server_adopt(fcr_server *srv, int fd)
+{
+    if (!srv || fd < 0)
+        return FCR_EINVAL;
+    if (srv->stats.conns >= srv->cfg.limits.max_conns) {
+        close(fd);
+        return FCR_ETOOBIG;
+    }
+    set_nonblock(fd);
+    if (!fcr__conn_new(srv, fd)) {
+        close(fd);
+        return FCR_ENOMEM;
+    }
+    return 0;
+}

@@ -1,0 +1,281 @@
+/* The server: configuration, the flush step before the loop blocks, timeouts, shutdown. */
+#include "internal.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_BUF_SIZE (64 * 1024)
+#define FLUSH_ROUNDS  8
+
+void fcr_limits_default(fcr_limits *l)
+{
+    l->max_name_len = 1024;
+    l->max_value_len = 32 * 1024;
+    l->max_params_bytes = 64 * 1024;
+    l->max_params = 256;
+    l->max_body = 16 * 1024 * 1024;
+    l->max_reqs_per_conn = 32;
+    l->max_reqs = 4096;
+    l->max_conns = 4096;
+    l->max_output_queue = 1024 * 1024;
+    l->idle_timeout = 60.0;
+    l->input_timeout = 30.0;
+    l->output_timeout = 30.0;
+}
+
+void fcr_server_config_init(fcr_server_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    fcr_limits_default(&cfg->limits);
+    cfg->roles = FCR_ALL_ROLES;
+    cfg->multiplex = true;
+    cfg->socket_mode = 0660;
+}
+
+static bool limits_valid(const fcr_limits *l)
+{
+    return l->max_name_len && l->max_value_len && l->max_params_bytes && l->max_params &&
+           l->max_reqs_per_conn && l->max_reqs && l->max_conns && l->max_output_queue &&
+           l->idle_timeout > 0 && l->input_timeout > 0 && l->output_timeout > 0;
+}
+
+void fcr__server_mark_dirty(fcr_server *srv, fcr_req *r)
+{
+    if (r->dirty)
+        return;
+    r->dirty = true;
+    r->dirty_prev = NULL;
+    r->dirty_next = srv->dirty;
+    if (srv->dirty)
+        srv->dirty->dirty_prev = r;
+    srv->dirty = r;
+}
+
+void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r)
+{
+    if (!r->dirty)
+        return;
+    if (r->dirty_prev)
+        r->dirty_prev->dirty_next = r->dirty_next;
+    else
+        srv->dirty = r->dirty_next;
+    if (r->dirty_next)
+        r->dirty_next->dirty_prev = r->dirty_prev;
+    r->dirty = false;
+    r->dirty_next = r->dirty_prev = NULL;
+}
+
+/* Before the loop blocks: open STDOUT records become queued records, and every connection with
+ * output writes it with one sendmsg where the socket takes it. Output produced by callbacks
+ * run here (drain callbacks) is handled in further rounds; past a few rounds an idle watcher
+ * keeps the loop from blocking. */
+static void flush_all(fcr_server *srv)
+{
+    for (int round = 0; round < FLUSH_ROUNDS && (srv->dirty || srv->flush_list); round++) {
+        while (srv->dirty) {
+            fcr_req *r = srv->dirty;
+            fcr__server_unmark_dirty(srv, r);
+            fcr__req_seal(r, false, 0, 0);
+        }
+        while (srv->flush_list) {
+            fcr_conn *c = srv->flush_list;
+            srv->flush_list = c->wnext;
+            c->in_flush_list = false;
+            fcr__conn_flush(c);
+        }
+    }
+    if (srv->dirty || srv->flush_list)
+        ev_idle_start(srv->loop, &srv->idle);
+    else
+        ev_idle_stop(srv->loop, &srv->idle);
+}
+
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    flush_all(w->data);
+}
+
+static void idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    (void)w; /* the prepare watcher does the work */
+}
+
+static void check_drained(fcr_server *srv)
+{
+    if (srv->shutting_down && srv->conns == NULL && srv->on_drained) {
+        void (*cb)(fcr_server *, void *) = srv->on_drained;
+        srv->on_drained = NULL;
+        cb(srv, srv->drained_arg);
+    }
+}
+
+static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    fcr_server *srv = w->data;
+    double now = ev_now(loop);
+    for (fcr_conn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        fcr__conn_sweep(c, now);
+    }
+}
+
+void fcr__server_conn_closed(fcr_server *srv)
+{
+    if (srv->accept_paused && srv->stats.conns < srv->cfg.limits.max_conns)
+        fcr__listeners_pause(srv, false);
+    check_drained(srv);
+}
+
+fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err)
+{
+    int e = FCR_EINVAL;
+    fcr_server *srv = NULL;
+    if (!loop || !cfg || !cfg->on_request || !limits_valid(&cfg->limits))
+        goto fail;
+    e = FCR_ENOMEM;
+    srv = calloc(1, sizeof *srv);
+    if (!srv)
+        goto fail;
+    srv->loop = loop;
+    srv->cfg = *cfg;
+    srv->cfg.web_server_addrs = NULL;
+    const char *allow =
+        cfg->web_server_addrs ? cfg->web_server_addrs : getenv("FCGI_WEB_SERVER_ADDRS");
+    if (allow && *allow) {
+        e = fcr__allow_parse(allow, &srv->allow, &srv->nallow);
+        if (e)
+            goto fail;
+        srv->allow_set = true;
+    }
+    srv->rbuf_cap = READ_BUF_SIZE;
+    srv->rbuf = malloc(srv->rbuf_cap);
+    if (!srv->rbuf) {
+        e = FCR_ENOMEM;
+        goto fail;
+    }
+    ev_prepare_init(&srv->prepare, prepare_cb);
+    srv->prepare.data = srv;
+    ev_prepare_start(loop, &srv->prepare);
+    ev_unref(loop); /* the flush step alone does not keep the loop running */
+    ev_idle_init(&srv->idle, idle_cb);
+    ev_timer_init(&srv->sweep, sweep_cb, 1.0, 1.0);
+    srv->sweep.data = srv;
+    ev_timer_start(loop, &srv->sweep);
+    ev_unref(loop);
+    return srv;
+fail:
+    if (srv) {
+        free(srv->allow);
+        free(srv->rbuf);
+        free(srv);
+    }
+    if (err)
+        *err = e;
+    return NULL;
+}
+
+void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg), void *arg)
+{
+    if (!srv)
+        return;
+    if (!srv->shutting_down) {
+        srv->shutting_down = true;
+        fcr__listeners_close(srv);
+    }
+    srv->on_drained = on_drained;
+    srv->drained_arg = arg;
+    for (fcr_conn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->nreqs == 0 && c->shead == c->stail)
+            fcr__conn_close(c, NULL);
+        else if (c->state == CONN_OPEN)
+            c->state = CONN_CLOSE_AFTER_FLUSH;
+    }
+    check_drained(srv);
+}
+
+void fcr_server_free(fcr_server *srv)
+{
+    if (!srv)
+        return;
+    srv->on_drained = NULL;
+    fcr__listeners_close(srv);
+    while (srv->conns)
+        fcr__conn_close(srv->conns, NULL);
+    ev_ref(srv->loop);
+    ev_prepare_stop(srv->loop, &srv->prepare);
+    ev_ref(srv->loop);
+    ev_timer_stop(srv->loop, &srv->sweep);
+    ev_idle_stop(srv->loop, &srv->idle);
+    free(srv->allow);
+    free(srv->rbuf);
+    free(srv);
+}
+
+static void run_drained(fcr_server *srv, void *arg)
+{
+    (void)arg;
+    ev_break(srv->loop, EVBREAK_ONE);
+}
+
+static void run_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    fcr_server *srv = w->data;
+    fcr_log(FCR_LOG_INFO, "signal %d: finishing requests in flight, then exiting", w->signum);
+    if (srv->shutting_down) { /* a second signal: stop now */
+        ev_break(loop, EVBREAK_ONE);
+        return;
+    }
+    ev_timer_start(loop, &srv->grace);
+    fcr_server_shutdown(srv, run_drained, NULL);
+}
+
+static void run_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    fcr_server *srv = w->data;
+    fcr_log(FCR_LOG_WARN, "shutdown grace period over with %u connection(s) open",
+            srv->stats.conns);
+    ev_break(loop, EVBREAK_ONE);
+}
+
+int fcr_server_run(fcr_server *srv, double grace)
+{
+    if (!srv)
+        return FCR_EINVAL;
+    struct ev_loop *loop = srv->loop;
+    ev_signal_init(&srv->sigterm, run_signal, SIGTERM);
+    ev_signal_init(&srv->sigint, run_signal, SIGINT);
+    srv->sigterm.data = srv->sigint.data = srv;
+    ev_timer_init(&srv->grace, run_grace, grace > 0 ? grace : 0.001, 0.0);
+    srv->grace.data = srv;
+    ev_signal_start(loop, &srv->sigterm);
+    ev_signal_start(loop, &srv->sigint);
+    ev_run(loop, 0);
+    ev_signal_stop(loop, &srv->sigterm);
+    ev_signal_stop(loop, &srv->sigint);
+    ev_timer_stop(loop, &srv->grace);
+    return 0;
+}
+
+void fcr_server_get_stats(const fcr_server *srv, fcr_server_stats *st)
+{
+    *st = srv->stats;
+}
+
+struct ev_loop *fcr_server_loop(const fcr_server *srv)
+{
+    return srv->loop;
+}
+
+const fcr_limits *fcr_server_limits(const fcr_server *srv)
+{
+    return &srv->cfg.limits;
+}
