@@ -128,6 +128,21 @@ void fcr_server_free(fcr_server *srv);
  * for in-flight requests) and returns 0. Installs its own signal watchers on the loop. */
 int fcr_server_run(fcr_server *srv, double grace);
 
+/* Runs the server in `n` worker processes that share its listening sockets, each with its own
+ * copy of the loop (`srv` must run on the default loop, and the listeners must be open). The
+ * calling process becomes the supervisor: it replaces a worker that dies (logging why, with a
+ * growing delay when workers keep dying at start), passes SIGTERM/SIGINT on for a graceful
+ * stop (each worker finishes its requests for up to `grace` seconds; stragglers are killed a
+ * little later), and on SIGHUP starts `n` new workers before asking the old ones to stop.
+ * Returns 0 in every process once it is done (workers after their loop ended, the supervisor
+ * after the last worker exited), so the caller's clean-up runs in each; FCR_EINVAL when the
+ * loop is not the default loop; FCR_EIO when the first fork fails. With n <= 1 it is
+ * fcr_server_run(). */
+int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace);
+
+/* True in a worker process started by fcr_server_run_workers(). */
+bool fcr_is_worker(void);
+
 /* Counters for tests and monitoring. */
 typedef struct fcr_server_stats {
     uint64_t accepted;        /* connections accepted since start */
