@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora for the fuzz targets.
+
+fuzz/corpus/parser/: inputs for fuzz_parser: 5 control bytes (pause mode, four piece sizes)
+followed by a FastCGI byte stream as a web server sends it.
+fuzz/corpus/nv/: name-value streams (PARAMS content, GET_VALUES queries, edge cases).
+
+Run from anywhere: python3 fuzz/make_seeds.py
+"""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+BEGIN, ABORT, END, PARAMS, STDIN, STDOUT, STDERR, DATA, GET_VALUES = 1, 2, 3, 4, 5, 6, 7, 8, 9
+RESPONDER, AUTHORIZER, FILTER = 1, 2, 3
+
+
+def nvlen(n, long_form=False):
+    if n < 128 and not long_form:
+        return bytes([n])
+    return struct.pack(">I", n | 0x80000000)
+
+
+def nv(name, value, long_form=False):
+    if isinstance(name, str):
+        name = name.encode()
+    if isinstance(value, str):
+        value = value.encode()
+    return nvlen(len(name), long_form) + nvlen(len(value), long_form) + name + value
+
+
+def record(rtype, rid, content=b"", pad=None, version=1, pad_byte=0):
+    if pad is None:
+        pad = (8 - len(content) % 8) % 8
+    return (struct.pack(">BBHHBB", version, rtype, rid, len(content), pad, 0) + content
+            + bytes([pad_byte]) * pad)
+
+
+def begin(rid, role=RESPONDER, flags=0, pad=0):
+    return record(BEGIN, rid, struct.pack(">HB5x", role, flags), pad)
+
+
+def stream(rtype, rid, data, chunk=16384, pad=None):
+    """The content in records of at most `chunk` bytes, then the empty record."""
+    out = b""
+    for i in range(0, len(data), chunk):
+        out += record(rtype, rid, data[i:i + chunk], pad)
+    return out + record(rtype, rid, b"", pad)
+
+
+def params(pairs):
+    return b"".join(nv(k, v) for k, v in pairs)
+
+
+APACHE_GET = [
+    ("CONTEXT_DOCUMENT_ROOT", "/var/www/html"),
+    ("GATEWAY_INTERFACE", "CGI/1.1"),
+    ("HTTP_ACCEPT", "*/*"),
+    ("HTTP_HOST", "127.0.0.1:8080"),
+    ("HTTP_USER_AGENT", "curl/7.88.1"),
+    ("QUERY_STRING", "page=2&sort=name"),
+    ("REMOTE_ADDR", "127.0.0.1"),
+    ("REMOTE_PORT", "51234"),
+    ("REQUEST_METHOD", "GET"),
+    ("REQUEST_SCHEME", "http"),
+    ("REQUEST_URI", "/app/users/42?page=2&sort=name"),
+    ("SCRIPT_NAME", "/app"),
+    ("PATH_INFO", "/users/42"),
+    ("SERVER_ADDR", "127.0.0.1"),
+    ("SERVER_NAME", "127.0.0.1"),
+    ("SERVER_PORT", "8080"),
+    ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ("SERVER_SOFTWARE", "Apache/2.4.57 (Debian)"),
+]
+
+
+def control(mode, sizes):
+    return bytes([mode]) + bytes(sizes)
+
+
+def parser_seeds():
+    body = b'{"name":"alice","tags":["a","b"]}'
+    post = APACHE_GET[:8] + [("REQUEST_METHOD", "POST"), ("CONTENT_TYPE", "application/json"),
+                             ("CONTENT_LENGTH", str(len(body)))] + APACHE_GET[9:]
+    seeds = {}
+    # Apache mod_proxy_fcgi: id 1, padding 0, pairs never split, KEEP_CONN 0.
+    seeds["apache_get"] = (begin(1) + record(PARAMS, 1, params(APACHE_GET), 0)
+                           + record(PARAMS, 1, b"", 0) + record(STDIN, 1, b"", 0))
+    seeds["apache_post"] = (begin(1) + record(PARAMS, 1, params(post), 0)
+                            + record(PARAMS, 1, b"", 0) + record(STDIN, 1, body, 0)
+                            + record(STDIN, 1, b"", 0))
+    # nginx: KEEP_CONN, padded records, empty params, a parameter sent twice.
+    nginx = [("QUERY_STRING", ""), ("REQUEST_METHOD", "GET"), ("CONTENT_TYPE", ""),
+             ("CONTENT_LENGTH", ""), ("SCRIPT_NAME", "/index"), ("HTTPS", ""),
+             ("HTTPS", "on"), ("REQUEST_URI", "/index")]
+    seeds["nginx_keepconn"] = (begin(1, flags=1) + stream(PARAMS, 1, params(nginx))
+                               + stream(STDIN, 1, b"") + begin(1, flags=1)
+                               + stream(PARAMS, 1, params(nginx)) + stream(STDIN, 1, b""))
+    # A pair split across two PARAMS records inside its 4-byte value length.
+    p = params([("SCRIPT_NAME", "/x"), ("HTTP_COOKIE", "c" * 300)])
+    cut = len(nv("SCRIPT_NAME", "/x")) + 3
+    seeds["split_pair"] = (begin(7) + record(PARAMS, 7, p[:cut], 3) + record(PARAMS, 7, p[cut:], 255)
+                           + record(PARAMS, 7, b"", 7) + record(STDIN, 7, b"hello", 0)
+                           + record(STDIN, 7, b"", 0))
+    query = nv("FCGI_MAX_CONNS", "") + nv("FCGI_MAX_REQS", "") + nv("FCGI_MPXS_CONNS", "")
+    seeds["get_values"] = record(GET_VALUES, 0, query)
+    seeds["get_values_mid_request"] = (begin(1) + record(PARAMS, 1, params(APACHE_GET[:4]))
+                                       + record(GET_VALUES, 0, query)
+                                       + record(PARAMS, 1, params(APACHE_GET[4:])) + record(PARAMS, 1)
+                                       + record(42, 0, b"xyz") + record(STDIN, 1))
+    seeds["multiplexed"] = (begin(1, flags=1) + begin(65535, flags=1) + record(PARAMS, 65535, nv("A", "b"))
+                            + record(PARAMS, 1, nv("C", "d")) + record(PARAMS, 1) + record(PARAMS, 65535)
+                            + record(STDIN, 65535, b"x" * 100) + record(ABORT, 1) + record(STDIN, 65535))
+    seeds["authorizer"] = (begin(1, AUTHORIZER) + stream(PARAMS, 1, params(
+        [("FCGI_ROLE", "AUTHORIZER"), ("FCGI_APACHE_ROLE", "AUTHENTICATOR"),
+         ("HTTP_AUTHORIZATION", "Bearer abc"), ("REQUEST_URI", "/secret")])) + stream(STDIN, 1, b""))
+    seeds["filter"] = (begin(2, FILTER) + stream(PARAMS, 2, params(
+        [("FCGI_DATA_LAST_MOD", "1700000000"), ("FCGI_DATA_LENGTH", "12")])) + stream(STDIN, 2, b"")
+        + stream(DATA, 2, b"file content"))
+    seeds["ignored_types"] = (record(STDOUT, 1, b"out") + record(STDERR, 1) + record(END, 1, bytes(8))
+                              + record(0, 1, b"?") + record(200, 3) + begin(0) + record(STDIN, 0, b"z"))
+    seeds["bad_version"] = begin(1) + record(PARAMS, 1, version=0) + record(STDIN, 1)
+    seeds["begin_len_7"] = record(BEGIN, 1, b"\x00\x01\x00\x00\x00\x00\x00")
+    seeds["truncated"] = begin(1) + record(PARAMS, 1, params(APACHE_GET[:3]))[:-5]
+    out = {}
+    modes = [(0, [255, 255, 255, 255]), (1, [0, 6, 8, 200]), (2, [7, 0, 15, 3]), (4 | 3, [2, 3, 4, 5])]
+    for i, (name, data) in enumerate(sorted(seeds.items())):
+        mode, sizes = modes[i % len(modes)]
+        out[name] = control(mode, sizes) + data
+    return out
+
+
+def nv_seeds():
+    q = nv("FCGI_MAX_CONNS", "") + nv("FCGI_MAX_REQS", "") + nv("FCGI_MPXS_CONNS", "")
+    return {
+        "get_values_all": q,
+        "get_values_dups": q + nv("FCGI_MAX_CONNS", "") + nv("FCGI_UNKNOWN", "1") + q,
+        "apache_params": params(APACHE_GET),
+        "long_forms": nv("SCRIPT_NAME", "/a", long_form=True) + nv("X", "y" * 200),
+        "truncated_prefix": nv("A", "b") + b"\x80\x00",
+        "overflow": b"\xff\xff\xff\xff\xff\xff\xff\xff" + b"abcdefgh",
+        "value_past_end": nv("FCGI_MAX_REQS", "") + b"\x02\x05ab",
+        "empty_pairs": nv("", "") + nv("", "") + nv("FCGI_MPXS_CONNS", ""),
+    }
+
+
+def write(subdir, seeds):
+    d = os.path.join(HERE, "corpus", subdir)
+    os.makedirs(d, exist_ok=True)
+    for name, data in seeds.items():
+        with open(os.path.join(d, name + ".bin"), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    write("parser", parser_seeds())
+    write("nv", nv_seeds())
