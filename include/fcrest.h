@@ -4,11 +4,7 @@
 
 #include <fcrest/error.h>
 #include <fcrest/core.h>
-#if __has_include(<fcrest/router.h>)
 #include <fcrest/router.h>
-#endif
-#if __has_include(<fcrest/app.h>)
 #include <fcrest/app.h>
-#endif
 
 #endif

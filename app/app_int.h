@@ -1,0 +1,179 @@
+/* Internal: the app's objects and the per-request context shared by app/ files. */
+#ifndef FCR_APP_INT_H
+#define FCR_APP_INT_H
+
+#include <fcrest/app.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Arena: per-request memory freed at once ------------------------------------------ */
+
+typedef struct fcr_arena_block fcr_arena_block;
+
+typedef struct fcr_arena {
+    fcr_arena_block *head;
+} fcr_arena;
+
+void *fcr__arena_alloc(fcr_arena *a, size_t n);
+char *fcr__arena_strndup(fcr_arena *a, const char *s, size_t n);
+void fcr__arena_free(fcr_arena *a);
+
+/* ---- Middleware lists ----------------------------------------------------------------- */
+
+enum { MW_BEFORE, MW_AFTER, MW_GUARD };
+
+typedef struct fcr_mw {
+    int kind;
+    unsigned long seq; /* registration order across all apps and routes */
+    fcr_middleware fn;
+    fcr_authorizer auth;
+    void *data;
+} fcr_mw;
+
+typedef struct fcr_mw_list {
+    fcr_mw *v;
+    size_t n, cap;
+} fcr_mw_list;
+
+/* Deepest chain of mounted apps. */
+#define FCR_MAX_MOUNT_DEPTH 8
+
+struct fcr_route {
+    fcr_app *app;
+    fcr_handler handler;
+    void *data;
+    fcr_mw_list before; /* MW_BEFORE and MW_GUARD */
+    fcr_mw_list after;
+    size_t max_body; /* 0: inherited */
+    char *consumes;  /* required media type, or NULL */
+    fcr_route *next;
+};
+
+struct fcr_app {
+    fcr_router *router; /* NULL once mounted: the parent's router owns it */
+    fcr_app *parent;
+    unsigned depth; /* mounted apps below this one, for the depth cap */
+    fcr_mw_list before;
+    fcr_mw_list after;
+    fcr_route *routes, *routes_tail;
+    fcr_app **mounts;
+    size_t nmounts;
+    size_t max_body; /* 0: inherited */
+    char *prefix;    /* stripped from the routing path, or NULL */
+    size_t prefix_len;
+    bool route_on_uri;
+    fcr_authorizer authz;
+    void *authz_data;
+    fcr_handler filter;
+    void *filter_data;
+    char *error; /* first failed registration */
+};
+
+/* ---- Per-request context -------------------------------------------------------------- */
+
+typedef struct fcr_kv {
+    const char *name;
+    const char *value;
+} fcr_kv;
+
+typedef struct fcr_kv_list {
+    fcr_kv *v;
+    size_t n, cap;
+    bool parsed;
+} fcr_kv_list;
+
+/* A reference-counted body buffer: queued output holds a reference until written. */
+typedef struct fcr_body {
+    unsigned refs;
+    size_t len, cap;
+    char *data;
+} fcr_body;
+
+typedef struct fcr_hdr {
+    const char *name;
+    const char *value;
+} fcr_hdr;
+
+struct fcr_auth {
+    struct fcr_ctx *ctx;
+    fcr_kv_list vars;
+    const char *user;
+};
+
+typedef struct fcr_ctx fcr_ctx;
+
+struct fcr_res {
+    fcr_ctx *ctx;
+    int status;
+    fcr_hdr *h;
+    size_t nh, caph;
+    fcr_body *body;
+};
+
+#define FCR_CTX_MAGIC 0x66637278u
+
+enum ctx_state {
+    ST_RUNNING, /* in the framework's pipeline or the handler */
+    ST_ASYNC,   /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
+    ST_OUTPUT,  /* writing the response */
+};
+
+struct fcr_ctx {
+    uint32_t magic;
+    int state;
+    fcr_app *app; /* the serving app */
+    fcr_req *req;
+    fcr_route *route;
+    fcr_match match;
+    const char *method;
+    const char *path; /* routing path (NUL-terminated; path_len bytes) */
+    size_t path_len;
+    const char *base;
+    bool no_body;    /* HEAD: Content-Length but no body */
+    bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
+    bool send_asked;
+    bool sent;
+    fcr_arena arena;
+    fcr_res res;
+    fcr_kv_list query, form, cookies, vars;
+    const char *user;
+    json_t *json;
+    bool json_done;
+    char *json_error; /* problem detail of the failed parse */
+    /* output */
+    char *head;
+    size_t head_len, head_off;
+    size_t body_off, body_end;
+};
+
+/* The context of `req`, or NULL when it is not an app's request. */
+fcr_ctx *fcr__ctx(const fcr_req *req);
+
+/* Response internals (response.c). */
+void fcr__res_init(fcr_res *res, fcr_ctx *ctx);
+void fcr__res_reset(fcr_res *res);
+void fcr__res_release(fcr_res *res);
+int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
+/* Serializes and writes the response, then finishes the request and frees the context. */
+void fcr__ctx_output(fcr_ctx *ctx);
+/* Frees the context (not the request). */
+void fcr__ctx_free(fcr_ctx *ctx);
+
+/* Pipeline (app.c): runs after-middleware, then output. */
+void fcr__ctx_send(fcr_ctx *ctx);
+
+/* Validation shared by responses and authorizers. */
+bool fcr__is_token(const char *s);
+bool fcr__is_header_value(const char *s);
+
+/* Parses a decimal size with an optional k/m/g suffix (binary multiples). Returns 0 or
+ * FCR_EINVAL. */
+int fcr__parse_size(const char *s, size_t *out);
+
+/* Parses a non-negative decimal integer made of digits only. Returns 0, FCR_EINVAL, or
+ * FCR_ETOOBIG when it exceeds `max`. */
+int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out);
+
+#endif

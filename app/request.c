@@ -1,0 +1,463 @@
+/* The request API: method, paths, path params, query, headers, cookies, forms, JSON bodies,
+ * remote address, user and variables, FILTER data, per-request memory. */
+#include "app_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- Numbers -------------------------------------------------------------------------- */
+
+int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+    if (!s || !*s)
+        return FCR_EINVAL;
+    unsigned long long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return FCR_EINVAL;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (max - d) / 10)
+            return FCR_ETOOBIG;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int fcr__parse_size(const char *s, size_t *out)
+{
+    if (!s || *s < '0' || *s > '9')
+        return FCR_EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return FCR_EINVAL;
+    unsigned shift = 0;
+    if (*end) {
+        switch (*end) {
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        default:
+            return FCR_EINVAL;
+        }
+        if (end[1])
+            return FCR_EINVAL;
+    }
+    if (v > (unsigned long long)(SIZE_MAX >> shift))
+        return FCR_EINVAL;
+    *out = (size_t)(v << shift);
+    return 0;
+}
+
+/* ---- Basics --------------------------------------------------------------------------- */
+
+const char *fcr_req_method(const fcr_req *req)
+{
+    return req ? fcr_req_param(req, "REQUEST_METHOD") : NULL;
+}
+
+const char *fcr_req_path(const fcr_req *req)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    return ctx ? ctx->path : NULL;
+}
+
+const char *fcr_req_base_path(const fcr_req *req)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    return ctx ? ctx->base : NULL;
+}
+
+const char *fcr_req_path_param(const fcr_req *req, const char *name)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx || !ctx->route || !name)
+        return NULL;
+    return fcr_match_param(&ctx->match, name);
+}
+
+void *fcr_req_alloc(fcr_req *req, size_t size)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    return ctx ? fcr__arena_alloc(&ctx->arena, size) : NULL;
+}
+
+char *fcr_req_strdup(fcr_req *req, const char *s)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    return ctx && s ? fcr__arena_strndup(&ctx->arena, s, strlen(s)) : NULL;
+}
+
+fcr_app *fcr_req_app(const fcr_req *req)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    return ctx ? ctx->app : NULL;
+}
+
+struct ev_loop *fcr_req_loop(const fcr_req *req)
+{
+    return req ? fcr_server_loop(fcr_req_server(req)) : NULL;
+}
+
+/* ---- Key-value lists ------------------------------------------------------------------ */
+
+static const char *kv_find(const fcr_kv_list *l, const char *name, size_t nth)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->v[i].name, name) == 0 && nth-- == 0)
+            return l->v[i].value;
+    }
+    return NULL;
+}
+
+/* Parses "a=1&b=2" (percent-decoding, '+' as space) into `l`. Pairs with a malformed escape
+ * are skipped. */
+static int parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
+{
+    size_t count = 1;
+    for (size_t i = 0; i < len; i++)
+        count += s[i] == '&';
+    l->v = fcr__arena_alloc(a, count * sizeof *l->v);
+    if (!l->v)
+        return FCR_ENOMEM;
+    l->cap = count;
+    l->n = 0;
+    size_t i = 0;
+    while (i <= len) {
+        const char *seg = s + i;
+        const char *amp = memchr(seg, '&', len - i);
+        size_t slen = amp ? (size_t)(amp - seg) : len - i;
+        i += slen + 1;
+        if (slen == 0)
+            continue;
+        const char *eq = memchr(seg, '=', slen);
+        size_t nlen = eq ? (size_t)(eq - seg) : slen;
+        size_t vlen = eq ? slen - nlen - 1 : 0;
+        char *n = fcr__arena_alloc(a, nlen + 1);
+        char *v = fcr__arena_alloc(a, vlen + 1);
+        if (!n || !v)
+            return FCR_ENOMEM;
+        if (fcr_percent_decode(seg, nlen, n, true) < 0 ||
+            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, true) < 0)
+            continue;
+        l->v[l->n++] = (fcr_kv){n, v};
+    }
+    l->parsed = true;
+    return 0;
+}
+
+const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx || !name)
+        return NULL;
+    if (!ctx->query.parsed) {
+        size_t len = 0;
+        const char *qs = fcr_req_paramn(req, "QUERY_STRING", 12, &len);
+        if (!qs) {
+            /* Some servers send only REQUEST_URI. */
+            size_t ulen = 0;
+            const char *uri = fcr_req_paramn(req, "REQUEST_URI", 11, &ulen);
+            const char *q = uri ? memchr(uri, '?', ulen) : NULL;
+            if (q) {
+                qs = q + 1;
+                len = ulen - (size_t)(qs - uri);
+            }
+        }
+        if (parse_urlencoded(&ctx->arena, qs ? qs : "", qs ? len : 0, &ctx->query) < 0)
+            return NULL;
+    }
+    return kv_find(&ctx->query, name, i);
+}
+
+const char *fcr_req_query(fcr_req *req, const char *name)
+{
+    return fcr_req_query_nth(req, name, 0);
+}
+
+const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx || !name || !fcr_req_content_type_is(req, "application/x-www-form-urlencoded"))
+        return NULL;
+    if (!ctx->form.parsed) {
+        size_t len;
+        const char *body = fcr_req_body(req, FCR_STDIN, &len);
+        if (parse_urlencoded(&ctx->arena, body, len, &ctx->form) < 0)
+            return NULL;
+    }
+    return kv_find(&ctx->form, name, i);
+}
+
+const char *fcr_req_form(fcr_req *req, const char *name)
+{
+    return fcr_req_form_nth(req, name, 0);
+}
+
+/* ---- Headers and cookies -------------------------------------------------------------- */
+
+const char *fcr_req_header(const fcr_req *req, const char *name)
+{
+    if (!req || !fcr__is_token(name))
+        return NULL;
+    char key[256];
+    size_t len = strlen(name);
+    if (len > sizeof key - 6)
+        return NULL;
+    if (strcasecmp(name, "Content-Type") == 0 || strcasecmp(name, "Content-Length") == 0) {
+        const char *v = fcr_req_param(req, name[8] == 'T' || name[8] == 't' ? "CONTENT_TYPE"
+                                                                            : "CONTENT_LENGTH");
+        return v && *v ? v : NULL;
+    }
+    memcpy(key, "HTTP_", 5);
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        else if (c == '-')
+            c = '_';
+        key[5 + i] = c;
+    }
+    key[5 + len] = '\0';
+    return fcr_req_param(req, key);
+}
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int parse_cookies(fcr_ctx *ctx)
+{
+    fcr_kv_list *l = &ctx->cookies;
+    size_t len = 0;
+    const char *s = fcr_req_paramn(ctx->req, "HTTP_COOKIE", 11, &len);
+    if (!s)
+        s = "", len = 0;
+    size_t count = 1;
+    for (size_t i = 0; i < len; i++)
+        count += s[i] == ';';
+    l->v = fcr__arena_alloc(&ctx->arena, count * sizeof *l->v);
+    if (!l->v)
+        return FCR_ENOMEM;
+    l->n = 0;
+    size_t i = 0;
+    while (i < len) {
+        const char *seg = s + i;
+        const char *semi = memchr(seg, ';', len - i);
+        size_t slen = semi ? (size_t)(semi - seg) : len - i;
+        i += slen + 1;
+        while (slen && is_ows(*seg))
+            seg++, slen--;
+        while (slen && is_ows(seg[slen - 1]))
+            slen--;
+        const char *eq = memchr(seg, '=', slen);
+        if (!eq || eq == seg)
+            continue;
+        size_t nlen = (size_t)(eq - seg);
+        while (nlen && is_ows(seg[nlen - 1]))
+            nlen--;
+        const char *v = eq + 1;
+        size_t vlen = slen - (size_t)(v - seg);
+        while (vlen && is_ows(*v))
+            v++, vlen--;
+        if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
+            v++, vlen -= 2;
+        const char *n = fcr__arena_strndup(&ctx->arena, seg, nlen);
+        const char *val = fcr__arena_strndup(&ctx->arena, v, vlen);
+        if (!n || !val)
+            return FCR_ENOMEM;
+        l->v[l->n++] = (fcr_kv){n, val};
+    }
+    l->parsed = true;
+    return 0;
+}
+
+const char *fcr_req_cookie(fcr_req *req, const char *name)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx || !name)
+        return NULL;
+    if (!ctx->cookies.parsed && parse_cookies(ctx) < 0)
+        return NULL;
+    return kv_find(&ctx->cookies, name, 0);
+}
+
+bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
+{
+    const char *ct = fcr_req_header(req, "Content-Type");
+    if (!ct || !media_type)
+        return false;
+    while (is_ows(*ct))
+        ct++;
+    size_t n = strlen(media_type);
+    if (strncasecmp(ct, media_type, n) != 0)
+        return false;
+    const char *rest = ct + n;
+    while (is_ows(*rest))
+        rest++;
+    return *rest == '\0' || *rest == ';';
+}
+
+/* ---- JSON ----------------------------------------------------------------------------- */
+
+json_t *fcr_req_json(fcr_req *req, fcr_res *res)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx)
+        return NULL;
+    if (!ctx->json_done) {
+        size_t len;
+        const char *body = fcr_req_body(req, FCR_STDIN, &len);
+        json_error_t err;
+        ctx->json = json_loadb(body, len, JSON_DECODE_ANY, &err);
+        if (!ctx->json) {
+            if (json_error_code(&err) == json_error_out_of_memory) {
+                if (res)
+                    fcr__res_set_status_problem(res, 500, "out of memory");
+                return NULL;
+            }
+            char detail[256];
+            snprintf(detail, sizeof detail, "invalid JSON at line %d, column %d: %s", err.line,
+                     err.column, err.text);
+            ctx->json_error = strdup(detail);
+            if (!ctx->json_error) {
+                if (res)
+                    fcr__res_set_status_problem(res, 500, "out of memory");
+                return NULL;
+            }
+        }
+        ctx->json_done = true;
+    }
+    if (!ctx->json && res)
+        fcr__res_set_status_problem(res, 400, ctx->json_error);
+    return ctx->json;
+}
+
+/* ---- Remote address, user, variables -------------------------------------------------- */
+
+const char *fcr_req_remote_addr(const fcr_req *req)
+{
+    return req ? fcr_req_param(req, "REMOTE_ADDR") : NULL;
+}
+
+int fcr_req_remote_port(const fcr_req *req)
+{
+    unsigned long long port;
+    if (!req || fcr__parse_uint(fcr_req_param(req, "REMOTE_PORT"), 65535, &port) < 0)
+        return -1;
+    return (int)port;
+}
+
+const char *fcr_req_user(const fcr_req *req)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    return ctx ? ctx->user : NULL;
+}
+
+int fcr_req_set_user(fcr_req *req, const char *user)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx)
+        return FCR_EINVAL;
+    if (!user) {
+        ctx->user = NULL;
+        return 0;
+    }
+    const char *u = fcr__arena_strndup(&ctx->arena, user, strlen(user));
+    if (!u)
+        return FCR_ENOMEM;
+    ctx->user = u;
+    return 0;
+}
+
+const char *fcr_req_var(const fcr_req *req, const char *name)
+{
+    if (!req || !name)
+        return NULL;
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (ctx) {
+        const char *v = NULL;
+        for (size_t i = 0; i < ctx->vars.n; i++) {
+            if (strcmp(ctx->vars.v[i].name, name) == 0)
+                v = ctx->vars.v[i].value;
+        }
+        if (v)
+            return v;
+    }
+    return fcr_req_param(req, name);
+}
+
+int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx || !name || !*name || !value)
+        return FCR_EINVAL;
+    fcr_kv_list *l = &ctx->vars;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        fcr_kv *v = fcr__arena_alloc(&ctx->arena, cap * sizeof *v);
+        if (!v)
+            return FCR_ENOMEM;
+        if (l->n)
+            memcpy(v, l->v, l->n * sizeof *v);
+        l->v = v;
+        l->cap = cap;
+    }
+    const char *n = fcr__arena_strndup(&ctx->arena, name, strlen(name));
+    const char *v = fcr__arena_strndup(&ctx->arena, value, strlen(value));
+    if (!n || !v)
+        return FCR_ENOMEM;
+    /* Lookups take the last entry of a name. */
+    l->v[l->n++] = (fcr_kv){n, v};
+    return 0;
+}
+
+/* ---- FILTER data ---------------------------------------------------------------------- */
+
+const void *fcr_req_data(const fcr_req *req, size_t *len)
+{
+    if (!req) {
+        if (len)
+            *len = 0;
+        return "";
+    }
+    size_t n;
+    const void *p = fcr_req_body(req, FCR_DATA, &n);
+    if (len)
+        *len = n;
+    return p;
+}
+
+static long long param_ll(const fcr_req *req, const char *name)
+{
+    unsigned long long v;
+    if (!req || fcr__parse_uint(fcr_req_param(req, name), (unsigned long long)LLONG_MAX, &v) < 0)
+        return -1;
+    return (long long)v;
+}
+
+long long fcr_req_data_length(const fcr_req *req)
+{
+    return param_ll(req, "FCGI_DATA_LENGTH");
+}
+
+long long fcr_req_data_last_mod(const fcr_req *req)
+{
+    return param_ll(req, "FCGI_DATA_LAST_MOD");
+}

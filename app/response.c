@@ -1,0 +1,593 @@
+/* Responses: status, headers, body, JSON and problem+json, and their serialization into
+ * STDOUT. */
+#include "app_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Bytes handed to the core per write; it frames them into records itself. */
+#define WRITE_CHUNK (256u * 1024u)
+
+static const struct {
+    int code;
+    const char *reason;
+} reasons[] = {
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {203, "Non-Authoritative Information"},
+    {204, "No Content"},
+    {205, "Reset Content"},
+    {206, "Partial Content"},
+    {207, "Multi-Status"},
+    {208, "Already Reported"},
+    {226, "IM Used"},
+    {300, "Multiple Choices"},
+    {301, "Moved Permanently"},
+    {302, "Found"},
+    {303, "See Other"},
+    {304, "Not Modified"},
+    {305, "Use Proxy"},
+    {307, "Temporary Redirect"},
+    {308, "Permanent Redirect"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {402, "Payment Required"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {406, "Not Acceptable"},
+    {407, "Proxy Authentication Required"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {410, "Gone"},
+    {411, "Length Required"},
+    {412, "Precondition Failed"},
+    {413, "Content Too Large"},
+    {414, "URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {416, "Range Not Satisfiable"},
+    {417, "Expectation Failed"},
+    {418, "I'm a teapot"},
+    {421, "Misdirected Request"},
+    {422, "Unprocessable Content"},
+    {423, "Locked"},
+    {424, "Failed Dependency"},
+    {425, "Too Early"},
+    {426, "Upgrade Required"},
+    {428, "Precondition Required"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {451, "Unavailable For Legal Reasons"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
+    {506, "Variant Also Negotiates"},
+    {507, "Insufficient Storage"},
+    {508, "Loop Detected"},
+    {511, "Network Authentication Required"},
+};
+
+const char *fcr_status_reason(int status)
+{
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++) {
+        if (reasons[i].code == status)
+            return reasons[i].reason;
+    }
+    return "Unknown";
+}
+
+/* ---- Validation ----------------------------------------------------------------------- */
+
+bool fcr__is_token(const char *s)
+{
+    if (!s || !*s)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned char c = *p;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+            continue;
+        if (!strchr("!#$%&'*+-.^_`|~", c))
+            return false;
+    }
+    return true;
+}
+
+bool fcr__is_header_value(const char *s)
+{
+    if (!s)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* ---- Body buffers --------------------------------------------------------------------- */
+
+static fcr_body *body_new(void)
+{
+    fcr_body *b = calloc(1, sizeof *b);
+    if (b)
+        b->refs = 1;
+    return b;
+}
+
+static void body_unref(void *arg)
+{
+    fcr_body *b = arg;
+    if (b && --b->refs == 0) {
+        free(b->data);
+        free(b);
+    }
+}
+
+static int body_reserve(fcr_body *b, size_t more)
+{
+    if (more > SIZE_MAX - b->len - 1)
+        return FCR_ENOMEM;
+    size_t need = b->len + more + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *p = realloc(b->data, cap);
+    if (!p)
+        return FCR_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* ---- Response object ------------------------------------------------------------------ */
+
+void fcr__res_init(fcr_res *res, fcr_ctx *ctx)
+{
+    memset(res, 0, sizeof *res);
+    res->ctx = ctx;
+    res->status = 200;
+}
+
+void fcr__res_reset(fcr_res *res)
+{
+    res->status = 200;
+    res->nh = 0;
+    if (res->body)
+        res->body->len = 0;
+}
+
+void fcr__res_release(fcr_res *res)
+{
+    free(res->h);
+    res->h = NULL;
+    res->nh = res->caph = 0;
+    body_unref(res->body);
+    res->body = NULL;
+}
+
+fcr_req *fcr_res_req(const fcr_res *res)
+{
+    return res && res->ctx ? res->ctx->req : NULL;
+}
+
+int fcr_res_status(fcr_res *res, int status)
+{
+    if (!res || status < 200 || status > 599)
+        return FCR_EINVAL;
+    res->status = status;
+    return 0;
+}
+
+int fcr_res_get_status(const fcr_res *res)
+{
+    return res ? res->status : 0;
+}
+
+static int header_add(fcr_res *res, const char *name, const char *value)
+{
+    if (!res || !fcr__is_token(name) || !fcr__is_header_value(value) ||
+        strcasecmp(name, "Status") == 0)
+        return FCR_EINVAL;
+    if (res->nh == res->caph) {
+        size_t cap = res->caph ? res->caph * 2 : 8;
+        fcr_hdr *h = realloc(res->h, cap * sizeof *h);
+        if (!h)
+            return FCR_ENOMEM;
+        res->h = h;
+        res->caph = cap;
+    }
+    char *n = fcr__arena_strndup(&res->ctx->arena, name, strlen(name));
+    char *v = fcr__arena_strndup(&res->ctx->arena, value, strlen(value));
+    if (!n || !v)
+        return FCR_ENOMEM;
+    res->h[res->nh].name = n;
+    res->h[res->nh].value = v;
+    res->nh++;
+    return 0;
+}
+
+int fcr_res_header(fcr_res *res, const char *name, const char *value)
+{
+    return header_add(res, name, value);
+}
+
+int fcr_res_remove_header(fcr_res *res, const char *name)
+{
+    if (!res || !name)
+        return 0;
+    size_t j = 0;
+    int removed = 0;
+    for (size_t i = 0; i < res->nh; i++) {
+        if (strcasecmp(res->h[i].name, name) == 0)
+            removed++;
+        else
+            res->h[j++] = res->h[i];
+    }
+    res->nh = j;
+    return removed;
+}
+
+int fcr_res_set_header(fcr_res *res, const char *name, const char *value)
+{
+    if (!res || !fcr__is_token(name) || !fcr__is_header_value(value) ||
+        strcasecmp(name, "Status") == 0)
+        return FCR_EINVAL;
+    /* Make room first so that a failure leaves the old header in place. */
+    size_t nh = res->nh;
+    int rc = header_add(res, name, value);
+    if (rc < 0)
+        return rc;
+    fcr_hdr added = res->h[nh];
+    res->nh = nh;
+    fcr_res_remove_header(res, name);
+    res->h[res->nh++] = added;
+    return 0;
+}
+
+const char *fcr_res_get_header(const fcr_res *res, const char *name)
+{
+    if (!res || !name)
+        return NULL;
+    for (size_t i = 0; i < res->nh; i++) {
+        if (strcasecmp(res->h[i].name, name) == 0)
+            return res->h[i].value;
+    }
+    return NULL;
+}
+
+int fcr_res_append(fcr_res *res, const void *buf, size_t len)
+{
+    if (!res || (!buf && len))
+        return FCR_EINVAL;
+    if (!res->body && !(res->body = body_new()))
+        return FCR_ENOMEM;
+    if (body_reserve(res->body, len) < 0)
+        return FCR_ENOMEM;
+    if (len)
+        memcpy(res->body->data + res->body->len, buf, len);
+    res->body->len += len;
+    res->body->data[res->body->len] = '\0';
+    return 0;
+}
+
+int fcr_res_body(fcr_res *res, const void *buf, size_t len)
+{
+    if (!res || (!buf && len))
+        return FCR_EINVAL;
+    if (!res->body && !(res->body = body_new()))
+        return FCR_ENOMEM;
+    if (len > res->body->len && body_reserve(res->body, len - res->body->len) < 0)
+        return FCR_ENOMEM;
+    res->body->len = 0;
+    return fcr_res_append(res, buf, len);
+}
+
+int fcr_res_printf(fcr_res *res, const char *fmt, ...)
+{
+    if (!res || !fmt)
+        return FCR_EINVAL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return FCR_EINVAL;
+    if (!res->body && !(res->body = body_new()))
+        return FCR_ENOMEM;
+    if (body_reserve(res->body, (size_t)n) < 0)
+        return FCR_ENOMEM;
+    va_start(ap, fmt);
+    vsnprintf(res->body->data + res->body->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    res->body->len += (size_t)n;
+    return n;
+}
+
+const void *fcr_res_get_body(const fcr_res *res, size_t *len)
+{
+    if (len)
+        *len = res && res->body ? res->body->len : 0;
+    return res && res->body ? res->body->data : "";
+}
+
+/* Sets status, content type and body as one change: on failure nothing changed. */
+static int set_all(fcr_res *res, int status, const char *ctype, const char *body, size_t len)
+{
+    if (!res || status < 200 || status > 599)
+        return FCR_EINVAL;
+    if (!res->body && !(res->body = body_new()))
+        return FCR_ENOMEM;
+    if (len > res->body->len && body_reserve(res->body, len - res->body->len) < 0)
+        return FCR_ENOMEM;
+    int rc = fcr_res_set_header(res, "Content-Type", ctype);
+    if (rc < 0)
+        return rc;
+    res->status = status;
+    res->body->len = 0;
+    return fcr_res_append(res, body, len);
+}
+
+int fcr_res_text(fcr_res *res, int status, const char *text)
+{
+    if (!text)
+        return FCR_EINVAL;
+    return set_all(res, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+int fcr_res_json(fcr_res *res, int status, const json_t *json)
+{
+    if (!res || !json)
+        return FCR_EINVAL;
+    size_t len = json_dumpb(json, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (len == 0)
+        return FCR_EINVAL;
+    char *buf = malloc(len);
+    if (!buf)
+        return FCR_ENOMEM;
+    json_dumpb(json, buf, len, JSON_COMPACT | JSON_ENCODE_ANY);
+    int rc = set_all(res, status, "application/json", buf, len);
+    free(buf);
+    return rc;
+}
+
+int fcr_res_json_new(fcr_res *res, int status, json_t *json)
+{
+    int rc = fcr_res_json(res, status, json);
+    json_decref(json);
+    return rc;
+}
+
+int fcr_res_redirect(fcr_res *res, int status, const char *location)
+{
+    if (!res || status < 300 || status > 399 || !location || !*location ||
+        !fcr__is_header_value(location))
+        return FCR_EINVAL;
+    int rc = fcr_res_set_header(res, "Location", location);
+    if (rc < 0)
+        return rc;
+    res->status = status;
+    fcr_res_remove_header(res, "Content-Type");
+    if (res->body)
+        res->body->len = 0;
+    return 0;
+}
+
+int fcr_res_problem_new(fcr_res *res, int status, const char *type, const char *detail, json_t *ext)
+{
+    int rc = FCR_EINVAL;
+    json_t *p = NULL;
+    if (!res || status < 400 || status > 599 || (ext && !json_is_object(ext)))
+        goto out;
+    rc = FCR_ENOMEM;
+    p = json_object();
+    if (!p)
+        goto out;
+    if (json_object_set_new(p, "type", json_string(type ? type : "about:blank")) < 0 ||
+        json_object_set_new(p, "title", json_string(fcr_status_reason(status))) < 0 ||
+        json_object_set_new(p, "status", json_integer(status)) < 0)
+        goto out;
+    /* A detail that is not UTF-8 is replaced rather than dropping the whole answer. */
+    if (detail && json_object_set_new(p, "detail", json_string(detail)) < 0 &&
+        json_object_set_new(p, "detail", json_string("(detail not valid UTF-8)")) < 0)
+        goto out;
+    if (ext) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(ext, k, v)
+        {
+            if (json_object_get(p, k))
+                continue;
+            if (json_object_set(p, k, v) < 0)
+                goto out;
+        }
+    }
+    size_t len = json_dumpb(p, NULL, 0, JSON_COMPACT);
+    char *buf = len ? malloc(len) : NULL;
+    if (!buf)
+        goto out;
+    json_dumpb(p, buf, len, JSON_COMPACT);
+    rc = set_all(res, status, "application/problem+json", buf, len);
+    free(buf);
+out:
+    json_decref(p);
+    json_decref(ext);
+    return rc;
+}
+
+int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
+{
+    if (!res || !fmt)
+        return FCR_EINVAL;
+    char small[512];
+    char *detail = small;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return FCR_EINVAL;
+    if ((size_t)n >= sizeof small) {
+        detail = malloc((size_t)n + 1);
+        if (!detail)
+            return FCR_ENOMEM;
+        va_start(ap, fmt);
+        vsnprintf(detail, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    int rc = fcr_res_problem_new(res, status, NULL, detail, NULL);
+    if (detail != small)
+        free(detail);
+    return rc;
+}
+
+int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail)
+{
+    return fcr_res_problem_new(res, status, NULL, detail, NULL);
+}
+
+/* ---- Output --------------------------------------------------------------------------- */
+
+static bool status_has_body(int status)
+{
+    return status != 204 && status != 304;
+}
+
+/* Builds the CGI header block in the arena. */
+static int build_head(fcr_ctx *ctx)
+{
+    fcr_res *res = &ctx->res;
+    size_t blen = res->body ? res->body->len : 0;
+    bool body_allowed = status_has_body(res->status);
+    const char *user_cl = fcr_res_get_header(res, "Content-Length");
+    /* A HEAD handler may state the length of the body it does not send. */
+    bool keep_cl = user_cl && ctx->no_body && blen == 0;
+    bool add_ct = body_allowed && blen > 0 && !fcr_res_get_header(res, "Content-Type");
+
+    size_t cap = 64;
+    for (size_t i = 0; i < res->nh; i++)
+        cap += strlen(res->h[i].name) + strlen(res->h[i].value) + 4;
+    cap += 64;
+    char *p = fcr__arena_alloc(&ctx->arena, cap);
+    if (!p)
+        return FCR_ENOMEM;
+    size_t n =
+        (size_t)snprintf(p, cap, "Status: %d %s\r\n", res->status, fcr_status_reason(res->status));
+    for (size_t i = 0; i < res->nh; i++) {
+        if (strcasecmp(res->h[i].name, "Content-Length") == 0 && !keep_cl)
+            continue;
+        if (!body_allowed && strcasecmp(res->h[i].name, "Content-Length") == 0)
+            continue;
+        n += (size_t)snprintf(p + n, cap - n, "%s: %s\r\n", res->h[i].name, res->h[i].value);
+    }
+    if (add_ct)
+        n += (size_t)snprintf(p + n, cap - n, "Content-Type: application/octet-stream\r\n");
+    if (body_allowed && !keep_cl)
+        n += (size_t)snprintf(p + n, cap - n, "Content-Length: %zu\r\n", blen);
+    n += (size_t)snprintf(p + n, cap - n, "\r\n");
+    ctx->head = p;
+    ctx->head_len = n;
+    ctx->head_off = 0;
+    ctx->body_off = 0;
+    ctx->body_end = (body_allowed && !ctx->no_body) ? blen : 0;
+    return 0;
+}
+
+void fcr__ctx_free(fcr_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    fcr__res_release(&ctx->res);
+    json_decref(ctx->json);
+    free(ctx->json_error);
+    fcr__arena_free(&ctx->arena);
+    ctx->magic = 0;
+    free(ctx);
+}
+
+static void finish(fcr_ctx *ctx)
+{
+    fcr_req *req = ctx->req;
+    fcr_req_on_drain(req, NULL);
+    fcr_req_on_abort(req, NULL);
+    fcr_req_set_userdata(req, NULL);
+    fcr__ctx_free(ctx);
+    fcr_req_finish(req, 0);
+}
+
+static void pump(fcr_ctx *ctx);
+
+static void on_drain(fcr_req *req)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (ctx)
+        pump(ctx);
+}
+
+static void on_abort(fcr_req *req)
+{
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (ctx)
+        finish(ctx);
+}
+
+/* Writes what the connection takes; waits for the drain callback on FCR_EAGAIN; finishes the
+ * request when all is queued or nothing more can be sent. */
+static void pump(fcr_ctx *ctx)
+{
+    for (;;) {
+        int rc;
+        if (ctx->head_off < ctx->head_len) {
+            size_t n = ctx->head_len - ctx->head_off;
+            rc = fcr_req_write(ctx->req, ctx->head + ctx->head_off, n);
+            if (rc == 0)
+                ctx->head_off += n;
+        } else if (ctx->body_off < ctx->body_end) {
+            fcr_body *b = ctx->res.body;
+            size_t n = ctx->body_end - ctx->body_off;
+            if (n > WRITE_CHUNK)
+                n = WRITE_CHUNK;
+            b->refs++;
+            /* On error the core calls the release function (dropping our extra reference). */
+            rc = fcr_req_write_ref(ctx->req, b->data + ctx->body_off, n, body_unref, b);
+            if (rc == 0)
+                ctx->body_off += n;
+        } else {
+            break;
+        }
+        if (rc == FCR_EAGAIN) {
+            fcr_req_on_abort(ctx->req, on_abort);
+            fcr_req_on_drain(ctx->req, on_drain);
+            return;
+        }
+        if (rc < 0)
+            break;
+    }
+    finish(ctx);
+}
+
+void fcr__ctx_output(fcr_ctx *ctx)
+{
+    ctx->state = ST_OUTPUT;
+    ctx->sent = true;
+    if (fcr_req_aborted(ctx->req)) {
+        finish(ctx);
+        return;
+    }
+    if (build_head(ctx) < 0) {
+        /* Out of memory: a fixed answer needs no allocation. */
+        static const char oom[] = "Status: 500 Internal Server Error\r\n"
+                                  "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
+        ctx->head = (char *)oom;
+        ctx->head_len = sizeof oom - 1;
+        ctx->head_off = ctx->body_off = ctx->body_end = 0;
+    }
+    pump(ctx);
+}

@@ -1,0 +1,271 @@
+/* fcr_app_run(): configuration from the environment and the command line, listeners, workers. */
+#include "app_int.h"
+
+#include <ev.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_LISTEN 16
+
+typedef struct run_cfg {
+    const char *listen[MAX_LISTEN];
+    size_t nlisten;
+    char *env_listen; /* copy of FCREST_LISTEN split in place */
+    unsigned long workers;
+    unsigned socket_mode;
+    bool socket_mode_set;
+    size_t max_body;
+    int log_level;
+    bool log_level_set;
+    const char *prefix;
+    bool route_on_uri;
+    double grace;
+} run_cfg;
+
+static void usage(FILE *f, const char *prog)
+{
+    fprintf(f,
+            "Usage: %s [OPTION]...\n"
+            "Serves a FastCGI application.\n"
+            "\n"
+            "  --listen ADDR           unix:PATH, tcp:HOST:PORT or fd:N (repeatable); without\n"
+            "                          it, the socket inherited from the web server or systemd\n"
+            "  --workers N             worker processes (default 1)\n"
+            "  --socket-mode OCTAL     mode of created unix sockets (default 0660)\n"
+            "  --max-body BYTES        request body limit, suffix k, m or g (default 1m)\n"
+            "  --log-level LEVEL       error, warn, info (default) or debug\n"
+            "  --prefix PATH           prefix stripped from the routing path\n"
+            "  --route-on-request-uri  route on REQUEST_URI instead of SCRIPT_NAME + PATH_INFO\n"
+            "  --grace SECONDS         time in-flight requests get at shutdown (default 10)\n"
+            "  --help                  this text\n"
+            "\n"
+            "Environment: FCREST_LISTEN (comma-separated), FCREST_WORKERS, FCREST_SOCKET_MODE,\n"
+            "FCREST_MAX_BODY, FCREST_LOG_LEVEL, FCREST_PREFIX, FCREST_ROUTE_ON_REQUEST_URI=1,\n"
+            "FCREST_GRACE; the command line wins.\n",
+            prog);
+}
+
+static int bad(const char *prog, const char *opt, const char *value)
+{
+    fprintf(stderr, "%s: invalid value for %s: '%s'\n", prog, opt, value ? value : "");
+    return FCR_EINVAL;
+}
+
+/* Applies one setting; `from_env` keeps env listen addresses apart from command-line ones. */
+static int apply(run_cfg *c, const char *prog, const char *opt, const char *value)
+{
+    if (strcmp(opt, "--listen") == 0) {
+        if (!*value || c->nlisten == MAX_LISTEN)
+            return bad(prog, opt, value);
+        c->listen[c->nlisten++] = value;
+    } else if (strcmp(opt, "--workers") == 0) {
+        unsigned long long n;
+        if (fcr__parse_uint(value, 1024, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        c->workers = (unsigned long)n;
+    } else if (strcmp(opt, "--socket-mode") == 0) {
+        char *end;
+        errno = 0;
+        unsigned long m = strtoul(value, &end, 8);
+        if (!*value || *end || errno || m > 07777)
+            return bad(prog, opt, value);
+        c->socket_mode = (unsigned)m;
+        c->socket_mode_set = true;
+    } else if (strcmp(opt, "--max-body") == 0) {
+        size_t n;
+        if (fcr__parse_size(value, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        c->max_body = n;
+    } else if (strcmp(opt, "--log-level") == 0) {
+        if (fcr_log_level_parse(value, &c->log_level) < 0)
+            return bad(prog, opt, value);
+        c->log_level_set = true;
+    } else if (strcmp(opt, "--prefix") == 0) {
+        if (*value && *value != '/')
+            return bad(prog, opt, value);
+        c->prefix = value;
+    } else if (strcmp(opt, "--grace") == 0) {
+        char *end;
+        errno = 0;
+        double g = strtod(value, &end);
+        if (!*value || *end || errno || !(g >= 0 && g <= 86400))
+            return bad(prog, opt, value);
+        c->grace = g;
+    } else {
+        fprintf(stderr, "%s: unknown option %s\n", prog, opt);
+        return FCR_EINVAL;
+    }
+    return 0;
+}
+
+static int read_env(run_cfg *c, const char *prog)
+{
+    static const struct {
+        const char *env, *opt;
+    } map[] = {
+        {"FCREST_WORKERS", "--workers"},   {"FCREST_SOCKET_MODE", "--socket-mode"},
+        {"FCREST_MAX_BODY", "--max-body"}, {"FCREST_LOG_LEVEL", "--log-level"},
+        {"FCREST_PREFIX", "--prefix"},     {"FCREST_GRACE", "--grace"},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        const char *v = getenv(map[i].env);
+        if (v && *v) {
+            int rc = apply(c, prog, map[i].opt, v);
+            if (rc < 0) {
+                fprintf(stderr, "%s: (from %s)\n", prog, map[i].env);
+                return rc;
+            }
+        }
+    }
+    const char *r = getenv("FCREST_ROUTE_ON_REQUEST_URI");
+    if (r && *r && strcmp(r, "0") != 0)
+        c->route_on_uri = true;
+    const char *l = getenv("FCREST_LISTEN");
+    if (l && *l) {
+        c->env_listen = strdup(l);
+        if (!c->env_listen)
+            return FCR_ENOMEM;
+        char *save = NULL;
+        for (char *t = strtok_r(c->env_listen, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            if (*t && apply(c, prog, "--listen", t) < 0)
+                return FCR_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int read_args(run_cfg *c, const char *prog, int argc, char **argv, bool *help)
+{
+    bool cli_listen = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            *help = true;
+            return 0;
+        }
+        if (strcmp(a, "--route-on-request-uri") == 0) {
+            c->route_on_uri = true;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "%s: unexpected argument '%s'\n", prog, a);
+            return FCR_EINVAL;
+        }
+        char opt[64];
+        const char *value;
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            size_t n = (size_t)(eq - a);
+            if (n >= sizeof opt)
+                n = sizeof opt - 1;
+            memcpy(opt, a, n);
+            opt[n] = '\0';
+            value = eq + 1;
+        } else {
+            snprintf(opt, sizeof opt, "%s", a);
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: %s needs a value\n", prog, a);
+                return FCR_EINVAL;
+            }
+            value = argv[++i];
+        }
+        if (strcmp(opt, "--listen") == 0 && !cli_listen) {
+            c->nlisten = 0; /* the command line replaces FCREST_LISTEN */
+            cli_listen = true;
+        }
+        int rc = apply(c, prog, opt, value);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int fcr_app_run(fcr_app *app, int argc, char **argv)
+{
+    const char *prog = argc > 0 && argv && argv[0] ? argv[0] : "fcrest";
+    const char *slash = strrchr(prog, '/');
+    if (slash)
+        prog = slash + 1;
+    if (!app)
+        return FCR_EINVAL;
+    run_cfg c = {.workers = 1, .grace = 10.0};
+    bool help = false;
+    int rc = read_env(&c, prog);
+    if (rc == 0)
+        rc = read_args(&c, prog, argc, argv, &help);
+    if (help) {
+        usage(stdout, prog);
+        free(c.env_listen);
+        return 0;
+    }
+    if (rc < 0) {
+        if (rc == FCR_EINVAL)
+            usage(stderr, prog);
+        free(c.env_listen);
+        return rc;
+    }
+    const char *e = fcr_app_error(app);
+    if (e) {
+        fprintf(stderr, "%s: not starting: %s\n", prog, e);
+        free(c.env_listen);
+        return FCR_EINVAL;
+    }
+    if (c.log_level_set)
+        fcr_log_set_level(c.log_level);
+    if (c.max_body)
+        fcr_app_set_max_body(app, c.max_body);
+    if (c.prefix && (rc = fcr_app_set_prefix(app, c.prefix)) < 0) {
+        free(c.env_listen);
+        return rc;
+    }
+    if (c.route_on_uri)
+        fcr_app_route_on_request_uri(app, true);
+
+    struct ev_loop *loop = ev_default_loop(0);
+    if (!loop) {
+        free(c.env_listen);
+        return FCR_ENOMEM;
+    }
+    fcr_server_config cfg;
+    fcr_server_config_init(&cfg);
+    if (c.socket_mode_set)
+        cfg.socket_mode = c.socket_mode;
+    int err = 0;
+    fcr_server *srv = fcr_app_server_new(app, loop, &cfg, &err);
+    if (!srv) {
+        fprintf(stderr, "%s: cannot create the server: %s\n", prog, fcr_strerror(err));
+        free(c.env_listen);
+        return err;
+    }
+    rc = 0;
+    for (size_t i = 0; i < c.nlisten && rc == 0; i++) {
+        rc = fcr_server_listen(srv, c.listen[i]);
+        if (rc < 0)
+            fprintf(stderr, "%s: cannot listen on %s: %s (%s)\n", prog, c.listen[i],
+                    fcr_strerror(rc), strerror(errno));
+        else
+            fcr_log(FCR_LOG_INFO, "listening on %s", c.listen[i]);
+    }
+    if (rc == 0 && c.nlisten == 0) {
+        rc = fcr_server_listen_inherited(srv);
+        if (rc == 0) {
+            fprintf(stderr,
+                    "%s: nothing to listen on: use --listen or start it from a web "
+                    "server\n",
+                    prog);
+            rc = FCR_EADDR;
+        } else if (rc > 0) {
+            rc = 0;
+        }
+    }
+    if (rc == 0)
+        rc = fcr_server_run_workers(srv, (unsigned)c.workers, c.grace);
+    fcr_server_free(srv);
+    free(c.env_listen);
+    return rc;
+}

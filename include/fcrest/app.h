@@ -1,0 +1,422 @@
+/* fcrest app: the framework applications are written against.
+ *
+ * An app holds routes (method set + PCRE2 pattern -> handler), middleware and configuration.
+ * For each FastCGI request it computes the routing path, matches a route, runs the
+ * before-middleware (authorizers among them), the handler, then the after-middleware, and
+ * writes the response (status with reason phrase, headers, Content-Length, body) as STDOUT.
+ *
+ * Request and response handles are valid from the moment a callback receives them until the
+ * response is sent (after fcr_res_send() or the handler's return). Every string the request
+ * functions return lives in the request's arena and is freed with it. All functions run on
+ * the loop's thread; none blocks.
+ *
+ * JSON ownership follows jansson: a function whose name ends in `_new` takes over the
+ * caller's reference, even when it fails; the others borrow. */
+#ifndef FCREST_APP_H
+#define FCREST_APP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include <fcrest/core.h>
+#include <fcrest/error.h>
+#include <fcrest/router.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+
+typedef struct fcr_app fcr_app;
+typedef struct fcr_route fcr_route;
+typedef struct fcr_res fcr_res;
+typedef struct fcr_auth fcr_auth;
+
+/* Verdicts of callbacks (negative fcr_err codes are failures: 500 problem+json). */
+#define FCR_CONTINUE 0 /* before-middleware: go on with the request */
+#define FCR_STOP     1 /* before-middleware: `res` is the answer, skip the handler */
+#define FCR_ASYNC    2 /* handler: the response is sent later with fcr_res_send() */
+#define FCR_ALLOW    0 /* authorizer: let the request through */
+#define FCR_DENY     1 /* authorizer: `res` is the denial */
+
+/* Body limit of an app that sets none (bytes). */
+#define FCR_DEFAULT_MAX_BODY (1024u * 1024u)
+
+/* A route handler, also the FILTER role handler. It fills `res` and returns 0 (the framework
+ * sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send() later,
+ * from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then discards
+ * what `res` holds, answers 500 problem+json and writes the error to the request's FCGI_STDERR
+ * stream and to the log. `data` is the pointer given at registration. */
+typedef int (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
+
+/* Before- and after-middleware. A before-middleware returns FCR_CONTINUE, or FCR_STOP after
+ * filling `res` (the handler is skipped, the after-middleware still run), or a negative
+ * fcr_err code (500). An after-middleware may change the status, headers and body of `res`
+ * and returns 0 or a negative fcr_err code (500; the remaining after-middleware are skipped). */
+typedef int (*fcr_middleware)(fcr_req *req, fcr_res *res, void *data);
+
+/* An authorizer: one function that guards routes inside the app (fcr_app_guard,
+ * fcr_route_guard) and answers FastCGI AUTHORIZER requests (fcr_app_authorizer). It returns
+ * FCR_ALLOW, optionally after setting variables with fcr_auth_set_var()/fcr_auth_set_user(),
+ * or FCR_DENY after filling `res` with the denial (a denial that leaves the status below 400
+ * becomes 403 problem+json), or a negative fcr_err code (500). fcr_req_role() tells where it
+ * runs. Inside the app the variables become request variables (fcr_req_var) and the user the
+ * authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
+ * `Status: 200 OK` with one `Variable-NAME: value` header per variable. */
+typedef int (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
+
+/* ---- App ------------------------------------------------------------------------------ */
+
+/* Creates an empty app: no routes, no middleware, body limit inherited (FCR_DEFAULT_MAX_BODY
+ * at the top), routing on SCRIPT_NAME + PATH_INFO with no prefix. Returns NULL when out of
+ * memory. */
+fcr_app *fcr_app_new(void);
+
+/* Frees the app, its routes, middleware and mounted sub-apps. The app must not be serving
+ * (free its servers first). NULL is ignored. */
+void fcr_app_free(fcr_app *app);
+
+/* Adds a route: `methods` (fcr_method bits) and `pattern`, a PCRE2 expression matched against
+ * the whole routing path (see fcr_router_add); named captures become path params
+ * (fcr_req_path_param). Routes are tried in registration order; HEAD is served by a GET route
+ * when no HEAD route matches (without a body), OPTIONS is answered 204 with Allow when no
+ * OPTIONS route matches. Returns the route handle (owned by the app) to attach middleware or a
+ * body limit, or NULL for an invalid pattern, an empty method set, a NULL handler or out of
+ * memory; the first failure is logged and kept (fcr_app_error), and fcr_app_run() refuses to
+ * run such an app. */
+fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fcr_handler handler,
+                         void *data);
+
+/* Mounts `sub` under the literal prefix `prefix` ("/api", no trailing slash): routing path
+ * "/api/x" is matched against sub's routes as "/x". Sub's middleware and body limit apply to
+ * its routes only (per-prefix middleware). `app` takes ownership of `sub` even on failure,
+ * except when `sub` is NULL, equal to `app` or already mounted (FCR_EINVAL, nothing changes).
+ * Returns 0, FCR_EINVAL (bad prefix, or mounts nested deeper than 8), or FCR_ENOMEM. */
+int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
+
+/* Adds a before- or after-middleware for every route of `app` (for a mounted app: every route
+ * under its prefix). The middleware that apply to a request (the serving app's, the mounts'
+ * on the route's way, the route's own) run in the order they were registered, whatever their
+ * level. Before-middleware run only for a request that matched a route; after-middleware run
+ * for every Responder and Filter response, including the framework's own 404, 405, 413 and
+ * 500 answers (then only the serving app's). Returns 0, FCR_EINVAL (NULL argument) or
+ * FCR_ENOMEM. */
+int fcr_app_before(fcr_app *app, fcr_middleware fn, void *data);
+int fcr_app_after(fcr_app *app, fcr_middleware fn, void *data);
+
+/* Adds the authorizer `fn` as a before-middleware of `app` (same order rules as
+ * fcr_app_before). Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+int fcr_app_guard(fcr_app *app, fcr_authorizer fn, void *data);
+
+/* Makes `fn` the app's answer to FastCGI AUTHORIZER requests (Apache mod_authnz_fcgi, lighttpd
+ * "mode" => "authorizer"); without one, AUTHORIZER requests are refused with UNKNOWN_ROLE. No
+ * middleware runs for them. Replaces an earlier one. Returns 0 or FCR_EINVAL (NULL). */
+int fcr_app_authorizer(fcr_app *app, fcr_authorizer fn, void *data);
+
+/* Makes `fn` the handler of FastCGI FILTER requests; it reads the file to filter with
+ * fcr_req_data(). The app's own before- and after-middleware run around it (no routing).
+ * Without one, FILTER requests are refused with UNKNOWN_ROLE. Returns 0 or FCR_EINVAL. */
+int fcr_app_filter(fcr_app *app, fcr_handler fn, void *data);
+
+/* Sets the body limit (bytes, > 0) of the app's routes that set none (a mounted app's own
+ * limit beats its parent's). A request whose CONTENT_LENGTH (FILTER: FCGI_DATA_LENGTH) exceeds
+ * the limit of its route is answered 413 problem+json without its body being read; a body
+ * without CONTENT_LENGTH is cut off and answered 413 as soon as it grows past the limit. Both
+ * answers come after the before-middleware and the route's media type check (415). Returns 0
+ * or FCR_EINVAL. */
+int fcr_app_set_max_body(fcr_app *app, size_t max);
+
+/* Sets the prefix stripped from the routing path ("/app"; "" or NULL for none). A path that
+ * does not start with it (followed by '/' or its end) is routed unchanged; an empty rest
+ * becomes "/". The string is copied. Returns 0, FCR_EINVAL (not starting with '/'), or
+ * FCR_ENOMEM. */
+int fcr_app_set_prefix(fcr_app *app, const char *prefix);
+
+/* Routes on the path of REQUEST_URI (up to '?', as sent, not decoded) instead of
+ * SCRIPT_NAME + PATH_INFO. The prefix is stripped the same way. */
+void fcr_app_route_on_request_uri(fcr_app *app, bool on);
+
+/* The message of the first failed registration (route pattern with PCRE2's message and
+ * offset, ...), or NULL when every registration succeeded. Owned by the app. */
+const char *fcr_app_error(const fcr_app *app);
+
+/* Creates a server on `loop` that serves `app` (see fcr_server_new): `base` gives limits,
+ * socket mode and multiplexing (NULL: fcr_server_config_init's defaults); the app sets the
+ * callbacks and the roles (Responder, plus Authorizer and Filter when it has handlers for them).
+ * The app must outlive the server and not be changed while it serves. Returns NULL and sets
+ * `*err` (if not NULL) as fcr_server_new does, or FCR_EINVAL when `app` is mounted in
+ * another app. */
+fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_server_config *base,
+                               int *err);
+
+/* Configures and runs the app until SIGTERM or SIGINT, then stops gracefully. Settings come
+ * from the environment, then the command line (which wins):
+ *   --listen ADDR          FCREST_LISTEN (comma-separated)  unix:PATH, tcp:HOST:PORT, fd:N;
+ *                          repeatable; none: the inherited socket (fd 0, systemd)
+ *   --workers N            FCREST_WORKERS
+ *   --socket-mode OCTAL    FCREST_SOCKET_MODE              mode of created unix sockets
+ *   --max-body BYTES       FCREST_MAX_BODY                 app body limit (suffix k, m, g)
+ *   --log-level LEVEL      FCREST_LOG_LEVEL                error, warn, info, debug
+ *   --prefix PATH          FCREST_PREFIX                   see fcr_app_set_prefix
+ *   --route-on-request-uri FCREST_ROUTE_ON_REQUEST_URI=1   see fcr_app_route_on_request_uri
+ *   --help
+ * Options take their value as `--opt VALUE` or `--opt=VALUE`. Returns 0 after a clean stop or
+ * after --help (usage on stdout); FCR_EINVAL for a bad option or value (message and usage on
+ * stderr) or when a registration failed (fcr_app_error); FCR_EADDR or FCR_EIO when a listener
+ * cannot be opened or there is none; FCR_ENOMEM. The app stays owned by the caller. */
+int fcr_app_run(fcr_app *app, int argc, char **argv);
+
+/* ---- Routes --------------------------------------------------------------------------- */
+
+/* Per-route middleware, authorizer and body limit; same rules as the fcr_app_ forms. Each
+ * returns 0, FCR_EINVAL (NULL route, for chaining after a failed fcr_app_route, or NULL
+ * function, or a zero limit) or FCR_ENOMEM. */
+int fcr_route_before(fcr_route *route, fcr_middleware fn, void *data);
+int fcr_route_after(fcr_route *route, fcr_middleware fn, void *data);
+int fcr_route_guard(fcr_route *route, fcr_authorizer fn, void *data);
+int fcr_route_max_body(fcr_route *route, size_t max);
+
+/* Requires the request's Content-Type to be `media_type` ("application/json"; compared
+ * case-insensitively, parameters such as "; charset=utf-8" allowed); otherwise the request is
+ * answered 415 problem+json after the before-middleware and before the body limit's 413.
+ * The string is copied. Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+int fcr_route_consumes(fcr_route *route, const char *media_type);
+
+/* ---- Requests ------------------------------------------------------------------------- */
+
+/* Inside an app the core's userdata slot (fcr_req_set_userdata) belongs to the framework; keep
+ * per-request data with fcr_req_alloc() or fcr_req_set_var(). The functions below return NULL
+ * (or -1) for a request that is not served by an app. */
+
+/* REQUEST_METHOD, or NULL when the web server sent none. */
+const char *fcr_req_method(const fcr_req *req);
+
+/* The routing path (see fcr_app_set_prefix and fcr_app_route_on_request_uri). Never NULL for
+ * an app's request ("/" at least). */
+const char *fcr_req_path(const fcr_req *req);
+
+/* The prefix that was stripped from the routing path ("" when none), so that
+ * fcr_req_base_path + fcr_req_path is the path the web server routed to the app (for building
+ * Location headers). */
+const char *fcr_req_base_path(const fcr_req *req);
+
+/* The percent-decoded value of the route's named capture `name`, or NULL. */
+const char *fcr_req_path_param(const fcr_req *req, const char *name);
+
+/* The first (fcr_req_query) or `i`-th (fcr_req_query_nth, from 0) value of query parameter
+ * `name` in QUERY_STRING, percent-decoded with '+' as space; "" for a name without '='.
+ * NULL when absent. Pairs with a malformed %-escape are skipped. */
+const char *fcr_req_query(fcr_req *req, const char *name);
+const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i);
+
+/* The request header `name` by its HTTP name, case-insensitive: "Content-Type" and
+ * "Content-Length" read CONTENT_TYPE and CONTENT_LENGTH (NULL when empty), any other name N
+ * reads HTTP_N with letters upper-cased and '-' as '_' ("X-Token" -> HTTP_X_TOKEN). NULL when
+ * absent or when `name` is not an HTTP token. */
+const char *fcr_req_header(const fcr_req *req, const char *name);
+
+/* The value of cookie `name` from the Cookie header (first match, surrounding double quotes
+ * removed), or NULL. */
+const char *fcr_req_cookie(fcr_req *req, const char *name);
+
+/* True when the Content-Type's media type is `media_type` (case-insensitive, parameters
+ * ignored). */
+bool fcr_req_content_type_is(const fcr_req *req, const char *media_type);
+
+/* Fields of an application/x-www-form-urlencoded body, decoded like query parameters. NULL
+ * when absent or when the body is of another type. */
+const char *fcr_req_form(fcr_req *req, const char *name);
+const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i);
+
+/* Parses the body as JSON (any value, not only objects). Returns a borrowed reference owned by
+ * the request (json_incref it to keep it past the response). For invalid JSON returns NULL and,
+ * when `res` is not NULL, fills `res` with 400 problem+json whose detail names jansson's line,
+ * column and message ("invalid JSON at line 1, column 7: ..."). NULL also when out of memory
+ * (then `res` holds a 500). */
+json_t *fcr_req_json(fcr_req *req, fcr_res *res);
+
+/* REMOTE_ADDR (NULL when absent) and REMOTE_PORT (-1 when absent or not a port). */
+const char *fcr_req_remote_addr(const fcr_req *req);
+int fcr_req_remote_port(const fcr_req *req);
+
+/* The authenticated user set by an authorizer (fcr_auth_set_user) or a middleware, or NULL. */
+const char *fcr_req_user(const fcr_req *req);
+
+/* Sets the authenticated user (copied; NULL clears). Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+int fcr_req_set_user(fcr_req *req, const char *user);
+
+/* The request variable `name` set by an authorizer inside the app or by fcr_req_set_var, else
+ * the param of that name (which is how a web server passes an external authorizer's
+ * variables), or NULL. */
+const char *fcr_req_var(const fcr_req *req, const char *name);
+
+/* Sets request variable `name` (both copied; a later value replaces the earlier). Returns 0,
+ * FCR_EINVAL or FCR_ENOMEM. */
+int fcr_req_set_var(fcr_req *req, const char *name, const char *value);
+
+/* FILTER role: the DATA stream (never NULL; `*len` gets its length), FCGI_DATA_LENGTH and
+ * FCGI_DATA_LAST_MOD (seconds since the epoch) or -1 when absent or malformed. */
+const void *fcr_req_data(const fcr_req *req, size_t *len);
+long long fcr_req_data_length(const fcr_req *req);
+long long fcr_req_data_last_mod(const fcr_req *req);
+
+/* Memory freed with the request: `size` bytes aligned for any type, or a copy of `s`. NULL
+ * when out of memory. */
+void *fcr_req_alloc(fcr_req *req, size_t size);
+char *fcr_req_strdup(fcr_req *req, const char *s);
+
+/* The app serving the request and the loop it runs on (for async handlers' watchers). */
+fcr_app *fcr_req_app(const fcr_req *req);
+struct ev_loop *fcr_req_loop(const fcr_req *req);
+
+/* ---- Responses ------------------------------------------------------------------------ */
+
+/* A response starts as status 200 with no headers and an empty body. At sending the framework
+ * adds `Status: CODE REASON`, Content-Type application/octet-stream for a non-empty body
+ * without one, and Content-Length with the body length (except for 204 and 304, which carry
+ * no body). A HEAD answer carries no body but keeps the Content-Length of the GET answer. */
+
+/* The request the response belongs to. */
+fcr_req *fcr_res_req(const fcr_res *res);
+
+/* Sets the status (200..599). Returns 0 or FCR_EINVAL. */
+int fcr_res_status(fcr_res *res, int status);
+int fcr_res_get_status(const fcr_res *res);
+
+/* Adds a header (fcr_res_header; repeated names allowed, as for Set-Cookie) or replaces every
+ * header of that name (fcr_res_set_header). Both strings are copied. `name` must be an HTTP
+ * token and not "Status"; `value` must not contain CR, LF, NUL or another control byte but
+ * HTAB. Returns 0, FCR_EINVAL (nothing is changed: no header injection), or FCR_ENOMEM. */
+int fcr_res_header(fcr_res *res, const char *name, const char *value);
+int fcr_res_set_header(fcr_res *res, const char *name, const char *value);
+
+/* The first header called `name` (case-insensitive), or NULL. */
+const char *fcr_res_get_header(const fcr_res *res, const char *name);
+
+/* Removes every header called `name`. Returns how many were removed. */
+int fcr_res_remove_header(fcr_res *res, const char *name);
+
+/* Replaces the body with a copy of `len` bytes (fcr_res_body), or appends to it (fcr_res_append,
+ * fcr_res_printf). Return 0 (printf: the bytes appended), FCR_EINVAL or FCR_ENOMEM. */
+int fcr_res_body(fcr_res *res, const void *buf, size_t len);
+int fcr_res_append(fcr_res *res, const void *buf, size_t len);
+int fcr_res_printf(fcr_res *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The body so far (never NULL; `*len` gets its length). */
+const void *fcr_res_get_body(const fcr_res *res, size_t *len);
+
+/* Sets `status`, Content-Type text/plain; charset=utf-8 and the body `text`. Returns 0,
+ * FCR_EINVAL or FCR_ENOMEM. */
+int fcr_res_text(fcr_res *res, int status, const char *text);
+
+/* Sets `status`, Content-Type application/json and the compact serialization of `json` (any
+ * JSON value) as the body. fcr_res_json borrows `json`; fcr_res_json_new steals the reference,
+ * also when it fails (a NULL `json`, as from a failed json_pack, gives FCR_EINVAL). Returns 0,
+ * FCR_EINVAL or FCR_ENOMEM; on failure the response is unchanged. */
+int fcr_res_json(fcr_res *res, int status, const json_t *json);
+int fcr_res_json_new(fcr_res *res, int status, json_t *json);
+
+/* Redirect: `status` must be 3xx; sets Location to `location` (checked like a header value)
+ * and an empty body. Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+int fcr_res_redirect(fcr_res *res, int status, const char *location);
+
+/* RFC 9457 problem details: sets `status` (400..599), Content-Type application/problem+json
+ * and the body {"type":"about:blank","title":<reason phrase>,"status":<status>,"detail":...}
+ * with the printf-formatted detail. Headers already set (WWW-Authenticate, Allow, ...) stay.
+ * Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Like fcr_res_problem with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL: none)
+ * and the members of the JSON object `ext` (may be NULL) added as extension members (type,
+ * title, status and detail cannot be overridden). Steals `ext`, also on failure. */
+int fcr_res_problem_new(fcr_res *res, int status, const char *type, const char *detail,
+                        json_t *ext);
+
+/* Sends the response of a handler that returned FCR_ASYNC (after-middleware first), finishing
+ * the request; `res` and its request must not be used afterwards. Called inside the handler
+ * (or a middleware) it only marks the response ready: the framework sends it when the callback
+ * returns. After an abort (see fcr_req_on_abort) it must still be called, to release the
+ * request. Returns 0; FCR_ECLOSED when the request was aborted (it is released all the same);
+ * FCR_EINVAL when the response is not awaiting it (a second call inside the handler). */
+int fcr_res_send(fcr_res *res);
+
+/* The reason phrase of `status` ("Not Found"); "Unknown" for a code outside the table. */
+const char *fcr_status_reason(int status);
+
+/* ---- Authorizer results --------------------------------------------------------------- */
+
+/* Sets variable `name` (letters, digits, '_' and '-') to `value` (a valid header value).
+ * Inside the app it becomes a request variable (fcr_req_var); in the AUTHORIZER role a
+ * `Variable-NAME: value` header of the 200 answer. Both are copied. Returns 0, FCR_EINVAL or
+ * FCR_ENOMEM. */
+int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value);
+
+/* fcr_auth_set_var(auth, var, user) that also makes `user` the authenticated user inside the
+ * app (fcr_req_user). */
+int fcr_auth_set_user(fcr_auth *auth, const char *var, const char *user);
+
+/* ---- In-process testing --------------------------------------------------------------- */
+
+/* A request as a web server would send it. Zero-initialise and set what you need. */
+typedef struct fcr_test_req {
+    fcr_role role;              /* 0: FCR_RESPONDER */
+    const char *method;         /* REQUEST_METHOD; NULL: "GET" */
+    const char *path;           /* "/notes?limit=2": SCRIPT_NAME (the part before '?'),
+                                   QUERY_STRING and REQUEST_URI; NULL: "/" */
+    const char *const *headers; /* NULL-terminated "Name: value" strings: CONTENT_TYPE,
+                                   CONTENT_LENGTH or HTTP_NAME params */
+    const char *const *params;  /* NULL-terminated "NAME=value" params sent last (they override) */
+    const void *body;           /* STDIN; NULL: none */
+    size_t body_len;            /* 0 with a body: strlen(body) */
+    bool no_content_length;     /* send the body without CONTENT_LENGTH */
+    const void *data;           /* FILTER: the DATA stream */
+    size_t data_len;
+    long long data_last_mod; /* FILTER: FCGI_DATA_LAST_MOD (0: not sent) */
+} fcr_test_req;
+
+/* A response header. */
+typedef struct fcr_test_header {
+    char *name;
+    char *value;
+} fcr_test_header;
+
+/* What the application answered. Free with fcr_test_res_free(). */
+typedef struct fcr_test_res {
+    int status;               /* from the Status header; 200 when there is none */
+    fcr_test_header *headers; /* in order, the Status header included */
+    size_t nheaders;
+    char *body; /* NUL-terminated (the NUL is not counted) */
+    size_t body_len;
+    char *err; /* FCGI_STDERR bytes, NUL-terminated */
+    size_t err_len;
+    uint32_t app_status; /* from END_REQUEST */
+    int protocol_status;
+} fcr_test_res;
+
+/* Runs `req` through `app` without a network listener: a server on a private loop gets one
+ * end of a socketpair, the request goes in as FastCGI records and the answer is parsed into
+ * `*res` (which the caller frees with fcr_test_res_free, also on failure). Async handlers run
+ * on that loop (fcr_req_loop). Returns 0; FCR_ETIMEDOUT when no END_REQUEST came within 30
+ * seconds; FCR_EPROTO for a malformed answer; FCR_EINVAL; FCR_ENOMEM; FCR_EIO. */
+int fcr_app_test(fcr_app *app, const fcr_test_req *req, fcr_test_res *res);
+
+/* The same exchange with a FastCGI application listening on `addr` ("unix:PATH" or
+ * "tcp:HOST:PORT"). Returns like fcr_app_test, or FCR_EADDR / FCR_EIO when it cannot
+ * connect. */
+int fcr_test_send(const char *addr, const fcr_test_req *req, fcr_test_res *res);
+
+/* The first header `name` of `res` (case-insensitive), or NULL. */
+const char *fcr_test_res_header(const fcr_test_res *res, const char *name);
+
+/* Frees what `res` holds and zeroes it. NULL is ignored. */
+void fcr_test_res_free(fcr_test_res *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
