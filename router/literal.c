@@ -25,9 +25,32 @@ static bool is_meta(unsigned char c)
     return c != '\0' && strchr("\\^$.[]|(){}?*+", c) != NULL;
 }
 
-static bool is_quantifier(unsigned char c)
+/* True when the item at `p`, which ends the literal prefix, is certainly not a quantifier of
+ * the character before it. A quantifier may also hide behind items that match nothing: in
+ * "/a(?#note)?" or "/a\E?" the '?' applies to the 'a'. Anything not known to be an atom or the
+ * end of the pattern counts as a possible quantifier. */
+static bool ends_cleanly(const char *p)
 {
-    return c == '?' || c == '*' || c == '+' || c == '{';
+    switch (*p) {
+    case '\0':
+    case '[':
+    case '.':
+    case '^':
+    case '$':
+        return true;
+    case '\\':
+        return p[1] != '\0' && strchr("dDwWsShHvVpPxX", p[1]) != NULL;
+    case '(':
+        if (p[1] == '*')
+            return false; /* a verb matches nothing */
+        if (p[1] != '?')
+            return true; /* a capturing group */
+        /* Groups: (?: (?| (?> (?= (?! (?<= (?<! (?<name> (?'name' (?P<name>. Not (?# or an
+         * option setting such as (?i). */
+        return p[2] != '\0' && (strchr(":|>=!<'", p[2]) != NULL || (p[2] == 'P' && p[3] == '<'));
+    default:
+        return false;
+    }
 }
 
 /* `p` points just after a backslash. Returns the end of the escape, or NULL when the scan
@@ -148,8 +171,8 @@ void fcr__pattern_prefix_scan(const char *pattern, char *lit, fcr__pattern_prefi
         return;
 
     /* Collect the leading literal characters. A quantifier after the last one makes that
-     * character optional or repeated, so it is dropped (all of it, when it is a multi-byte
-     * UTF-8 character). */
+     * character optional or repeated, so unless what follows is known not to be one, it is
+     * dropped (all of it, when it is a multi-byte UTF-8 character). */
     const char *p = pattern;
     size_t n = 0, char_start = 0;
     while (*p != '\0') {
@@ -171,7 +194,7 @@ void fcr__pattern_prefix_scan(const char *pattern, char *lit, fcr__pattern_prefi
         }
     }
     bool whole = *p == '\0';
-    if (is_quantifier((unsigned char)*p))
+    if (!ends_cleanly(p))
         n = char_start;
     out->lit_len = n;
 

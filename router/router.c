@@ -475,6 +475,11 @@ static int try_route(fcr_router *r, const struct route *rt, const char *path, si
     if (n < 0) /* no match, or a resource limit: either way this route does not serve */
         return 0;
     const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(r->md);
+    /* The match must cover the whole path. The compile options ask for that, but with
+     * backtracking verbs such as (*ACCEPT) PCRE2's JIT can report a match that starts later or
+     * ends early. The start of the match, not ovector[0], which \K moves, is the test. */
+    if (pcre2_get_startchar(r->md) != 0 || ov[1] != len)
+        return 0;
     /* A param value that cannot be decoded means the route does not match this path. */
     for (uint32_t i = 0; i < rt->nnames; i++) {
         size_t s, e;

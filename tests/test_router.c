@@ -158,6 +158,41 @@ START_TEST(literal_prefix_edge_cases)
 }
 END_TEST
 
+/* A quantifier may follow items that match nothing: it still applies to the character
+ * before them, so that character is not part of the literal prefix. */
+START_TEST(quantifier_after_empty_items)
+{
+    add(r, FCR_GET, "/c/(?#note)?x", &t1); /* "/c" then an optional '/' */
+    add(r, FCR_GET, "/d/\\E*y", &t2);      /* \E alone is ignored */
+    ck_assert_int_eq(look(FCR_GET, "/cx"), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t1);
+    ck_assert_int_eq(look(FCR_GET, "/c/x"), FCR_MATCH_FOUND);
+    ck_assert_int_eq(look(FCR_GET, "/dy"), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t2);
+    ck_assert_int_eq(look(FCR_GET, "/d///y"), FCR_MATCH_FOUND);
+}
+END_TEST
+
+/* Backtracking verbs can make PCRE2's JIT report a match that does not cover the path; such
+ * a match does not count. */
+START_TEST(match_covers_whole_path)
+{
+    add(r, FCR_GET, "/(*ACCEPT)x", &t1);
+    add(r, FCR_GET, "/a(*ACCEPT)b", &t2);
+    ck_assert_int_eq(look(FCR_GET, "//"), FCR_MATCH_NOT_FOUND);
+    ck_assert_int_eq(look(FCR_GET, "/"), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t1);
+    ck_assert_int_eq(look(FCR_GET, "/a"), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t2);
+    ck_assert_int_eq(look(FCR_GET, "/ab"), FCR_MATCH_NOT_FOUND);
+    /* \K moves the reported start, not the start of the match. */
+    add(r, FCR_GET, "/k/\\K(?<id>[0-9]+)", &t3);
+    ck_assert_int_eq(look(FCR_GET, "/k/12"), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t3);
+    ck_assert_str_eq(fcr_match_param(&m, "id"), "12");
+}
+END_TEST
+
 /* ---- 404 / 405 / HEAD / OPTIONS ---- */
 
 START_TEST(not_found_vs_not_allowed)
@@ -595,6 +630,8 @@ static Suite *router_suite(void)
     tcase_add_test(tc, route_before_mount_wins);
     tcase_add_test(tc, top_level_alternation);
     tcase_add_test(tc, literal_prefix_edge_cases);
+    tcase_add_test(tc, quantifier_after_empty_items);
+    tcase_add_test(tc, match_covers_whole_path);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("status");
