@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,6 +133,19 @@ void fcr__server_conn_closed(fcr_server *srv)
     check_drained(srv);
 }
 
+/* A worker that may hold max_conns connections needs as many descriptors: raise the soft limit
+ * towards the hard one when it is lower. */
+static void raise_nofile(unsigned conns)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)conns + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+        fcr_log(FCR_LOG_DEBUG, "descriptor limit raised to %llu", (unsigned long long)rl.rlim_cur);
+}
+
 fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err)
 {
     int e = FCR_EINVAL;
@@ -153,6 +167,7 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
             goto fail;
         srv->allow_set = true;
     }
+    raise_nofile(cfg->limits.max_conns);
     srv->rbuf_cap = READ_BUF_SIZE;
     srv->rbuf = malloc(srv->rbuf_cap);
     if (!srv->rbuf) {

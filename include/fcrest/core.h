@@ -91,10 +91,12 @@ typedef struct fcr_server_config {
  * callbacks. */
 void fcr_server_config_init(fcr_server_config *cfg);
 
-/* Creates a server on `loop` with a copy of `cfg` (the strings it points to are copied too).
- * Returns NULL and sets `*err` (if `err` is not NULL) to FCR_EINVAL when on_request is NULL or a
- * limit is zero, to FCR_EPARSE when the web server allow-list is malformed, or FCR_ENOMEM. No
- * watcher is started until a listener is added. */
+/* Creates a server on `loop` with a copy of `cfg` (the allow-list string is parsed now and not
+ * kept). It raises the process's soft descriptor limit (RLIMIT_NOFILE) towards the hard limit
+ * when it is below limits.max_conns + 64. Returns NULL and sets `*err` (if `err` is not NULL)
+ * to FCR_EINVAL when on_request is NULL or a limit is zero, to FCR_EPARSE when the web server
+ * allow-list is malformed, or FCR_ENOMEM. Only internal watchers that do not keep the loop
+ * running are started until a listener is added. */
 fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err);
 
 /* Opens and starts a listener. `addr` is "unix:/path/to.sock", "tcp:HOST:PORT" (IPv4 literal,
