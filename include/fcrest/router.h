@@ -63,12 +63,15 @@ typedef struct fcr_router_error {
 /* Creates an empty router. Returns NULL when out of memory. */
 fcr_router *fcr_router_new(void);
 
-/* Frees the router, its routes and every router mounted in it. NULL is ignored. */
+/* Frees the router, its routes and every router mounted in it. NULL is ignored. A router
+ * mounted in another belongs to that one: free only the outermost. */
 void fcr_router_free(fcr_router *r);
 
 /* Adds a route: `methods` (a non-empty set of fcr_method bits) and `pattern`, a PCRE2 regular
  * expression matched against the whole raw path (compiled with PCRE2_ANCHORED and
- * PCRE2_ENDANCHORED, so "/a" matches neither "/ab" nor "/x/a"; UTF-8 mode, where a path that is
+ * PCRE2_ENDANCHORED, so "/a" matches neither "/ab" nor "/x/a", and a match must start at the
+ * path's first byte and end at its last even with backtracking verbs such as (*ACCEPT), which
+ * PCRE2's JIT does not always hold to those options; UTF-8 mode, where a path that is
  * not valid UTF-8 cannot match a pattern that needs a character there; \C refused),
  * JIT-compiled now (interpreted where PCRE2 has no JIT). Named captures (?<name>...) become
  * path params, at most FCR_MAX_PATH_PARAMS distinct names. `target` is returned by lookups;
