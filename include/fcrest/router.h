@@ -132,10 +132,12 @@ typedef struct fcr_match {
  * A route whose pattern hits a PCRE2 resource limit does not match either. Decoded param
  * values are written into `scratch` (`cap` bytes; len + FCR_MAX_PATH_PARAMS always suffices
  * when named groups do not overlap, as in any usual route; (len + 1) * FCR_MAX_PATH_PARAMS
- * always suffices). Allocates nothing. Returns 0 with `*m` filled (params only when FOUND),
- * or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an invalid argument (NULL `r` or
- * `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0, `method` not one fcr_method bit
- * or 0); on error `*m` is NOT_FOUND with no target and no params. */
+ * always suffices). Allocates nothing (where PCRE2 has no JIT, its interpreter sizes its
+ * backtracking frames on the first lookups that need them and then reuses them). Returns 0 with
+ * `*m` filled (params only when FOUND), or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an
+ * invalid argument (NULL `r` or `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0,
+ * `method` not one fcr_method bit or 0); on error `*m` is NOT_FOUND with no target and no params.
+ */
 int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, fcr_match *m,
                      char *scratch, size_t cap);
 
