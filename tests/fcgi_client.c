@@ -541,12 +541,13 @@ static void on_output(fcl_conn *c, fcl_response *r, const fcl_record *rec, fcl_b
     }
 }
 
-int fcl_await(fcl_conn *c, fcl_response *rs, size_t n)
+/* Reads records until every response in `rs` ended (stop == NULL) or `*stop` ended. */
+static int await_impl(fcl_conn *c, fcl_response *rs, size_t n, const fcl_response *stop)
 {
     size_t open = 0;
     for (size_t i = 0; i < n; i++)
         open += !rs[i].ended;
-    while (open > 0) {
+    while (stop ? !stop->ended : open > 0) {
         fcl_record rec;
         int rc = fcl_read_record(c, &rec);
         if (rc == 0)
@@ -596,6 +597,20 @@ int fcl_await(fcl_conn *c, fcl_response *rs, size_t n)
         fcl_record_free(&rec);
     }
     return 0;
+}
+
+int fcl_await(fcl_conn *c, fcl_response *rs, size_t n)
+{
+    return await_impl(c, rs, n, NULL);
+}
+
+int fcl_await_id(fcl_conn *c, fcl_response *rs, size_t n, uint16_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rs[i].id == id)
+            return await_impl(c, rs, n, &rs[i]);
+    errno = EINVAL;
+    return -1;
 }
 
 int fcl_request(fcl_conn *c, uint16_t id, uint16_t role, uint8_t flags, const char *const *params,

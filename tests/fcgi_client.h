@@ -147,6 +147,10 @@ void fcl_response_free(fcl_response *r);
  * broke (EPROTO) or timed out (ETIMEDOUT). */
 int fcl_await(fcl_conn *c, fcl_response *rs, size_t n);
 
+/* Like fcl_await, but returns as soon as the response with `id` (one of `rs`) has ended; the
+ * others may still be open. */
+int fcl_await_id(fcl_conn *c, fcl_response *rs, size_t n, uint16_t id);
+
 /* Sends one request and awaits its response (see fcl_put_request). */
 int fcl_request(fcl_conn *c, uint16_t id, uint16_t role, uint8_t flags, const char *const *params,
                 const void *in, size_t in_len, fcl_response *r);
