@@ -139,15 +139,11 @@ static int read_env(run_cfg *c, const char *prog)
     return 0;
 }
 
-static int read_args(run_cfg *c, const char *prog, int argc, char **argv, bool *help)
+static int read_args(run_cfg *c, const char *prog, int argc, char **argv)
 {
     bool cli_listen = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            *help = true;
-            return 0;
-        }
         if (strcmp(a, "--route-on-request-uri") == 0) {
             c->route_on_uri = true;
             continue;
@@ -193,19 +189,19 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         prog = slash + 1;
     if (!app)
         return FCR_EINVAL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout, prog);
+            return 0;
+        }
+    }
     run_cfg c = {.workers = 1, .grace = 10.0};
-    bool help = false;
     int rc = read_env(&c, prog);
     if (rc == 0)
-        rc = read_args(&c, prog, argc, argv, &help);
-    if (help) {
-        usage(stdout, prog);
-        free(c.env_listen);
-        return 0;
-    }
+        rc = read_args(&c, prog, argc, argv);
     if (rc < 0) {
         if (rc == FCR_EINVAL)
-            usage(stderr, prog);
+            fprintf(stderr, "Try '%s --help'.\n", prog);
         free(c.env_listen);
         return rc;
     }

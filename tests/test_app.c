@@ -1,0 +1,1187 @@
+/* Unit tests of the app layer: request and response helpers, header injection, body limits,
+ * JSON errors, problem+json, middleware order, authorizers in both places, the FILTER role,
+ * async handlers, HEAD, mounts, prefixes. Requests run in-process (fcr_app_test); the test
+ * that shows a 413 comes before the body is sent drives a real socket with the test client. */
+#include <check.h>
+#include <ev.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <fcrest.h>
+
+#include "fcgi_client.h"
+
+static fcr_app *app;
+static fcr_test_res res;
+static char trace[512]; /* what callbacks ran, in order */
+
+static void setup(void)
+{
+    app = fcr_app_new();
+    ck_assert_ptr_nonnull(app);
+    memset(&res, 0, sizeof res);
+    trace[0] = '\0';
+}
+
+static void teardown(void)
+{
+    fcr_test_res_free(&res);
+    fcr_app_free(app);
+    app = NULL;
+}
+
+static void note(const char *fmt, ...)
+{
+    size_t n = strlen(trace);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(trace + n, sizeof trace - n, fmt, ap);
+    va_end(ap);
+}
+
+/* Runs one request through the app; asserts the exchange worked. */
+static void run(const fcr_test_req *t)
+{
+    fcr_test_res_free(&res);
+    int rc = fcr_app_test(app, t, &res);
+    ck_assert_msg(rc == 0, "fcr_app_test: %s", fcr_err_name(rc));
+    ck_assert_int_eq(res.protocol_status, 0);
+}
+
+static void get(const char *path)
+{
+    run(&(fcr_test_req){.path = path});
+}
+
+static const char *hdr(const char *name)
+{
+    return fcr_test_res_header(&res, name);
+}
+
+static json_t *body_json(void)
+{
+    json_error_t e;
+    json_t *j = json_loadb(res.body, res.body_len, 0, &e);
+    ck_assert_msg(j != NULL, "body is not JSON: %s (%s)", e.text, res.body);
+    return j;
+}
+
+/* Checks an RFC 9457 problem answer with `status`; returns its detail (static copy). */
+static const char *check_problem(int status)
+{
+    static char detail[512];
+    ck_assert_int_eq(res.status, status);
+    ck_assert_str_eq(hdr("Content-Type"), "application/problem+json");
+    json_t *j = body_json();
+    ck_assert(json_is_string(json_object_get(j, "type")));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "title")), fcr_status_reason(status));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "status")), status);
+    ck_assert(json_is_string(json_object_get(j, "detail")));
+    snprintf(detail, sizeof detail, "%s", json_string_value(json_object_get(j, "detail")));
+    json_decref(j);
+    char cl[32];
+    snprintf(cl, sizeof cl, "%zu", res.body_len);
+    ck_assert_str_eq(hdr("Content-Length"), cl);
+    return detail;
+}
+
+/* ---- Request helpers ------------------------------------------------------------------ */
+
+static int echo_request(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    const char *id = fcr_req_path_param(req, "id");
+    const char *nothing = fcr_req_path_param(req, "nothing");
+    return fcr_res_printf(r, "method=%s path=%s base=%s id=%s nothing=%s", fcr_req_method(req),
+                          fcr_req_path(req), fcr_req_base_path(req), id ? id : "-",
+                          nothing ? nothing : "-") < 0
+               ? FCR_ENOMEM
+               : 0;
+}
+
+START_TEST(method_path_and_params)
+{
+    fcr_app_route(app, FCR_GET | FCR_DELETE, "/users/(?<id>[^/]+)", echo_request, NULL);
+    run(&(fcr_test_req){.method = "DELETE", .path = "/users/a%2Fb%20c"});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "method=DELETE path=/users/a%2Fb%20c base= id=a/b c nothing=-");
+}
+END_TEST
+
+START_TEST(prefix_and_path_info)
+{
+    fcr_app_route(app, FCR_GET, "/users/(?<id>[0-9]+)", echo_request, NULL);
+    ck_assert_int_eq(fcr_app_set_prefix(app, "/app/"), 0);
+    /* Apache's default ProxyPass: everything in SCRIPT_NAME. */
+    get("/app/users/42");
+    ck_assert_str_eq(res.body, "method=GET path=/users/42 base=/app id=42 nothing=-");
+    /* proxy-fcgi-pathinfo: SCRIPT_NAME=/app, PATH_INFO=/users/42. */
+    run(&(fcr_test_req){.path = "/app",
+                        .params = (const char *const[]){"PATH_INFO=/users/7", NULL}});
+    ck_assert_str_eq(res.body, "method=GET path=/users/7 base=/app id=7 nothing=-");
+    /* Without the prefix the path is routed unchanged; "/application" is not under "/app". */
+    get("/users/5");
+    ck_assert_str_eq(res.body, "method=GET path=/users/5 base= id=5 nothing=-");
+    get("/application/users/5");
+    check_problem(404);
+    /* The prefix alone is "/". */
+    fcr_app_route(app, FCR_GET, "/", echo_request, NULL);
+    get("/app");
+    ck_assert_str_eq(res.body, "method=GET path=/ base=/app id=- nothing=-");
+    ck_assert_int_eq(fcr_app_set_prefix(app, "app"), FCR_EINVAL);
+}
+END_TEST
+
+START_TEST(route_on_request_uri)
+{
+    fcr_app_route(app, FCR_GET, "/users/(?<id>[0-9]+)", echo_request, NULL);
+    fcr_app_set_prefix(app, "/app");
+    fcr_app_route_on_request_uri(app, true);
+    run(&(fcr_test_req){.path = "/app/users/9?x=1",
+                        .params = (const char *const[]){"SCRIPT_NAME=/index.php", NULL}});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "method=GET path=/users/9 base=/app id=9 nothing=-");
+}
+END_TEST
+
+static int query_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    const char *names[] = {"a", "b", "c", "sp", "bad", "missing", "empty", "e n"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = fcr_req_query(req, names[i]);
+        fcr_res_printf(r, "%s=%s;", names[i], v ? v : "(null)");
+    }
+    for (size_t i = 0; fcr_req_query_nth(req, "a", i); i++)
+        fcr_res_printf(r, "a[%zu]=%s;", i, fcr_req_query_nth(req, "a", i));
+    return 0;
+}
+
+START_TEST(query_params)
+{
+    fcr_app_route(app, FCR_GET, "/q", query_handler, NULL);
+    get("/q?a=1&b=x%20y&a=2&&c&sp=a+b&bad=%zz&a=%33&empty=&e+n=%2B");
+    ck_assert_str_eq(res.body, "a=1;b=x y;c=;sp=a b;bad=(null);missing=(null);empty=;e n=+;"
+                               "a[0]=1;a[1]=2;a[2]=3;");
+}
+END_TEST
+
+static int header_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    const char *names[] = {"Content-Type", "content-length", "X-Token", "x-token",
+                           "Accept",       "Bad Name",       "",        "X-Missing"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = fcr_req_header(req, names[i]);
+        fcr_res_printf(r, "%s=%s;", names[i], v ? v : "(null)");
+    }
+    const char *cookies[] = {"sid", "theme", "q", "none"};
+    for (size_t i = 0; i < 4; i++) {
+        const char *v = fcr_req_cookie(req, cookies[i]);
+        fcr_res_printf(r, "%s=%s;", cookies[i], v ? v : "(null)");
+    }
+    size_t len;
+    const char *body = fcr_req_body(req, FCR_STDIN, &len);
+    fcr_res_printf(r, "raw=%s;body=%.*s;addr=%s;port=%d;json=%d", fcr_req_param(req, "REQUEST_URI"),
+                   (int)len, body, fcr_req_remote_addr(req), fcr_req_remote_port(req),
+                   fcr_req_content_type_is(req, "application/json"));
+    return 0;
+}
+
+START_TEST(headers_cookies_raw_params)
+{
+    fcr_app_route(app, FCR_POST, "/h", header_handler, NULL);
+    run(&(fcr_test_req){
+        .method = "POST",
+        .path = "/h?z=1",
+        .headers =
+            (const char *const[]){"Content-Type: Application/JSON ; charset=utf-8", "X-Token: abc",
+                                  "Accept: */*", "Cookie: sid=42; theme=\"dark\" ;q=a=b", NULL},
+        .body = "hello",
+        .params = (const char *const[]){"REMOTE_PORT=5555", NULL},
+    });
+    ck_assert_str_eq(res.body, "Content-Type=Application/JSON ; charset=utf-8;content-length=5;"
+                               "X-Token=abc;x-token=abc;Accept=*/*;Bad Name=(null);=(null);"
+                               "X-Missing=(null);sid=42;theme=dark;q=a=b;none=(null);"
+                               "raw=/h?z=1;body=hello;addr=127.0.0.1;port=5555;json=1");
+    /* nginx sends CONTENT_TYPE and CONTENT_LENGTH empty for a GET: they read as absent. */
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/h",
+                        .params = (const char *const[]){
+                            "CONTENT_TYPE=", "CONTENT_LENGTH=", "REMOTE_PORT=x", NULL}});
+    ck_assert_ptr_nonnull(strstr(res.body, "Content-Type=(null);content-length=(null);"));
+    ck_assert_ptr_nonnull(strstr(res.body, "port=-1;json=0"));
+}
+END_TEST
+
+static int form_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    const char *a = fcr_req_form(req, "a");
+    const char *a1 = fcr_req_form_nth(req, "a", 1);
+    const char *b = fcr_req_form(req, "b");
+    fcr_res_printf(r, "a=%s a1=%s b=%s", a ? a : "(null)", a1 ? a1 : "(null)", b ? b : "(null)");
+    return 0;
+}
+
+START_TEST(form_bodies)
+{
+    fcr_app_route(app, FCR_POST, "/f", form_handler, NULL);
+    run(&(fcr_test_req){
+        .method = "POST",
+        .path = "/f",
+        .headers = (const char *const[]){"Content-Type: application/x-www-form-urlencoded", NULL},
+        .body = "a=x+y&b=%C3%A9&a=2"});
+    ck_assert_str_eq(res.body, "a=x y a1=2 b=\xc3\xa9");
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/f",
+                        .headers = (const char *const[]){"Content-Type: text/plain", NULL},
+                        .body = "a=1"});
+    ck_assert_str_eq(res.body, "a=(null) a1=(null) b=(null)");
+}
+END_TEST
+
+static int json_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    json_t *j = fcr_req_json(req, r);
+    if (!j)
+        return 0; /* r holds the 400 */
+    /* A second call gives the same borrowed value. */
+    ck_assert_ptr_eq(fcr_req_json(req, NULL), j);
+    return fcr_res_json(r, 200, j);
+}
+
+START_TEST(json_body_and_position_of_errors)
+{
+    fcr_app_route(app, FCR_POST, "/j", json_handler, NULL);
+    run(&(fcr_test_req){.method = "POST", .path = "/j", .body = "{\"a\": [1, 2.5, null]}"});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("Content-Type"), "application/json");
+    ck_assert_str_eq(res.body, "{\"a\":[1,2.5,null]}");
+    run(&(fcr_test_req){.method = "POST", .path = "/j", .body = "{\n  \"title\": tru\n}"});
+    const char *d = check_problem(400);
+    ck_assert_msg(strstr(d, "line 2, column 14") != NULL, "detail: %s", d);
+    run(&(fcr_test_req){.method = "POST", .path = "/j", .body = "[1, 2"});
+    d = check_problem(400);
+    ck_assert_msg(strstr(d, "line 1, column 5") != NULL, "detail: %s", d);
+    /* Any JSON value is accepted, not only objects. */
+    run(&(fcr_test_req){.method = "POST", .path = "/j", .body = "42"});
+    ck_assert_str_eq(res.body, "42");
+}
+END_TEST
+
+static int user_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    char *p = fcr_req_alloc(req, 10000);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 'x', 10000);
+    char *s = fcr_req_strdup(req, "copy");
+    ck_assert_int_eq(fcr_req_set_var(req, "COLOR", "red"), 0);
+    ck_assert_int_eq(fcr_req_set_var(req, "COLOR", "blue"), 0);
+    ck_assert_ptr_null(fcr_req_user(req));
+    ck_assert_int_eq(fcr_req_set_user(req, "carol"), 0);
+    ck_assert_ptr_eq(fcr_req_app(req), app);
+    ck_assert_ptr_nonnull(fcr_req_loop(req));
+    fcr_res_printf(r, "%s %s %s %s", s, fcr_req_var(req, "COLOR"), fcr_req_var(req, "FROM_SERVER"),
+                   fcr_req_user(req));
+    return 0;
+}
+
+START_TEST(user_vars_and_memory)
+{
+    fcr_app_route(app, FCR_GET, "/u", user_handler, NULL);
+    run(&(fcr_test_req){.path = "/u", .params = (const char *const[]){"FROM_SERVER=yes", NULL}});
+    ck_assert_str_eq(res.body, "copy blue yes carol");
+}
+END_TEST
+
+/* ---- Response helpers ----------------------------------------------------------------- */
+
+static int status_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    int code = atoi(fcr_req_path_param(req, "code"));
+    ck_assert_int_eq(fcr_res_status(r, 99), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_status(r, 600), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_get_status(r), 200);
+    return fcr_res_status(r, code);
+}
+
+START_TEST(status_with_reason_phrase)
+{
+    fcr_app_route(app, FCR_GET, "/s/(?<code>[0-9]+)", status_handler, NULL);
+    get("/s/404");
+    ck_assert_int_eq(res.status, 404);
+    ck_assert_str_eq(hdr("Status"), "404 Not Found");
+    get("/s/418");
+    ck_assert_str_eq(hdr("Status"), "418 I'm a teapot");
+    get("/s/201");
+    ck_assert_str_eq(hdr("Status"), "201 Created");
+    ck_assert_str_eq(hdr("Content-Length"), "0");
+    get("/s/299");
+    ck_assert_str_eq(hdr("Status"), "299 Unknown");
+    /* 204 and 304 carry no body and no Content-Length. */
+    get("/s/204");
+    ck_assert_str_eq(hdr("Status"), "204 No Content");
+    ck_assert_ptr_null(hdr("Content-Length"));
+    ck_assert_str_eq(fcr_status_reason(503), "Service Unavailable");
+}
+END_TEST
+
+static int headers_out(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    ck_assert_int_eq(fcr_res_header(r, "Set-Cookie", "a=1"), 0);
+    ck_assert_int_eq(fcr_res_header(r, "Set-Cookie", "b=2"), 0);
+    ck_assert_int_eq(fcr_res_header(r, "X-Tab", "a\tb"), 0);
+    ck_assert_int_eq(fcr_res_set_header(r, "X-One", "1"), 0);
+    ck_assert_int_eq(fcr_res_set_header(r, "x-one", "2"), 0);
+    ck_assert_str_eq(fcr_res_get_header(r, "X-ONE"), "2");
+    ck_assert_int_eq(fcr_res_header(r, "X-Gone", "1"), 0);
+    ck_assert_int_eq(fcr_res_remove_header(r, "x-gone"), 1);
+    ck_assert_ptr_null(fcr_res_get_header(r, "X-Gone"));
+    /* Injection attempts are refused and change nothing. */
+    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "a\r\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "a\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "a\rb"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "\x01"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "\x7f"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_header(r, "X-One", "3\r\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "X-Injected: 1\r\nX-A", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "Bad Name", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "Bad:Name", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "Status", "200 OK"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_header(r, "X-Null", NULL), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_redirect(r, 302, "/x\r\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_body(r, "abc", 3), 0);
+    ck_assert_int_eq(fcr_res_append(r, "def", 3), 0);
+    ck_assert_int_eq(fcr_res_printf(r, "%d", 42), 2);
+    size_t len;
+    ck_assert_str_eq(fcr_res_get_body(r, &len), "abcdef42");
+    ck_assert_uint_eq(len, 8);
+    ck_assert_ptr_eq(fcr_res_req(r), req);
+    return 0;
+}
+
+START_TEST(headers_body_and_injection)
+{
+    fcr_app_route(app, FCR_GET, "/h", headers_out, NULL);
+    get("/h");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "abcdef42");
+    ck_assert_str_eq(hdr("Content-Length"), "8");
+    ck_assert_str_eq(hdr("Content-Type"), "application/octet-stream");
+    ck_assert_str_eq(hdr("X-One"), "2");
+    ck_assert_str_eq(hdr("X-Tab"), "a\tb");
+    ck_assert_ptr_null(hdr("X-Injected"));
+    ck_assert_ptr_null(hdr("X-Evil"));
+    int cookies = 0;
+    for (size_t i = 0; i < res.nheaders; i++)
+        cookies += strcmp(res.headers[i].name, "Set-Cookie") == 0;
+    ck_assert_int_eq(cookies, 2);
+}
+END_TEST
+
+static int text_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    return fcr_res_text(r, 202, "plain text");
+}
+
+static int redirect_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    fcr_res_printf(r, "dropped");
+    ck_assert_int_eq(fcr_res_redirect(r, 200, "/x"), FCR_EINVAL);
+    return fcr_res_redirect(r, 303, "/elsewhere?a=1");
+}
+
+START_TEST(text_and_redirect)
+{
+    fcr_app_route(app, FCR_GET, "/t", text_handler, NULL);
+    fcr_app_route(app, FCR_GET, "/r", redirect_handler, NULL);
+    get("/t");
+    ck_assert_int_eq(res.status, 202);
+    ck_assert_str_eq(hdr("Content-Type"), "text/plain; charset=utf-8");
+    ck_assert_str_eq(res.body, "plain text");
+    get("/r");
+    ck_assert_int_eq(res.status, 303);
+    ck_assert_str_eq(hdr("Status"), "303 See Other");
+    ck_assert_str_eq(hdr("Location"), "/elsewhere?a=1");
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_str_eq(hdr("Content-Length"), "0");
+}
+END_TEST
+
+static int json_ownership(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    json_t *o = json_pack("{s:i}", "n", 1);
+    /* Borrowing leaves the reference count alone. */
+    ck_assert_int_eq(fcr_res_json(r, 200, o), 0);
+    ck_assert_int_eq(o->refcount, 1);
+    /* _new steals the reference, also when it fails. */
+    json_incref(o);
+    ck_assert_int_eq(fcr_res_json_new(r, 99, o), FCR_EINVAL);
+    ck_assert_int_eq(o->refcount, 1);
+    ck_assert_int_eq(fcr_res_json_new(r, 200, NULL), FCR_EINVAL);
+    json_t *ext = json_object();
+    json_incref(ext);
+    ck_assert_int_eq(fcr_res_problem_new(r, 200, NULL, NULL, ext), FCR_EINVAL);
+    ck_assert_int_eq(ext->refcount, 1);
+    json_decref(ext);
+    /* The failures left the first answer in place. */
+    size_t len;
+    ck_assert_str_eq(fcr_res_get_body(r, &len), "{\"n\":1}");
+    json_object_set_new(o, "n", json_integer(2));
+    return fcr_res_json_new(r, 201, o);
+}
+
+START_TEST(json_responses_follow_new_rule)
+{
+    fcr_app_route(app, FCR_GET, "/j", json_ownership, NULL);
+    get("/j");
+    ck_assert_int_eq(res.status, 201);
+    ck_assert_str_eq(hdr("Content-Type"), "application/json");
+    ck_assert_str_eq(res.body, "{\"n\":2}");
+}
+END_TEST
+
+static int problem_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    fcr_res_header(r, "WWW-Authenticate", "Bearer");
+    if (fcr_req_query(req, "ext")) {
+        json_t *ext = json_pack("{s:s, s:i, s:s}", "title", "not overridable", "balance", 30,
+                                "instance", "/account/12345");
+        return fcr_res_problem_new(r, 403, "https://example.com/probs/out-of-credit",
+                                   "Your current balance is 30", ext);
+    }
+    return fcr_res_problem(r, 401, "token %s is unknown", "abc");
+}
+
+START_TEST(problem_json_shape)
+{
+    fcr_app_route(app, FCR_GET, "/p", problem_handler, NULL);
+    get("/p");
+    ck_assert_str_eq(check_problem(401), "token abc is unknown");
+    ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
+    json_t *j = body_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")), "about:blank");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "title")), "Unauthorized");
+    json_decref(j);
+    get("/p?ext=1");
+    ck_assert_str_eq(check_problem(403), "Your current balance is 30");
+    j = body_json();
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")),
+                     "https://example.com/probs/out-of-credit");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "title")), "Forbidden");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "balance")), 30);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "instance")), "/account/12345");
+    json_decref(j);
+}
+END_TEST
+
+static int fixed_body(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    note("get;");
+    fcr_res_header(r, "Content-Type", "text/plain");
+    return fcr_res_body(r, "twelve bytes", 12);
+}
+
+START_TEST(head_has_no_body)
+{
+    fcr_app_route(app, FCR_GET, "/x", fixed_body, NULL);
+    run(&(fcr_test_req){.method = "HEAD", .path = "/x"});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("Content-Length"), "12");
+    ck_assert_str_eq(hdr("Content-Type"), "text/plain");
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_str_eq(trace, "get;");
+    /* The framework's own answers too. */
+    run(&(fcr_test_req){.method = "HEAD", .path = "/missing"});
+    ck_assert_int_eq(res.status, 404);
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_ptr_nonnull(hdr("Content-Length"));
+    ck_assert_str_ne(hdr("Content-Length"), "0");
+}
+END_TEST
+
+START_TEST(not_found_not_allowed_options)
+{
+    fcr_app_route(app, FCR_GET | FCR_POST, "/x", fixed_body, NULL);
+    get("/nothing");
+    check_problem(404);
+    run(&(fcr_test_req){.method = "DELETE", .path = "/x"});
+    check_problem(405);
+    ck_assert_str_eq(hdr("Allow"), "GET, HEAD, POST, OPTIONS");
+    run(&(fcr_test_req){.method = "BREW", .path = "/x"});
+    check_problem(405);
+    run(&(fcr_test_req){.method = "OPTIONS", .path = "/x"});
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_str_eq(hdr("Allow"), "GET, HEAD, POST, OPTIONS");
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_str_eq(trace, "");
+}
+END_TEST
+
+/* ---- Failures ------------------------------------------------------------------------- */
+
+static int failing(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    fcr_res_header(r, "X-Partial", "1");
+    fcr_res_printf(r, "partial");
+    return FCR_EIO;
+}
+
+START_TEST(handler_error_gives_500_and_stderr)
+{
+    fcr_app_route(app, FCR_GET, "/fail", failing, NULL);
+    get("/fail");
+    check_problem(500);
+    ck_assert_ptr_null(hdr("X-Partial"));
+    ck_assert_msg(strstr(res.err, "GET /fail: handler failed: FCR_EIO") != NULL, "stderr: %s",
+                  res.err);
+    ck_assert_uint_eq(res.app_status, 0);
+}
+END_TEST
+
+START_TEST(bad_pattern_refused)
+{
+    ck_assert_ptr_null(fcr_app_error(app));
+    ck_assert_ptr_null(fcr_app_route(app, FCR_GET, "/a(", fixed_body, NULL));
+    const char *e = fcr_app_error(app);
+    ck_assert_ptr_nonnull(e);
+    ck_assert_msg(strstr(e, "/a(") && strstr(e, "offset 3"), "error: %s", e);
+    ck_assert_ptr_null(fcr_app_route(app, 0, "/b", fixed_body, NULL));
+    ck_assert_ptr_null(fcr_app_route(app, FCR_GET, "/b", NULL, NULL));
+    /* Route options on a failed route are refused, not a crash. */
+    ck_assert_int_eq(fcr_route_max_body(NULL, 10), FCR_EINVAL);
+    ck_assert_int_eq(fcr_route_consumes(NULL, "application/json"), FCR_EINVAL);
+    /* fcr_app_run refuses an app with a failed registration. */
+    char *argv[] = {"test", "--listen", "unix:/nonexistent/x.sock", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 3, argv), FCR_EINVAL);
+}
+END_TEST
+
+START_TEST(run_options)
+{
+    char *help[] = {"test", "--help", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 2, help), 0);
+    char *unknown[] = {"test", "--frobnicate", "1", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 3, unknown), FCR_EINVAL);
+    char *missing[] = {"test", "--workers", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 2, missing), FCR_EINVAL);
+    char *bad_mode[] = {"test", "--socket-mode=0999", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 2, bad_mode), FCR_EINVAL);
+    char *bad_size[] = {"test", "--max-body", "12q", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 3, bad_size), FCR_EINVAL);
+    char *bad_level[] = {"test", "--log-level", "loud", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 3, bad_level), FCR_EINVAL);
+    setenv("FCREST_WORKERS", "many", 1);
+    ck_assert_int_eq(fcr_app_run(app, 2, help), 0);
+    ck_assert_int_eq(fcr_app_run(app, 1, help), FCR_EINVAL);
+    unsetenv("FCREST_WORKERS");
+    /* A listener that cannot be opened. */
+    char *bad_addr[] = {"test", "--listen", "nonsense", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 3, bad_addr), FCR_EADDR);
+}
+END_TEST
+
+/* ---- Body limits ---------------------------------------------------------------------- */
+
+static int count_body(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    size_t len;
+    fcr_req_body(req, FCR_STDIN, &len);
+    note("handler;");
+    return fcr_res_printf(r, "%zu", len) < 0 ? FCR_ENOMEM : 0;
+}
+
+START_TEST(too_big_with_content_length)
+{
+    fcr_route_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
+    fcr_app_route(app, FCR_POST, "/big", count_body, NULL);
+    fcr_app_set_max_body(app, 100);
+    char body[200];
+    memset(body, 'a', sizeof body);
+    run(&(fcr_test_req){.method = "POST", .path = "/small", .body = body, .body_len = 16});
+    ck_assert_str_eq(res.body, "16");
+    run(&(fcr_test_req){.method = "POST", .path = "/small", .body = body, .body_len = 17});
+    ck_assert_msg(strstr(check_problem(413), "16 bytes") != NULL, "detail names the limit");
+    run(&(fcr_test_req){.method = "POST", .path = "/big", .body = body, .body_len = 100});
+    ck_assert_str_eq(res.body, "100");
+    run(&(fcr_test_req){.method = "POST", .path = "/big", .body = body, .body_len = 101});
+    check_problem(413);
+    /* A declared length that is absurd or malformed is refused the same way. */
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/big",
+                        .params =
+                            (const char *const[]){"CONTENT_LENGTH=99999999999999999999999", NULL}});
+    check_problem(413);
+    /* Unknown paths get their 404, not a 413. */
+    run(&(fcr_test_req){.method = "POST", .path = "/none", .body = body, .body_len = 200});
+    check_problem(404);
+    ck_assert_str_eq(trace, "handler;handler;");
+}
+END_TEST
+
+START_TEST(too_big_without_content_length)
+{
+    fcr_route_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 1000);
+    static char body[300000];
+    memset(body, 'b', sizeof body);
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/small",
+                        .body = body,
+                        .body_len = 1000,
+                        .no_content_length = true});
+    ck_assert_str_eq(res.body, "1000");
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/small",
+                        .body = body,
+                        .body_len = sizeof body,
+                        .no_content_length = true});
+    check_problem(413);
+    ck_assert_str_eq(trace, "handler;");
+}
+END_TEST
+
+/* A server on its own thread and a unix socket, for the test client. */
+typedef struct server_thread {
+    struct ev_loop *loop;
+    fcr_server *srv;
+    ev_async stop;
+    pthread_t th;
+    char dir[64];
+    char addr[128];
+} server_thread;
+
+static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)w, (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void *server_main(void *arg)
+{
+    server_thread *t = arg;
+    ev_run(t->loop, 0);
+    return NULL;
+}
+
+static void server_start(server_thread *t)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/fcr-app-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(t->dir));
+    snprintf(t->addr, sizeof t->addr, "unix:%s/s", t->dir);
+    t->loop = ev_loop_new(0);
+    int err = 0;
+    t->srv = fcr_app_server_new(app, t->loop, NULL, &err);
+    ck_assert_ptr_nonnull(t->srv);
+    ck_assert_int_eq(fcr_server_listen(t->srv, t->addr), 0);
+    ev_async_init(&t->stop, stop_cb);
+    ev_async_start(t->loop, &t->stop);
+    ck_assert_int_eq(pthread_create(&t->th, NULL, server_main, t), 0);
+}
+
+static void server_stop(server_thread *t)
+{
+    ev_async_send(t->loop, &t->stop);
+    pthread_join(t->th, NULL);
+    fcr_server_free(t->srv);
+    ev_loop_destroy(t->loop);
+    char path[160];
+    snprintf(path, sizeof path, "%s/s", t->dir);
+    unlink(path);
+    rmdir(t->dir);
+}
+
+START_TEST(too_big_answered_before_the_body_is_sent)
+{
+    fcr_route_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
+    server_thread t;
+    server_start(&t);
+    fcl_conn *c = fcl_connect(t.addr, 0);
+    ck_assert_ptr_nonnull(c);
+    fcl_buf nv, b;
+    fcl_buf_init(&nv);
+    fcl_buf_init(&b);
+    fcl_nv_adds(&nv, "REQUEST_METHOD", "POST");
+    fcl_nv_adds(&nv, "SCRIPT_NAME", "/small");
+    fcl_nv_adds(&nv, "CONTENT_LENGTH", "5000000");
+    fcl_put_begin(&b, 1, FCR_RESPONDER, 0);
+    fcl_put_stream(&b, FCGI_PARAMS, 1, nv.data, nv.len, 0, FCL_PAD8, true);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    /* No STDIN record was sent: the answer must come anyway. */
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    c->timeout = 5;
+    ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    char status[64];
+    ck_assert(fcl_cgi_header(&cgi, "Status", status, sizeof status));
+    ck_assert_str_eq(status, "413 Content Too Large");
+    ck_assert_uint_eq(c->violations, 0);
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    fcl_buf_free(&nv);
+    fcl_buf_free(&b);
+    fcl_close(c);
+    server_stop(&t);
+    ck_assert_str_eq(trace, "");
+}
+END_TEST
+
+/* ---- Middleware ----------------------------------------------------------------------- */
+
+static int mw_before(fcr_req *req, fcr_res *r, void *data)
+{
+    note("b%s;", (const char *)data);
+    if (fcr_req_query(req, "stop") && strcmp(fcr_req_query(req, "stop"), data) == 0) {
+        fcr_res_problem(r, 403, "stopped by %s", (const char *)data);
+        return FCR_STOP;
+    }
+    if (fcr_req_query(req, "fail") && strcmp(fcr_req_query(req, "fail"), data) == 0)
+        return FCR_EIO;
+    return FCR_CONTINUE;
+}
+
+static int mw_after(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req;
+    note("a%s;", (const char *)data);
+    char name[16];
+    snprintf(name, sizeof name, "X-After-%s", (const char *)data);
+    return fcr_res_header(r, name, "1");
+}
+
+static int traced_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    note("h;");
+    return fcr_res_text(r, 200, "ok");
+}
+
+START_TEST(middleware_order_and_short_circuit)
+{
+    fcr_app_before(app, mw_before, "1");
+    fcr_app_after(app, mw_after, "1");
+    fcr_route *r = fcr_app_route(app, FCR_GET, "/m", traced_handler, NULL);
+    fcr_route_before(r, mw_before, "2");
+    fcr_route_after(r, mw_after, "2");
+    fcr_app_before(app, mw_before, "3");
+    fcr_app_after(app, mw_after, "3");
+    fcr_app_route(app, FCR_GET, "/other", traced_handler, NULL);
+
+    get("/m");
+    ck_assert_str_eq(trace, "b1;b2;b3;h;a1;a2;a3;");
+    ck_assert_str_eq(hdr("X-After-2"), "1");
+    /* Another route gets only the app's middleware. */
+    trace[0] = '\0';
+    get("/other");
+    ck_assert_str_eq(trace, "b1;b3;h;a1;a3;");
+    /* A before-middleware that answers stops the chain; after-middleware still run. */
+    trace[0] = '\0';
+    get("/m?stop=2");
+    ck_assert_str_eq(trace, "b1;b2;a1;a2;a3;");
+    ck_assert_str_eq(check_problem(403), "stopped by 2");
+    ck_assert_str_eq(hdr("X-After-3"), "1");
+    /* A failing before-middleware gives 500. */
+    trace[0] = '\0';
+    get("/m?fail=1");
+    ck_assert_str_eq(trace, "b1;a1;a2;a3;");
+    check_problem(500);
+    ck_assert_ptr_nonnull(strstr(res.err, "before-middleware failed: FCR_EIO"));
+    /* Before-middleware do not run for 404; the app's after-middleware do. */
+    trace[0] = '\0';
+    get("/missing");
+    ck_assert_str_eq(trace, "a1;a3;");
+    check_problem(404);
+}
+END_TEST
+
+static int after_rewrites(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    size_t len;
+    const char *b = fcr_res_get_body(r, &len);
+    char up[64];
+    snprintf(up, sizeof up, "%.*s!", (int)len, b);
+    for (char *p = up; *p; p++)
+        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    fcr_res_status(r, 299);
+    return fcr_res_body(r, up, strlen(up));
+}
+
+static int after_fails(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)r, (void)data;
+    return FCR_ENOMEM;
+}
+
+START_TEST(after_middleware_changes_response)
+{
+    fcr_app_after(app, after_rewrites, NULL);
+    fcr_app_route(app, FCR_GET, "/m", traced_handler, NULL);
+    fcr_route_after(fcr_app_route(app, FCR_GET, "/f", traced_handler, NULL), after_fails, NULL);
+    get("/m");
+    ck_assert_int_eq(res.status, 299);
+    ck_assert_str_eq(res.body, "OK!");
+    ck_assert_str_eq(hdr("Content-Length"), "3");
+    get("/f");
+    check_problem(500);
+}
+END_TEST
+
+START_TEST(mounted_app_middleware_and_limits)
+{
+    fcr_app *sub = fcr_app_new();
+    fcr_app_before(app, mw_before, "root");
+    fcr_app_before(sub, mw_before, "sub");
+    fcr_app_after(sub, mw_after, "sub");
+    fcr_app_set_max_body(sub, 4);
+    fcr_app_route(sub, FCR_GET | FCR_POST, "/x", traced_handler, NULL);
+    fcr_app_route(app, FCR_POST, "/x", count_body, NULL);
+    ck_assert_int_eq(fcr_app_mount(app, "/api", sub), 0);
+    ck_assert_int_eq(fcr_app_mount(app, "/again", sub), FCR_EINVAL); /* already mounted */
+    ck_assert_int_eq(fcr_app_mount(sub, "/loop", app), FCR_EINVAL);  /* a cycle */
+    get("/api/x");
+    ck_assert_str_eq(res.body, "ok");
+    /* Registration order: the sub-app's middleware was registered after the root's. */
+    ck_assert_str_eq(trace, "broot;bsub;h;asub;");
+    trace[0] = '\0';
+    run(&(fcr_test_req){.method = "POST", .path = "/x", .body = "12345"});
+    ck_assert_str_eq(res.body, "5");
+    ck_assert_str_eq(trace, "broot;handler;");
+    run(&(fcr_test_req){.method = "POST", .path = "/api/x", .body = "12345"});
+    check_problem(413);
+    get("/api");
+    check_problem(404);
+    /* Mounting into a NULL app still takes the sub-app (no leak under the sanitizers). */
+    ck_assert_int_eq(fcr_app_mount(NULL, "/x", fcr_app_new()), FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_mount(app, "bad", fcr_app_new()), FCR_EINVAL);
+}
+END_TEST
+
+/* ---- Authorizers ---------------------------------------------------------------------- */
+
+static int token_authorizer(fcr_req *req, fcr_res *r, fcr_auth *auth, void *data)
+{
+    (void)data;
+    note("auth%d;", (int)fcr_req_role(req));
+    const char *tok = fcr_req_header(req, "X-Token");
+    if (tok && strcmp(tok, "good") == 0) {
+        ck_assert_int_eq(fcr_auth_set_var(auth, "bad name", "x"), FCR_EINVAL);
+        ck_assert_int_eq(fcr_auth_set_var(auth, "ROLE", "a\r\nb"), FCR_EINVAL);
+        ck_assert_int_eq(fcr_auth_set_var(auth, "ROLE", "admin"), 0);
+        return fcr_auth_set_user(auth, "APP_USER", "alice") < 0 ? FCR_ENOMEM : FCR_ALLOW;
+    }
+    if (tok && strcmp(tok, "plain-deny") == 0)
+        return FCR_DENY;
+    fcr_res_set_header(r, "WWW-Authenticate", "Token");
+    fcr_res_problem(r, 401, "missing or bad token");
+    return FCR_DENY;
+}
+
+static int whoami(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    note("h;");
+    const char *u = fcr_req_user(req);
+    const char *role = fcr_req_var(req, "ROLE");
+    fcr_res_printf(r, "%s %s %s", u ? u : "-", fcr_req_var(req, "APP_USER"), role ? role : "-");
+    return 0;
+}
+
+START_TEST(one_authorizer_two_roles)
+{
+    fcr_app_authorizer(app, token_authorizer, NULL);
+    fcr_route_guard(fcr_app_route(app, FCR_GET, "/me", whoami, NULL), token_authorizer, NULL);
+    fcr_app_route(app, FCR_GET, "/open", traced_handler, NULL);
+
+    /* As before-middleware of a Responder route. */
+    run(&(fcr_test_req){.path = "/me", .headers = (const char *const[]){"X-Token: good", NULL}});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "alice alice admin");
+    ck_assert_str_eq(trace, "auth1;h;");
+    trace[0] = '\0';
+    run(&(fcr_test_req){.path = "/me", .headers = (const char *const[]){"X-Token: bad", NULL}});
+    check_problem(401);
+    ck_assert_str_eq(hdr("WWW-Authenticate"), "Token");
+    ck_assert_str_eq(trace, "auth1;");
+    run(&(fcr_test_req){.path = "/me",
+                        .headers = (const char *const[]){"X-Token: plain-deny", NULL}});
+    check_problem(403);
+    trace[0] = '\0';
+    get("/open");
+    ck_assert_str_eq(trace, "h;");
+
+    /* As the app's answer to FastCGI AUTHORIZER requests. */
+    trace[0] = '\0';
+    run(&(fcr_test_req){.role = FCR_AUTHORIZER,
+                        .path = "/anything",
+                        .headers = (const char *const[]){"X-Token: good", NULL}});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("Status"), "200 OK");
+    ck_assert_str_eq(hdr("Variable-APP_USER"), "alice");
+    ck_assert_str_eq(hdr("Variable-ROLE"), "admin");
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_str_eq(trace, "auth2;");
+    run(&(fcr_test_req){.role = FCR_AUTHORIZER, .path = "/anything"});
+    check_problem(401);
+    ck_assert_str_eq(hdr("WWW-Authenticate"), "Token");
+    ck_assert_ptr_null(hdr("Variable-APP_USER"));
+}
+END_TEST
+
+START_TEST(roles_without_handlers_are_refused)
+{
+    fcr_app_route(app, FCR_GET, "/", traced_handler, NULL);
+    fcr_test_res_free(&res);
+    ck_assert_int_eq(fcr_app_test(app, &(fcr_test_req){.role = FCR_AUTHORIZER}, &res), 0);
+    ck_assert_int_eq(res.protocol_status, 3); /* FCGI_UNKNOWN_ROLE */
+    fcr_test_res_free(&res);
+    ck_assert_int_eq(fcr_app_test(app, &(fcr_test_req){.role = FCR_FILTER}, &res), 0);
+    ck_assert_int_eq(res.protocol_status, 3);
+}
+END_TEST
+
+/* ---- FILTER role ---------------------------------------------------------------------- */
+
+static int upper_filter(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    ck_assert_int_eq(fcr_req_role(req), FCR_FILTER);
+    size_t len, in_len;
+    const char *d = fcr_req_data(req, &len);
+    fcr_req_body(req, FCR_STDIN, &in_len);
+    char v[64];
+    snprintf(v, sizeof v, "%lld", fcr_req_data_length(req));
+    fcr_res_header(r, "X-Data-Length", v);
+    snprintf(v, sizeof v, "%lld", fcr_req_data_last_mod(req));
+    fcr_res_header(r, "X-Data-Last-Mod", v);
+    snprintf(v, sizeof v, "%zu", in_len);
+    fcr_res_header(r, "X-Stdin", v);
+    fcr_res_header(r, "Content-Type", "text/plain");
+    for (size_t i = 0; i < len; i++) {
+        char c = d[i] >= 'a' && d[i] <= 'z' ? (char)(d[i] - 32) : d[i];
+        fcr_res_append(r, &c, 1);
+    }
+    return 0;
+}
+
+START_TEST(filter_role)
+{
+    fcr_app_filter(app, upper_filter, NULL);
+    fcr_app_after(app, mw_after, "f");
+    run(&(fcr_test_req){.role = FCR_FILTER,
+                        .path = "/doc.txt",
+                        .body = "in",
+                        .data = "hello filter",
+                        .data_len = 12,
+                        .data_last_mod = 1700000000});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "HELLO FILTER");
+    ck_assert_str_eq(hdr("X-Data-Length"), "12");
+    ck_assert_str_eq(hdr("X-Data-Last-Mod"), "1700000000");
+    ck_assert_str_eq(hdr("X-Stdin"), "2");
+    ck_assert_str_eq(hdr("X-After-f"), "1");
+    /* No last-modified time: -1. DATA over the limit: 413. */
+    run(&(fcr_test_req){.role = FCR_FILTER, .path = "/d", .data = "abc", .data_len = 3});
+    ck_assert_str_eq(hdr("X-Data-Last-Mod"), "-1");
+    fcr_app_set_max_body(app, 2);
+    run(&(fcr_test_req){.role = FCR_FILTER, .path = "/d", .data = "abc", .data_len = 3});
+    check_problem(413);
+}
+END_TEST
+
+/* ---- Async ---------------------------------------------------------------------------- */
+
+typedef struct later {
+    ev_timer t;
+    fcr_res *res;
+} later;
+
+static void later_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    later *l = (later *)w;
+    note("timer;");
+    fcr_res_json_new(l->res, 200, json_pack("{s:b}", "late", 1));
+    fcr_res *r = l->res;
+    free(l);
+    ck_assert_int_eq(fcr_res_send(r), 0);
+}
+
+static int async_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    note("h;");
+    later *l = calloc(1, sizeof *l);
+    l->res = r;
+    ev_timer_init(&l->t, later_cb, 0.02, 0.);
+    ev_timer_start(fcr_req_loop(req), &l->t);
+    return FCR_ASYNC;
+}
+
+static int sync_send(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    fcr_res_text(r, 200, "sent inside");
+    ck_assert_int_eq(fcr_res_send(r), 0);
+    ck_assert_int_eq(fcr_res_send(r), FCR_EINVAL);
+    return FCR_ASYNC; /* already marked ready: sent when the handler returns */
+}
+
+START_TEST(async_handler_from_timer)
+{
+    fcr_app_after(app, mw_after, "x");
+    fcr_app_route(app, FCR_GET, "/later", async_handler, NULL);
+    fcr_app_route(app, FCR_GET, "/now", sync_send, NULL);
+    get("/later");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "{\"late\":true}");
+    ck_assert_str_eq(trace, "h;timer;ax;");
+    ck_assert_str_eq(hdr("X-After-x"), "1");
+    run(&(fcr_test_req){.method = "HEAD", .path = "/later"});
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_str_eq(hdr("Content-Length"), "13");
+    get("/now");
+    ck_assert_str_eq(res.body, "sent inside");
+}
+END_TEST
+
+/* ---- Consumes ------------------------------------------------------------------------- */
+
+START_TEST(media_type_checked_before_size)
+{
+    fcr_route *r = fcr_app_route(app, FCR_POST, "/j", count_body, NULL);
+    fcr_route_consumes(r, "application/json");
+    fcr_route_max_body(r, 4);
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/j",
+                        .headers = (const char *const[]){"Content-Type: text/plain", NULL},
+                        .body = "too big for the limit"});
+    check_problem(415);
+    run(&(fcr_test_req){.method = "POST", .path = "/j", .body = "{}"});
+    check_problem(415);
+    run(&(fcr_test_req){
+        .method = "POST",
+        .path = "/j",
+        .headers = (const char *const[]){"Content-Type: application/json; charset=utf-8", NULL},
+        .body = "too big for the limit"});
+    check_problem(413);
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/j",
+                        .headers = (const char *const[]){"Content-Type: application/jsonx", NULL},
+                        .body = "{}"});
+    check_problem(415);
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/j",
+                        .headers = (const char *const[]){"Content-Type: application/json", NULL},
+                        .body = "{}"});
+    ck_assert_str_eq(res.body, "2");
+}
+END_TEST
+
+/* Arbitrary bytes in every field must give an answer, never a crash. */
+START_TEST(hostile_params)
+{
+    fcr_app_route(app, FCR_GET | FCR_POST, "/(?<a>[^/]*)/(?<b>.*)", echo_request, NULL);
+    fcr_app_route(app, FCR_GET, "/q", query_handler, NULL);
+    fcr_app_route(app, FCR_POST, "/h", header_handler, NULL);
+    fcr_app_route(app, FCR_POST, "/f", form_handler, NULL);
+    fcr_app_route(app, FCR_POST, "/j", json_handler, NULL);
+    const char *paths[] = {"",     "/",         "//",     "/%",     "/%zz/%", "/\xff\xfe/x",
+                           "/q?%", "/q?&&&=&=", "/q?a=%", "/q?=%00"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        run(&(fcr_test_req){.path = paths[i]});
+        ck_assert(res.status == 200 || res.status == 404);
+    }
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/h",
+                        .headers = (const char *const[]){"Cookie: ;;=;a;=b; c=\"", NULL},
+                        .body = "\x00\x01"});
+    ck_assert_int_eq(res.status, 200);
+    run(&(fcr_test_req){
+        .method = "POST",
+        .path = "/f",
+        .headers = (const char *const[]){"Content-Type: application/x-www-form-urlencoded", NULL},
+        .body = "%=&=%&a=%2"});
+    ck_assert_int_eq(res.status, 200);
+    run(&(fcr_test_req){.method = "POST", .path = "/j", .body = "\xff\"\\u0000"});
+    check_problem(400);
+    run(&(fcr_test_req){.method = "", .path = "/x/y"});
+    check_problem(405);
+    run(&(fcr_test_req){.path = "/x/y", .params = (const char *const[]){"SCRIPT_NAME=", NULL}});
+    ck_assert_int_eq(res.status, 404);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("app");
+    TCase *tc = tcase_create("request");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, method_path_and_params);
+    tcase_add_test(tc, prefix_and_path_info);
+    tcase_add_test(tc, route_on_request_uri);
+    tcase_add_test(tc, query_params);
+    tcase_add_test(tc, headers_cookies_raw_params);
+    tcase_add_test(tc, form_bodies);
+    tcase_add_test(tc, json_body_and_position_of_errors);
+    tcase_add_test(tc, user_vars_and_memory);
+    tcase_add_test(tc, hostile_params);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("response");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, status_with_reason_phrase);
+    tcase_add_test(tc, headers_body_and_injection);
+    tcase_add_test(tc, text_and_redirect);
+    tcase_add_test(tc, json_responses_follow_new_rule);
+    tcase_add_test(tc, problem_json_shape);
+    tcase_add_test(tc, head_has_no_body);
+    tcase_add_test(tc, not_found_not_allowed_options);
+    tcase_add_test(tc, handler_error_gives_500_and_stderr);
+    tcase_add_test(tc, bad_pattern_refused);
+    tcase_add_test(tc, run_options);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("limits");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, too_big_with_content_length);
+    tcase_add_test(tc, too_big_without_content_length);
+    tcase_add_test(tc, too_big_answered_before_the_body_is_sent);
+    tcase_add_test(tc, media_type_checked_before_size);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("middleware");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, middleware_order_and_short_circuit);
+    tcase_add_test(tc, after_middleware_changes_response);
+    tcase_add_test(tc, mounted_app_middleware_and_limits);
+    tcase_add_test(tc, one_authorizer_two_roles);
+    tcase_add_test(tc, roles_without_handlers_are_refused);
+    tcase_add_test(tc, filter_role);
+    tcase_add_test(tc, async_handler_from_timer);
+    suite_add_tcase(s, tc);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
