@@ -1,0 +1,3 @@
+module fcrest/bench/go_hello
+
+go 1.19
