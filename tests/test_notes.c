@@ -1,0 +1,910 @@
+/* The notes service contract (issue 3), row by row. Every test runs twice: through the
+ * in-process request builder (fcr_app_test on the app examples/notes.c builds), and over a
+ * real unix socket against the examples/notes program, spoken to by the independent test
+ * client (tests/fcgi_client), which also checks the FastCGI framing of every answer. */
+#include <check.h>
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcrest.h>
+
+#include "fcgi_client.h"
+
+/* The service itself, for the in-process runs. */
+#define main notes_main
+#include "examples/notes.c"
+#undef main
+
+#define H(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define ALICE  "Authorization: Bearer s3cret"
+#define BOB    "Authorization: Bearer hunter2"
+#define JSON   "Content-Type: application/json"
+#define TOKENS "alice:s3cret,bob:hunter2"
+
+enum { IN_PROCESS = 0, SOCKET = 1 };
+
+static int mode;
+static fcr_app *app;
+static notes store;
+static pid_t child = -1;
+static char dir[64];
+static char addr[128];
+static fcr_test_res res;
+
+/* ---- Transports ----------------------------------------------------------------------- */
+
+static const char *notes_program(void)
+{
+    static char path[4096];
+    const char *root = getenv("FCR_BUILD_ROOT");
+    if (root) {
+        snprintf(path, sizeof path, "%s/examples/notes", root);
+    } else {
+        char self[4000];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        ck_assert_int_gt(n, 0);
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        *slash = '\0';
+        snprintf(path, sizeof path, "%s/../examples/notes", self);
+    }
+    return path;
+}
+
+static bool can_connect(void)
+{
+    fcl_conn *c = fcl_connect(addr, 0);
+    if (!c)
+        return false;
+    fcl_close(c);
+    return true;
+}
+
+/* Starts the service: `prefix` and `max_body` (0: default) as --prefix and --max-body. */
+static void start(int which, const char *prefix, size_t max_body)
+{
+    mode = which;
+    memset(&res, 0, sizeof res);
+    if (mode == IN_PROCESS) {
+        store = (notes){.list = json_array(), .next_id = 1};
+        app = fcr_app_new();
+        ck_assert_int_eq(load_accounts(&store, TOKENS), 0);
+        ck_assert_int_eq(notes_setup(app, &store), 0);
+        if (prefix)
+            ck_assert_int_eq(fcr_app_set_prefix(app, prefix), 0);
+        if (max_body)
+            ck_assert_int_eq(fcr_app_set_max_body(app, max_body), 0);
+        return;
+    }
+    snprintf(dir, sizeof dir, "/tmp/fcr-notes-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(addr, sizeof addr, "unix:%s/notes.sock", dir);
+    char mb[32];
+    snprintf(mb, sizeof mb, "%zu", max_body);
+    const char *prog = notes_program();
+    const char *argv[12] = {prog, "--listen", addr, "--log-level", "error"};
+    int argc = 5;
+    if (prefix) {
+        argv[argc++] = "--prefix";
+        argv[argc++] = prefix;
+    }
+    if (max_body) {
+        argv[argc++] = "--max-body";
+        argv[argc++] = mb;
+    }
+    pid_t parent = getpid();
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        /* Never outlive the test, whatever happens to it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        setenv("NOTES_TOKENS", TOKENS, 1);
+        unsetenv("FCREST_LISTEN");
+        execv(prog, (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 500 && !can_connect(); i++) {
+        int st;
+        ck_assert_msg(waitpid(child, &st, WNOHANG) == 0, "%s exited at start", prog);
+        usleep(10000);
+    }
+    ck_assert_msg(can_connect(), "%s does not listen on %s", prog, addr);
+}
+
+static void stop(void)
+{
+    fcr_test_res_free(&res);
+    if (mode == IN_PROCESS) {
+        fcr_app_free(app);
+        free_notes(&store);
+        app = NULL;
+        return;
+    }
+    if (child <= 0)
+        return;
+    kill(child, SIGTERM);
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 500 && (w = waitpid(child, &st, WNOHANG)) == 0; i++)
+        usleep(10000);
+    if (w == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &st, 0);
+    }
+    child = -1;
+    char path[160];
+    snprintf(path, sizeof path, "%s/notes.sock", dir);
+    unlink(path);
+    rmdir(dir);
+    /* A clean exit: under the sanitizers this also says the service freed everything. */
+    ck_assert_msg(w > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "notes did not stop cleanly");
+}
+
+static void teardown(void)
+{
+    if (child > 0) {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        child = -1;
+    }
+}
+
+/* The header lines of `cgi` into `res`. */
+static void parse_head(const char *head, fcr_test_res *r)
+{
+    r->status = 200;
+    const char *p = head;
+    while (*p) {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        ck_assert_msg(colon != NULL, "header line without ':'");
+        r->headers = realloc(r->headers, (r->nheaders + 1) * sizeof *r->headers);
+        fcr_test_header *h = &r->headers[r->nheaders++];
+        h->name = strndup(p, (size_t)(colon - p));
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        h->value = strndup(v, len - (size_t)(v - p));
+        if (strcasecmp(h->name, "Status") == 0)
+            r->status = atoi(h->value);
+        p += len + (eol ? 2 : 0);
+    }
+}
+
+/* Sends one request over a new connection with the test client. */
+static void socket_request(const fcr_test_req *t)
+{
+    const char *params[128];
+    char store_[64][300];
+    size_t n = 0, s = 0;
+    const char *path = t->path ? t->path : "/";
+    const char *q = strchr(path, '?');
+    size_t body_len = t->body ? (t->body_len ? t->body_len : strlen(t->body)) : 0;
+    fcr_role role = t->role ? t->role : FCR_RESPONDER;
+#define PARAM(name, value) (params[n++] = (name), params[n++] = (value))
+    PARAM("REQUEST_METHOD", t->method ? t->method : "GET");
+    PARAM("REQUEST_URI", path);
+    PARAM("QUERY_STRING", q ? q + 1 : "");
+    PARAM("REMOTE_ADDR", "127.0.0.1");
+    if (role != FCR_AUTHORIZER) {
+        snprintf(store_[s], sizeof store_[s], "%.*s", (int)(q ? q - path : (long)strlen(path)),
+                 path);
+        PARAM("SCRIPT_NAME", store_[s++]);
+    }
+    if (t->body && !t->no_content_length) {
+        snprintf(store_[s], sizeof store_[s], "%zu", body_len);
+        PARAM("CONTENT_LENGTH", store_[s++]);
+    }
+    for (const char *const *h = t->headers; h && *h; h++) {
+        const char *colon = strchr(*h, ':');
+        char *k = store_[s++];
+        size_t kl = (size_t)(colon - *h);
+        if (kl == 12 && strncasecmp(*h, "Content-Type", 12) == 0) {
+            strcpy(k, "CONTENT_TYPE");
+        } else {
+            strcpy(k, "HTTP_");
+            for (size_t i = 0; i < kl; i++)
+                k[5 + i] = (*h)[i] == '-' ? '_' : (char)toupper((unsigned char)(*h)[i]);
+            k[5 + kl] = '\0';
+        }
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        PARAM(k, v);
+    }
+    for (const char *const *p = t->params; p && *p; p++) {
+        const char *eq = strchr(*p, '=');
+        char *k = store_[s++];
+        snprintf(k, 300, "%.*s", (int)(eq - *p), *p);
+        PARAM(k, eq + 1);
+    }
+    params[n] = NULL;
+#undef PARAM
+    fcl_conn *c = fcl_connect(addr, 0);
+    ck_assert_ptr_nonnull(c);
+    c->timeout = 10;
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    fcl_buf out;
+    fcl_buf_init(&out);
+    fcl_put_request(&out, 1, (uint16_t)role, 0, params, t->body, body_len, NULL, 0);
+    /* An early answer (413) may close the connection before the whole body is sent, as with a
+     * real web server: the answer received meanwhile is what counts. */
+    if (fcl_send_buf(c, &out) < 0)
+        ck_assert_msg(errno == EPIPE || errno == ECONNRESET, "send: %s", strerror(errno));
+    fcl_buf_free(&out);
+    ck_assert_msg(fcl_await(c, &r, 1) == 0, "await: %s", strerror(errno));
+    ck_assert_msg(c->violations == 0, "framing: %s", c->violation);
+    ck_assert_int_eq(r.protocol_status, 0);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    parse_head(cgi.head, &res);
+    res.body = malloc(cgi.body_len + 1);
+    memcpy(res.body, cgi.body, cgi.body_len);
+    res.body[cgi.body_len] = '\0';
+    res.body_len = cgi.body_len;
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    fcl_close(c);
+}
+
+static void run(const fcr_test_req *t)
+{
+    fcr_test_res_free(&res);
+    if (mode == IN_PROCESS) {
+        int rc = fcr_app_test(app, t, &res);
+        ck_assert_msg(rc == 0, "fcr_app_test: %s", fcr_err_name(rc));
+        ck_assert_int_eq(res.protocol_status, 0);
+    } else {
+        socket_request(t);
+    }
+}
+
+static void req(const char *method, const char *path, const char *const *headers, const char *body)
+{
+    run(&(fcr_test_req){.method = method, .path = path, .headers = headers, .body = body});
+}
+
+static const char *hdr(const char *name)
+{
+    return fcr_test_res_header(&res, name);
+}
+
+/* ---- Checks --------------------------------------------------------------------------- */
+
+static json_t *json_body(void)
+{
+    json_error_t e;
+    json_t *j = json_loadb(res.body, res.body_len, JSON_DECODE_ANY, &e);
+    ck_assert_msg(j != NULL, "not JSON (%s): %s", e.text, res.body);
+    return j;
+}
+
+/* A JSON answer with `status` whose body equals `expected` (a JSON text). */
+static void expect_json(int status, const char *expected)
+{
+    ck_assert_msg(res.status == status, "status %d, expected %d: %s", res.status, status, res.body);
+    ck_assert_str_eq(hdr("Content-Type"), "application/json");
+    json_t *want = json_loads(expected, JSON_DECODE_ANY, NULL);
+    ck_assert_ptr_nonnull(want);
+    json_t *got = json_body();
+    ck_assert_msg(json_equal(got, want), "body %s, expected %s", res.body, expected);
+    json_decref(got);
+    json_decref(want);
+    char cl[32];
+    snprintf(cl, sizeof cl, "%zu", res.body_len);
+    ck_assert_str_eq(hdr("Content-Length"), cl);
+}
+
+/* A problem+json answer with `status`; returns the detail. */
+static const char *expect_problem(int status)
+{
+    static char detail[512];
+    ck_assert_msg(res.status == status, "status %d, expected %d: %s", res.status, status, res.body);
+    ck_assert_str_eq(hdr("Content-Type"), "application/problem+json");
+    json_t *j = json_body();
+    ck_assert(json_is_object(j));
+    ck_assert(json_is_string(json_object_get(j, "type")));
+    ck_assert(json_is_string(json_object_get(j, "title")));
+    ck_assert(json_is_string(json_object_get(j, "detail")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "status")), status);
+    snprintf(detail, sizeof detail, "%s", json_string_value(json_object_get(j, "detail")));
+    json_decref(j);
+    return detail;
+}
+
+/* The Allow header as a set equals the comma-separated `expected`. */
+static void expect_allow(const char *expected)
+{
+    const char *allow = hdr("Allow");
+    ck_assert_ptr_nonnull(allow);
+    char a[128], b[128];
+    snprintf(a, sizeof a, "%s", allow);
+    snprintf(b, sizeof b, "%s", expected);
+    int na = 0, nb = 0;
+    char *save;
+    for (char *t = strtok_r(a, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        na++;
+        ck_assert_msg(strstr(expected, t) != NULL, "Allow has %s: %s", t, allow);
+    }
+    for (char *t = strtok_r(b, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        nb++;
+        ck_assert_msg(strstr(allow, t) != NULL, "Allow lacks %s: %s", t, allow);
+    }
+    ck_assert_int_eq(na, nb);
+}
+
+/* Creates a note as `auth` and returns its id. */
+static long create(const char *auth, const char *title, const char *body)
+{
+    json_t *j = body ? json_pack("{s:s, s:s}", "title", title, "body", body)
+                     : json_pack("{s:s}", "title", title);
+    char *text = json_dumps(j, 0);
+    json_decref(j);
+    req("POST", "/notes", H(auth, JSON), text);
+    free(text);
+    ck_assert_msg(res.status == 201, "create: %d %s", res.status, res.body);
+    j = json_body();
+    long id = (long)json_integer_value(json_object_get(j, "id"));
+    json_decref(j);
+    return id;
+}
+
+/* ---- Rows ----------------------------------------------------------------------------- */
+
+START_TEST(get_health)
+{
+    start(_i, NULL, 0);
+    req("GET", "/health", NULL, NULL);
+    expect_json(200, "{\"status\":\"ok\"}");
+    stop();
+}
+END_TEST
+
+START_TEST(get_whoami)
+{
+    start(_i, NULL, 0);
+    req("GET", "/whoami", NULL, NULL);
+    expect_json(200, "{\"user\":null}");
+    req("GET", "/whoami", H(ALICE), NULL);
+    expect_json(200, "{\"user\":\"alice\"}");
+    req("GET", "/whoami", H(BOB), NULL);
+    expect_json(200, "{\"user\":\"bob\"}");
+    req("GET", "/whoami", H("Authorization: bearer s3cret"), NULL);
+    expect_json(200, "{\"user\":\"alice\"}");
+    req("GET", "/whoami", H("Authorization: Bearer wrong"), NULL);
+    expect_json(200, "{\"user\":null}");
+    req("GET", "/whoami", H("Authorization: Basic YWxpY2U6czNjcmV0"), NULL);
+    expect_json(200, "{\"user\":null}");
+    /* The web server ran the authorizer and passes its variable. */
+    run(&(fcr_test_req){.path = "/whoami", .params = H("NOTES_USER=carol")});
+    expect_json(200, "{\"user\":\"carol\"}");
+    stop();
+}
+END_TEST
+
+START_TEST(list_in_id_order)
+{
+    start(_i, NULL, 0);
+    req("GET", "/notes", NULL, NULL);
+    expect_json(200, "[]");
+    ck_assert_int_eq(create(ALICE, "one", "first"), 1);
+    ck_assert_int_eq(create(BOB, "two", NULL), 2);
+    ck_assert_int_eq(create(ALICE, "three", "3"), 3);
+    req("GET", "/notes", NULL, NULL);
+    expect_json(200, "[{\"id\":1,\"title\":\"one\",\"body\":\"first\",\"author\":\"alice\"},"
+                     "{\"id\":2,\"title\":\"two\",\"body\":\"\",\"author\":\"bob\"},"
+                     "{\"id\":3,\"title\":\"three\",\"body\":\"3\",\"author\":\"alice\"}]");
+    stop();
+}
+END_TEST
+
+/* ids of the array in the body, as "1,2,3". */
+static const char *ids(void)
+{
+    static char out[128];
+    out[0] = '\0';
+    json_t *j = json_body();
+    ck_assert(json_is_array(j));
+    size_t i;
+    json_t *v;
+    json_array_foreach(j, i, v)
+    {
+        size_t n = strlen(out);
+        snprintf(out + n, sizeof out - n, "%s%lld", i ? "," : "",
+                 (long long)json_integer_value(json_object_get(v, "id")));
+    }
+    json_decref(j);
+    return out;
+}
+
+START_TEST(list_limit_offset)
+{
+    start(_i, NULL, 0);
+    for (int i = 0; i < 5; i++)
+        create(ALICE, "t", NULL);
+    const struct {
+        const char *q, *ids;
+    } ok[] = {
+        {"?limit=2", "1,2"},
+        {"?offset=3", "4,5"},
+        {"?limit=2&offset=1", "2,3"},
+        {"?offset=1&limit=1", "2"},
+        {"?limit=0", ""},
+        {"?offset=5", ""},
+        {"?offset=99", ""},
+        {"?limit=99", "1,2,3,4,5"},
+        {"?limit=007", "1,2,3,4,5"},
+        {"?offset=0&limit=99999999999999999999999", "1,2,3,4,5"},
+        {"?other=x", "1,2,3,4,5"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/notes%s", ok[i].q);
+        req("GET", path, NULL, NULL);
+        ck_assert_msg(res.status == 200, "%s: %d", path, res.status);
+        ck_assert_str_eq(hdr("Content-Type"), "application/json");
+        ck_assert_msg(strcmp(ids(), ok[i].ids) == 0, "%s gave %s", path, ids());
+    }
+    const char *bad[] = {"?limit=-1",         "?limit=abc", "?limit=",    "?offset=1.5",
+                         "?limit=+1",         "?offset=-0", "?limit=1e3", "?limit=%201",
+                         "?offset=x&limit=1", "?limit=0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/notes%s", bad[i]);
+        req("GET", path, NULL, NULL);
+        expect_problem(400);
+    }
+    stop();
+}
+END_TEST
+
+START_TEST(post_creates)
+{
+    start(_i, NULL, 0);
+    req("POST", "/notes", H(ALICE, JSON), "{\"title\":\"Hello\",\"body\":\"World\",\"x\":[1]}");
+    expect_json(201, "{\"id\":1,\"title\":\"Hello\",\"body\":\"World\",\"author\":\"alice\"}");
+    const char *loc = hdr("Location");
+    ck_assert_ptr_nonnull(loc);
+    ck_assert_str_eq(loc, "/notes/1");
+    req("POST", "/notes", H(BOB, "Content-Type: application/json; charset=utf-8"),
+        "{\"title\":\"No body\"}");
+    expect_json(201, "{\"id\":2,\"title\":\"No body\",\"body\":\"\",\"author\":\"bob\"}");
+    ck_assert_str_eq(hdr("Location"), "/notes/2");
+    char loc2[64];
+    snprintf(loc2, sizeof loc2, "%s", hdr("Location"));
+    req("GET", loc2, NULL, NULL);
+    expect_json(200, "{\"id\":2,\"title\":\"No body\",\"body\":\"\",\"author\":\"bob\"}");
+    stop();
+}
+END_TEST
+
+START_TEST(location_keeps_script_name_prefix)
+{
+    start(_i, "/app", 0);
+    /* Apache's default ProxyPass: SCRIPT_NAME=/app/notes. */
+    req("POST", "/app/notes", H(ALICE, JSON), "{\"title\":\"x\"}");
+    ck_assert_int_eq(res.status, 201);
+    ck_assert_str_eq(hdr("Location"), "/app/notes/1");
+    /* proxy-fcgi-pathinfo: SCRIPT_NAME=/app, PATH_INFO=/notes/1. */
+    run(&(fcr_test_req){.path = "/app", .params = H("PATH_INFO=/notes/1")});
+    expect_json(200, "{\"id\":1,\"title\":\"x\",\"body\":\"\",\"author\":\"alice\"}");
+    stop();
+}
+END_TEST
+
+START_TEST(get_one)
+{
+    start(_i, NULL, 0);
+    create(ALICE, "a", "b");
+    req("GET", "/notes/1", NULL, NULL);
+    expect_json(200, "{\"id\":1,\"title\":\"a\",\"body\":\"b\",\"author\":\"alice\"}");
+    req("GET", "/notes/2", NULL, NULL);
+    expect_problem(404);
+    req("GET", "/notes/0001", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    req("GET", "/notes/99999999999999999999999999", NULL, NULL);
+    expect_problem(404);
+    /* Not decimal digits: no route. */
+    const char *no_route[] = {"/notes/abc", "/notes/1a",  "/notes/-1", "/notes/",
+                              "/notes/1/",  "/notes/%31", "/notes/1.0"};
+    for (size_t i = 0; i < sizeof no_route / sizeof no_route[0]; i++) {
+        req("GET", no_route[i], NULL, NULL);
+        expect_problem(404);
+        ck_assert_ptr_null(hdr("Allow"));
+    }
+    stop();
+}
+END_TEST
+
+START_TEST(put_replaces)
+{
+    start(_i, NULL, 0);
+    create(ALICE, "old", "text");
+    req("PUT", "/notes/1", H(BOB, JSON), "{\"title\":\"new\",\"id\":7}");
+    expect_json(200, "{\"id\":1,\"title\":\"new\",\"body\":\"\",\"author\":\"bob\"}");
+    req("GET", "/notes/1", NULL, NULL);
+    expect_json(200, "{\"id\":1,\"title\":\"new\",\"body\":\"\",\"author\":\"bob\"}");
+    req("PUT", "/notes/2", H(BOB, JSON), "{\"title\":\"new\"}");
+    expect_problem(404);
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "1");
+    stop();
+}
+END_TEST
+
+START_TEST(delete_removes)
+{
+    start(_i, NULL, 0);
+    create(ALICE, "a", NULL);
+    create(ALICE, "b", NULL);
+    req("DELETE", "/notes/1", H(BOB), NULL);
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_uint_eq(res.body_len, 0);
+    req("GET", "/notes/1", NULL, NULL);
+    expect_problem(404);
+    req("DELETE", "/notes/1", H(BOB), NULL);
+    expect_problem(404);
+    /* Ids are never reused. */
+    req("DELETE", "/notes/2", H(ALICE), NULL);
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_int_eq(create(ALICE, "c", NULL), 3);
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "3");
+    stop();
+}
+END_TEST
+
+START_TEST(head_on_get_routes)
+{
+    start(_i, NULL, 0);
+    create(ALICE, "a", "b");
+    const char *paths[] = {"/health",        "/whoami",  "/notes",
+                           "/notes?limit=0", "/notes/1", "/notes/2"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        req("GET", paths[i], NULL, NULL);
+        int status = res.status;
+        char ct[128], cl[32];
+        snprintf(ct, sizeof ct, "%s", hdr("Content-Type"));
+        snprintf(cl, sizeof cl, "%s", hdr("Content-Length"));
+        ck_assert_uint_gt(res.body_len, 0);
+        req("HEAD", paths[i], NULL, NULL);
+        ck_assert_int_eq(res.status, status);
+        ck_assert_str_eq(hdr("Content-Type"), ct);
+        ck_assert_str_eq(hdr("Content-Length"), cl);
+        ck_assert_msg(res.body_len == 0, "HEAD %s has a body", paths[i]);
+    }
+    stop();
+}
+END_TEST
+
+START_TEST(options_lists_methods)
+{
+    start(_i, NULL, 0);
+    req("OPTIONS", "/notes", NULL, NULL);
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_uint_eq(res.body_len, 0);
+    expect_allow("GET, HEAD, POST, OPTIONS");
+    req("OPTIONS", "/notes/5", NULL, NULL);
+    ck_assert_int_eq(res.status, 204);
+    expect_allow("GET, HEAD, PUT, DELETE, OPTIONS");
+    stop();
+}
+END_TEST
+
+START_TEST(other_methods_405)
+{
+    start(_i, NULL, 0);
+    const char *on_list[] = {"PUT", "DELETE", "PATCH", "TRACE", "BREW"};
+    for (size_t i = 0; i < sizeof on_list / sizeof on_list[0]; i++) {
+        req(on_list[i], "/notes", H(ALICE), NULL);
+        expect_problem(405);
+        expect_allow("GET, HEAD, POST, OPTIONS");
+    }
+    const char *on_one[] = {"POST", "PATCH", "CONNECT"};
+    for (size_t i = 0; i < sizeof on_one / sizeof on_one[0]; i++) {
+        req(on_one[i], "/notes/1", H(ALICE), NULL);
+        expect_problem(405);
+        expect_allow("GET, HEAD, PUT, DELETE, OPTIONS");
+    }
+    stop();
+}
+END_TEST
+
+START_TEST(other_paths_404)
+{
+    start(_i, NULL, 0);
+    const char *paths[] = {"/",        "/note",  "/notes/1/x", "/healthz",
+                           "/health/", "/NOTES", "/whoami/x"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        req("GET", paths[i], NULL, NULL);
+        expect_problem(404);
+    }
+    req("POST", "/other", H(ALICE, JSON), "{\"title\":\"x\"}");
+    expect_problem(404);
+    req("DELETE", "/other", NULL, NULL);
+    expect_problem(404);
+    stop();
+}
+END_TEST
+
+START_TEST(writes_need_a_user)
+{
+    start(_i, NULL, 0);
+    create(ALICE, "a", NULL);
+    const char *const *auths[] = {NULL, H("Authorization: Bearer nope"), H("Authorization: Bearer"),
+                                  H("Authorization: s3cret"), H("Authorization: Bearer s3cret2")};
+    for (size_t i = 0; i < sizeof auths / sizeof auths[0]; i++) {
+        const char *hs[4] = {JSON, NULL, NULL, NULL};
+        if (auths[i])
+            hs[1] = auths[i][0];
+        req("POST", "/notes", hs, "{\"title\":\"x\"}");
+        expect_problem(401);
+        ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
+        req("PUT", "/notes/1", hs, "{\"title\":\"x\"}");
+        expect_problem(401);
+        ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
+        req("DELETE", "/notes/1", hs, NULL);
+        expect_problem(401);
+        ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
+    }
+    /* Authentication comes first: no 415 for an anonymous request. */
+    req("POST", "/notes", H("Content-Type: text/plain"), "x");
+    expect_problem(401);
+    /* The web server's authorizer variable authenticates. */
+    run(&(fcr_test_req){.method = "POST",
+                        .path = "/notes",
+                        .headers = H(JSON),
+                        .params = H("NOTES_USER=dave"),
+                        .body = "{\"title\":\"from apache\"}"});
+    expect_json(201, "{\"id\":2,\"title\":\"from apache\",\"body\":\"\",\"author\":\"dave\"}");
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "1,2");
+    stop();
+}
+END_TEST
+
+static char *big_body(size_t size)
+{
+    char *b = malloc(size + 1);
+    memset(b, 'a', size);
+    memcpy(b, "{\"title\":\"t\",\"body\":\"", 21);
+    memcpy(b + size - 2, "\"}", 2);
+    b[size] = '\0';
+    return b;
+}
+
+START_TEST(validation_order)
+{
+    start(_i, NULL, 0);
+    create(ALICE, "a", NULL);
+    const char *methods[] = {"POST", "PUT"};
+    const char *paths[] = {"/notes", "/notes/1"};
+    char *big = big_body(1024 * 1024 + 1);
+    char *fits = big_body(1024 * 1024);
+    for (int m = 0; m < 2; m++) {
+        const char *M = methods[m], *P = paths[m];
+        /* 415: wrong or missing Content-Type, even with a body over the limit. */
+        req(M, P, H(ALICE, "Content-Type: text/plain"), "{\"title\":\"x\"}");
+        expect_problem(415);
+        req(M, P, H(ALICE), "{\"title\":\"x\"}");
+        expect_problem(415);
+        req(M, P, H(ALICE, "Content-Type: application/json-seq"), "{\"title\":\"x\"}");
+        expect_problem(415);
+        req(M, P, H(ALICE, "Content-Type: text/plain"), big);
+        expect_problem(415);
+        /* 413: over the limit, with and without CONTENT_LENGTH, even when not JSON. */
+        req(M, P, H(ALICE, JSON), big);
+        expect_problem(413);
+        run(&(fcr_test_req){.method = M,
+                            .path = P,
+                            .headers = H(ALICE, JSON),
+                            .body = big,
+                            .no_content_length = true});
+        expect_problem(413);
+        big[1] = '!'; /* no longer JSON */
+        req(M, P, H(ALICE, JSON), big);
+        expect_problem(413);
+        big[1] = '"';
+        /* Exactly the limit is fine. */
+        req(M, P, H(ALICE, JSON), fits);
+        ck_assert_int_eq(res.status, m == 0 ? 201 : 200);
+        /* 400: not JSON, with jansson's line and column. */
+        req(M, P, H(ALICE, JSON), "{\n  \"title\": tru\n}");
+        const char *d = expect_problem(400);
+        ck_assert_msg(strstr(d, "line 2") && strstr(d, "column 14"), "detail: %s", d);
+        req(M, P, H(ALICE, JSON), "");
+        expect_problem(400);
+        req(M, P, H(ALICE, JSON), "{\"title\":\"x\"} trailing");
+        expect_problem(400);
+        /* 422: valid JSON of the wrong shape. */
+        const char *shapes[] = {"[]",
+                                "\"title\"",
+                                "42",
+                                "null",
+                                "{}",
+                                "{\"title\":null}",
+                                "{\"title\":5}",
+                                "{\"title\":[\"x\"]}",
+                                "{\"title\":\"\"}",
+                                "{\"title\":\"x\",\"body\":5}",
+                                "{\"title\":\"x\",\"body\":null}",
+                                "{\"title\":\"x\",\"body\":{}}",
+                                "{\"body\":\"no title\"}"};
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            req(M, P, H(ALICE, JSON), shapes[i]);
+            ck_assert_msg(res.status == 422, "%s %s: %d", M, shapes[i], res.status);
+            expect_problem(422);
+        }
+    }
+    free(big);
+    free(fits);
+    stop();
+}
+END_TEST
+
+START_TEST(title_length_in_characters)
+{
+    start(_i, NULL, 0);
+    char title[1000], text[1200];
+    /* 200 characters of two bytes each are fine; 201 are not. */
+    title[0] = '\0';
+    for (int i = 0; i < 200; i++)
+        strcat(title, "\xc3\xa9");
+    snprintf(text, sizeof text, "{\"title\":\"%s\"}", title);
+    req("POST", "/notes", H(ALICE, JSON), text);
+    ck_assert_int_eq(res.status, 201);
+    strcat(title, "x");
+    snprintf(text, sizeof text, "{\"title\":\"%s\"}", title);
+    req("POST", "/notes", H(ALICE, JSON), text);
+    expect_problem(422);
+    memset(title, 'x', 200);
+    title[200] = '\0';
+    snprintf(text, sizeof text, "{\"title\":\"%s\",\"body\":\"\"}", title);
+    req("PUT", "/notes/1", H(ALICE, JSON), text);
+    ck_assert_int_eq(res.status, 200);
+    strcat(title, "y");
+    snprintf(text, sizeof text, "{\"title\":\"%s\"}", title);
+    req("PUT", "/notes/1", H(ALICE, JSON), text);
+    expect_problem(422);
+    stop();
+}
+END_TEST
+
+START_TEST(max_body_option)
+{
+    start(_i, NULL, 100);
+    char body[200];
+    snprintf(body, sizeof body, "{\"title\":\"%080d\"}", 0); /* 92 bytes */
+    req("POST", "/notes", H(ALICE, JSON), body);
+    ck_assert_int_eq(res.status, 201);
+    snprintf(body, sizeof body, "{\"title\":\"%090d\"}", 0); /* 102 bytes */
+    req("POST", "/notes", H(ALICE, JSON), body);
+    expect_problem(413);
+    stop();
+}
+END_TEST
+
+START_TEST(authorizer_role)
+{
+    start(_i, NULL, 0);
+    const char *writes[] = {"POST", "PUT", "DELETE"};
+    for (size_t i = 0; i < 3; i++) {
+        run(&(fcr_test_req){
+            .role = FCR_AUTHORIZER, .method = writes[i], .path = "/notes/1", .headers = H(ALICE)});
+        ck_assert_int_eq(res.status, 200);
+        ck_assert_str_eq(hdr("Variable-NOTES_USER"), "alice");
+        run(&(fcr_test_req){.role = FCR_AUTHORIZER,
+                            .method = writes[i],
+                            .path = "/notes",
+                            .headers = H("Authorization: Bearer bad")});
+        expect_problem(401);
+        ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
+        ck_assert_ptr_null(hdr("Variable-NOTES_USER"));
+        run(&(fcr_test_req){.role = FCR_AUTHORIZER, .method = writes[i], .path = "/notes"});
+        expect_problem(401);
+        /* A NOTES_USER param does not count in the authorizer role. */
+        run(&(fcr_test_req){.role = FCR_AUTHORIZER,
+                            .method = writes[i],
+                            .path = "/notes",
+                            .params = H("NOTES_USER=mallory")});
+        expect_problem(401);
+    }
+    const char *reads[] = {"GET", "HEAD", "OPTIONS"};
+    for (size_t i = 0; i < 3; i++) {
+        run(&(fcr_test_req){.role = FCR_AUTHORIZER, .method = reads[i], .path = "/notes"});
+        ck_assert_int_eq(res.status, 200);
+        ck_assert_ptr_null(hdr("Variable-NOTES_USER"));
+        run(&(fcr_test_req){
+            .role = FCR_AUTHORIZER, .method = reads[i], .path = "/whoami", .headers = H(BOB)});
+        ck_assert_int_eq(res.status, 200);
+        ck_assert_str_eq(hdr("Variable-NOTES_USER"), "bob");
+    }
+    stop();
+}
+END_TEST
+
+/* Over the socket only: a CONTENT_LENGTH over the limit is answered before any STDIN. */
+START_TEST(too_big_refused_before_reading)
+{
+    start(SOCKET, NULL, 0);
+    fcl_conn *c = fcl_connect(addr, 0);
+    ck_assert_ptr_nonnull(c);
+    c->timeout = 5;
+    fcl_buf nv, b;
+    fcl_buf_init(&nv);
+    fcl_buf_init(&b);
+    fcl_nv_adds(&nv, "REQUEST_METHOD", "POST");
+    fcl_nv_adds(&nv, "SCRIPT_NAME", "/notes");
+    fcl_nv_adds(&nv, "CONTENT_TYPE", "application/json");
+    fcl_nv_adds(&nv, "CONTENT_LENGTH", "1048577");
+    fcl_nv_adds(&nv, "HTTP_AUTHORIZATION", "Bearer s3cret");
+    fcl_put_begin(&b, 1, FCR_RESPONDER, 0);
+    fcl_put_stream(&b, FCGI_PARAMS, 1, nv.data, nv.len, 0, FCL_PAD8, true);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    char v[64];
+    ck_assert(fcl_cgi_header(&cgi, "Status", v, sizeof v));
+    ck_assert_str_eq(v, "413 Content Too Large");
+    ck_assert(fcl_cgi_header(&cgi, "Content-Type", v, sizeof v));
+    ck_assert_str_eq(v, "application/problem+json");
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    fcl_buf_free(&nv);
+    fcl_buf_free(&b);
+    fcl_close(c);
+    stop();
+}
+END_TEST
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    Suite *s = suite_create("notes");
+    TCase *tc = tcase_create("contract");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_set_timeout(tc, 60);
+    /* Loop index 0: in-process builder; 1: the program over a unix socket. */
+    tcase_add_loop_test(tc, get_health, 0, 2);
+    tcase_add_loop_test(tc, get_whoami, 0, 2);
+    tcase_add_loop_test(tc, list_in_id_order, 0, 2);
+    tcase_add_loop_test(tc, list_limit_offset, 0, 2);
+    tcase_add_loop_test(tc, post_creates, 0, 2);
+    tcase_add_loop_test(tc, location_keeps_script_name_prefix, 0, 2);
+    tcase_add_loop_test(tc, get_one, 0, 2);
+    tcase_add_loop_test(tc, put_replaces, 0, 2);
+    tcase_add_loop_test(tc, delete_removes, 0, 2);
+    tcase_add_loop_test(tc, head_on_get_routes, 0, 2);
+    tcase_add_loop_test(tc, options_lists_methods, 0, 2);
+    tcase_add_loop_test(tc, other_methods_405, 0, 2);
+    tcase_add_loop_test(tc, other_paths_404, 0, 2);
+    tcase_add_loop_test(tc, writes_need_a_user, 0, 2);
+    tcase_add_loop_test(tc, validation_order, 0, 2);
+    tcase_add_loop_test(tc, title_length_in_characters, 0, 2);
+    tcase_add_loop_test(tc, max_body_option, 0, 2);
+    tcase_add_loop_test(tc, authorizer_role, 0, 2);
+    tcase_add_test(tc, too_big_refused_before_reading);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
