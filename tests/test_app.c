@@ -15,6 +15,11 @@
 
 #include "fcgi_client.h"
 
+/* The FILTER-role example, tested through the app like a web server would use it. */
+#define main csv2json_main
+#include "examples/csv2json.c"
+#undef main
+
 static fcr_app *app;
 static fcr_test_res res;
 static char trace[512]; /* what callbacks ran, in order */
@@ -1130,6 +1135,76 @@ START_TEST(hostile_params)
 }
 END_TEST
 
+/* ---- The csv2json example (FILTER role) ----------------------------------------------- */
+
+static void filter_csv(const char *csv)
+{
+    run(&(fcr_test_req){
+        .role = FCR_FILTER, .path = "/data.csv", .data = csv, .data_len = strlen(csv)});
+}
+
+static void expect_csv_json(const char *expected)
+{
+    ck_assert_msg(res.status == 200, "status %d: %s", res.status, res.body);
+    ck_assert_str_eq(hdr("Content-Type"), "application/json");
+    json_t *want = json_loads(expected, 0, NULL);
+    ck_assert_ptr_nonnull(want);
+    json_t *got = body_json();
+    ck_assert_msg(json_equal(got, want), "got %s, expected %s", res.body, expected);
+    json_decref(got);
+    json_decref(want);
+}
+
+START_TEST(csv2json_converts)
+{
+    fcr_app_filter(app, csv2json, NULL);
+    filter_csv("name,note\r\nada,\"first, \"\"best\"\"\"\r\nbob,\r\n");
+    expect_csv_json("[{\"name\":\"ada\",\"note\":\"first, \\\"best\\\"\"},"
+                    "{\"name\":\"bob\",\"note\":\"\"}]");
+    /* LF line ends, no final line break, a quoted line break, UTF-8. */
+    filter_csv("a,b\n1,\"two\nlines\"\n\"\",\xc3\xa9");
+    expect_csv_json("[{\"a\":\"1\",\"b\":\"two\\nlines\"},{\"a\":\"\",\"b\":\"\xc3\xa9\"}]");
+    /* Empty file, header only, a blank last record of a one-column file. */
+    filter_csv("");
+    expect_csv_json("[]");
+    filter_csv("x,y\r\n");
+    expect_csv_json("[]");
+    filter_csv("x\n1\n\n");
+    expect_csv_json("[{\"x\":\"1\"},{\"x\":\"\"}]");
+    /* The data's modification time becomes Last-Modified. */
+    run(&(fcr_test_req){.role = FCR_FILTER,
+                        .path = "/d",
+                        .data = "k\nv\n",
+                        .data_len = 4,
+                        .data_last_mod = 784111777});
+    ck_assert_str_eq(hdr("Last-Modified"), "Sun, 06 Nov 1994 08:49:37 GMT");
+}
+END_TEST
+
+START_TEST(csv2json_refuses_malformed)
+{
+    fcr_app_filter(app, csv2json, NULL);
+    const struct {
+        const char *csv, *detail;
+    } bad[] = {
+        {"a,b\n1,2\n3\n", "line 3: 1 fields where the header has 2"},
+        {"a,b\n1,2,3\n", "line 2: 3 fields where the header has 2"},
+        {"a,b\n\"1,2\n", "line 2: unterminated quoted field"},
+        {"a,b\n\"1\"x,2\n", "line 2: text after a closing quote"},
+        {"a,b\n1\"2,3\n", "line 2: quote inside an unquoted field"},
+        {"a,b\r1,2\n", "line 1: carriage return without line feed"},
+        {"a,a\n1,2\n", "line 1: repeated name in the header row"},
+        {"a\n\xff\n", "line 2: field is not valid UTF-8"},
+        {"a,b\n1,2\n\n", "line 3: 1 fields where the header has 2"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        filter_csv(bad[i].csv);
+        const char *d = check_problem(422);
+        ck_assert_msg(strstr(d, bad[i].detail) != NULL, "case %zu: %s", i, d);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("app");
@@ -1177,6 +1252,12 @@ int main(void)
     tcase_add_test(tc, roles_without_handlers_are_refused);
     tcase_add_test(tc, filter_role);
     tcase_add_test(tc, async_handler_from_timer);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("csv2json");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, csv2json_converts);
+    tcase_add_test(tc, csv2json_refuses_malformed);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
