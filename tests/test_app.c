@@ -20,6 +20,11 @@
 #include "examples/csv2json.c"
 #undef main
 
+/* README's tutorial program. */
+#define main tutorial_main
+#include "examples/tutorial.c"
+#undef main
+
 static fcr_app *app;
 static fcr_test_res res;
 static char trace[512]; /* what callbacks ran, in order */
@@ -1205,6 +1210,30 @@ START_TEST(csv2json_refuses_malformed)
 }
 END_TEST
 
+/* ---- README's tutorial ---------------------------------------------------------------- */
+
+START_TEST(tutorial_program)
+{
+    /* Registered as examples/tutorial.c's main does. */
+    fcr_route *r = fcr_app_route(app, FCR_GET, "/hello/(?<name>[^/]+)", hello, NULL);
+    ck_assert_int_eq(fcr_route_guard(r, check_token, NULL), 0);
+    ck_assert_int_eq(fcr_app_authorizer(app, check_token, NULL), 0);
+    get("/hello/w%C3%B6rld");
+    check_problem(401);
+    ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
+    run(&(fcr_test_req){.path = "/hello/w%C3%B6rld",
+                        .headers = (const char *const[]){"Authorization: Bearer let-me-in", NULL}});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("Content-Type"), "application/json");
+    ck_assert_str_eq(res.body, "{\"hello\":\"w\xc3\xb6rld\",\"user\":\"guest\"}");
+    run(&(fcr_test_req){.role = FCR_AUTHORIZER,
+                        .path = "/hello/x",
+                        .headers = (const char *const[]){"Authorization: Bearer let-me-in", NULL}});
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("Variable-APP_USER"), "guest");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("app");
@@ -1258,6 +1287,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, csv2json_converts);
     tcase_add_test(tc, csv2json_refuses_malformed);
+    tcase_add_test(tc, tutorial_program);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
