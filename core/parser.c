@@ -187,16 +187,21 @@ long fcr__parser_feed(fcr_parser *p, const fcr_parser_events *ev, void *ctx, con
                 }
             }
             break;
-        case ST_STREAM:
+        case ST_STREAM: {
+            uint8_t type = p->h.type;
+            uint16_t id = p->h.id;
+
             n = p->left < avail ? p->left : avail;
             p->left -= n;
             i += n;
-            if (ev->stream != NULL)
-                rc = ev->stream(ctx, p->h.type, p->h.id, buf + i - n, n);
-            /* A non-empty stream record emits nothing when it ends. */
+            /* Move on before the callback, which then sees the parser as it will resume. A
+             * non-empty stream record emits nothing when it ends. */
             if (p->left == 0)
                 (void)content_done(p, ev, ctx);
+            if (ev->stream != NULL)
+                rc = ev->stream(ctx, type, id, buf + i - n, n);
             break;
+        }
         case ST_MGMT:
             n = p->left < avail ? p->left : avail;
             rc = mbuf_append(p, buf + i, n);

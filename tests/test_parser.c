@@ -999,6 +999,30 @@ START_TEST(pause_returns_bytes_consumed_through_the_event)
 }
 END_TEST
 
+START_TEST(pause_on_last_stream_piece_without_padding_leaves_parser_idle)
+{
+    tscript t = {0};
+    fcr_parser p;
+    tctx c;
+
+    rec(&t, FCGI_STDIN, 1, "abc", 3, 0);
+    rec(&t, FCGI_STDIN, 1, "def", 3, 1);
+    memset(&c, 0, sizeof c);
+    c.pause = PAUSE_EVERY_EVENT;
+    fcr__parser_init(&p);
+    ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b, t.len), 11);
+    ck_assert(fcr__parser_idle(&p));
+    ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b + 11, t.len - 11), 11);
+    ck_assert(!fcr__parser_idle(&p)); /* the padding byte is still to come */
+    ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b + 22, t.len - 22), 1);
+    ck_assert(fcr__parser_idle(&p));
+    ck_assert_str_eq(log_str(&c.log), "stream type=5 id=1 [abcdef]\n");
+    fcr__parser_reset(&p);
+    log_free(&c.log);
+    tscript_free(&t);
+}
+END_TEST
+
 START_TEST(pause_and_resume_gives_the_unpaused_events)
 {
     tscript t = {0};
@@ -1056,6 +1080,7 @@ static Suite *parser_suite(void)
     ADD_TEST(s, management_buffer_grows_only_as_bytes_arrive);
     ADD_TEST(s, management_record_between_records_of_a_running_request);
     ADD_TEST(s, pause_returns_bytes_consumed_through_the_event);
+    ADD_TEST(s, pause_on_last_stream_piece_without_padding_leaves_parser_idle);
     ADD_TEST(s, pause_and_resume_gives_the_unpaused_events);
     return s;
 }
