@@ -495,8 +495,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nlisten && status == 0; i++) {
         err = fcr_server_listen(srv, listen[i]);
         if (err < 0) {
-            fprintf(stderr, "%s: cannot listen on %s: %s (%s)\n", argv[0], listen[i],
-                    fcr_strerror(err), strerror(errno));
+            fprintf(stderr, "%s: cannot listen on %s: %s%s%s\n", argv[0], listen[i],
+                    fcr_strerror(err), err == FCR_EIO ? ": " : "",
+                    err == FCR_EIO ? strerror(errno) : "");
             status = 1;
         }
     }

@@ -7,6 +7,7 @@
 
 #include <check.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -32,7 +33,8 @@
 enum transport { T_UNIX, T_TCP, T_FD0 };
 
 static pid_t echo_pid = -1;
-static char tmpdir[64];
+static char casedir[64]; /* per test case, made and removed by the runner process */
+static char sockpath[128];
 static char addr[160];
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -126,16 +128,19 @@ static int listen_tcp_any(unsigned short *port)
     return fd;
 }
 
-static void setup_transport(enum transport t)
+/* Starts echo on transport `t`; `max_body` (or NULL) becomes its --max-body. */
+static void setup_transport(enum transport t, const char *max_body)
 {
     signal(SIGPIPE, SIG_IGN);
     raise_nofile(4096);
-    strcpy(tmpdir, "/tmp/fcr-integ-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    ck_assert_msg(casedir[0] != 0, "no temporary directory");
+    snprintf(sockpath, sizeof sockpath, "%s/echo-%ld.sock", casedir, (long)getpid());
     const char *log = getenv("FCR_ECHO_LOG") ? getenv("FCR_ECHO_LOG") : "warn";
     if (t == T_UNIX) {
-        snprintf(addr, sizeof addr, "unix:%s/echo.sock", tmpdir);
-        const char *args[] = {"--listen", addr, "--grace", "5", "--log-level", log, NULL};
+        snprintf(addr, sizeof addr, "unix:%s", sockpath);
+        const char *args[] = {
+            "--listen", addr, "--grace", "5", "--log-level", log, max_body ? "--max-body" : NULL,
+            max_body,   NULL};
         echo_pid = spawn_echo(args, -1);
         ck_assert_msg(wait_ready(echo_pid), "echo exited at start-up");
     } else if (t == T_TCP) {
@@ -145,7 +150,15 @@ static void setup_transport(enum transport t)
             unsigned short port;
             close(listen_tcp_any(&port));
             snprintf(addr, sizeof addr, "tcp:127.0.0.1:%u", port);
-            const char *args[] = {"--listen", addr, "--grace", "5", "--log-level", log, NULL};
+            const char *args[] = {"--listen",
+                                  addr,
+                                  "--grace",
+                                  "5",
+                                  "--log-level",
+                                  log,
+                                  max_body ? "--max-body" : NULL,
+                                  max_body,
+                                  NULL};
             echo_pid = spawn_echo(args, -1);
             if (wait_ready(echo_pid))
                 break;
@@ -157,7 +170,8 @@ static void setup_transport(enum transport t)
         int fd = listen_tcp_any(&port);
         ck_assert_int_eq(listen(fd, 1024), 0);
         snprintf(addr, sizeof addr, "tcp:127.0.0.1:%u", port);
-        const char *args[] = {"--grace", "5", "--log-level", log, NULL};
+        const char *args[] = {"--grace", "5", "--log-level", log, max_body ? "--max-body" : NULL,
+                              max_body,  NULL};
         echo_pid = spawn_echo(args, fd);
         close(fd);
         ck_assert_msg(wait_ready(echo_pid), "echo exited at start-up");
@@ -166,17 +180,29 @@ static void setup_transport(enum transport t)
 
 static void setup_unix(void)
 {
-    setup_transport(T_UNIX);
+    setup_transport(T_UNIX, NULL);
 }
 
 static void setup_tcp(void)
 {
-    setup_transport(T_TCP);
+    setup_transport(T_TCP, NULL);
 }
 
 static void setup_fd0(void)
 {
-    setup_transport(T_FD0);
+    setup_transport(T_FD0, NULL);
+}
+
+#define SMALL_MAX_BODY 65536
+
+static void setup_unix_small(void)
+{
+    setup_transport(T_UNIX, "65536");
+}
+
+static void setup_tcp_small(void)
+{
+    setup_transport(T_TCP, "65536");
 }
 
 static void teardown(void)
@@ -202,13 +228,40 @@ static void teardown(void)
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                       "echo did not exit cleanly after SIGTERM (status 0x%x)", st);
     }
-    if (tmpdir[0]) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/echo.sock", tmpdir);
-        unlink(path);
-        rmdir(tmpdir);
-        tmpdir[0] = 0;
+    if (sockpath[0])
+        unlink(sockpath);
+}
+
+/* Unchecked fixture: runs in the runner process, so it cleans up even after a test failed
+ * (a failing test's process ends at once, without its checked teardown; echo then dies with
+ * it through PR_SET_PDEATHSIG). */
+static void case_setup(void)
+{
+    strcpy(casedir, "/tmp/fcr-integ-XXXXXX");
+    if (!mkdtemp(casedir)) {
+        perror("mkdtemp");
+        casedir[0] = 0;
     }
+}
+
+static void case_teardown(void)
+{
+    if (!casedir[0])
+        return;
+    DIR *d = opendir(casedir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s", casedir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    rmdir(casedir);
+    casedir[0] = 0;
 }
 
 static fcl_conn *conn_rcvbuf(int rcvbuf)
@@ -1603,6 +1656,61 @@ START_TEST(peer_close_mid_response)
 }
 END_TEST
 
+/* ---- body limit (echo started with --max-body 65536) -------------------------------------- */
+
+/* Sends a request with an `n`-byte body and expects 413 Payload Too Large. */
+static void too_large(fcl_conn *c, uint16_t id, uint8_t flags, size_t n)
+{
+    uint8_t *in = random_bytes(n, n);
+    const char *params[] = {"REQUEST_METHOD", "POST", NULL};
+    fcl_response r;
+    ck_assert_msg(fcl_request(c, id, ROLE_RESPONDER, flags, params, in, n, &r) == 0,
+                  "request %u: %s", id, strerror(errno));
+    ck_assert_uint_eq(r.protocol_status, FCGI_REQUEST_COMPLETE);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    check_status(&cgi, "413 Payload Too Large");
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    check_no_violation(c);
+    free(in);
+}
+
+START_TEST(body_over_limit_gets_413)
+{
+    fcl_conn *c = conn();
+    /* At the limit: fine. */
+    uint8_t *in = random_bytes(SMALL_MAX_BODY, 18);
+    const char *params[] = {"REQUEST_METHOD", "POST", NULL};
+    fcl_response r;
+    ck_assert_int_eq(fcl_request(c, 1, ROLE_RESPONDER, KEEP, params, in, SMALL_MAX_BODY, &r), 0);
+    check_json(&r, in, SMALL_MAX_BODY, params);
+    fcl_response_free(&r);
+    free(in);
+    /* Over it: 413, and the connection goes on (the rest of the body is skipped). */
+    too_large(c, 2, KEEP, SMALL_MAX_BODY + 1);
+    too_large(c, 3, KEEP, 4 * MIB);
+    ok_request(c, 2, KEEP);
+    ck_assert(fcl_idle_for(c, 0.2));
+    fcl_close(c);
+}
+END_TEST
+
+START_TEST(body_over_limit_close_without_reset)
+{
+    /* The answer comes before the whole body was read; with KEEP_CONN 0 the server must not
+     * close with unread input (which would reset the connection). */
+    for (int i = 0; i < 5; i++) {
+        fcl_conn *c = conn();
+        /* Big enough that input is still unread when the answer goes out, small enough for
+         * the server's bounded drain. */
+        too_large(c, 1, 0, 2 * SMALL_MAX_BODY + 30000);
+        ck_assert_msg(fcl_wait_eof(c, 10) == 0, "expected a clean EOF, got %s", strerror(errno));
+        fcl_close(c);
+    }
+}
+END_TEST
+
 /* ---- malformed input: each has one defined outcome and the server keeps serving ---------- */
 
 /* After malformed bytes were sent on `*pc` (and a normal request with id `ok_id` after them on
@@ -1938,18 +2046,37 @@ static Suite *integration_suite(void)
 {
     Suite *s = suite_create("integration");
     TCase *tc = tcase_create("unix");
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
     tcase_add_checked_fixture(tc, setup_unix, teardown);
     tcase_set_timeout(tc, 120);
     add_protocol_tests(tc);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("tcp");
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
     tcase_add_checked_fixture(tc, setup_tcp, teardown);
     tcase_set_timeout(tc, 120);
     add_protocol_tests(tc);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("unix-limits");
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+    tcase_add_checked_fixture(tc, setup_unix_small, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, body_over_limit_gets_413);
+    tcase_add_test(tc, body_over_limit_close_without_reset);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("tcp-limits");
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
+    tcase_add_checked_fixture(tc, setup_tcp_small, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, body_over_limit_gets_413);
+    tcase_add_test(tc, body_over_limit_close_without_reset);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("fd0");
+    tcase_add_unchecked_fixture(tc, case_setup, case_teardown);
     tcase_add_checked_fixture(tc, setup_fd0, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, inherited_socket_serves);
