@@ -4,6 +4,8 @@
 
 #include <fcrest/app.h>
 
+#include <ev.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -143,6 +145,7 @@ struct fcr_ctx {
     bool json_done;
     char *json_error; /* problem detail of the failed parse */
     /* output */
+    ev_timer resume; /* continues the output after a drain callback */
     char *head;
     size_t head_len, head_off;
     size_t body_off, body_end;

@@ -3,6 +3,7 @@
 #include "app_int.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,6 +516,7 @@ void fcr__ctx_free(fcr_ctx *ctx)
 static void finish(fcr_ctx *ctx)
 {
     fcr_req *req = ctx->req;
+    ev_timer_stop(fcr_req_loop(req), &ctx->resume);
     fcr_req_on_drain(req, NULL);
     fcr_req_on_abort(req, NULL);
     fcr_req_set_userdata(req, NULL);
@@ -524,11 +526,20 @@ static void finish(fcr_ctx *ctx)
 
 static void pump(fcr_ctx *ctx);
 
+static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    pump((fcr_ctx *)((char *)w - offsetof(fcr_ctx, resume)));
+}
+
+/* The output goes on from the loop, not from inside the core's drain callback: a write that
+ * meets a full queue again there would re-register the callback while the core is still
+ * calling drain callbacks. */
 static void on_drain(fcr_req *req)
 {
     fcr_ctx *ctx = fcr__ctx(req);
     if (ctx)
-        pump(ctx);
+        ev_timer_start(fcr_req_loop(req), &ctx->resume);
 }
 
 static void on_abort(fcr_req *req)
@@ -575,6 +586,7 @@ static void pump(fcr_ctx *ctx)
 
 void fcr__ctx_output(fcr_ctx *ctx)
 {
+    ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
     ctx->state = ST_OUTPUT;
     ctx->sent = true;
     if (fcr_req_aborted(ctx->req)) {

@@ -1234,6 +1234,116 @@ START_TEST(tutorial_program)
 }
 END_TEST
 
+/* ---- Output back-pressure and aborts -------------------------------------------------- */
+
+#define BIG_ANSWER (5u * 1024u * 1024u + 3u)
+
+static int big_answer(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    char *b = malloc(BIG_ANSWER);
+    for (size_t i = 0; i < BIG_ANSWER; i++)
+        b[i] = (char)('a' + i % 26);
+    int rc = fcr_res_body(r, b, BIG_ANSWER);
+    free(b);
+    return rc;
+}
+
+START_TEST(large_answer_waits_for_drain)
+{
+    fcr_app_route(app, FCR_GET, "/big", big_answer, NULL);
+    get("/big");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_uint_eq(res.body_len, BIG_ANSWER);
+    for (size_t i = 0; i < BIG_ANSWER; i++) {
+        if (res.body[i] != (char)('a' + i % 26))
+            ck_abort_msg("byte %zu differs", i);
+    }
+    char cl[32];
+    snprintf(cl, sizeof cl, "%u", BIG_ANSWER);
+    ck_assert_str_eq(hdr("Content-Length"), cl);
+}
+END_TEST
+
+static int send_rc = 1;
+
+static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    later *l = (later *)w;
+    fcr_res *r = l->res;
+    free(l);
+    fcr_res_text(r, 200, "too late");
+    send_rc = fcr_res_send(r);
+}
+
+static int slow_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    later *l = calloc(1, sizeof *l);
+    l->res = r;
+    ev_timer_init(&l->t, late_cb, 0.1, 0.);
+    ev_timer_start(fcr_req_loop(req), &l->t);
+    return FCR_ASYNC;
+}
+
+/* Sends GET `path` on a new connection and closes it without reading. */
+static void hang_up(const char *addr, const char *path, int rcvbuf)
+{
+    fcl_conn *c = fcl_connect(addr, rcvbuf);
+    ck_assert_ptr_nonnull(c);
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_request(&b, 1, FCR_RESPONDER, 0,
+                    (const char *const[]){"REQUEST_METHOD", "GET", "SCRIPT_NAME", path, NULL}, NULL,
+                    0, NULL, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_buf_free(&b);
+    usleep(50000);
+    fcl_close(c);
+}
+
+/* A plain request still works on the server. */
+static void still_serving(const char *addr)
+{
+    fcl_conn *c = fcl_connect(addr, 0);
+    ck_assert_ptr_nonnull(c);
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    ck_assert_int_eq(
+        fcl_request(c, 1, FCR_RESPONDER, 0,
+                    (const char *const[]){"REQUEST_METHOD", "GET", "SCRIPT_NAME", "/ok", NULL},
+                    NULL, 0, &r),
+        0);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    ck_assert_uint_eq(cgi.body_len, 2);
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    fcl_close(c);
+}
+
+START_TEST(client_gone_during_async_and_output)
+{
+    fcr_app_route(app, FCR_GET, "/slow", slow_handler, NULL);
+    fcr_app_route(app, FCR_GET, "/big", big_answer, NULL);
+    fcr_app_route(app, FCR_GET, "/ok", traced_handler, NULL);
+    server_thread t;
+    server_start(&t);
+    /* The client leaves while the handler is pending: its late send reports the abort and
+     * releases everything (the sanitizers check). */
+    hang_up(t.addr, "/slow", 0);
+    usleep(200000);
+    still_serving(t.addr);
+    /* The client leaves while the answer waits for the output queue to drain. */
+    hang_up(t.addr, "/big", 4096);
+    usleep(100000);
+    still_serving(t.addr);
+    server_stop(&t);
+    ck_assert_int_eq(send_rc, FCR_ECLOSED);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("app");
@@ -1288,6 +1398,12 @@ int main(void)
     tcase_add_test(tc, csv2json_converts);
     tcase_add_test(tc, csv2json_refuses_malformed);
     tcase_add_test(tc, tutorial_program);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("output");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, large_answer_waits_for_drain);
+    tcase_add_test(tc, client_gone_during_async_and_output);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
