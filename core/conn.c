@@ -196,19 +196,22 @@ static void start_drain(fcr_conn *c)
     update_reading(c);
 }
 
-static void call_drain_callbacks(fcr_conn *c)
+/* Runs the drain callbacks of the connection's requests, each at most once per flush (a
+ * callback that fills the queue again registers itself for the next one), while the queue stays
+ * below half the cap. The list is walked again after each call, as a callback may finish
+ * requests. */
+static void call_drain_callbacks(fcr_conn *c, size_t low)
 {
-    bool again = true;
-    while (again) {
-        again = false;
-        for (fcr_req *r = c->reqs; r; r = r->next) {
-            if (r->on_drain) {
-                void (*cb)(fcr_req *) = r->on_drain;
-                r->on_drain = NULL;
-                cb(r);
-                again = true; /* the list may have changed */
-                break;
-            }
+    unsigned epoch = ++c->drain_epoch;
+    for (fcr_req *r = c->reqs; r && c->queued < low && !c->doomed;) {
+        if (r->on_drain && r->drain_epoch != epoch) {
+            void (*cb)(fcr_req *) = r->on_drain;
+            r->on_drain = NULL;
+            r->drain_epoch = epoch;
+            cb(r);
+            r = c->reqs;
+        } else {
+            r = r->next;
         }
     }
 }
@@ -268,7 +271,7 @@ void fcr__conn_flush(fcr_conn *c)
         c->paused_output = true;
     } else if (c->queued < cap / 2) {
         c->paused_output = false;
-        call_drain_callbacks(c);
+        call_drain_callbacks(c, cap / 2);
     }
     if (c->doomed) {
         fcr__conn_close(c, c->doomed);

@@ -61,8 +61,9 @@ struct fcr_req {
     uint8_t role;
     uint8_t flags;
     unsigned state;
-    int refs; /* the application/core's hold + the END_REQUEST record's */
-    int busy; /* > 0 while a core callback into the application runs */
+    int refs;             /* the application/core's hold + the END_REQUEST record's */
+    int busy;             /* > 0 while a core callback into the application runs */
+    unsigned drain_epoch; /* the connection's drain round that last called on_drain */
     int input_error;
     double begin_time;
     size_t max_body;
@@ -111,6 +112,7 @@ struct fcr_conn {
     size_t soff;    /* bytes of segs[shead] already written */
     size_t queued;  /* bytes in segs not yet written + open records of its requests */
     size_t drained; /* bytes discarded while draining */
+    unsigned drain_epoch;
     double last_activity;
     double out_progress;
     double partial_since;
