@@ -446,11 +446,10 @@ static const fcr_mw *iter_next(mw_iter *it)
  * with 500 problem+json. */
 static void set_failure(fcr_ctx *ctx, int rc, const char *what)
 {
-    char line[1024];
-    int n =
-        snprintf(line, sizeof line, "%s %.*s: %s failed: %s (%s)\n",
-                 ctx->method ? ctx->method : "-", (int)(ctx->path_len > 512 ? 512 : ctx->path_len),
-                 ctx->path, what, fcr_err_name(rc), fcr_strerror(rc));
+    char req[600], line[1024];
+    fcr__describe(ctx, req, sizeof req);
+    int n = snprintf(line, sizeof line, "%s: %s failed: %s (%s)\n", req, what, fcr_err_name(rc),
+                     fcr_strerror(rc));
     if (n > 0) {
         size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
         fcr_req_write_stderr(ctx->req, line, len);

@@ -171,6 +171,10 @@ void fcr__ctx_send(fcr_ctx *ctx);
 bool fcr__is_token(const char *s);
 bool fcr__is_header_value(const char *s);
 
+/* Copies the request's method and path into `out` as "METHOD PATH" for log lines, with control
+ * bytes and backslashes escaped as \xNN (a path cannot forge log lines) and long paths cut. */
+void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap);
+
 /* Parses a decimal size with an optional k/m/g suffix (binary multiples). Returns 0 or
  * FCR_EINVAL. */
 int fcr__parse_size(const char *s, size_t *out);

@@ -501,6 +501,34 @@ static int build_head(fcr_ctx *ctx)
     return 0;
 }
 
+static size_t escape_into(char *out, size_t n, size_t cap, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len && n + 5 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap)
+{
+    const char *m = ctx->method ? ctx->method : "-";
+    size_t mlen = strlen(m);
+    size_t n = escape_into(out, 0, cap < 64 ? cap : 64, m, mlen);
+    if (n + 1 < cap)
+        out[n++] = ' ';
+    n = escape_into(out, n, cap, ctx->path, ctx->path_len);
+    out[n] = '\0';
+}
+
 void fcr__ctx_free(fcr_ctx *ctx)
 {
     if (!ctx)
@@ -589,6 +617,11 @@ void fcr__ctx_output(fcr_ctx *ctx)
     ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
     ctx->state = ST_OUTPUT;
     ctx->sent = true;
+    if (fcr_log_level() >= FCR_LOG_DEBUG) {
+        char what[600];
+        fcr__describe(ctx, what, sizeof what);
+        fcr_log(FCR_LOG_DEBUG, "%s -> %d", what, ctx->res.status);
+    }
     if (fcr_req_aborted(ctx->req)) {
         finish(ctx);
         return;

@@ -562,6 +562,12 @@ START_TEST(handler_error_gives_500_and_stderr)
     ck_assert_msg(strstr(res.err, "GET /fail: handler failed: FCR_EIO") != NULL, "stderr: %s",
                   res.err);
     ck_assert_uint_eq(res.app_status, 0);
+    /* Control bytes of the path cannot forge lines in the error log. */
+    fcr_app_route(app, FCR_GET, "/fail2(?s:.*)", failing, NULL);
+    run(&(fcr_test_req){.params = (const char *const[]){"SCRIPT_NAME=/fail2\nFAKE\\", NULL}});
+    check_problem(500);
+    ck_assert_str_eq(res.err,
+                     "GET /fail2\\x0aFAKE\\x5c: handler failed: FCR_EIO (system call failed)\n");
 }
 END_TEST
 

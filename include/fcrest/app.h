@@ -77,7 +77,8 @@ typedef int (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *
 fcr_app *fcr_app_new(void);
 
 /* Frees the app, its routes, middleware and mounted sub-apps. The app must not be serving
- * (free its servers first). NULL is ignored. */
+ * (free its servers first) and must not be mounted in another app (the parent frees it). NULL
+ * is ignored. */
 void fcr_app_free(fcr_app *app);
 
 /* Adds a route: `methods` (fcr_method bits) and `pattern`, a PCRE2 expression matched against
@@ -94,8 +95,9 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
 /* Mounts `sub` under the literal prefix `prefix` ("/api", no trailing slash): routing path
  * "/api/x" is matched against sub's routes as "/x". Sub's middleware and body limit apply to
  * its routes only (per-prefix middleware). `app` takes ownership of `sub` even on failure,
- * except when `sub` is NULL, equal to `app` or already mounted (FCR_EINVAL, nothing changes).
- * Returns 0, FCR_EINVAL (bad prefix, or mounts nested deeper than 8), or FCR_ENOMEM. */
+ * except when `sub` is NULL, already mounted, `app` itself or an app `app` is mounted in
+ * (FCR_EINVAL, nothing changes). Returns 0, FCR_EINVAL (NULL `app`, a prefix that is empty,
+ * does not start with '/' or ends with '/', or apps nested more than 8 deep), or FCR_ENOMEM. */
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
 
 /* Adds a before- or after-middleware for every route of `app` (for a mounted app: every route
