@@ -286,6 +286,11 @@ static void check_no_violation(const fcl_conn *c)
                   c->violation);
 }
 
+/* fcl_request() that must succeed. */
+#define REQUEST(c, id, role, flags, params, in, n, r)                                              \
+    ck_assert_msg(fcl_request((c), (id), (role), (flags), (params), (in), (n), (r)) == 0,          \
+                  "request %u: %s", (unsigned)(id), strerror(errno))
+
 static void send_buf(fcl_conn *c, const fcl_buf *b)
 {
     ck_assert_msg(fcl_send_buf(c, b) == 0, "send: %s", strerror(errno));
@@ -741,8 +746,7 @@ START_TEST(keep_alive_100_requests)
         const char *params[] = {"REQUEST_METHOD", "POST", "N", n, NULL};
         fcl_response r;
         uint16_t id = (uint16_t)(i % 3 + 1);
-        ck_assert_int_eq(fcl_request(c, id, ROLE_RESPONDER, KEEP, params, body, (size_t)blen, &r),
-                         0);
+        REQUEST(c, id, ROLE_RESPONDER, KEEP, params, body, (size_t)blen, &r);
         check_json(&r, body, (size_t)blen, params);
         fcl_response_free(&r);
     }
@@ -1059,7 +1063,7 @@ START_TEST(body_8mib_json)
     fcl_conn *c = conn();
     const char *params[] = {"REQUEST_METHOD", "POST", "CONTENT_LENGTH", "8388608", NULL};
     fcl_response r;
-    ck_assert_int_eq(fcl_request(c, 1, ROLE_RESPONDER, KEEP, params, in, n, &r), 0);
+    REQUEST(c, 1, ROLE_RESPONDER, KEEP, params, in, n, &r);
     check_json(&r, in, n, params);
     fcl_response_free(&r);
     check_no_violation(c);
@@ -1075,7 +1079,7 @@ START_TEST(body_8mib_raw)
     fcl_conn *c = conn();
     const char *params[] = {"REQUEST_METHOD", "POST", "QUERY_STRING", "raw=1", NULL};
     fcl_response r;
-    ck_assert_int_eq(fcl_request(c, 1, ROLE_RESPONDER, KEEP, params, in, n, &r), 0);
+    REQUEST(c, 1, ROLE_RESPONDER, KEEP, params, in, n, &r);
     check_raw(&r, in, n);
     ck_assert_uint_ge(r.out_records, (n + 65534) / 65535);
     ck_assert_uint_eq(r.out_empty, 1);
@@ -1532,10 +1536,10 @@ START_TEST(empty_and_missing_content_length)
     const size_t sizes[] = {0, 1, 70000};
     for (size_t i = 0; i < 3; i++) {
         fcl_response r;
-        ck_assert_int_eq(fcl_request(c, 1, ROLE_RESPONDER, KEEP, with_empty, in, sizes[i], &r), 0);
+        REQUEST(c, 1, ROLE_RESPONDER, KEEP, with_empty, in, sizes[i], &r);
         check_json(&r, in, sizes[i], with_empty);
         fcl_response_free(&r);
-        ck_assert_int_eq(fcl_request(c, 2, ROLE_RESPONDER, KEEP, without, in, sizes[i], &r), 0);
+        REQUEST(c, 2, ROLE_RESPONDER, KEEP, without, in, sizes[i], &r);
         check_json(&r, in, sizes[i], without);
         fcl_response_free(&r);
     }
@@ -1552,7 +1556,7 @@ static void raw_framing(fcl_conn *c, size_t n, unsigned min_records)
     uint8_t *in = random_bytes(n, n);
     const char *params[] = {"QUERY_STRING", "x=y&raw=1", NULL};
     fcl_response r;
-    ck_assert_int_eq(fcl_request(c, 1, ROLE_RESPONDER, KEEP, params, in, n, &r), 0);
+    REQUEST(c, 1, ROLE_RESPONDER, KEEP, params, in, n, &r);
     check_raw(&r, in, n);
     ck_assert_uint_eq(r.out_empty, 1);
     ck_assert_uint_eq(r.end_records, 1);
@@ -1683,7 +1687,7 @@ START_TEST(body_over_limit_gets_413)
     uint8_t *in = random_bytes(SMALL_MAX_BODY, 18);
     const char *params[] = {"REQUEST_METHOD", "POST", NULL};
     fcl_response r;
-    ck_assert_int_eq(fcl_request(c, 1, ROLE_RESPONDER, KEEP, params, in, SMALL_MAX_BODY, &r), 0);
+    REQUEST(c, 1, ROLE_RESPONDER, KEEP, params, in, SMALL_MAX_BODY, &r);
     check_json(&r, in, SMALL_MAX_BODY, params);
     fcl_response_free(&r);
     free(in);
@@ -1762,7 +1766,7 @@ static bool survive(fcl_conn **pc, uint16_t bad_id, uint16_t ok_id, const char *
         fcl_close(c);
         *pc = c = conn();
         fcl_response r;
-        ck_assert_int_eq(fcl_request(c, ok_id, ROLE_RESPONDER, KEEP, params, "ok", 2, &r), 0);
+        REQUEST(c, ok_id, ROLE_RESPONDER, KEEP, params, "ok", 2, &r);
         check_json(&r, "ok", 2, params);
         fcl_response_free(&r);
         check_no_violation(c);
