@@ -381,6 +381,7 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
     ctx->magic = FCR_CTX_MAGIC;
     ctx->app = app;
     ctx->req = req;
+    ctx->loop = fcr_server_loop(fcr_req_server(req));
     fcr__res_init(&ctx->res, ctx);
     ctx->method = fcr_req_param(req, "REQUEST_METHOD");
     ctx->no_body = ctx->method && strcmp(ctx->method, "HEAD") == 0;

@@ -127,6 +127,7 @@ struct fcr_ctx {
     int state;
     fcr_app *app; /* the serving app */
     fcr_req *req;
+    struct ev_loop *loop; /* kept: the server may be freed before an async answer */
     fcr_route *route;
     fcr_match match;
     const char *method;

@@ -111,6 +111,9 @@ fcr_app *fcr_req_app(const fcr_req *req)
 
 struct ev_loop *fcr_req_loop(const fcr_req *req)
 {
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (ctx)
+        return ctx->loop;
     return req ? fcr_server_loop(fcr_req_server(req)) : NULL;
 }
 

@@ -544,7 +544,7 @@ void fcr__ctx_free(fcr_ctx *ctx)
 static void finish(fcr_ctx *ctx)
 {
     fcr_req *req = ctx->req;
-    ev_timer_stop(fcr_req_loop(req), &ctx->resume);
+    ev_timer_stop(ctx->loop, &ctx->resume);
     fcr_req_on_drain(req, NULL);
     fcr_req_on_abort(req, NULL);
     fcr_req_set_userdata(req, NULL);
@@ -567,7 +567,7 @@ static void on_drain(fcr_req *req)
 {
     fcr_ctx *ctx = fcr__ctx(req);
     if (ctx)
-        ev_timer_start(fcr_req_loop(req), &ctx->resume);
+        ev_timer_start(ctx->loop, &ctx->resume);
 }
 
 static void on_abort(fcr_req *req)

@@ -241,9 +241,10 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     rc = 0;
     for (size_t i = 0; i < c.nlisten && rc == 0; i++) {
         rc = fcr_server_listen(srv, c.listen[i]);
-        if (rc < 0)
-            fprintf(stderr, "%s: cannot listen on %s: %s (%s)\n", prog, c.listen[i],
-                    fcr_strerror(rc), strerror(errno));
+        if (rc == FCR_EIO)
+            fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, c.listen[i], strerror(errno));
+        else if (rc < 0)
+            fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, c.listen[i], fcr_strerror(rc));
         else
             fcr_log(FCR_LOG_INFO, "listening on %s", c.listen[i]);
     }

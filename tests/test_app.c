@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fcrest.h>
@@ -1350,6 +1351,44 @@ START_TEST(client_gone_during_async_and_output)
 }
 END_TEST
 
+static bool handler_ran;
+
+static int slow_and_flag(fcr_req *req, fcr_res *r, void *data)
+{
+    handler_ran = true;
+    ev_break(fcr_req_loop(req), EVBREAK_ALL);
+    return slow_handler(req, r, data);
+}
+
+START_TEST(async_answer_after_server_freed)
+{
+    fcr_app_route(app, FCR_GET, "/slow", slow_and_flag, NULL);
+    struct ev_loop *loop = ev_loop_new(0);
+    fcr_server *srv = fcr_app_server_new(app, loop, NULL, NULL);
+    ck_assert_ptr_nonnull(srv);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ck_assert_int_eq(fcr_server_adopt(srv, sv[0]), 0);
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_request(&b, 1, FCR_RESPONDER, 0,
+                    (const char *const[]){"REQUEST_METHOD", "GET", "SCRIPT_NAME", "/slow", NULL},
+                    NULL, 0, NULL, 0);
+    ck_assert_int_eq(write(sv[1], b.data, b.len), (ssize_t)b.len);
+    fcl_buf_free(&b);
+    while (!handler_ran)
+        ev_run(loop, EVRUN_ONCE);
+    /* The server goes away with the answer pending; the late send is told and cleans up. */
+    fcr_server_free(srv);
+    send_rc = 1;
+    while (send_rc == 1)
+        ev_run(loop, EVRUN_ONCE);
+    ck_assert_int_eq(send_rc, FCR_ECLOSED);
+    close(sv[1]);
+    ev_loop_destroy(loop);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("app");
@@ -1410,6 +1449,7 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, large_answer_waits_for_drain);
     tcase_add_test(tc, client_gone_during_async_and_output);
+    tcase_add_test(tc, async_answer_after_server_freed);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
