@@ -160,7 +160,7 @@ def wait_unix(path, proc=None, timeout=20.0):
 def wait_file(path, timeout=20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if os.path.exists(path) and os.path.getsize(path) > 0:
+        if os.path.exists(path):
             return
         time.sleep(0.05)
     raise RuntimeError(f"{path} did not appear after {timeout}s")
@@ -258,7 +258,7 @@ class LogWatch:
 
 # ---- connections, seen from the kernel -----------------------------------------------------
 
-def tcp_peers(port):
+def tcp_peers(port, established_only=False):
     """The set of client-side ports of every TCP connection to 127.0.0.1:port that the kernel
     still knows (established, closing, or in TIME-WAIT for 60 s after it closed). New entries
     between two calls are the connections the application accepted in between."""
@@ -267,7 +267,7 @@ def tcp_peers(port):
     peers = set()
     for line in out.splitlines():
         f = line.split()
-        if len(f) < 5 or f[0] == "LISTEN":
+        if len(f) < 5 or f[0] == "LISTEN" or (established_only and f[0] != "ESTAB"):
             continue
         local, peer = f[3], f[4]
         lport = int(local.rsplit(":", 1)[1])
