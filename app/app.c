@@ -121,6 +121,14 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
     return r;
 }
 
+/* Tells `app` and the apps it is mounted in that requests must be routed to find their body
+ * limit. */
+static void mark_limits(fcr_app *app)
+{
+    for (fcr_app *a = app; a; a = a->parent)
+        a->limits_below = true;
+}
+
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
 {
     if (!sub || sub == app || sub->parent)
@@ -149,6 +157,8 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
         return rc;
     }
     app->mounts[app->nmounts++] = sub;
+    if (sub->limits_below || sub->max_body)
+        mark_limits(app);
     for (fcr_app *a = app, *c = sub; a; c = a, a = a->parent) {
         if (a->depth < c->depth + 1)
             a->depth = c->depth + 1;
@@ -222,6 +232,7 @@ int fcr_route_max_body(fcr_route *route, size_t max)
     if (!route || max == 0)
         return FCR_EINVAL;
     route->max_body = max;
+    mark_limits(route->app);
     return 0;
 }
 
@@ -260,6 +271,8 @@ int fcr_app_set_max_body(fcr_app *app, size_t max)
     if (!app || max == 0)
         return FCR_EINVAL;
     app->max_body = max;
+    if (app->parent)
+        mark_limits(app->parent);
     return 0;
 }
 
@@ -669,7 +682,7 @@ static void on_params(fcr_req *req, void *data)
     if (role == FCR_AUTHORIZER)
         return;
     fcr_route *route = NULL;
-    if (role == FCR_RESPONDER) {
+    if (role == FCR_RESPONDER && app->limits_below) {
         char *full = NULL;
         const char *path;
         size_t plen, base_len;

@@ -62,8 +62,9 @@ struct fcr_app {
     fcr_route *routes, *routes_tail;
     fcr_app **mounts;
     size_t nmounts;
-    size_t max_body; /* 0: inherited */
-    char *prefix;    /* stripped from the routing path, or NULL */
+    size_t max_body;   /* 0: inherited */
+    bool limits_below; /* a route or mounted app below sets its own body limit */
+    char *prefix;      /* stripped from the routing path, or NULL */
     size_t prefix_len;
     bool route_on_uri;
     fcr_authorizer authz;
