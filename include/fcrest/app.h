@@ -97,7 +97,8 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
  * its routes only (per-prefix middleware). `app` takes ownership of `sub` even on failure,
  * except when `sub` is NULL, already mounted, `app` itself or an app `app` is mounted in
  * (FCR_EINVAL, nothing changes). Returns 0, FCR_EINVAL (NULL `app`, a prefix that is empty,
- * does not start with '/' or ends with '/', or apps nested more than 8 deep), or FCR_ENOMEM. */
+ * does not start with '/' or ends with '/' other than "/", or apps nested more than 8 deep), or
+ * FCR_ENOMEM. */
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
 
 /* Adds a before- or after-middleware for every route of `app` (for a mounted app: every route
