@@ -249,10 +249,18 @@ class Suite:
             t.check(f"{name}: DELETE through the authorizer", r.status == 204, r)
         r = c.request("GET", "/whoami")
         t.check(f"{name}: reads need no token", r.status == 200 and r.json() == {"user": None}, r)
-        return c, lw
+        return c, lw, rport
 
     def lighttpd_phase(self):
-        c, lw = self.authz_split("lighttpd")
+        c, lw, rport = self.authz_split("lighttpd")
+        # The control for the keep-alive checks: lighttpd never sets FCGI_KEEP_CONN, so the
+        # same count shows one connection per request there.
+        before = tcp_peers(rport)
+        statuses = [c.request("GET", "/health").status for _ in range(50)]
+        time.sleep(0.2)
+        new = tcp_peers(rport) - before
+        self.t.check(f"lighttpd (no FCGI_KEEP_CONN): 50 requests took {len(new)} new connections",
+                     all(s == 200 for s in statuses) and len(new) >= 50, f"{len(new)}, {statuses[:3]}")
         checks.contract(self.t, c, "lighttpd", authz="lighttpd")
         checks.unicode_paths(self.t, c, "lighttpd", slash_decoded=True)
         self._bodies(c, "lighttpd", BIG_LIMIT, lw)
@@ -277,6 +285,11 @@ class Suite:
         time.sleep(0.2)
         logged = self.app_log_reader(app.log)(off)
         t.check("FCGI_WEB_SERVER_ADDRS: the refusal is logged", "127.0.0.2" in logged, logged)
+        # Set, it refuses every peer that is not TCP: never set it for a unix socket.
+        sock = os.path.join(self.tmp, "allow-list.sock")
+        self.app("notes-allow-list-unix", f"unix:{sock}", env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"})
+        t.check("FCGI_WEB_SERVER_ADDRS: unix socket peers are refused when it is set",
+                fcgi_get(sock, MOUNT + "/health") is None, "answered")
 
     def balancer(self):
         t = self.t
