@@ -436,6 +436,7 @@ int main(int argc, char **argv)
         case 'b':
             if (!parse_size(optarg, &max_body)) {
                 fprintf(stderr, "%s: bad --max-body: %s\n", argv[0], optarg);
+                free(listen);
                 return 2;
             }
             break;
@@ -444,6 +445,7 @@ int main(int argc, char **argv)
             grace = strtod(optarg, &end);
             if (end == optarg || *end || !(grace >= 0)) {
                 fprintf(stderr, "%s: bad --grace: %s\n", argv[0], optarg);
+                free(listen);
                 return 2;
             }
             break;
@@ -452,6 +454,7 @@ int main(int argc, char **argv)
             int level;
             if (fcr_log_level_parse(optarg, &level) != 0) {
                 fprintf(stderr, "%s: bad --log-level: %s\n", argv[0], optarg);
+                free(listen);
                 return 2;
             }
             fcr_log_set_level(level);
