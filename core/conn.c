@@ -8,9 +8,12 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MAX_IOV           64
-#define DRAIN_MAX_BYTES   65536
-#define DRAIN_MAX_SECONDS 2.0
+#define MAX_IOV 64
+/* After a KEEP_CONN=0 response the peer may still be sending a body the application refused
+ * (413): read and discard up to the body limit (at least 64 KiB) for up to 5 s, so that its
+ * writes do not fail and it sees the response instead of a reset. */
+#define DRAIN_MIN_BYTES   65536
+#define DRAIN_MAX_SECONDS 5.0
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -510,7 +513,9 @@ static void drain_read(fcr_conn *c)
     ssize_t n = recv(c->fd, srv->rbuf, srv->rbuf_cap, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
-    if (n <= 0 || (c->drained += (size_t)n) > DRAIN_MAX_BYTES)
+    size_t max =
+        srv->cfg.limits.max_body > DRAIN_MIN_BYTES ? srv->cfg.limits.max_body : DRAIN_MIN_BYTES;
+    if (n <= 0 || (c->drained += (size_t)n) > max)
         fcr__conn_close(c, NULL);
 }
 

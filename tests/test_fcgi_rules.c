@@ -933,6 +933,30 @@ START_TEST(body_without_content_length_and_shorter_than_declared)
 }
 END_TEST
 
+START_TEST(refused_body_is_drained_so_the_sender_sees_the_answer)
+{
+    start();
+    fcl_conn *c = conn();
+    const char *const params[] = {"ACTION", "small", NULL};
+    size_t n = 2 * 1024 * 1024;
+    char *body = calloc(1, n);
+    fcl_response r;
+    /* KEEP_CONN=0: the answer comes early and the connection closes, but only after the rest
+     * of the body was read, so sending it all succeeds. */
+    ck_assert_int_eq(fcl_request(c, 1, FCR_RESPONDER, 0, params, body, n, &r), 0);
+    char *s = stdout_str(&r);
+    char want[64];
+    snprintf(want, sizeof want, "error=%d", FCR_ETOOBIG);
+    ck_assert_msg(strstr(s, want), "got %s", s);
+    free(s);
+    ck_assert_int_eq(fcl_wait_eof(c, 5), 0);
+    fcl_response_free(&r);
+    free(body);
+    fcl_close(c);
+    stop();
+}
+END_TEST
+
 START_TEST(on_params_may_answer_before_the_body)
 {
     start();
@@ -1230,6 +1254,7 @@ static Suite *suite(void)
         T(params_over_their_limits_get_431_and_the_connection_survives),
         T(body_over_the_limit_is_reported_to_the_application_early),
         T(body_without_content_length_and_shorter_than_declared),
+        T(refused_body_is_drained_so_the_sender_sees_the_answer),
         T(on_params_may_answer_before_the_body),
         T(authorizer_is_served_after_params_without_stdin),
         T(filter_gets_data_after_stdin),

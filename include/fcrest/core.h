@@ -221,7 +221,8 @@ void *fcr_req_userdata(const fcr_req *req);
 
 /* Registers `cb` to run once if the request is aborted (FCGI_ABORT_REQUEST, connection closed,
  * input timeout, server freed) while the application owns it. After an abort, writes fail with
- * FCR_ECLOSED and the application must still call fcr_req_finish(). */
+ * FCR_ECLOSED and the application must still call fcr_req_finish(), which it may do from
+ * inside `cb`. */
 void fcr_req_on_abort(fcr_req *req, void (*cb)(fcr_req *req));
 
 /* True once the request was aborted. */
