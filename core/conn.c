@@ -606,8 +606,19 @@ void fcr__conn_close(fcr_conn *c, const char *why)
     /* Output first: queued segments may point into requests' memory. */
     release_all(c);
     c->queued = 0;
-    while (c->reqs)
-        fcr__req_abort(c->reqs, false);
+    while (c->reqs) {
+        fcr_req *r = c->reqs;
+        if (r->content_length >= 0)
+            fcr_log(FCR_LOG_INFO,
+                    "request %u aborted: connection closed (%s) with %zu of %lld body bytes "
+                    "received",
+                    r->id, why ? why : "by the web server", r->body[0].len, r->content_length);
+        else
+            fcr_log(FCR_LOG_INFO,
+                    "request %u aborted: connection closed (%s) with %zu body bytes received",
+                    r->id, why ? why : "by the web server", r->body[0].len);
+        fcr__req_abort(r, false);
+    }
     for (fcr_conn **pp = &srv->flush_list; *pp; pp = &(*pp)->wnext) {
         if (*pp == c) {
             *pp = c->wnext;

@@ -274,6 +274,8 @@ int fcr_server_run(fcr_server *srv, double grace)
     ev_signal_start(loop, &srv->sigterm);
     ev_signal_start(loop, &srv->sigint);
     ev_run(loop, 0);
+    fcr_log(FCR_LOG_INFO, "served %llu requests on %llu connections",
+            (unsigned long long)srv->stats.requests, (unsigned long long)srv->stats.accepted);
     ev_signal_stop(loop, &srv->sigterm);
     ev_signal_stop(loop, &srv->sigint);
     ev_timer_stop(loop, &srv->grace);
