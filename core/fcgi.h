@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FCGI_VERSION_1     1
-#define FCGI_HEADER_LEN    8
-#define FCGI_MAX_CONTENT   65535u
+#define FCGI_VERSION_1       1
+#define FCGI_HEADER_LEN      8
+#define FCGI_MAX_CONTENT     65535u
 #define FCGI_NULL_REQUEST_ID 0
 
 enum fcgi_type {
@@ -108,14 +108,22 @@ typedef struct fcr_values {
  * names omitted, padding) to `out`, which has `cap` bytes (128 always suffice). Returns the
  * record's size, or 0 if `cap` is too small. A malformed query answers the names decoded before
  * the malformation. */
-size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr_values *v,
-                              uint8_t *out, size_t cap);
+size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr_values *v, uint8_t *out,
+                              size_t cap);
 
 /* ---- Incremental parser --------------------------------------------------------------- */
 
 /* Callbacks return 0 to continue, FCR_EAGAIN to make fcr__parser_feed() return after this
  * event (back-pressure; the rest stays unconsumed), or another negative fcr_err to stop with
- * that error. */
+ * that error.
+ *
+ * When events fire: begin, abort, management, ignored and the empty end-of-stream record are
+ * delivered after the record's last byte, padding included (a pause there leaves the parser
+ * between records); stream data is delivered as it arrives (a pause may leave padding to
+ * read). A BEGIN_REQUEST whose content is not 8 bytes is FCR_EPROTO whatever its id. Every
+ * id-0 record not routed to `ignored` goes to `management`, whatever its type (STDOUT,
+ * END_REQUEST, 0, >= 12 included): the connection answers all but GET_VALUES with
+ * UNKNOWN_TYPE. Empty content is passed as a non-NULL pointer with length 0. */
 typedef struct fcr_parser_events {
     /* BEGIN_REQUEST with id != 0 and exactly 8 content bytes. */
     int (*begin)(void *ctx, uint16_t id, uint16_t role, uint8_t flags);
@@ -136,14 +144,14 @@ typedef struct fcr_parser_events {
 } fcr_parser_events;
 
 typedef struct fcr_parser {
-    int state;             /* internal */
-    fcgi_header h;         /* header of the record being parsed */
-    uint8_t hbuf[8];       /* partial header or BEGIN_REQUEST content */
-    size_t have;           /* bytes in hbuf, or content bytes seen */
-    size_t left;           /* content or padding bytes left in the current record */
-    uint8_t *mbuf;         /* management record content, grown as bytes arrive */
-    size_t mlen;           /* bytes in mbuf */
-    int error;             /* sticky error once the stream is broken */
+    int state;       /* internal */
+    fcgi_header h;   /* header of the record being parsed */
+    uint8_t hbuf[8]; /* partial header or BEGIN_REQUEST content */
+    size_t have;     /* bytes in hbuf, or content bytes seen */
+    size_t left;     /* content or padding bytes left in the current record */
+    uint8_t *mbuf;   /* management record content, grown as bytes arrive */
+    size_t mlen;     /* bytes in mbuf */
+    int error;       /* sticky error once the stream is broken */
 } fcr_parser;
 
 /* Initialises `p` (no allocation). */
@@ -160,7 +168,8 @@ void fcr__parser_reset(fcr_parser *p);
 long fcr__parser_feed(fcr_parser *p, const fcr_parser_events *ev, void *ctx, const uint8_t *buf,
                       size_t len);
 
-/* True when the parser is between records (no partial header, content or padding). */
+/* True when the parser is between records (no partial header, content or padding); false
+ * after an error. fcr__parser_reset() starts it over and clears the error. */
 bool fcr__parser_idle(const fcr_parser *p);
 
 #endif
