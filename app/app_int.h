@@ -185,4 +185,23 @@ int fcr__parse_size(const char *s, size_t *out);
  * FCR_ETOOBIG when it exceeds `max`. */
 int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out);
 
+/* ---- Parsers (request.c), reachable by the fuzz targets ------------------------------ */
+
+/* Parses application/x-www-form-urlencoded text ("a=1&b=2": percent-decoding, '+' as space)
+ * of `len` bytes at `s` into `l`, all memory from `a`. Empty pairs and pairs with a malformed
+ * %-escape are skipped; a name without '=' gets the value "". Names and values are
+ * NUL-terminated (a decoded %00 cuts them short for strcmp lookups). Sets l->parsed. Returns 0
+ * or FCR_ENOMEM (then `l` holds the pairs parsed so far). */
+int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l);
+
+/* Parses a Cookie header value ("a=1; b=\"x y\"") of `len` bytes at `s` (NULL: none) into
+ * `l`: blanks around names and values trimmed, one pair of surrounding double quotes removed,
+ * pieces without '=' or with an empty name skipped. Sets l->parsed. Returns 0 or FCR_ENOMEM. */
+int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l);
+
+/* Parses `len` bytes of JSON text (any value). Returns a new reference, or NULL with a
+ * NUL-terminated message in `detail` (`cap` > 0 bytes): "invalid JSON at line L, column C:
+ * MESSAGE", or "out of memory" with `*oom` set. */
+json_t *fcr__json_parse(const char *text, size_t len, bool *oom, char *detail, size_t cap);
+
 #endif

@@ -128,9 +128,7 @@ static const char *kv_find(const fcr_kv_list *l, const char *name, size_t nth)
     return NULL;
 }
 
-/* Parses "a=1&b=2" (percent-decoding, '+' as space) into `l`. Pairs with a malformed escape
- * are skipped. */
-static int parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
+int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
 {
     size_t count = 1;
     for (size_t i = 0; i < len; i++)
@@ -182,7 +180,7 @@ const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i)
                 len = ulen - (size_t)(qs - uri);
             }
         }
-        if (parse_urlencoded(&ctx->arena, qs ? qs : "", qs ? len : 0, &ctx->query) < 0)
+        if (fcr__parse_urlencoded(&ctx->arena, qs ? qs : "", qs ? len : 0, &ctx->query) < 0)
             return NULL;
     }
     return kv_find(&ctx->query, name, i);
@@ -201,7 +199,7 @@ const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i)
     if (!ctx->form.parsed) {
         size_t len;
         const char *body = fcr_req_body(req, FCR_STDIN, &len);
-        if (parse_urlencoded(&ctx->arena, body, len, &ctx->form) < 0)
+        if (fcr__parse_urlencoded(&ctx->arena, body, len, &ctx->form) < 0)
             return NULL;
     }
     return kv_find(&ctx->form, name, i);
@@ -245,19 +243,17 @@ static bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-static int parse_cookies(fcr_ctx *ctx)
+int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
 {
-    fcr_kv_list *l = &ctx->cookies;
-    size_t len = 0;
-    const char *s = fcr_req_paramn(ctx->req, "HTTP_COOKIE", 11, &len);
     if (!s)
         s = "", len = 0;
     size_t count = 1;
     for (size_t i = 0; i < len; i++)
         count += s[i] == ';';
-    l->v = fcr__arena_alloc(&ctx->arena, count * sizeof *l->v);
+    l->v = fcr__arena_alloc(a, count * sizeof *l->v);
     if (!l->v)
         return FCR_ENOMEM;
+    l->cap = count;
     l->n = 0;
     size_t i = 0;
     while (i < len) {
@@ -281,8 +277,8 @@ static int parse_cookies(fcr_ctx *ctx)
             v++, vlen--;
         if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
             v++, vlen -= 2;
-        const char *n = fcr__arena_strndup(&ctx->arena, seg, nlen);
-        const char *val = fcr__arena_strndup(&ctx->arena, v, vlen);
+        const char *n = fcr__arena_strndup(a, seg, nlen);
+        const char *val = fcr__arena_strndup(a, v, vlen);
         if (!n || !val)
             return FCR_ENOMEM;
         l->v[l->n++] = (fcr_kv){n, val};
@@ -296,8 +292,12 @@ const char *fcr_req_cookie(fcr_req *req, const char *name)
     fcr_ctx *ctx = fcr__ctx(req);
     if (!ctx || !name)
         return NULL;
-    if (!ctx->cookies.parsed && parse_cookies(ctx) < 0)
-        return NULL;
+    if (!ctx->cookies.parsed) {
+        size_t len = 0;
+        const char *s = fcr_req_paramn(req, "HTTP_COOKIE", 11, &len);
+        if (fcr__parse_cookies(&ctx->arena, s, len, &ctx->cookies) < 0)
+            return NULL;
+    }
     return kv_find(&ctx->cookies, name, 0);
 }
 
@@ -319,6 +319,22 @@ bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
 
 /* ---- JSON ----------------------------------------------------------------------------- */
 
+json_t *fcr__json_parse(const char *text, size_t len, bool *oom, char *detail, size_t cap)
+{
+    json_error_t err;
+    *oom = false;
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &err);
+    if (j)
+        return j;
+    if (json_error_code(&err) == json_error_out_of_memory) {
+        *oom = true;
+        snprintf(detail, cap, "out of memory");
+        return NULL;
+    }
+    snprintf(detail, cap, "invalid JSON at line %d, column %d: %s", err.line, err.column, err.text);
+    return NULL;
+}
+
 json_t *fcr_req_json(fcr_req *req, fcr_res *res)
 {
     fcr_ctx *ctx = fcr__ctx(req);
@@ -327,19 +343,13 @@ json_t *fcr_req_json(fcr_req *req, fcr_res *res)
     if (!ctx->json_done) {
         size_t len;
         const char *body = fcr_req_body(req, FCR_STDIN, &len);
-        json_error_t err;
-        ctx->json = json_loadb(body, len, JSON_DECODE_ANY, &err);
+        char detail[256];
+        bool oom;
+        ctx->json = fcr__json_parse(body, len, &oom, detail, sizeof detail);
         if (!ctx->json) {
-            if (json_error_code(&err) == json_error_out_of_memory) {
-                if (res)
-                    fcr__res_set_status_problem(res, 500, "out of memory");
-                return NULL;
-            }
-            char detail[256];
-            snprintf(detail, sizeof detail, "invalid JSON at line %d, column %d: %s", err.line,
-                     err.column, err.text);
-            ctx->json_error = strdup(detail);
-            if (!ctx->json_error) {
+            if (!oom)
+                ctx->json_error = strdup(detail);
+            if (oom || !ctx->json_error) {
                 if (res)
                     fcr__res_set_status_problem(res, 500, "out of memory");
                 return NULL;
