@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Registration order of middleware across all apps and routes of the process. */
 static unsigned long next_seq = 1;
@@ -303,6 +305,19 @@ void fcr_app_route_on_request_uri(fcr_app *app, bool on)
         app->route_on_uri = on;
 }
 
+void fcr_app_access_log(fcr_app *app, bool on)
+{
+    if (app)
+        app->access_log = on;
+}
+
+double fcr__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 /* The body limit for `route` (NULL: the serving app's). */
 static size_t body_limit(const fcr_app *app, const fcr_route *route)
 {
@@ -392,6 +407,7 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
     if (!ctx)
         return NULL;
     ctx->magic = FCR_CTX_MAGIC;
+    ctx->start = fcr__now();
     ctx->app = app;
     ctx->req = req;
     ctx->loop = fcr_server_loop(fcr_req_server(req));

@@ -67,6 +67,7 @@ struct fcr_app {
     char *prefix;      /* stripped from the routing path, or NULL */
     size_t prefix_len;
     bool route_on_uri;
+    bool access_log;
     fcr_authorizer authz;
     void *authz_data;
     fcr_handler filter;
@@ -146,6 +147,8 @@ struct fcr_ctx {
     json_t *json;
     bool json_done;
     char *json_error; /* problem detail of the failed parse */
+    double start;          /* monotonic seconds when the app got the request */
+    const char *request_id; /* fcr_req_request_id, made on first use */
     /* output */
     ev_timer resume; /* continues the output after a drain callback */
     char *head;
@@ -163,6 +166,9 @@ void fcr__res_release(fcr_res *res);
 int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
 /* Serializes and writes the response, then finishes the request and frees the context. */
 void fcr__ctx_output(fcr_ctx *ctx);
+/* Monotonic clock in seconds. */
+double fcr__now(void);
+
 /* Frees the context (not the request). */
 void fcr__ctx_free(fcr_ctx *ctx);
 

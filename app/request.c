@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* ---- Numbers -------------------------------------------------------------------------- */
 
@@ -439,6 +441,70 @@ int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
     /* Lookups take the last entry of a name. */
     l->v[l->n++] = (fcr_kv){n, v};
     return 0;
+}
+
+/* ---- Request ids and per-request log messages ---------------------------------------- */
+
+static bool usable_id(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return false;
+    for (; *s; s++) {
+        if (*s <= ' ' || *s > '~' || *s == '"' || *s == '\\')
+            return false;
+    }
+    return true;
+}
+
+const char *fcr_req_request_id(fcr_req *req)
+{
+    static unsigned long long counter;
+    fcr_ctx *ctx = fcr__ctx(req);
+    if (!ctx)
+        return NULL;
+    if (!ctx->request_id) {
+        const char *id = fcr_req_param(req, "UNIQUE_ID");
+        if (!usable_id(id))
+            id = fcr_req_param(req, "HTTP_X_REQUEST_ID");
+        if (usable_id(id)) {
+            ctx->request_id = id;
+        } else {
+            char made[48];
+            snprintf(made, sizeof made, "%ld-%llu", (long)getpid(), ++counter);
+            ctx->request_id = fcr__arena_strndup(&ctx->arena, made, strlen(made));
+        }
+    }
+    return ctx->request_id;
+}
+
+int fcr_req_log(fcr_req *req, const char *fmt, ...)
+{
+    if (!req || !fmt)
+        return FCR_EINVAL;
+    char small[512];
+    char *msg = small;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return FCR_EINVAL;
+    if ((size_t)n >= sizeof small - 1) {
+        msg = malloc((size_t)n + 2);
+        if (!msg)
+            return FCR_ENOMEM;
+        va_start(ap, fmt);
+        vsnprintf(msg, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    size_t len = (size_t)n;
+    if (len == 0 || msg[len - 1] != '\n')
+        msg[len++] = '\n';
+    int rc = fcr_req_write_stderr(req, msg, len);
+    if (msg != small)
+        free(msg);
+    return rc < 0 ? rc : (int)len;
 }
 
 /* ---- FILTER data ---------------------------------------------------------------------- */

@@ -501,12 +501,14 @@ static int build_head(fcr_ctx *ctx)
     return 0;
 }
 
-static size_t escape_into(char *out, size_t n, size_t cap, const char *s, size_t len)
+/* Appends `len` bytes of `s` to `out` (holding `n` of `cap` bytes, room kept for a NUL) with
+ * control bytes and backslashes (and, with `words`, spaces and double quotes) as \xNN. */
+static size_t escape_into(char *out, size_t n, size_t cap, const char *s, size_t len, bool words)
 {
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < len && n + 5 < cap; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '\\') {
+        if (c < 0x20 || c == 0x7f || c == '\\' || (words && (c == ' ' || c == '"'))) {
             out[n++] = '\\';
             out[n++] = 'x';
             out[n++] = hex[c >> 4];
@@ -522,10 +524,10 @@ void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap)
 {
     const char *m = ctx->method ? ctx->method : "-";
     size_t mlen = strlen(m);
-    size_t n = escape_into(out, 0, cap < 64 ? cap : 64, m, mlen);
+    size_t n = escape_into(out, 0, cap < 64 ? cap : 64, m, mlen, false);
     if (n + 1 < cap)
         out[n++] = ' ';
-    n = escape_into(out, n, cap, ctx->path, ctx->path_len);
+    n = escape_into(out, n, cap, ctx->path, ctx->path_len, false);
     out[n] = '\0';
 }
 
@@ -541,9 +543,28 @@ void fcr__ctx_free(fcr_ctx *ctx)
     free(ctx);
 }
 
+/* The access log line of a request (see fcr_app_access_log). */
+static void access_log(fcr_ctx *ctx)
+{
+    char what[600];
+    size_t n = 0;
+    const char *m = ctx->method ? ctx->method : "-";
+    n = escape_into(what, n, 64, m, strlen(m), true);
+    memcpy(what + n, " path=", 6);
+    n += 6;
+    n = escape_into(what, n, sizeof what, ctx->path, ctx->path_len, true);
+    what[n] = '\0';
+    double ms = (fcr__now() - ctx->start) * 1000.0;
+    fcr_log(FCR_LOG_INFO, "access method=%s status=%d bytes=%zu ms=%.3f id=%s%s", what,
+            ctx->res.status, ctx->body_off, ms, fcr_req_request_id(ctx->req),
+            fcr_req_aborted(ctx->req) ? " aborted" : "");
+}
+
 static void finish(fcr_ctx *ctx)
 {
     fcr_req *req = ctx->req;
+    if (ctx->app->access_log && fcr_log_level() >= FCR_LOG_INFO)
+        access_log(ctx);
     ev_timer_stop(ctx->loop, &ctx->resume);
     fcr_req_on_drain(req, NULL);
     fcr_req_on_abort(req, NULL);

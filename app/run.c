@@ -22,7 +22,9 @@ typedef struct run_cfg {
     bool log_level_set;
     const char *prefix;
     bool route_on_uri;
+    bool access_log;
     double grace;
+    double idle_timeout, input_timeout, output_timeout; /* 0: the core's default */
 } run_cfg;
 
 static void usage(FILE *f, const char *prog)
@@ -39,12 +41,22 @@ static void usage(FILE *f, const char *prog)
             "  --log-level LEVEL       error, warn, info (default) or debug\n"
             "  --prefix PATH           prefix stripped from the routing path\n"
             "  --route-on-request-uri  route on REQUEST_URI instead of SCRIPT_NAME + PATH_INFO\n"
-            "  --grace SECONDS         time in-flight requests get at shutdown (default 10)\n"
+            "  --access-log            log one info line per request (method, path, status,\n"
+            "                          body bytes, duration, request id)\n"
+            "  --shutdown-timeout SECONDS  time in-flight requests get after SIGTERM or a\n"
+            "                          restart (default 10; --grace is the same)\n"
+            "  --idle-timeout SECONDS  close a connection idle this long (default 60)\n"
+            "  --input-timeout SECONDS a request's input must be complete this long after it\n"
+            "                          began (default 30)\n"
+            "  --output-timeout SECONDS  close a connection whose output makes no progress\n"
+            "                          this long (default 30)\n"
             "  --help                  this text\n"
             "\n"
             "Environment: FCREST_LISTEN (comma-separated), FCREST_WORKERS, FCREST_SOCKET_MODE,\n"
             "FCREST_MAX_BODY, FCREST_LOG_LEVEL, FCREST_PREFIX, FCREST_ROUTE_ON_REQUEST_URI=1,\n"
-            "FCREST_GRACE; the command line wins.\n",
+            "FCREST_ACCESS_LOG=1, FCREST_SHUTDOWN_TIMEOUT (or FCREST_GRACE),\n"
+            "FCREST_IDLE_TIMEOUT, FCREST_INPUT_TIMEOUT, FCREST_OUTPUT_TIMEOUT; the command line\n"
+            "wins.\n",
             prog);
 }
 
@@ -52,6 +64,18 @@ static int bad(const char *prog, const char *opt, const char *value)
 {
     fprintf(stderr, "%s: invalid value for %s: '%s'\n", prog, opt, value ? value : "");
     return FCR_EINVAL;
+}
+
+/* Seconds: a decimal number up to a day, positive (or zero when `zero_ok`). */
+static int parse_seconds(const char *value, bool zero_ok, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (!*value || *end || errno || !(v >= 0 && v <= 86400) || (v == 0 && !zero_ok))
+        return FCR_EINVAL;
+    *out = v;
+    return 0;
 }
 
 /* Applies one setting; `from_env` keeps env listen addresses apart from command-line ones. */
@@ -87,13 +111,18 @@ static int apply(run_cfg *c, const char *prog, const char *opt, const char *valu
         if (*value && *value != '/')
             return bad(prog, opt, value);
         c->prefix = value;
-    } else if (strcmp(opt, "--grace") == 0) {
-        char *end;
-        errno = 0;
-        double g = strtod(value, &end);
-        if (!*value || *end || errno || !(g >= 0 && g <= 86400))
+    } else if (strcmp(opt, "--grace") == 0 || strcmp(opt, "--shutdown-timeout") == 0) {
+        if (parse_seconds(value, true, &c->grace) < 0)
             return bad(prog, opt, value);
-        c->grace = g;
+    } else if (strcmp(opt, "--idle-timeout") == 0) {
+        if (parse_seconds(value, false, &c->idle_timeout) < 0)
+            return bad(prog, opt, value);
+    } else if (strcmp(opt, "--input-timeout") == 0) {
+        if (parse_seconds(value, false, &c->input_timeout) < 0)
+            return bad(prog, opt, value);
+    } else if (strcmp(opt, "--output-timeout") == 0) {
+        if (parse_seconds(value, false, &c->output_timeout) < 0)
+            return bad(prog, opt, value);
     } else {
         fprintf(stderr, "%s: unknown option %s\n", prog, opt);
         return FCR_EINVAL;
@@ -109,6 +138,10 @@ static int read_env(run_cfg *c, const char *prog)
         {"FCREST_WORKERS", "--workers"},   {"FCREST_SOCKET_MODE", "--socket-mode"},
         {"FCREST_MAX_BODY", "--max-body"}, {"FCREST_LOG_LEVEL", "--log-level"},
         {"FCREST_PREFIX", "--prefix"},     {"FCREST_GRACE", "--grace"},
+        {"FCREST_SHUTDOWN_TIMEOUT", "--shutdown-timeout"},
+        {"FCREST_IDLE_TIMEOUT", "--idle-timeout"},
+        {"FCREST_INPUT_TIMEOUT", "--input-timeout"},
+        {"FCREST_OUTPUT_TIMEOUT", "--output-timeout"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         const char *v = getenv(map[i].env);
@@ -123,6 +156,9 @@ static int read_env(run_cfg *c, const char *prog)
     const char *r = getenv("FCREST_ROUTE_ON_REQUEST_URI");
     if (r && *r && strcmp(r, "0") != 0)
         c->route_on_uri = true;
+    const char *al = getenv("FCREST_ACCESS_LOG");
+    if (al && *al && strcmp(al, "0") != 0)
+        c->access_log = true;
     const char *l = getenv("FCREST_LISTEN");
     if (l && *l) {
         c->env_listen = strdup(l);
@@ -146,6 +182,10 @@ static int read_args(run_cfg *c, const char *prog, int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--route-on-request-uri") == 0) {
             c->route_on_uri = true;
+            continue;
+        }
+        if (strcmp(a, "--access-log") == 0) {
+            c->access_log = true;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -221,6 +261,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     }
     if (c.route_on_uri)
         fcr_app_route_on_request_uri(app, true);
+    if (c.access_log)
+        fcr_app_access_log(app, true);
 
     struct ev_loop *loop = ev_default_loop(0);
     if (!loop) {
@@ -231,6 +273,12 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     fcr_server_config_init(&cfg);
     if (c.socket_mode_set)
         cfg.socket_mode = c.socket_mode;
+    if (c.idle_timeout > 0)
+        cfg.limits.idle_timeout = c.idle_timeout;
+    if (c.input_timeout > 0)
+        cfg.limits.input_timeout = c.input_timeout;
+    if (c.output_timeout > 0)
+        cfg.limits.output_timeout = c.output_timeout;
     int err = 0;
     fcr_server *srv = fcr_app_server_new(app, loop, &cfg, &err);
     if (!srv) {

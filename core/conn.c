@@ -15,6 +15,10 @@
 #define DRAIN_MIN_BYTES   65536
 #define DRAIN_MAX_SECONDS 5.0
 
+/* A connection kept open at shutdown for the request it is sending closes when nothing came
+ * for this long. */
+#define SHUTDOWN_IDLE_SECONDS 1.0
+
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
@@ -31,6 +35,7 @@ fcr_conn *fcr__conn_new(fcr_server *srv, int fd)
     ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
     c->last_activity = c->out_progress = ev_now(srv->loop);
+    c->last_call = srv->shutting_down; /* let in before the listeners closed */
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
@@ -385,8 +390,11 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
         end_record(c, id, FCGI_CANT_MPX_CONN, flags);
         return 0;
     }
+    /* While shutting down, a connection kept open for the request it was sending gets that one
+     * request; anything else is refused. */
+    bool last_call = srv->shutting_down && c->last_call && c->nreqs == 0;
     if (c->nreqs >= lim->max_reqs_per_conn || srv->stats.active_reqs >= lim->max_reqs ||
-        srv->shutting_down) {
+        (srv->shutting_down && !last_call)) {
         fcr_log(FCR_LOG_WARN, "request %u: overloaded (%u on this connection, %u in all)", id,
                 c->nreqs, srv->stats.active_reqs);
         end_record(c, id, FCGI_OVERLOADED, flags);
@@ -395,6 +403,8 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
     fcr_req *r = fcr__req_new(c, id, (uint8_t)role, flags);
     if (!r)
         return FCR_ENOMEM;
+    c->last_call = false;
+    c->begun++;
     r->next = c->reqs;
     c->reqs = r;
     c->nreqs++;
@@ -660,6 +670,12 @@ void fcr__conn_sweep(fcr_conn *c, double now)
         }
     }
     if (c->nreqs == 0 && queue_empty(c)) {
+        /* At shutdown a connection kept for its first request gets a short while to send it. */
+        if (c->srv->shutting_down && c->partial_since == 0 &&
+            now - c->last_activity > SHUTDOWN_IDLE_SECONDS) {
+            fcr__conn_close(c, NULL);
+            return;
+        }
         if (c->partial_since && now - c->partial_since > lim->input_timeout) {
             fcr__conn_close(c, "partial record not completed before the input timeout");
             return;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <fcrest/core.h>
 
@@ -99,6 +100,8 @@ struct fcr_conn {
     bool paused_app;    /* a chunk callback asked to pause */
     bool paused_output; /* queued output above the cap */
     bool in_feed;       /* inside the parser: closing is deferred */
+    bool last_call;     /* kept open by a shutdown: may begin one more request */
+    unsigned long begun; /* requests begun on the connection */
     const char *doomed; /* close at the next safe point, for this reason */
     enum conn_state state;
     fcr_parser parser;
@@ -124,6 +127,8 @@ struct fcr_listener {
     int fd;
     ev_io io;
     char *unlink_path; /* unix socket file we created */
+    pid_t owner;       /* process that created the socket (0: inherited or fd:N) */
+    bool tcp;          /* a TCP socket */
 };
 
 typedef struct fcr_allow {
@@ -186,6 +191,14 @@ void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
 int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n);
 bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_t len);
 void fcr__listeners_pause(fcr_server *srv, bool pause);
+/* Closes the listeners. A unix socket file is removed only by the process that created it (not
+ * by worker processes). */
 void fcr__listeners_close(fcr_server *srv);
+/* Stops listening for good without losing a connection that was already let in: in the process
+ * that created a socket, a unix socket's file is removed and a TCP socket drops new connection
+ * attempts (their SYNs: clients retry and then find the socket closed, ECONNREFUSED), so no
+ * connection can queue up any more; then, with `accept_queued`, the connections already
+ * queued are accepted (up to the connection cap) before the sockets are closed. */
+void fcr__listeners_retire(fcr_server *srv, bool accept_queued);
 
 #endif

@@ -4,9 +4,11 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <limits.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,18 +129,17 @@ void fcr__listeners_pause(fcr_server *srv, bool pause)
     }
 }
 
-static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Accepts up to `max` queued connections. Returns false when the connection cap paused
+ * accepting. */
+static bool accept_some(fcr_listener *l, int max)
 {
-    (void)loop;
-    (void)revents;
-    fcr_listener *l = w->data;
     fcr_server *srv = l->srv;
-    for (int i = 0; i < ACCEPTS_PER_EVENT; i++) {
+    for (int i = 0; i < max; i++) {
         if (srv->stats.conns >= srv->cfg.limits.max_conns) {
             fcr_log(FCR_LOG_WARN, "connection cap %u reached: accepting paused",
                     srv->cfg.limits.max_conns);
             fcr__listeners_pause(srv, true);
-            return;
+            return false;
         }
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
@@ -148,7 +149,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 fcr_log(FCR_LOG_ERROR, "accept: %s", strerror(errno));
-            return;
+            return true;
         }
         if (!fcr__allow_check(srv, (struct sockaddr *)&ss, len)) {
             char peer[INET6_ADDRSTRLEN];
@@ -167,9 +168,18 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
         }
     }
+    return true;
 }
 
-static int add_listener(fcr_server *srv, int fd, const char *unlink_path)
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    accept_some(w->data, ACCEPTS_PER_EVENT);
+}
+
+/* `owner`: the socket was created here (not inherited). */
+static int add_listener(fcr_server *srv, int fd, const char *unlink_path, bool owner, bool tcp)
 {
     fcr_listener *l = calloc(1, sizeof *l);
     if (!l)
@@ -181,6 +191,8 @@ static int add_listener(fcr_server *srv, int fd, const char *unlink_path)
     set_nonblock(fd);
     l->srv = srv;
     l->fd = fd;
+    l->owner = owner ? getpid() : 0;
+    l->tcp = tcp;
     ev_io_init(&l->io, accept_cb, fd, EV_READ);
     l->io.data = l;
     l->next = srv->listeners;
@@ -197,11 +209,49 @@ void fcr__listeners_close(fcr_server *srv)
         srv->listeners = l->next;
         ev_io_stop(srv->loop, &l->io);
         close(l->fd);
-        if (l->unlink_path)
+        if (l->unlink_path && l->owner == getpid())
             unlink(l->unlink_path);
         free(l->unlink_path);
         free(l);
     }
+}
+
+/* A socket filter that drops TCP segments with SYN set and ACK clear (new connection
+ * attempts) and lets everything else through, so handshakes already under way complete. The
+ * filter runs at the TCP header. */
+static int refuse_new_connections(int fd)
+{
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 13), /* TCP flags */
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0x12),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x02, 0, 1), /* SYN without ACK */
+        BPF_STMT(BPF_RET | BPF_K, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+    };
+    struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
+
+void fcr__listeners_retire(fcr_server *srv, bool accept_queued)
+{
+    pid_t self = getpid();
+    for (fcr_listener *l = srv->listeners; l; l = l->next) {
+        if (l->owner != self)
+            continue;
+        if (l->unlink_path) {
+            unlink(l->unlink_path);
+            free(l->unlink_path);
+            l->unlink_path = NULL;
+        } else if (l->tcp && refuse_new_connections(l->fd) < 0) {
+            fcr_log(FCR_LOG_WARN, "cannot filter new connections at shutdown: %s",
+                    strerror(errno));
+        }
+    }
+    for (fcr_listener *l = srv->listeners; l && accept_queued; l = l->next) {
+        if (!accept_some(l, INT_MAX))
+            break;
+    }
+    fcr__listeners_close(srv);
 }
 
 /* ---- opening ---------------------------------------------------------------------------- */
@@ -238,7 +288,7 @@ static int listen_unix(fcr_server *srv, const char *path)
         errno = saved;
         goto fail;
     }
-    int e = add_listener(srv, fd, path);
+    int e = add_listener(srv, fd, path, true, false);
     if (e) {
         unlink(path);
         close(fd);
@@ -286,7 +336,7 @@ static int listen_tcp(fcr_server *srv, const char *hostport)
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
-            e = add_listener(srv, fd, NULL);
+            e = add_listener(srv, fd, NULL, true, true);
             if (e)
                 close(fd);
             break;
@@ -321,7 +371,7 @@ int fcr_server_listen(fcr_server *srv, const char *addr)
             return FCR_EADDR;
         if (!is_listening_socket((int)fd))
             return FCR_EADDR;
-        return add_listener(srv, (int)fd, NULL);
+        return add_listener(srv, (int)fd, NULL, false, false);
     }
     return FCR_EADDR;
 }
@@ -339,7 +389,7 @@ int fcr_server_listen_inherited(fcr_server *srv)
             int fd = 3 + (int)i;
             if (!is_listening_socket(fd))
                 continue;
-            int e = add_listener(srv, fd, NULL);
+            int e = add_listener(srv, fd, NULL, false, false);
             if (e)
                 return e;
             adopted++;
@@ -351,7 +401,7 @@ int fcr_server_listen_inherited(fcr_server *srv)
     }
     /* The FastCGI convention: a web server or spawner passes the listening socket as fd 0. */
     if (is_listening_socket(0)) {
-        int e = add_listener(srv, 0, NULL);
+        int e = add_listener(srv, 0, NULL, false, false);
         return e ? e : 1;
     }
     return 0;

@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,22 +196,39 @@ fail:
     return NULL;
 }
 
+/* True when bytes wait unread on the socket. */
+static bool input_waiting(int fd)
+{
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg), void *arg)
 {
     if (!srv)
         return;
-    if (!srv->shutting_down) {
+    bool first = !srv->shutting_down;
+    if (first) {
         srv->shutting_down = true;
-        fcr__listeners_close(srv);
+        /* Connections already queued on the listeners were let in: they are accepted (and
+         * served) rather than reset when the sockets close. */
+        fcr__listeners_retire(srv, true);
     }
     srv->on_drained = on_drained;
     srv->drained_arg = arg;
-    for (fcr_conn *c = srv->conns, *next; c; c = next) {
+    for (fcr_conn *c = srv->conns, *next; c && first; c = next) {
         next = c->next;
-        if (c->nreqs == 0 && c->shead == c->stail)
+        if (c->nreqs > 0 || c->shead != c->stail) {
+            if (c->state == CONN_OPEN)
+                c->state = CONN_CLOSE_AFTER_FLUSH;
+        } else if (c->state == CONN_OPEN && (c->begun == 0 || !fcr__parser_idle(&c->parser) ||
+                                             c->pend_len > c->pend_off || input_waiting(c->fd))) {
+            /* A connection that has not sent its request yet, or is in the middle of sending
+             * one, gets to finish it and have it answered. */
+            c->last_call = true;
+        } else {
             fcr__conn_close(c, NULL);
-        else if (c->state == CONN_OPEN)
-            c->state = CONN_CLOSE_AFTER_FLUSH;
+        }
     }
     check_drained(srv);
 }

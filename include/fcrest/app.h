@@ -166,12 +166,36 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *   --log-level LEVEL      FCREST_LOG_LEVEL                error, warn, info, debug
  *   --prefix PATH          FCREST_PREFIX                   see fcr_app_set_prefix
  *   --route-on-request-uri FCREST_ROUTE_ON_REQUEST_URI=1   see fcr_app_route_on_request_uri
+ *   --access-log           FCREST_ACCESS_LOG=1             see fcr_app_access_log
+ *   --shutdown-timeout S   FCREST_SHUTDOWN_TIMEOUT         seconds in-flight requests get to
+ *                          finish after SIGTERM/SIGINT, or old workers after SIGHUP (default
+ *                          10; --grace and FCREST_GRACE are the same setting)
+ *   --idle-timeout S       FCREST_IDLE_TIMEOUT             close connections idle this long
+ *                          (default 60)
+ *   --input-timeout S      FCREST_INPUT_TIMEOUT            a request's input (or a started
+ *                          record) must be complete this long after it began (default 30)
+ *   --output-timeout S     FCREST_OUTPUT_TIMEOUT           close a connection whose queued
+ *                          output makes no progress this long (default 30)
  *   --help
+ * Timeouts are seconds (decimals allowed, > 0, at most a day) and are checked once a second.
+ * With --workers N > 1 the calling process supervises N worker processes
+ * (fcr_server_run_workers): SIGTERM/SIGINT stop gracefully (exit 0 after the last request or
+ * the shutdown timeout), SIGHUP starts N new workers and retires the old ones once the new ones
+ * accept, a worker that dies is replaced. Every process returns from fcr_app_run.
  * Options take their value as `--opt VALUE` or `--opt=VALUE`. Returns 0 after a clean stop or
  * after --help (usage on stdout); FCR_EINVAL for a bad option or value (message and usage on
  * stderr) or when a registration failed (fcr_app_error); FCR_EADDR or FCR_EIO when a listener
  * cannot be opened or there is none; FCR_ENOMEM. The app stays owned by the caller. */
 int fcr_app_run(fcr_app *app, int argc, char **argv);
+
+/* Turns the access log on or off (default off). When on, every request the app answers adds
+ * one line at FCR_LOG_INFO to the log (stderr):
+ *   access method=GET path=/hello status=200 bytes=13 ms=0.214 id=4711-1
+ * with the method and routing path (control bytes, spaces, quotes and backslashes as \xNN),
+ * the response status, the body bytes handed to the connection, the milliseconds from the
+ * moment the request's input was complete until its response was handed over, the request id
+ * (fcr_req_request_id), and " aborted" when the client went away first. */
+void fcr_app_access_log(fcr_app *app, bool on);
 
 /* ---- Routes --------------------------------------------------------------------------- */
 
@@ -271,6 +295,20 @@ long long fcr_req_data_last_mod(const fcr_req *req);
  * when out of memory. */
 void *fcr_req_alloc(fcr_req *req, size_t size);
 char *fcr_req_strdup(fcr_req *req, const char *s);
+
+/* An id for log lines about the request: the web server's UNIQUE_ID param (Apache
+ * mod_unique_id) or X-Request-Id header when it is 1..64 printable ASCII bytes without spaces
+ * or quotes, else "PID-N" with a per-process counter. NULL for a request not served by an app.
+ * Lives as long as the request. */
+const char *fcr_req_request_id(fcr_req *req);
+
+/* Writes a printf-formatted message to the request's FCGI_STDERR stream (the web server puts
+ * it in its error log), adding a newline when the message does not end with one. Works for
+ * any request, also outside an app, until it is finished. Returns the bytes written (with the
+ * newline) or a negative error as fcr_req_write_stderr(): FCR_ECLOSED after an abort or finish,
+ * FCR_EAGAIN when the connection's output queue is full, FCR_EINVAL for NULL arguments,
+ * FCR_ENOMEM. */
+int fcr_req_log(fcr_req *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* The app serving the request and the loop it runs on (for async handlers' watchers). */
 fcr_app *fcr_req_app(const fcr_req *req);
