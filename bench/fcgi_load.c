@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -329,6 +330,10 @@ static struct {
     uint64_t resp_bytes;
     uint64_t err_proto, err_http, err_trunc, err_timeout, err_conn;
     uint64_t connects;
+    uint64_t last_progress; /* when a request last completed (or the run started) */
+    bool stalled;
+    bool cpu_started;
+    struct rusage ru_start; /* at the start of the measured time */
     unsigned pending_retries;
     histogram hist;
     char expect[32];
@@ -568,6 +573,7 @@ static bool complete(conn *c, slot *s, uint64_t t)
     c->inflight--;
     c->used = true;
     g.completed++;
+    g.last_progress = t;
     if (s->end_len < 8 || pstatus != 0) {
         g.err_proto++;
     } else if (s->head_len < g.expect_len || memcmp(s->head, g.expect, g.expect_len) != 0) {
@@ -747,6 +753,7 @@ static void run(void)
         g.conns[i].state = C_IDLE;
     }
     g.start = now_ns();
+    g.last_progress = g.start;
     if (opt.requests || opt.hold > 0) {
         g.measure_from = g.start;
         g.end = UINT64_MAX;
@@ -770,6 +777,15 @@ static void run(void)
             g.stopping = true;
             g.stop_at = t;
         }
+        /* Nothing answered for a whole timeout (server gone, every connect refused): give up
+         * rather than retry for ever. Held idle connections are not expected to answer. */
+        if (!g.stopping && !hold_until && t - g.last_progress > tmo) {
+            g.stopping = true;
+            g.stalled = true;
+            g.stop_at = t;
+            if (g.end > t)
+                g.end = t;
+        }
         if (opt.hold > 0 && !hold_until && hold_ready()) {
             printf("HOLDING %u connections\n", opt.conns);
             fflush(stdout);
@@ -783,6 +799,10 @@ static void run(void)
                 inflight += g.conns[i].inflight;
             if (inflight == 0 || t - g.stop_at > tmo + 100000000)
                 break;
+        }
+        if (!g.cpu_started && t >= g.measure_from) {
+            getrusage(RUSAGE_SELF, &g.ru_start);
+            g.cpu_started = true;
         }
         bool check = t >= next_check;
         if (g.pending_retries || check) {
@@ -1044,6 +1064,8 @@ int main(int argc, char **argv)
 
     run();
 
+    struct rusage ru_end;
+    getrusage(RUSAGE_SELF, &ru_end);
     uint64_t end = g.end == UINT64_MAX ? now_ns() : g.end;
     double secs = (double)(end - g.measure_from) / 1e9;
     if (secs <= 0)
@@ -1058,21 +1080,36 @@ int main(int argc, char **argv)
     g.err_timeout += unanswered;
     uint64_t errors = g.err_proto + g.err_http + g.err_trunc + g.err_timeout + g.err_conn;
     double avg_bytes = g.completed ? (double)g.resp_bytes / (double)g.completed : 0;
+    /* CPU time of this process over the measured time (plus the wait for the last answers),
+     * in percent of one CPU: near 100 means the generator, not the server, set the pace. */
+    double cpu = 0;
+    if (g.cpu_started) {
+        struct timeval u, sy;
+        timersub(&ru_end.ru_utime, &g.ru_start.ru_utime, &u);
+        timersub(&ru_end.ru_stime, &g.ru_start.ru_stime, &sy);
+        double busy = (double)(u.tv_sec + sy.tv_sec) + (double)(u.tv_usec + sy.tv_usec) / 1e6;
+        double wall = (double)(now_ns() - g.measure_from) / 1e9;
+        cpu = wall > 0 ? 100 * busy / wall : 0;
+    }
     if (!opt.quiet) {
         printf("requests %" PRIu64 " in %.2f s: %.1f req/s (%" PRIu64 " connections opened)\n",
                g.measured, secs, rps, g.connects);
         printf("latency us: p50 %.1f  p90 %.1f  p99 %.1f  max %.1f\n", p50, p90, p99, max);
-        printf("response: %.1f STDOUT bytes on average\n", avg_bytes);
+        printf("response: %.1f STDOUT bytes on average; load generator CPU %.0f%%\n", avg_bytes,
+               cpu);
+        if (g.stalled)
+            printf("stopped early: nothing was answered for %.1f s\n", opt.timeout);
         printf("errors: %" PRIu64 " (protocol %" PRIu64 ", http %" PRIu64 ", truncated %" PRIu64
                ", timeout %" PRIu64 ", connection %" PRIu64 ")\n",
                errors, g.err_proto, g.err_http, g.err_trunc, g.err_timeout, g.err_conn);
     }
     printf("RESULT peer=%s scenario=%s target=%s conns=%u depth=%u body=%zu keepalive=%d "
            "secs=%.3f requests=%" PRIu64 " rps=%.1f p50_us=%.1f p90_us=%.1f p99_us=%.1f "
-           "max_us=%.1f resp_bytes=%.1f errors=%" PRIu64 " err_proto=%" PRIu64 " err_http=%" PRIu64
-           " err_trunc=%" PRIu64 " err_timeout=%" PRIu64 " err_conn=%" PRIu64 "\n",
+           "max_us=%.1f resp_bytes=%.1f client_cpu=%.0f errors=%" PRIu64 " err_proto=%" PRIu64
+           " err_http=%" PRIu64 " err_trunc=%" PRIu64 " err_timeout=%" PRIu64 " err_conn=%" PRIu64
+           "\n",
            opt.peer, opt.scenario, opt.target, opt.conns, opt.depth, opt.body,
-           opt.keepalive ? 1 : 0, secs, g.measured, rps, p50, p90, p99, max, avg_bytes, errors,
+           opt.keepalive ? 1 : 0, secs, g.measured, rps, p50, p90, p99, max, avg_bytes, cpu, errors,
            g.err_proto, g.err_http, g.err_trunc, g.err_timeout, g.err_conn);
     return errors == 0 && g.measured > 0 ? 0 : 1;
 }
