@@ -72,6 +72,17 @@ wait_ready() {
   return 1
 }
 
+# stop PID: SIGTERM, wait, and drop it from the clean-up list (its PID may be reused later).
+stop() {
+  local keep=() p
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  for p in "${pids[@]}"; do
+    [ "$p" = "$1" ] || keep+=("$p")
+  done
+  pids=("${keep[@]}")
+}
+
 status=0
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -109,10 +120,8 @@ else
   echo "MEMORY test=idle_conns conns=$conns rss_kib=0 rss_before_kib=$rss_before limit_kib=$rss_limit_kib ok=0"
   status=1
 fi
-kill "$hold_pid" 2>/dev/null || true
-wait "$hold_pid" 2>/dev/null || true
-kill "$hello_pid" 2>/dev/null || true
-wait "$hello_pid" 2>/dev/null || true
+stop "$hold_pid"
+stop "$hello_pid"
 
 # ---- 2. one large body ------------------------------------------------------------------
 sock=$tmp/echo.sock
