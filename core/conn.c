@@ -313,6 +313,10 @@ void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
     }
     r->next = NULL;
     r->conn = NULL;
+    if (c->paused_by == r) { /* it paused reading and will not resume it any more */
+        c->paused_by = NULL;
+        c->paused_app = false;
+    }
     if (c->state == CONN_OPEN && (!(r->flags & FCGI_KEEP_CONN) || c->srv->shutting_down))
         c->state = CONN_CLOSE_AFTER_FLUSH;
     fcr__conn_want_flush(c);
@@ -451,6 +455,7 @@ static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, s
         }
         if (rc == FCR_EAGAIN) {
             c->paused_app = true;
+            c->paused_by = r;
             return FCR_EAGAIN;
         }
         return 0;

@@ -96,13 +96,14 @@ struct fcr_conn {
     fcr_conn *prev, *next; /* srv->conns */
     fcr_conn *wnext;       /* srv->flush list */
     bool in_flush_list;
-    bool reading;       /* rio started */
-    bool paused_app;    /* a chunk callback asked to pause */
-    bool paused_output; /* queued output above the cap */
-    bool in_feed;       /* inside the parser: closing is deferred */
-    bool last_call;     /* kept open by a shutdown: may begin one more request */
+    bool reading;        /* rio started */
+    bool paused_app;     /* a chunk callback asked to pause */
+    fcr_req *paused_by;  /* the request whose chunk callback paused reading */
+    bool paused_output;  /* queued output above the cap */
+    bool in_feed;        /* inside the parser: closing is deferred */
+    bool last_call;      /* kept open by a shutdown: may begin one more request */
     unsigned long begun; /* requests begun on the connection */
-    const char *doomed; /* close at the next safe point, for this reason */
+    const char *doomed;  /* close at the next safe point, for this reason */
     enum conn_state state;
     fcr_parser parser;
     fcr_req *reqs;

@@ -583,6 +583,7 @@ void fcr_req_resume_input(fcr_req *r)
 {
     if (r && r->conn && r->conn->paused_app) {
         r->conn->paused_app = false;
+        r->conn->paused_by = NULL;
         fcr__conn_resume(r->conn);
     }
 }

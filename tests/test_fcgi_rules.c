@@ -91,8 +91,8 @@ static void on_request(fcr_req *req, void *data)
         ev_timer_start(fcr_server_loop(fcr_req_server(req)), t);
         return;
     }
-    if (action_is(req, "stream"))
-        return; /* answered by the chunk callback */
+    if (action_is(req, "stream") || action_is(req, "pause-finish"))
+        return; /* answered from the chunk callback */
     if (action_is(req, "big")) {
         size_t n = strtoul(fcr_req_param(req, "SIZE"), NULL, 10);
         char *p = malloc(n);
@@ -158,9 +158,34 @@ static int chunk_cb(fcr_req *req, fcr_stream stream, const void *buf, size_t len
     return 0;
 }
 
+/* Pauses reading at the first chunk, then answers and finishes from a timer without ever
+ * resuming. */
+static void finish_paused(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    ev_timer_stop(loop, t);
+    fcr_req_write(t->data, HEAD, sizeof HEAD - 1);
+    fcr_req_finish(t->data, 0);
+    free(t);
+}
+
+static int chunk_pause_then_finish(fcr_req *req, fcr_stream stream, const void *buf, size_t len)
+{
+    (void)buf;
+    if (stream != FCR_STDIN || len == 0)
+        return 0;
+    ev_timer *t = malloc(sizeof *t);
+    ev_timer_init(t, finish_paused, 0.05, 0);
+    t->data = req;
+    ev_timer_start(fcr_server_loop(fcr_req_server(req)), t);
+    return FCR_EAGAIN;
+}
+
 static void on_params(fcr_req *req, void *data)
 {
     (void)data;
+    if (action_is(req, "pause-finish"))
+        ck_assert_int_eq(fcr_req_stream_input(req, chunk_pause_then_finish), 0);
     if (action_is(req, "stream"))
         ck_assert_int_eq(fcr_req_stream_input(req, chunk_cb), 0);
     if (action_is(req, "early")) {
@@ -1060,6 +1085,20 @@ START_TEST(streaming_input_pauses_and_resumes)
 }
 END_TEST
 
+START_TEST(request_finished_while_paused_does_not_stall_the_connection)
+{
+    start();
+    fcl_conn *c = conn();
+    const char *const params[] = {"ACTION", "pause-finish", NULL};
+    fcl_response r;
+    ck_assert_int_eq(fcl_request(c, 1, FCR_RESPONDER, FCGI_KEEP_CONN, params, "abc", 3, &r), 0);
+    fcl_response_free(&r);
+    assert_serves(c, 2); /* reading resumed: the next request is served at once */
+    fcl_close(c);
+    stop();
+}
+END_TEST
+
 static void small_queue(fcr_server_config *cfg)
 {
     cfg->limits.max_output_queue = 256 * 1024;
@@ -1260,6 +1299,7 @@ static Suite *suite(void)
         T(filter_gets_data_after_stdin),
         T(application_finishes_later_from_a_timer),
         T(streaming_input_pauses_and_resumes),
+        T(request_finished_while_paused_does_not_stall_the_connection),
         T(output_cap_refuses_writes_until_drained),
         T(idle_keep_alive_connection_is_closed_at_its_timeout),
         T(trickling_request_is_closed_at_its_input_deadline),
