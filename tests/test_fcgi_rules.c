@@ -72,7 +72,10 @@ static void cap_pump(fcr_req *req)
         ck_assert_int_eq(e, 0);
         pumped += sizeof chunk;
     }
-    fcr_req_write(req, "done", 4);
+    if (fcr_req_write(req, "done", 4) == FCR_EAGAIN) { /* the queue may be full right now */
+        fcr_req_on_drain(req, cap_pump);
+        return;
+    }
     fcr_req_finish(req, 0);
 }
 
