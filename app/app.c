@@ -146,6 +146,8 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
     if (!app || level + 1 + sub->depth > FCR_MAX_MOUNT_DEPTH - 1)
         goto fail;
     rc = FCR_ENOMEM;
+    /* An array of pointers: sizeof *m is the size of a pointer, as meant. */
+    // NOLINTNEXTLINE(bugprone-sizeof-expression)
     fcr_app **m = realloc(app->mounts, (app->nmounts + 1) * sizeof *m);
     if (!m)
         goto fail;

@@ -503,7 +503,7 @@ int fcr_req_log(fcr_req *req, const char *fmt, ...)
         msg[len++] = '\n';
     int rc = fcr_req_write_stderr(req, msg, len);
     if (msg != small)
-        free(msg);
+        free(msg); /* cppcheck-suppress autovarInvalidDeallocation ; msg was malloc'd here */
     return rc < 0 ? rc : (int)len;
 }
 

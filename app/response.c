@@ -445,7 +445,7 @@ int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
     }
     int rc = fcr_res_problem_new(res, status, NULL, detail, NULL);
     if (detail != small)
-        free(detail);
+        free(detail); /* cppcheck-suppress autovarInvalidDeallocation ; detail was malloc'd here */
     return rc;
 }
 
@@ -473,8 +473,11 @@ static int build_head(fcr_ctx *ctx)
     bool add_ct = body_allowed && blen > 0 && !fcr_res_get_header(res, "Content-Type");
 
     size_t cap = 64;
-    for (size_t i = 0; i < res->nh; i++)
+    for (size_t i = 0; i < res->nh; i++) {
+        /* Names and values are never NULL (header_add checks them). */
+        // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
         cap += strlen(res->h[i].name) + strlen(res->h[i].value) + 4;
+    }
     cap += 64;
     char *p = fcr__arena_alloc(&ctx->arena, cap);
     if (!p)

@@ -135,9 +135,12 @@ static int read_env(run_cfg *c, const char *prog)
     static const struct {
         const char *env, *opt;
     } map[] = {
-        {"FCREST_WORKERS", "--workers"},   {"FCREST_SOCKET_MODE", "--socket-mode"},
-        {"FCREST_MAX_BODY", "--max-body"}, {"FCREST_LOG_LEVEL", "--log-level"},
-        {"FCREST_PREFIX", "--prefix"},     {"FCREST_GRACE", "--grace"},
+        {"FCREST_WORKERS", "--workers"},
+        {"FCREST_SOCKET_MODE", "--socket-mode"},
+        {"FCREST_MAX_BODY", "--max-body"},
+        {"FCREST_LOG_LEVEL", "--log-level"},
+        {"FCREST_PREFIX", "--prefix"},
+        {"FCREST_GRACE", "--grace"},
         {"FCREST_SHUTDOWN_TIMEOUT", "--shutdown-timeout"},
         {"FCREST_IDLE_TIMEOUT", "--idle-timeout"},
         {"FCREST_INPUT_TIMEOUT", "--input-timeout"},
@@ -223,7 +226,9 @@ static int read_args(run_cfg *c, const char *prog, int argc, char **argv)
 
 int fcr_app_run(fcr_app *app, int argc, char **argv)
 {
-    const char *prog = argc > 0 && argv && argv[0] ? argv[0] : "fcrest";
+    if (!argv)
+        argc = 0;
+    const char *prog = argc > 0 && argv[0] ? argv[0] : "fcrest";
     const char *slash = strrchr(prog, '/');
     if (slash)
         prog = slash + 1;

@@ -377,10 +377,11 @@ static int parse_cgi(const buf *out, fcr_test_res *res)
         }
         res->nheaders++;
         if (nlen == 6 && strncasecmp(line, "Status", 6) == 0) {
-            int st = atoi(h->value);
-            if (st < 100 || st > 999)
+            char *end;
+            long st = strtol(h->value, &end, 10);
+            if (end == h->value || st < 100 || st > 999 || (*end && *end != ' '))
                 return FCR_EPROTO;
-            res->status = st;
+            res->status = (int)st;
         }
     }
     res->body_len = len - i;

@@ -167,7 +167,7 @@ int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len);
 int fcr__req_params_end(fcr_req *r);
 int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len);
 void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app_status);
-void fcr__req_unref(void *r);
+void fcr__req_unref(void *arg);
 void fcr__req_abort(fcr_req *r, bool send_end);
 void fcr__req_reject(fcr_req *r, const char *status_line);
 

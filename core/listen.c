@@ -141,7 +141,7 @@ static bool accept_some(fcr_listener *l, int max)
             fcr__listeners_pause(srv, true);
             return false;
         }
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
@@ -243,8 +243,7 @@ void fcr__listeners_retire(fcr_server *srv, bool accept_queued)
             free(l->unlink_path);
             l->unlink_path = NULL;
         } else if (l->tcp && refuse_new_connections(l->fd) < 0) {
-            fcr_log(FCR_LOG_WARN, "cannot filter new connections at shutdown: %s",
-                    strerror(errno));
+            fcr_log(FCR_LOG_WARN, "cannot filter new connections at shutdown: %s", strerror(errno));
         }
     }
     for (fcr_listener *l = srv->listeners; l && accept_queued; l = l->next) {

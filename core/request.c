@@ -128,6 +128,7 @@ int fcr__req_params_end(fcr_req *r)
             return FCR_ENOMEM;
     }
     off = 0;
+    r->nparams = 0;
     uint8_t *w = r->pbuf.p;
     while (fcr__nv_next(r->pbuf.p, r->pbuf.len, &off, &name, &nlen, &value, &vlen) == FCR_NV_OK) {
         char *n = (char *)w;

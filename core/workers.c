@@ -30,7 +30,7 @@ typedef struct supervisor {
     worker *w; /* 2n slots: a restart runs old and new side by side */
     unsigned nslots;
     bool stopping;
-    bool restarting; /* new workers started; the old ones wait for them to be ready */
+    bool restarting;  /* new workers started; the old ones wait for them to be ready */
     bool hup_pending; /* a SIGHUP waits for old workers to leave free slots */
     double backoff;
     int ready_pipe[2]; /* workers write their pid once they accept */
@@ -174,6 +174,8 @@ static void child_cb(struct ev_loop *loop, ev_child *c, int revents)
             w = &s->w[i];
     }
     ev_child_stop(loop, c);
+    if (!w)
+        return;
     int st = c->rstatus;
     if (WIFSIGNALED(st))
         fcr_log(s->stopping || w->retiring ? FCR_LOG_INFO : FCR_LOG_ERROR,

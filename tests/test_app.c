@@ -614,6 +614,94 @@ START_TEST(run_options)
 }
 END_TEST
 
+/* ---- Per-request messages and request ids -------------------------------------------- */
+
+static int logging_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    char big[700];
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    ck_assert_int_eq(fcr_req_log(req, "value %d", 42), 9);
+    ck_assert_int_eq(fcr_req_log(req, "ends with its newline\n"), 22);
+    ck_assert_int_eq(fcr_req_log(req, "%s", big), (int)sizeof big);
+    ck_assert_int_eq(fcr_req_log(NULL, "x"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_req_log(req, NULL), FCR_EINVAL);
+    const char *id = fcr_req_request_id(req);
+    ck_assert_ptr_nonnull(id);
+    /* The same string for the whole request. */
+    ck_assert_ptr_eq(fcr_req_request_id(req), id);
+    return fcr_res_text(r, 200, id);
+}
+
+START_TEST(request_log_and_id)
+{
+    fcr_app_route(app, FCR_GET, "/log", logging_handler, NULL);
+    get("/log");
+    ck_assert_int_eq(res.status, 200);
+    char want[800];
+    char big[700];
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    snprintf(want, sizeof want, "value 42\nends with its newline\n%s\n", big);
+    ck_assert_str_eq(res.err, want);
+    /* Made here: "PID-N", N counting up. */
+    long pid, n1, n2;
+    ck_assert_int_eq(sscanf(res.body, "%ld-%ld", &pid, &n1), 2);
+    ck_assert_int_eq(pid, (long)getpid());
+    get("/log");
+    ck_assert_int_eq(sscanf(res.body, "%ld-%ld", &pid, &n2), 2);
+    ck_assert_int_gt(n2, n1);
+    /* From the web server: UNIQUE_ID first, then X-Request-Id; unusable ones are replaced. */
+    run(&(fcr_test_req){.path = "/log",
+                        .params = (const char *const[]){"UNIQUE_ID=YxB7@abc-1", NULL},
+                        .headers = (const char *const[]){"X-Request-Id: other", NULL}});
+    ck_assert_str_eq(res.body, "YxB7@abc-1");
+    run(&(fcr_test_req){.path = "/log",
+                        .headers = (const char *const[]){"X-Request-Id: 7f3a-22", NULL}});
+    ck_assert_str_eq(res.body, "7f3a-22");
+    run(&(fcr_test_req){.path = "/log",
+                        .params = (const char *const[]){"UNIQUE_ID=has space", NULL},
+                        .headers = (const char *const[]){"X-Request-Id: a\"quote", NULL}});
+    ck_assert_int_eq(sscanf(res.body, "%ld-%ld", &pid, &n1), 2);
+    ck_assert_int_eq(pid, (long)getpid());
+    /* Not an app's request. */
+    ck_assert_ptr_null(fcr_req_request_id(NULL));
+}
+END_TEST
+
+START_TEST(runtime_options)
+{
+    static const char *const bad[][2] = {
+        {"--input-timeout", "0"},        {"--idle-timeout", "-1"}, {"--output-timeout", "x"},
+        {"--shutdown-timeout", "86401"}, {"--grace", "nan"},       {"--idle-timeout", "1s"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {"test", (char *)bad[i][0], (char *)bad[i][1], NULL};
+        ck_assert_msg(fcr_app_run(app, 3, argv) == FCR_EINVAL, "%s %s accepted", bad[i][0],
+                      bad[i][1]);
+    }
+    setenv("FCREST_INPUT_TIMEOUT", "zero", 1);
+    char *help[] = {"test", "--help", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 1, help), FCR_EINVAL);
+    unsetenv("FCREST_INPUT_TIMEOUT");
+    /* Good values pass the parser and fail only at the missing listener. */
+    char *good[] = {"test",
+                    "--idle-timeout",
+                    "2.5",
+                    "--input-timeout=0.5",
+                    "--access-log",
+                    "--grace",
+                    "0",
+                    "--shutdown-timeout",
+                    "3",
+                    "--listen",
+                    "nonsense",
+                    NULL};
+    ck_assert_int_eq(fcr_app_run(app, 11, good), FCR_EADDR);
+}
+END_TEST
+
 /* ---- Body limits ---------------------------------------------------------------------- */
 
 static int count_body(fcr_req *req, fcr_res *r, void *data)
@@ -1417,6 +1505,8 @@ int main(void)
     tcase_add_test(tc, handler_error_gives_500_and_stderr);
     tcase_add_test(tc, bad_pattern_refused);
     tcase_add_test(tc, run_options);
+    tcase_add_test(tc, request_log_and_id);
+    tcase_add_test(tc, runtime_options);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");
