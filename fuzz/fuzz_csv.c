@@ -71,6 +71,29 @@ static void write_csv(json_t *rows, out_buf *b)
     }
 }
 
+/* json_equal() looks object keys up as C strings, so it calls objects whose keys hold NUL
+ * bytes different; this compares keys with their lengths. */
+static bool rows_equal(json_t *a, json_t *b)
+{
+    if (json_array_size(a) != json_array_size(b))
+        return false;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *oa = json_array_get(a, i), *ob = json_array_get(b, i);
+        if (json_object_size(oa) != json_object_size(ob))
+            return false;
+        const char *key;
+        size_t klen;
+        json_t *v;
+        json_object_keylen_foreach(oa, key, klen, v)
+        {
+            json_t *w = json_object_getn(ob, key, klen);
+            if (!w || !json_equal(v, w))
+                return false;
+        }
+    }
+    return true;
+}
+
 static json_t *read_csv(const char *p, size_t n, csv_reader *c)
 {
     memset(c, 0, sizeof *c);
@@ -112,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         write_csv(out, &b);
         csv_reader c2;
         json_t *again = read_csv(b.p, b.len, &c2);
-        must(again && json_equal(out, again));
+        must(again && rows_equal(out, again));
         json_decref(again);
         free(b.p);
     }

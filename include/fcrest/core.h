@@ -116,8 +116,16 @@ int fcr_server_listen_inherited(fcr_server *srv);
  * FCR_ETOOBIG at the connection cap (fd is closed), or FCR_ENOMEM (fd is closed). */
 int fcr_server_adopt(fcr_server *srv, int fd);
 
-/* Graceful stop: stops accepting, closes idle connections, and lets in-flight requests finish.
- * `on_drained` (optional) is called once when no connection is left. Idempotent. */
+/* Graceful stop. The listeners are closed without dropping a connection that was already let
+ * in: in the process that created a socket, a unix socket's file is removed and a TCP socket
+ * drops new connection attempts (their SYNs; clients retry and then get ECONNREFUSED), then
+ * the connections already queued are accepted, then the sockets are closed (inherited sockets,
+ * such as systemd's, are only closed). Connections with nothing in progress are closed, except
+ * ones that have not sent a whole first request yet (new ones, or ones with request bytes
+ * waiting): those may send that one request (it is served; others are answered OVERLOADED),
+ * and are closed when nothing comes for about a second. In-flight requests finish; each
+ * connection closes after its last response. `on_drained` (optional) is called once when no
+ * connection is left. Idempotent. */
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg),
                          void *arg);
 
@@ -132,14 +140,22 @@ int fcr_server_run(fcr_server *srv, double grace);
 
 /* Runs the server in `n` worker processes that share its listening sockets, each with its own
  * copy of the loop (`srv` must run on the default loop, and the listeners must be open). The
- * calling process becomes the supervisor: it replaces a worker that dies (logging why, with a
- * growing delay when workers keep dying at start), passes SIGTERM/SIGINT on for a graceful
- * stop (each worker finishes its requests for up to `grace` seconds; stragglers are killed a
- * little later), and on SIGHUP starts `n` new workers before asking the old ones to stop.
- * Returns 0 in every process once it is done (workers after their loop ended, the supervisor
- * after the last worker exited), so the caller's clean-up runs in each; FCR_EINVAL when the
- * loop is not the default loop; FCR_EIO when the first fork fails. With n <= 1 it is
- * fcr_server_run(). */
+ * calling process becomes the supervisor, which never accepts itself:
+ *   - a worker that dies is replaced at once (logging the signal or exit status), after a
+ *     delay growing from 0.1 s to 30 s while workers keep dying within a second of starting;
+ *   - SIGTERM/SIGINT stop everything gracefully: the supervisor removes the unix socket files
+ *     and makes new TCP connections fail (see fcr_server_shutdown), closes its copies of the
+ *     sockets and passes SIGTERM on; each worker finishes its requests for up to `grace`
+ *     seconds; stragglers are killed 5 s after that; a second signal kills the workers;
+ *   - SIGHUP starts `n` new workers and, once each reports that it is accepting (or after
+ *     5 s), sends the old ones SIGTERM: they stop accepting and finish their requests (killed
+ *     `grace` + 5 s later); a SIGHUP while old workers still finish waits for them and then
+ *     restarts once more.
+ * Workers ignore SIGHUP and stop gracefully when the supervisor dies. Use a stop method that
+ * signals only the supervisor (systemd: KillMode=mixed). Returns 0 in every process once it is
+ * done (workers after their loop ended, the supervisor after the last worker exited), so the
+ * caller's clean-up runs in each; FCR_EINVAL when the loop is not the default loop; FCR_EIO when
+ * the first fork fails; FCR_ENOMEM. With n <= 1 it is fcr_server_run(). */
 int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace);
 
 /* True in a worker process started by fcr_server_run_workers(). */
