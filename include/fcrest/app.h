@@ -194,7 +194,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv);
  * with the method and routing path (control bytes, spaces, quotes and backslashes as \xNN),
  * the response status, the body bytes handed to the connection, the milliseconds from the
  * moment the request's input was complete until its response was handed over, the request id
- * (fcr_req_request_id), and " aborted" when the client went away first. */
+ * (fcr_req_request_id), and " aborted" when the client went away first. The setting of the
+ * app a server serves counts (fcr_app_run sets it with --access-log), not a mounted app's. */
 void fcr_app_access_log(fcr_app *app, bool on);
 
 /* ---- Routes --------------------------------------------------------------------------- */
