@@ -32,7 +32,8 @@ static const char response[] = "Status: 200 OK\r\n"
                                "\r\n"
                                "Hello, world!";
 
-/* The answer: a static buffer handed over without a copy, then the end of the request. */
+/* The answer, then the end of the request. A short reply is copied into the request's open
+ * STDOUT record: cheaper than fcr_req_write_ref(), which pays off for large buffers. */
 static void reply(fcr_req *req)
 {
     fcr_req_write(req, response, sizeof response - 1);
