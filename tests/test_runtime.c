@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -193,7 +194,8 @@ static int serve_core(const char *addr, double output_timeout)
 /* ==== Processes ========================================================================== */
 
 static pid_t app_pid = -1;
-static char tmpdir[64];
+static char run_dir[64]; /* made by main(), removed with all it holds at the end */
+static char tmpdir[96];
 static char sock_path[128];
 static char app_addr[160];
 static char log_path[128];
@@ -247,7 +249,7 @@ static const char *self_exe(void)
 
 static void make_dir(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/fcr-rt-XXXXXX");
+    snprintf(tmpdir, sizeof tmpdir, "%s/t-XXXXXX", run_dir);
     ck_assert_ptr_nonnull(mkdtemp(tmpdir));
     snprintf(sock_path, sizeof sock_path, "%s/app.sock", tmpdir);
     snprintf(app_addr, sizeof app_addr, "unix:%s", sock_path);
@@ -1444,6 +1446,13 @@ START_TEST(timeout_options)
 }
 END_TEST
 
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st, (void)type, (void)ftw;
+    remove(path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--serve-app") == 0)
@@ -1451,6 +1460,13 @@ int main(int argc, char **argv)
     if (argc > 3 && strcmp(argv[1], "--serve-core") == 0)
         return serve_core(argv[2], atof(argv[3]));
     signal(SIGPIPE, SIG_IGN);
+    /* A failed check ends a test's process at once (no teardown): its programs stop through
+     * PR_SET_PDEATHSIG, its files go with this directory. */
+    snprintf(run_dir, sizeof run_dir, "/tmp/fcr-rt-%ld", (long)getpid());
+    if (mkdir(run_dir, 0700) < 0) {
+        perror(run_dir);
+        return EXIT_FAILURE;
+    }
     Suite *s = suite_create("runtime");
     TCase *tc = tcase_create("runtime");
     tcase_add_checked_fixture(tc, setup, teardown);
@@ -1472,5 +1488,7 @@ int main(int argc, char **argv)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    if (!getenv("FCR_KEEP_LOGS"))
+        nftw(run_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
