@@ -772,7 +772,7 @@ START_TEST(sixteen_interleaved_requests_on_one_connection)
         fcl_put_begin(&b, id, FCR_RESPONDER, FCGI_KEEP_CONN);
     for (uint16_t id = 1; id <= 16; id++)
         fcl_put_stream(&b, FCGI_PARAMS, id, nv.data, nv.len, 0, FCL_PAD8, true);
-    char body[64];
+    char body[64] = {0};
     for (int round = 0; round < 3; round++) {
         for (uint16_t id = 1; id <= 16; id++)
             fcl_put_stream(&b, FCGI_STDIN, id, body, id, 0, FCL_PAD8, false);
