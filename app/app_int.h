@@ -146,8 +146,8 @@ struct fcr_ctx {
     const char *user;
     json_t *json;
     bool json_done;
-    char *json_error; /* problem detail of the failed parse */
-    double start;          /* monotonic seconds when the app got the request */
+    char *json_error;       /* problem detail of the failed parse */
+    double start;           /* monotonic seconds when the app got the request */
     const char *request_id; /* fcr_req_request_id, made on first use */
     /* output */
     ev_timer resume; /* continues the output after a drain callback */
