@@ -216,24 +216,31 @@ static void child_cb(struct ev_loop *loop, ev_child *c, int revents)
     }
 }
 
+/* Starts workers in free slots until `count` were started. Returns true in a new worker process:
+ * the caller then unwinds so that it runs the server. */
+static bool spawn_in_free_slots(supervisor *s, unsigned count)
+{
+    for (unsigned i = 0; i < s->nslots && count > 0; i++) {
+        if (s->w[i].pid == 0) {
+            bool child = false;
+            spawn(s, i, &child);
+            if (child)
+                return true;
+            count--;
+        }
+    }
+    return false;
+}
+
 static void respawn_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
     (void)revents;
     supervisor *s = t->data;
-    unsigned want = s->n, have = 0;
+    unsigned have = 0;
     for (unsigned i = 0; i < s->nslots; i++)
         have += s->w[i].pid > 0 && !s->w[i].retiring;
-    for (unsigned i = 0; i < s->nslots && have < want; i++) {
-        if (s->w[i].pid == 0) {
-            bool child = false;
-            spawn(s, i, &child);
-            if (child) {
-                ev_break(loop, EVBREAK_ALL);
-                return;
-            }
-            have++;
-        }
-    }
+    if (have < s->n && spawn_in_free_slots(s, s->n - have))
+        ev_break(loop, EVBREAK_ALL);
 }
 
 static void signal_all(supervisor *s, int sig, bool retiring_only)
@@ -298,17 +305,9 @@ static void hup_cb(struct ev_loop *loop, ev_signal *sig, int revents)
     /* The old workers keep accepting until every new one reports that it accepts. */
     s->restarting = true;
     ev_timer_stop(loop, &s->respawn);
-    unsigned started = 0;
-    for (unsigned i = 0; i < s->nslots && started < s->n; i++) {
-        if (s->w[i].pid == 0) {
-            bool child = false;
-            spawn(s, i, &child);
-            if (child) {
-                ev_break(loop, EVBREAK_ALL);
-                return;
-            }
-            started++;
-        }
+    if (spawn_in_free_slots(s, s->n)) {
+        ev_break(loop, EVBREAK_ALL);
+        return;
     }
     ev_timer_set(&s->ready_timer, READY_WAIT, 0);
     ev_timer_start(loop, &s->ready_timer);
