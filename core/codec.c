@@ -27,21 +27,6 @@ void fcr__header_encode(uint8_t *out, uint8_t type, uint16_t id, uint16_t conten
     out[7] = 0;
 }
 
-size_t fcr__nvlen_decode(const uint8_t *p, size_t avail, uint32_t *len)
-{
-    if (avail < 1)
-        return 0;
-    if ((p[0] & 0x80u) == 0) {
-        *len = p[0];
-        return 1;
-    }
-    if (avail < 4)
-        return 0;
-    *len = ((uint32_t)(p[0] & 0x7fu) << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
-           (uint32_t)p[3];
-    return 4;
-}
-
 size_t fcr__nvlen_encode(uint8_t *out, uint32_t len)
 {
     if (len < 0x80u) {
@@ -85,39 +70,6 @@ size_t fcr__nv_encode(uint8_t *out, const void *name, size_t nlen, const void *v
     if (vlen > 0)
         memcpy(out + n, value, vlen);
     return n + vlen;
-}
-
-fcr_nv_status fcr__nv_next(const uint8_t *buf, size_t len, size_t *off, const uint8_t **name,
-                           uint32_t *nlen, const uint8_t **value, uint32_t *vlen)
-{
-    size_t o = *off;
-    size_t rem, used;
-    uint32_t nl, vl;
-
-    if (o == len)
-        return FCR_NV_END;
-    if (o > len)
-        return FCR_NV_TRUNCATED;
-    rem = len - o;
-    used = fcr__nvlen_decode(buf + o, rem, &nl);
-    if (used == 0)
-        return FCR_NV_TRUNCATED;
-    o += used;
-    rem -= used;
-    used = fcr__nvlen_decode(buf + o, rem, &vl);
-    if (used == 0)
-        return FCR_NV_TRUNCATED;
-    o += used;
-    rem -= used;
-    /* Compare each length against what is left, never their sum against len. */
-    if (nl > rem || vl > rem - nl)
-        return FCR_NV_TRUNCATED;
-    *name = buf + o;
-    *nlen = nl;
-    *value = buf + o + nl;
-    *vlen = vl;
-    *off = o + (size_t)nl + (size_t)vl;
-    return FCR_NV_OK;
 }
 
 void fcr__end_request_encode(uint8_t *out, uint16_t id, uint32_t app_status,

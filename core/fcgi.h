@@ -61,8 +61,22 @@ static inline uint8_t fcr__padding_for(size_t content_len)
 
 /* Decodes one name-value length at `p` (`avail` bytes readable): 1 byte when the high bit is
  * clear, else 4 bytes big-endian with the high bit masked (31-bit value). Returns the number
- * of bytes used (1 or 4), or 0 when `avail` is too short for the prefix (truncated). */
-size_t fcr__nvlen_decode(const uint8_t *p, size_t avail, uint32_t *len);
+ * of bytes used (1 or 4), or 0 when `avail` is too short for the prefix (truncated). Inline:
+ * it runs twice for every param of every request. */
+static inline size_t fcr__nvlen_decode(const uint8_t *p, size_t avail, uint32_t *len)
+{
+    if (avail < 1)
+        return 0;
+    if ((p[0] & 0x80u) == 0) {
+        *len = p[0];
+        return 1;
+    }
+    if (avail < 4)
+        return 0;
+    *len = ((uint32_t)(p[0] & 0x7fu) << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) |
+           (uint32_t)p[3];
+    return 4;
+}
 
 /* Encodes `len` (<= 0x7fffffff) at `out` (room for 4 bytes) in the shortest form. Returns bytes
  * written (1 or 4). */
@@ -84,9 +98,38 @@ typedef enum fcr_nv_status {
 
 /* Decodes the pair starting at `buf[*off]` of a complete name-value stream of `len` bytes.
  * On FCR_NV_OK sets name/value pointers (into `buf`) and lengths and advances `*off`. Length
- * sums are checked in size_t without overflow. */
-fcr_nv_status fcr__nv_next(const uint8_t *buf, size_t len, size_t *off, const uint8_t **name,
-                           uint32_t *nlen, const uint8_t **value, uint32_t *vlen);
+ * sums are checked in size_t without overflow. Inline, as fcr__nvlen_decode. */
+static inline fcr_nv_status fcr__nv_next(const uint8_t *buf, size_t len, size_t *off,
+                                         const uint8_t **name, uint32_t *nlen,
+                                         const uint8_t **value, uint32_t *vlen)
+{
+    size_t o = *off;
+    if (o == len)
+        return FCR_NV_END;
+    if (o > len)
+        return FCR_NV_TRUNCATED;
+    size_t rem = len - o;
+    uint32_t nl, vl;
+    size_t used = fcr__nvlen_decode(buf + o, rem, &nl);
+    if (used == 0)
+        return FCR_NV_TRUNCATED;
+    o += used;
+    rem -= used;
+    used = fcr__nvlen_decode(buf + o, rem, &vl);
+    if (used == 0)
+        return FCR_NV_TRUNCATED;
+    o += used;
+    rem -= used;
+    /* Compare each length against what is left, never their sum against len. */
+    if (nl > rem || vl > rem - nl)
+        return FCR_NV_TRUNCATED;
+    *name = buf + o;
+    *nlen = nl;
+    *value = buf + o + nl;
+    *vlen = vl;
+    *off = o + (size_t)nl + (size_t)vl;
+    return FCR_NV_OK;
+}
 
 /* Writes a complete END_REQUEST record (16 bytes) to `out`. */
 void fcr__end_request_encode(uint8_t *out, uint16_t id, uint32_t app_status,

@@ -70,9 +70,12 @@ struct fcr_req {
     size_t max_body;
     long long content_length; /* -1 when absent or malformed */
 
-    fcr_buf pbuf; /* the raw PARAMS stream, decoded in place */
-    fcr_param *params;
+    fcr_buf pbuf;      /* the raw PARAMS stream, decoded in place */
+    fcr_param *params; /* one block: the params, then the hash index */
     size_t nparams;
+    size_t pcap;
+    uint32_t *pindex; /* open addressing: param index + 1, 0 for a free slot */
+    size_t pmask;     /* index slots - 1 */
 
     fcr_buf body[2]; /* STDIN, DATA */
     fcr_chunk_cb chunk_cb;

@@ -436,6 +436,43 @@ START_TEST(stderr_terminated_once_when_used_and_absent_otherwise)
 }
 END_TEST
 
+START_TEST(many_params_are_found_and_the_last_duplicate_wins)
+{
+    start();
+    fcl_conn *c = conn();
+    for (int which = 0; which < 200; which += 37) {
+        fcl_buf b, nv;
+        fcl_buf_init(&b);
+        fcl_buf_init(&nv);
+        char name[32], value[32];
+        for (int i = 0; i < 200; i++) { /* grows the table past its first size several times */
+            snprintf(name, sizeof name, "PARAM_%d", i);
+            snprintf(value, sizeof value, "v%d", i);
+            fcl_nv_adds(&nv, name, value);
+        }
+        snprintf(name, sizeof name, "PARAM_%d", which);
+        fcl_nv_adds(&nv, name, "last");
+        fcl_nv_adds(&nv, "ACTION", "param");
+        fcl_nv_adds(&nv, "WHICH", name);
+        fcl_put_begin(&b, 1, FCR_RESPONDER, FCGI_KEEP_CONN);
+        fcl_put_stream(&b, FCGI_PARAMS, 1, nv.data, nv.len, 0, FCL_PAD8, true);
+        fcl_put_stream(&b, FCGI_STDIN, 1, NULL, 0, 0, 0, true);
+        ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+        fcl_response r;
+        fcl_response_init(&r, 1);
+        ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+        char *out = stdout_str(&r);
+        ck_assert_msg(strstr(out, "[last]"), "PARAM_%d: %s", which, out);
+        free(out);
+        fcl_response_free(&r);
+        fcl_buf_free(&b);
+        fcl_buf_free(&nv);
+    }
+    fcl_close(c);
+    stop();
+}
+END_TEST
+
 START_TEST(request_id_65535_is_valid)
 {
     start();
@@ -1273,6 +1310,7 @@ static Suite *suite(void)
         T(padding_up_to_255_skipped_on_every_record_type),
         T(stdout_records_at_most_65535_and_padded_to_8),
         T(stderr_terminated_once_when_used_and_absent_otherwise),
+        T(many_params_are_found_and_the_last_duplicate_wins),
         T(request_id_65535_is_valid),
         T(version_other_than_1_closes_the_connection),
         T(begin_request_content_not_8_bytes_closes_the_connection),
