@@ -461,6 +461,28 @@ static bool status_has_body(int status)
     return status != 204 && status != 304;
 }
 
+/* Appends the string `s` at p + n; returns the new length. The caller sized `p`. */
+static size_t put_str(char *p, size_t n, const char *s)
+{
+    size_t len = strlen(s);
+    memcpy(p + n, s, len);
+    return n + len;
+}
+
+/* Appends `v` in decimal at p + n; returns the new length. */
+static size_t put_uint(char *p, size_t n, size_t v)
+{
+    char digits[24];
+    size_t k = 0;
+    do {
+        digits[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k)
+        p[n++] = digits[--k];
+    return n;
+}
+
 /* Builds the CGI header block in the arena. */
 static int build_head(fcr_ctx *ctx)
 {
@@ -472,30 +494,39 @@ static int build_head(fcr_ctx *ctx)
     bool keep_cl = user_cl && ctx->no_body && blen == 0;
     bool add_ct = body_allowed && blen > 0 && !fcr_res_get_header(res, "Content-Type");
 
-    size_t cap = 64;
+    const char *reason = fcr_status_reason(res->status);
+    /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
+    size_t cap = 32 + strlen(reason) + 48 + 48 + 2;
     for (size_t i = 0; i < res->nh; i++) {
         /* Names and values are never NULL (header_add checks them). */
         // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
         cap += strlen(res->h[i].name) + strlen(res->h[i].value) + 4;
     }
-    cap += 64;
     char *p = fcr__arena_alloc(&ctx->arena, cap);
     if (!p)
         return FCR_ENOMEM;
-    size_t n =
-        (size_t)snprintf(p, cap, "Status: %d %s\r\n", res->status, fcr_status_reason(res->status));
+    /* Built by hand rather than with snprintf: this runs for every response. */
+    size_t n = put_str(p, 0, "Status: ");
+    n = put_uint(p, n, (size_t)(res->status < 0 ? 0 : res->status));
+    p[n++] = ' ';
+    n = put_str(p, n, reason);
+    n = put_str(p, n, "\r\n");
     for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, "Content-Length") == 0 && !keep_cl)
+        if (strcasecmp(res->h[i].name, "Content-Length") == 0 && (!keep_cl || !body_allowed))
             continue;
-        if (!body_allowed && strcasecmp(res->h[i].name, "Content-Length") == 0)
-            continue;
-        n += (size_t)snprintf(p + n, cap - n, "%s: %s\r\n", res->h[i].name, res->h[i].value);
+        n = put_str(p, n, res->h[i].name);
+        n = put_str(p, n, ": ");
+        n = put_str(p, n, res->h[i].value);
+        n = put_str(p, n, "\r\n");
     }
     if (add_ct)
-        n += (size_t)snprintf(p + n, cap - n, "Content-Type: application/octet-stream\r\n");
-    if (body_allowed && !keep_cl)
-        n += (size_t)snprintf(p + n, cap - n, "Content-Length: %zu\r\n", blen);
-    n += (size_t)snprintf(p + n, cap - n, "\r\n");
+        n = put_str(p, n, "Content-Type: application/octet-stream\r\n");
+    if (body_allowed && !keep_cl) {
+        n = put_str(p, n, "Content-Length: ");
+        n = put_uint(p, n, blen);
+        n = put_str(p, n, "\r\n");
+    }
+    n = put_str(p, n, "\r\n");
     ctx->head = p;
     ctx->head_len = n;
     ctx->head_off = 0;
