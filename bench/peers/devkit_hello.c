@@ -65,6 +65,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (FCGX_Init() != 0)
         return 1;
+    /* The devkit's own SIGTERM handler only marks a shutdown that threads blocked in accept()
+     * do not see until the next connection arrives: end at once instead. */
+    signal(SIGTERM, SIG_DFL);
     listen_sock = FCGX_OpenSocket(addr, 1024);
     if (listen_sock < 0) {
         fprintf(stderr, "%s: cannot listen on %s\n", argv[0], argv[1]);
