@@ -115,7 +115,7 @@ static uint32_t name_hash(const char *name, size_t len)
 }
 
 /* The index slot holding `name`, or the free slot where it would go. */
-static size_t find_slot(const fcr_req *r, const char *name, size_t len)
+static inline size_t find_slot(const fcr_req *r, const char *name, size_t len)
 {
     size_t i = name_hash(name, len) & r->pmask;
     for (; r->pindex[i]; i = (i + 1) & r->pmask) {
@@ -212,7 +212,10 @@ int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len)
     size_t clip = r->max_body;
     if (idx == 0 && r->content_length >= 0 && (unsigned long long)r->content_length <= clip)
         clip = (size_t)r->content_length;
-    int e = buf_reserve(b, b->len + len, clip, 16384);
+    /* A declared length up to 1 MiB is reserved at once (one allocation, no copies); larger
+     * ones grow with the bytes that actually arrive. */
+    size_t first = clip < 16384 || clip > (1u << 20) || clip == r->max_body ? 16384 : clip;
+    int e = buf_reserve(b, b->len + len, clip, first);
     if (e)
         return e;
     memcpy(b->p + b->len, buf, len);
