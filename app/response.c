@@ -461,11 +461,12 @@ static bool status_has_body(int status)
     return status != 204 && status != 304;
 }
 
-/* Appends the string `s` at p + n; returns the new length. The caller sized `p`. */
+/* Appends the string `s` at p + n, NUL-terminated (the next append overwrites the NUL); returns
+ * the new length. The caller sized `p` with room for the NUL. */
 static size_t put_str(char *p, size_t n, const char *s)
 {
     size_t len = strlen(s);
-    memcpy(p + n, s, len);
+    memcpy(p + n, s, len + 1);
     return n + len;
 }
 
