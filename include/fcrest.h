@@ -2,6 +2,7 @@
 #ifndef FCREST_H
 #define FCREST_H
 
+#include <fcrest/version.h>
 #include <fcrest/error.h>
 #include <fcrest/core.h>
 #include <fcrest/router.h>
