@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Every ```c block in README.md and docs/*.md compiles, with warnings as errors.
+
+What is done with a block depends on the HTML comments on the lines right before its fence
+(one directive per comment; several comments may stack):
+
+  (none)                    a whole program: compiled and linked against the library in the
+                            build directory
+  <!-- name: FILE -->       a whole program, also saved as FILE so that later blocks of the same
+                            page can #include "FILE" and `excerpt` blocks can point at it
+  <!-- run -->              a whole program, compiled, linked and run in the page's directory
+                            (where `name` blocks were saved); it must exit with status 0
+  <!-- fragment -->         not a whole program: compiled, not linked, after a prelude that
+                            includes <fcrest.h>, <ev.h>, <stdbool.h>, <stdio.h>, <stdlib.h> and
+                            <string.h> (unused static functions allowed)
+  <!-- excerpt: FILE -->    a piece of the block named FILE on the same page, line for line
+                            (checked, not compiled on its own)
+  <!-- fcgx -->             a whole program on the reference devkit's fcgiapp.h, linked with
+                            -lfcgi (skipped, and said so, when fcgiapp.h is not installed)
+  <!-- same-as: PATH -->    the block is the file PATH of the source tree, byte for byte; it is
+                            also compiled and linked as a whole program
+
+A block whose first line is the first line of examples/NAME.c (for README.md's tutorial:
+"/* tutorial.c: ...") is taken as a copy of that example and must equal it, as with same-as.
+
+Flags: -std=c11 -Wall -Wextra -Wpedantic -Werror. The last line of output is a summary:
+"docs: N samples compiled (M linked, K run), E excerpts found, S skipped, F failed".
+
+Usage: check_docs.py --source DIR --build DIR [--cc "COMPILER ..."] [--sanitize LIST]
+"""
+import argparse
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+
+FLAGS = ["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
+PRELUDE = """#include <fcrest.h>
+#include <ev.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#line 1 "fragment"
+"""
+KNOWN = ("name", "run", "fragment", "excerpt", "fcgx", "same-as")
+RUN_TIMEOUT = 120
+
+
+def parse_blocks(text):
+    """Yields (line number of the fence, directives, code) for every ```c block."""
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() != "```c":
+            i += 1
+            continue
+        start = i
+        directives = []
+        j = i - 1
+        while j >= 0:
+            m = re.fullmatch(r"\s*<!--\s*(.*?)\s*-->\s*", lines[j])
+            if not m:
+                break
+            key, _, value = m.group(1).partition(":")
+            directives.insert(0, (key.strip(), value.strip()))
+            j -= 1
+        i += 1
+        body = []
+        while i < len(lines) and lines[i].strip() != "```":
+            body.append(lines[i])
+            i += 1
+        if i == len(lines):
+            raise ValueError(f"line {start + 1}: the C block is not closed")
+        i += 1
+        yield start + 1, directives, "\n".join(body) + "\n"
+
+
+def pkg_flags(*args):
+    r = subprocess.run(["pkg-config", *args], capture_output=True, text=True)
+    return r.stdout.split() if r.returncode == 0 else []
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--cc", default="cc")
+    ap.add_argument("--sanitize", default="none")
+    opt = ap.parse_args()
+
+    cc = shlex.split(opt.cc)
+    san = [] if opt.sanitize in ("", "none") else ["-fsanitize=" + opt.sanitize]
+    include = ["-I", os.path.join(opt.source, "include")] + pkg_flags("--cflags", "jansson")
+    libs = ["-L", opt.build, "-Wl,-rpath," + os.path.abspath(opt.build), "-lfcrest"]
+    if not glob.glob(os.path.join(opt.build, "libfcrest.so*")):
+        libs += pkg_flags("--libs", "libpcre2-8")  # a static library brings no dependencies
+    libs += pkg_flags("--libs", "jansson") + ["-lev"]
+
+    def compile_(workdir, code, out, extra_flags, link_flags):
+        src = os.path.join(workdir, "sample.c")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(code)
+        cmd = cc + FLAGS + san + extra_flags + ["-I", workdir, src, "-o", out] + link_flags
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+        return r.returncode == 0, r.stderr
+
+    with tempfile.TemporaryDirectory(prefix="fcrest-docs-") as probe:
+        have_fcgx = compile_(probe, "#include <fcgiapp.h>\nint probe(void);\n",
+                             os.path.join(probe, "p.o"), ["-c"], [])[0]
+
+    pages = [os.path.join(opt.source, "README.md")]
+    pages += sorted(glob.glob(os.path.join(opt.source, "docs", "*.md")))
+    examples = {}
+    for path in glob.glob(os.path.join(opt.source, "examples", "*.c")):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        examples[text.split("\n", 1)[0]] = (os.path.relpath(path, opt.source), text)
+
+    counts = dict(compiled=0, linked=0, run=0, excerpts=0, skipped=0, failed=0)
+
+    def fail(where, msg):
+        print(f"{where}: {msg}")
+        counts["failed"] += 1
+
+    for page in pages:
+        rel = os.path.relpath(page, opt.source)
+        try:
+            with open(page, encoding="utf-8") as f:
+                blocks = list(parse_blocks(f.read()))
+        except (OSError, ValueError) as e:
+            fail(rel, str(e))
+            continue
+        named = {}
+        excerpts = []
+        with tempfile.TemporaryDirectory(prefix="fcrest-docs-") as workdir:
+            for line, directives, code in blocks:
+                where = f"{rel}:{line}"
+                d = dict(directives)
+                unknown = [k for k, _ in directives if k not in KNOWN]
+                if unknown:
+                    fail(where, f"unknown directive {unknown[0]!r} (known: {', '.join(KNOWN)})")
+                    continue
+                same = d.get("same-as")
+                first = code.split("\n", 1)[0]
+                if same is None and first in examples:
+                    same = examples[first][0]
+                if same is not None:
+                    try:
+                        with open(os.path.join(opt.source, same), encoding="utf-8") as f:
+                            if f.read() != code:
+                                fail(where, f"the block differs from {same}")
+                    except OSError as e:
+                        fail(where, f"same-as: {e}")
+                if "excerpt" in d:
+                    excerpts.append((where, d["excerpt"], code))
+                    continue
+                if "name" in d:
+                    name = d["name"]
+                    if name in named or os.path.basename(name) != name:
+                        fail(where, f"name {name!r} is used twice or is not a plain file name")
+                        continue
+                    named[name] = code
+                    with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+                        f.write(code)
+                exe = os.path.join(workdir, "sample")
+                if "fragment" in d:
+                    ok, err = compile_(workdir, PRELUDE + code, os.path.join(workdir, "sample.o"),
+                                       include + ["-c", "-Wno-unused-function"], [])
+                elif "fcgx" in d:
+                    if not have_fcgx:
+                        print(f"{where}: skipped: fcgiapp.h (libfcgi-dev) is not installed")
+                        counts["skipped"] += 1
+                        continue
+                    ok, err = compile_(workdir, code, exe, ["-pthread"], ["-lfcgi"])
+                else:
+                    ok, err = compile_(workdir, code, exe, include, libs)
+                if not ok:
+                    fail(where, "the C block does not compile:\n" + err)
+                    continue
+                counts["compiled"] += 1
+                if "fragment" in d:
+                    continue
+                counts["linked"] += 1
+                if "run" in d:
+                    try:
+                        r = subprocess.run([exe], capture_output=True, text=True, cwd=workdir,
+                                           timeout=RUN_TIMEOUT)
+                        status = r.returncode
+                        output = r.stdout + r.stderr
+                    except subprocess.TimeoutExpired:
+                        status, output = "a timeout", ""
+                    if status != 0:
+                        fail(where, f"the program ended with {status}:\n{output}")
+                        continue
+                    counts["run"] += 1
+            for where, name, code in excerpts:
+                whole = named.get(name)
+                if whole is None:
+                    fail(where, f"excerpt: no block named {name!r} on this page")
+                elif "\n" + code not in "\n" + whole:
+                    fail(where, f"the excerpt is not part of the block named {name!r}")
+                else:
+                    counts["excerpts"] += 1
+    print(f"docs: {counts['compiled']} samples compiled ({counts['linked']} linked, "
+          f"{counts['run']} run), {counts['excerpts']} excerpts found, {counts['skipped']} "
+          f"skipped, {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
