@@ -1,4 +1,12 @@
-/* fcrest error codes and logging. */
+/**
+ * @file fcrest/error.h
+ * @brief fcrest error codes and logging.
+ *
+ * Every fcrest function that can fail returns 0 (or a non-negative count) on success and one of
+ * the negative codes of ::fcr_err on failure; functions returning pointers return NULL.
+ * fcr_strerror() and fcr_err_name() describe a code. The log functions write one line per
+ * message to stderr, filtered by a process-wide threshold.
+ */
 #ifndef FCREST_ERROR_H
 #define FCREST_ERROR_H
 
@@ -8,8 +16,14 @@
 extern "C" {
 #endif
 
-/* Every fcrest function that can fail returns 0 (or a non-negative count) on success and one of
- * these negative codes on failure; functions returning pointers return NULL. */
+/**
+ * The error codes as an X-macro: `FCR_ERRNO_MAP(X)` expands to `X(NAME, CODE, TEXT)` once per
+ * code, where `FCR_##NAME` is the ::fcr_err constant, `CODE` its (negative) value and `TEXT`
+ * what fcr_strerror() returns for it.
+ *
+ * Every fcrest function that can fail returns 0 (or a non-negative count) on success and one of
+ * these negative codes on failure; functions returning pointers return NULL.
+ */
 #define FCR_ERRNO_MAP(X)                                                                           \
     X(ENOMEM, -1, "out of memory")                                                                 \
     X(EINVAL, -2, "invalid argument")                                                              \
@@ -24,45 +38,90 @@ extern "C" {
     X(EPARSE, -11, "malformed input")                                                              \
     X(EEXIST, -12, "already exists")
 
+/**
+ * Result codes of fcrest functions: FCR_OK (0) for success and one negative constant per entry
+ * of FCR_ERRNO_MAP(). Functions return them as `int`.
+ */
 enum fcr_err {
-    FCR_OK = 0,
+    FCR_OK = 0, /**< Success. */
 #define FCR__ERR_ENUM(name, code, text) FCR_##name = (code),
     FCR_ERRNO_MAP(FCR__ERR_ENUM)
 #undef FCR__ERR_ENUM
 };
 
-/* Returns a static, human-readable description of `err` (an `enum fcr_err` value). Unknown
- * codes give "unknown error". Never returns NULL; the result must not be freed. */
+/** @var FCR_ENOMEM
+ * Out of memory (-1): an allocation failed. */
+/** @var FCR_EINVAL
+ * Invalid argument (-2): a NULL or out-of-range argument, or a call at the wrong time. */
+/** @var FCR_EAGAIN
+ * Output queue full (-3): nothing was taken; wait for the drain callback (fcr_req_on_drain())
+ * and try again. Also returned by a streaming input callback to pause reading. */
+/** @var FCR_ECLOSED
+ * Closed (-4): the request was finished or aborted, or its connection is closed. */
+/** @var FCR_ETOOBIG
+ * Size limit exceeded (-5): an input, a count or a caller's buffer is over its limit. */
+/** @var FCR_EPROTO
+ * FastCGI protocol violation (-6) by the peer. */
+/** @var FCR_EIO
+ * A system call failed (-7). */
+/** @var FCR_EADDR
+ * Invalid or unusable listen or connect address (-8). */
+/** @var FCR_ENOTFOUND
+ * Not found (-9): no item at that index or of that name. */
+/** @var FCR_ETIMEDOUT
+ * Timed out (-10). */
+/** @var FCR_EPARSE
+ * Malformed input (-11), such as an invalid regular expression or web server allow-list. */
+/** @var FCR_EEXIST
+ * Already exists (-12). */
+
+/**
+ * Returns a static, human-readable description of `err` (an `enum fcr_err` value). Unknown
+ * codes give "unknown error". Never returns NULL; the result must not be freed.
+ */
 const char *fcr_strerror(int err);
 
-/* Returns the symbolic name of `err` ("FCR_EINVAL", ...) or "FCR_UNKNOWN". Static storage. */
+/**
+ * Returns the symbolic name of `err` ("FCR_EINVAL", ...) or "FCR_UNKNOWN". Static storage: never
+ * NULL, must not be freed.
+ */
 const char *fcr_err_name(int err);
 
-/* Log levels, most severe first. */
+/** Log levels (`enum fcr_log_level`), most severe first. */
 enum fcr_log_level {
-    FCR_LOG_ERROR = 0,
-    FCR_LOG_WARN = 1,
-    FCR_LOG_INFO = 2,
-    FCR_LOG_DEBUG = 3,
+    FCR_LOG_ERROR = 0, /**< A failure: something did not work. */
+    FCR_LOG_WARN = 1,  /**< Something unexpected that fcrest handled. */
+    FCR_LOG_INFO = 2,  /**< Normal events: start, stop, signals, the access log. */
+    FCR_LOG_DEBUG = 3, /**< Details for debugging. */
 };
 
-/* Sets the process-wide log threshold: messages above `level` are dropped. The default is
- * FCR_LOG_INFO. Not thread-safe; call it at start-up. */
+/**
+ * Sets the process-wide log threshold: messages above `level` are dropped. The default is
+ * FCR_LOG_INFO. Not thread-safe; call it at start-up.
+ */
 void fcr_log_set_level(int level);
 
-/* Returns the current process-wide log threshold. */
+/** Returns the current process-wide log threshold (an ::fcr_log_level value). */
 int fcr_log_level(void);
 
-/* Parses "error", "warn", "info" or "debug" (case-insensitive) into `*level`. Returns 0, or
- * FCR_EINVAL for any other string (then `*level` is unchanged). */
+/**
+ * Parses "error", "warn", "info" or "debug" (case-insensitive) into `*level`. Returns 0, or
+ * FCR_EINVAL for any other string or a NULL `name` (then `*level` is unchanged).
+ */
 int fcr_log_level_parse(const char *name, int *level);
 
-/* Writes one log line "fcrest[pid]: <level>: <message>\n" to stderr with a single write(2),
+/**
+ * Writes one log line "fcrest[pid]: <level>: <message>\n" to stderr with a single write(2),
  * so lines from several worker processes never interleave. Lines longer than 4 KiB are
- * truncated. Does nothing when `level` is above the threshold. */
+ * truncated. Does nothing when `level` is above the threshold (or negative). `fmt` is a
+ * printf(3) format for the arguments that follow. Errors of the write are ignored.
+ */
 void fcr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* va_list form of fcr_log(). */
+/**
+ * va_list form of fcr_log(): the same line, with the arguments taken from `ap` (which the call
+ * uses up, as vprintf(3) does).
+ */
 void fcr_vlog(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #ifdef __cplusplus
