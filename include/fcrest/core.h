@@ -1,9 +1,16 @@
-/* fcrest core: the application side of FastCGI 1.0 on a libev loop.
+/**
+ * @file fcrest/core.h
+ * @brief fcrest core: the application side of FastCGI 1.0 on a libev loop.
  *
  * A server owns listeners and connections on one libev loop. For every request whose input is
  * complete it calls the application's `on_request` callback with a request handle; the
  * application writes STDOUT/STDERR and ends the request with fcr_req_finish(), now or later
- * from another watcher on the same loop. */
+ * from another watcher on the same loop.
+ *
+ * Every function runs on the loop's thread and none blocks (except the fcr_server_run
+ * functions, which run the loop). Functions that take a server or request handle require a
+ * valid one unless they say that NULL is accepted.
+ */
 #ifndef FCREST_CORE_H
 #define FCREST_CORE_H
 
@@ -19,104 +26,146 @@ extern "C" {
 
 struct ev_loop;
 
+/**
+ * A FastCGI server: listeners, connections and requests on one libev loop. Opaque; created
+ * with fcr_server_new() (or fcr_app_server_new()), owned by the caller and freed with
+ * fcr_server_free().
+ */
 typedef struct fcr_server fcr_server;
+
+/**
+ * One FastCGI request. Opaque; the server creates it and hands it to the application's
+ * callbacks. The application owns it from on_request until it calls fcr_req_finish(), which
+ * releases it.
+ */
 typedef struct fcr_req fcr_req;
 
-/* FastCGI roles (the values are the protocol's). */
+/** FastCGI roles (the values are the protocol's). */
 typedef enum fcr_role {
-    FCR_RESPONDER = 1,
-    FCR_AUTHORIZER = 2,
-    FCR_FILTER = 3,
+    FCR_RESPONDER = 1,  /**< Responder: answers an HTTP request (the usual role). */
+    FCR_AUTHORIZER = 2, /**< Authorizer: decides whether the web server serves a request. */
+    FCR_FILTER = 3,     /**< Filter: transforms a file (the DATA stream) for the web server. */
 } fcr_role;
 
-/* Bit for `role` in fcr_server_config.roles. */
+/** Bit for `role` in fcr_server_config.roles. */
 #define FCR_ROLE_BIT(role) (1u << (unsigned)(role))
+/** Mask of all three roles for fcr_server_config.roles. */
 #define FCR_ALL_ROLES                                                                              \
     (FCR_ROLE_BIT(FCR_RESPONDER) | FCR_ROLE_BIT(FCR_AUTHORIZER) | FCR_ROLE_BIT(FCR_FILTER))
 
-/* Input streams of a request. */
+/** Input streams of a request. */
 typedef enum fcr_stream {
-    FCR_STDIN = 5,
-    FCR_DATA = 8,
+    FCR_STDIN = 5, /**< The request body (FCGI_STDIN). */
+    FCR_DATA = 8,  /**< The file to filter of a Filter request (FCGI_DATA). */
 } fcr_stream;
 
-/* Limits and timeouts. Every input size is checked against these before memory is reserved
- * for it. The defaults are those of fcr_limits_default(), listed in README.md. */
+/**
+ * Limits and timeouts. Every input size is checked against these before memory is reserved
+ * for it. The defaults are those of fcr_limits_default(), listed in README.md.
+ */
 typedef struct fcr_limits {
-    size_t max_name_len;        /* bytes in one param name (default 1 KiB) */
-    size_t max_value_len;       /* bytes in one param value (default 32 KiB) */
-    size_t max_params_bytes;    /* encoded PARAMS stream bytes of one request (default 64 KiB) */
-    size_t max_params;          /* number of params of one request (default 256) */
-    size_t max_body;            /* buffered STDIN (and, separately, DATA) bytes (default 16 MiB) */
-    unsigned max_reqs_per_conn; /* concurrent requests on one connection (default 32) */
-    unsigned max_reqs;          /* concurrent requests in one worker (default 4096) */
-    unsigned max_conns;         /* open connections in one worker (default 4096) */
-    size_t max_output_queue;    /* queued output bytes per connection (default 1 MiB) */
-    double idle_timeout;        /* seconds a connection may sit with no request (default 60) */
-    double input_timeout;  /* seconds from BEGIN_REQUEST until its input is complete (default 30) */
-    double output_timeout; /* seconds queued output may make no progress (default 30) */
+    size_t max_name_len;     /**< bytes in one param name (default 1 KiB) */
+    size_t max_value_len;    /**< bytes in one param value (default 32 KiB) */
+    size_t max_params_bytes; /**< encoded PARAMS stream bytes of one request (default 64 KiB) */
+    size_t max_params;       /**< number of params of one request (default 256) */
+    size_t max_body;         /**< buffered STDIN (and, separately, DATA) bytes (default 16 MiB) */
+    unsigned max_reqs_per_conn; /**< concurrent requests on one connection (default 32) */
+    unsigned max_reqs;          /**< concurrent requests in one worker (default 4096) */
+    unsigned max_conns;         /**< open connections in one worker (default 4096) */
+    size_t max_output_queue;    /**< queued output bytes per connection (default 1 MiB) */
+    double idle_timeout;        /**< seconds a connection may sit with no request (default 60) */
+    /** seconds from BEGIN_REQUEST until its input is complete (default 30) */
+    double input_timeout;
+    double output_timeout; /**< seconds queued output may make no progress (default 30) */
 } fcr_limits;
 
-/* Fills `l` with the documented defaults. */
+/** Fills `l` (not NULL) with the documented defaults. Never fails. */
 void fcr_limits_default(fcr_limits *l);
 
-/* Called when a request's PARAMS stream is complete, before its body is read. Optional. The
+/**
+ * Called when a request's PARAMS stream is complete, before its body is read. Optional. The
  * callback may inspect params, lower the body limit (fcr_req_set_max_body), switch the request
  * to streaming input (fcr_req_stream_input), or answer at once (write, then fcr_req_finish;
  * the rest of the input is then discarded). It must not keep `req` unless it switched to
- * streaming input or finished it. */
+ * streaming input or finished it. `data` is fcr_server_config.data.
+ */
 typedef void (*fcr_params_cb)(fcr_req *req, void *data);
 
-/* Called once per request when the input its role needs is complete (Responder: PARAMS and
+/**
+ * Called once per request when the input its role needs is complete (Responder: PARAMS and
  * STDIN; Authorizer: PARAMS; Filter: PARAMS, STDIN and DATA), or at once after on_params when
  * the request streams its input, or as soon as a body exceeded its limit
  * (fcr_req_input_error() then says FCR_ETOOBIG). From this call on the application owns the
  * request until it calls fcr_req_finish(), which it must do exactly once, also after an
- * abort. */
+ * abort. `data` is fcr_server_config.data.
+ */
 typedef void (*fcr_request_cb)(fcr_req *req, void *data);
 
-/* Server configuration. Initialise with fcr_server_config_init() and change what you need. */
+/** Server configuration. Initialise with fcr_server_config_init() and change what you need. */
 typedef struct fcr_server_config {
-    fcr_limits limits;
-    unsigned roles;            /* FCR_ROLE_BIT mask of served roles; others get UNKNOWN_ROLE */
-    bool multiplex;            /* accept several requests per connection (FCGI_MPXS_CONNS=1) */
-    fcr_params_cb on_params;   /* optional */
-    fcr_request_cb on_request; /* required */
-    void *data;                /* passed to both callbacks */
-    unsigned socket_mode; /* mode for unix sockets created by fcr_server_listen (default 0660) */
-    const char *web_server_addrs; /* allow-list like FCGI_WEB_SERVER_ADDRS; NULL: read the env */
+    fcr_limits limits;         /**< limits and timeouts (fcr_limits_default()) */
+    unsigned roles;            /**< FCR_ROLE_BIT mask of served roles; others get UNKNOWN_ROLE */
+    bool multiplex;            /**< accept several requests per connection (FCGI_MPXS_CONNS=1) */
+    fcr_params_cb on_params;   /**< optional */
+    fcr_request_cb on_request; /**< required */
+    void *data;                /**< passed to both callbacks */
+    unsigned socket_mode; /**< mode for unix sockets created by fcr_server_listen (default 0660) */
+    const char *web_server_addrs; /**< allow-list like FCGI_WEB_SERVER_ADDRS; NULL: read the env */
 } fcr_server_config;
 
-/* Initialises `cfg`: default limits, all three roles, multiplexing on, socket mode 0660, no
- * callbacks. */
+/**
+ * Initialises `cfg` (not NULL): default limits, all three roles, multiplexing on, socket mode
+ * 0660, no callbacks, no allow-list. Never fails.
+ */
 void fcr_server_config_init(fcr_server_config *cfg);
 
-/* Creates a server on `loop` with a copy of `cfg` (the allow-list string is parsed now and not
+/**
+ * Creates a server on `loop` with a copy of `cfg` (the allow-list string is parsed now and not
  * kept). It raises the process's soft descriptor limit (RLIMIT_NOFILE) towards the hard limit
  * when it is below limits.max_conns + 64. Returns NULL and sets `*err` (if `err` is not NULL)
  * to FCR_EINVAL when on_request is NULL or a limit is zero, to FCR_EPARSE when the web server
  * allow-list is malformed, or FCR_ENOMEM. Only internal watchers that do not keep the loop
- * running are started until a listener is added. */
+ * running are started until a listener is added.
+ *
+ * FCR_EINVAL also for a NULL `loop` or `cfg` or a timeout that is not positive (max_body may
+ * be zero). The loop is not owned: it must outlive the server. The caller owns the server and
+ * frees it with fcr_server_free().
+ */
 fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err);
 
-/* Opens and starts a listener. `addr` is "unix:/path/to.sock", "tcp:HOST:PORT" (IPv4 literal,
+/**
+ * Opens and starts a listener. `addr` is "unix:/path/to.sock", "tcp:HOST:PORT" (IPv4 literal,
  * host name, or "[IPv6]"), or "fd:N" for an already listening descriptor. A stale unix socket
  * file is replaced; the socket file gets fcr_server_config.socket_mode. Returns 0, FCR_EADDR
- * for a malformed address, or FCR_EIO (errno says why). */
+ * for a malformed address, or FCR_EIO (errno says why).
+ *
+ * FCR_EADDR also when the host does not resolve or "fd:N" is not a listening socket;
+ * FCR_EINVAL for NULL arguments; FCR_ENOMEM. The server owns the listener (an "fd:N"
+ * descriptor included) and closes it with the server. `addr` is not kept.
+ */
 int fcr_server_listen(fcr_server *srv, const char *addr);
 
-/* Adopts the listening sockets a parent process passed: systemd socket activation
+/**
+ * Adopts the listening sockets a parent process passed: systemd socket activation
  * (LISTEN_PID/LISTEN_FDS, fds from 3) or, failing that, fd 0 when it is a listening socket
  * (how web servers and spawn-fcgi start FastCGI programs). Returns the number of sockets
- * adopted (0 when there are none) or a negative error. */
+ * adopted (0 when there are none) or a negative error.
+ *
+ * The errors are FCR_EINVAL for a NULL `srv` and FCR_ENOMEM. After systemd activation the
+ * LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES variables are removed from the environment.
+ */
 int fcr_server_listen_inherited(fcr_server *srv);
 
-/* Serves an already connected stream socket `fd` as a FastCGI connection (the server takes it
+/**
+ * Serves an already connected stream socket `fd` as a FastCGI connection (the server takes it
  * over and closes it). Used by in-process test harnesses with socketpair(2). Returns 0,
- * FCR_ETOOBIG at the connection cap (fd is closed), or FCR_ENOMEM (fd is closed). */
+ * FCR_ETOOBIG at the connection cap (fd is closed), or FCR_ENOMEM (fd is closed).
+ * FCR_EINVAL for a NULL `srv` or a negative `fd` (nothing is closed).
+ */
 int fcr_server_adopt(fcr_server *srv, int fd);
 
-/* Graceful stop. The listeners are closed without dropping a connection that was already let
+/**
+ * Graceful stop. The listeners are closed without dropping a connection that was already let
  * in: in the process that created a socket, a unix socket's file is removed and a TCP socket
  * drops new connection attempts (their SYNs; clients retry and then get ECONNREFUSED), then
  * the connections already queued are accepted, then the sockets are closed (inherited sockets,
@@ -125,20 +174,33 @@ int fcr_server_adopt(fcr_server *srv, int fd);
  * waiting): those may send that one request (it is served; others are answered OVERLOADED),
  * and are closed when nothing comes for about a second. In-flight requests finish; each
  * connection closes after its last response. `on_drained` (optional) is called once when no
- * connection is left. Idempotent. */
+ * connection is left. Idempotent.
+ *
+ * A later call replaces `on_drained` and `arg`. NULL `srv` is ignored. The server is not
+ * freed: call fcr_server_free() (for example from `on_drained`, or after the loop returned).
+ */
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg),
                          void *arg);
 
-/* Closes every listener and connection at once (requests in flight are aborted as if the peer
+/**
+ * Closes every listener and connection at once (requests in flight are aborted as if the peer
  * had gone) and frees the server. Requests the application still holds stay valid until it
- * finishes them. NULL is ignored. */
+ * finishes them. NULL is ignored.
+ */
 void fcr_server_free(fcr_server *srv);
 
-/* Runs the loop until SIGTERM or SIGINT, then shuts down gracefully (up to `grace` seconds
- * for in-flight requests) and returns 0. Installs its own signal watchers on the loop. */
+/**
+ * Runs the loop until SIGTERM or SIGINT, then shuts down gracefully (up to `grace` seconds
+ * for in-flight requests) and returns 0. Installs its own signal watchers on the loop.
+ *
+ * A second signal stops at once. The loop also returns when nothing keeps it running (no
+ * listener or connection left). The signal watchers are removed before returning; the server
+ * stays the caller's to free. Returns FCR_EINVAL for a NULL `srv`.
+ */
 int fcr_server_run(fcr_server *srv, double grace);
 
-/* Runs the server in `n` worker processes that share its listening sockets, each with its own
+/**
+ * Runs the server in `n` worker processes that share its listening sockets, each with its own
  * copy of the loop (`srv` must run on the default loop, and the listeners must be open). The
  * calling process becomes the supervisor, which never accepts itself:
  *   - a worker that dies is replaced at once (logging the signal or exit status), after a
@@ -151,130 +213,173 @@ int fcr_server_run(fcr_server *srv, double grace);
  *     5 s), sends the old ones SIGTERM: they stop accepting and finish their requests (killed
  *     `grace` + 5 s later); a SIGHUP while old workers still finish waits for them and then
  *     restarts once more.
+ *
  * Workers ignore SIGHUP and stop gracefully when the supervisor dies. Use a stop method that
  * signals only the supervisor (systemd: KillMode=mixed). Returns 0 in every process once it is
  * done (workers after their loop ended, the supervisor after the last worker exited), so the
  * caller's clean-up runs in each; FCR_EINVAL when the loop is not the default loop; FCR_EIO when
- * the first fork fails; FCR_ENOMEM. With n <= 1 it is fcr_server_run(). */
+ * the first fork fails; FCR_ENOMEM. With n <= 1 it is fcr_server_run().
+ */
 int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace);
 
-/* True in a worker process started by fcr_server_run_workers(). */
+/** True in a worker process started by fcr_server_run_workers(). */
 bool fcr_is_worker(void);
 
-/* Counters for tests and monitoring. */
+/** Counters for tests and monitoring. */
 typedef struct fcr_server_stats {
-    uint64_t accepted;        /* connections accepted since start */
-    uint64_t requests;        /* requests handed to the application */
-    unsigned conns;           /* open connections now */
-    unsigned active_reqs;     /* requests in progress now */
-    uint64_t protocol_errors; /* connections closed for a protocol violation */
+    uint64_t accepted;        /**< connections accepted since start */
+    uint64_t requests;        /**< requests handed to the application */
+    unsigned conns;           /**< open connections now */
+    unsigned active_reqs;     /**< requests in progress now */
+    uint64_t protocol_errors; /**< connections closed for a protocol violation */
 } fcr_server_stats;
 
-/* Copies the current counters into `*st`. */
+/** Copies the current counters into `*st`. Neither argument may be NULL. */
 void fcr_server_get_stats(const fcr_server *srv, fcr_server_stats *st);
 
-/* The loop the server runs on. */
+/** The loop the server runs on (not owned by the server). */
 struct ev_loop *fcr_server_loop(const fcr_server *srv);
 
-/* The limits in force (read-only). */
+/** The limits in force (read-only), owned by the server and valid as long as it lives. */
 const fcr_limits *fcr_server_limits(const fcr_server *srv);
 
 /* ---- Requests ------------------------------------------------------------------------- */
 
-/* Role, FastCGI request id (1..65535) and whether the web server asked to keep the
- * connection (FCGI_KEEP_CONN). */
+/** The request's role (what the web server asked for in BEGIN_REQUEST). */
 fcr_role fcr_req_role(const fcr_req *req);
+/** The request's FastCGI request id (1..65535). */
 unsigned fcr_req_id(const fcr_req *req);
+/** Whether the web server asked to keep the connection (FCGI_KEEP_CONN). */
 bool fcr_req_keep_conn(const fcr_req *req);
 
-/* The server the request came from. */
+/** The server the request came from. */
 fcr_server *fcr_req_server(const fcr_req *req);
 
-/* Looks up a param by exact name. Returns its NUL-terminated value (which may contain NULs:
+/**
+ * Looks up a param by exact name. Returns its NUL-terminated value (which may contain NULs:
  * use fcr_req_paramn for the length), or NULL when absent. When a name came more than once
- * the last value wins. The string lives as long as the request. */
+ * the last value wins. The string lives as long as the request. NULL also for a NULL `req` or
+ * `name`.
+ */
 const char *fcr_req_param(const fcr_req *req, const char *name);
 
-/* Like fcr_req_param() with an explicit name length; stores the value length in `*vlen` when
- * `vlen` is not NULL. */
+/**
+ * Like fcr_req_param() with an explicit name length; stores the value length in `*vlen` when
+ * `vlen` is not NULL.
+ */
 const char *fcr_req_paramn(const fcr_req *req, const char *name, size_t nlen, size_t *vlen);
 
-/* Number of distinct param names. */
+/** Number of distinct param names. */
 size_t fcr_req_param_count(const fcr_req *req);
 
-/* The i-th distinct param in arrival order (position of its first occurrence, value of its
- * last). Returns 0, or FCR_ENOTFOUND when i >= count. Out-pointers may be NULL. */
+/**
+ * The i-th distinct param in arrival order (position of its first occurrence, value of its
+ * last). Returns 0, or FCR_ENOTFOUND when i >= count. Out-pointers may be NULL. The strings
+ * live as long as the request.
+ */
 int fcr_req_param_at(const fcr_req *req, size_t i, const char **name, size_t *nlen,
                      const char **value, size_t *vlen);
 
-/* The buffered STDIN or DATA bytes received so far (complete once on_request ran in buffered
+/**
+ * The buffered STDIN or DATA bytes received so far (complete once on_request ran in buffered
  * mode). `*len` gets the length. Never NULL: an empty body gives a pointer to "". Valid until
- * fcr_req_finish(). */
+ * fcr_req_finish(). `len` may be NULL.
+ */
 const void *fcr_req_body(const fcr_req *req, fcr_stream stream, size_t *len);
 
-/* 0 when the input was received whole; FCR_ETOOBIG when a body exceeded its limit (the rest is
- * discarded and on_request ran early); FCR_ECLOSED when the request was aborted. */
+/**
+ * 0 when the input was received whole; FCR_ETOOBIG when a body exceeded its limit (the rest is
+ * discarded and on_request ran early); FCR_ECLOSED when the request was aborted.
+ */
 int fcr_req_input_error(const fcr_req *req);
 
-/* In on_params only: lowers (or raises) the buffered body limit for this request. */
+/**
+ * In on_params only: lowers (or raises) the buffered body limit for this request. Ignored
+ * elsewhere and for a NULL `req`.
+ */
 void fcr_req_set_max_body(fcr_req *req, size_t max);
 
-/* Streaming input: `chunk` receives each piece of STDIN and DATA as it arrives, and one call
+/**
+ * Streaming input: `chunk` receives each piece of STDIN and DATA as it arrives, and one call
  * with len == 0 at the end of each stream. It returns 0 to go on, or FCR_EAGAIN to pause
- * reading from the connection until fcr_req_resume_input(). */
+ * reading from the connection until fcr_req_resume_input(). `buf` is valid only during the
+ * call. The callback may finish the request.
+ */
 typedef int (*fcr_chunk_cb)(fcr_req *req, fcr_stream stream, const void *buf, size_t len);
 
-/* In on_params only: switches the request to streaming input. on_request is called right
- * after on_params returns; nothing is buffered. Returns 0 or FCR_EINVAL outside on_params. */
+/**
+ * In on_params only: switches the request to streaming input. on_request is called right
+ * after on_params returns; nothing is buffered. Returns 0 or FCR_EINVAL outside on_params
+ * (or for a NULL argument).
+ */
 int fcr_req_stream_input(fcr_req *req, fcr_chunk_cb chunk);
 
-/* Resumes reading after a chunk callback returned FCR_EAGAIN. Safe to call at any time. */
+/** Resumes reading after a chunk callback returned FCR_EAGAIN. Safe to call at any time. */
 void fcr_req_resume_input(fcr_req *req);
 
-/* Application data slot for the request. */
+/**
+ * Application data slot for the request: stores `data` (not owned: the application frees what
+ * it points to). Inside an app the slot belongs to the framework.
+ */
 void fcr_req_set_userdata(fcr_req *req, void *data);
+/** The pointer last stored with fcr_req_set_userdata(), or NULL. */
 void *fcr_req_userdata(const fcr_req *req);
 
-/* Registers `cb` to run once if the request is aborted (FCGI_ABORT_REQUEST, connection closed,
+/**
+ * Registers `cb` to run once if the request is aborted (FCGI_ABORT_REQUEST, connection closed,
  * input timeout, server freed) while the application owns it. After an abort, writes fail with
  * FCR_ECLOSED and the application must still call fcr_req_finish(), which it may do from
- * inside `cb`. */
+ * inside `cb`. Replaces an earlier callback; NULL cancels.
+ */
 void fcr_req_on_abort(fcr_req *req, void (*cb)(fcr_req *req));
 
-/* True once the request was aborted. */
+/** True once the request was aborted. */
 bool fcr_req_aborted(const fcr_req *req);
 
-/* Appends `len` bytes to the request's STDOUT, copying them. Output is sent in records of at
+/**
+ * Appends `len` bytes to the request's STDOUT, copying them. Output is sent in records of at
  * most 65535 content bytes padded to a multiple of 8, and flushed by the loop. Returns 0;
  * FCR_EAGAIN (nothing was taken) when the connection already queues max_output_queue bytes:
- * wait for the drain callback; FCR_ECLOSED after an abort or finish; FCR_ENOMEM. */
+ * wait for the drain callback; FCR_ECLOSED after an abort or finish; FCR_ENOMEM.
+ * FCR_EINVAL for a NULL `req` or a NULL `buf` with `len` > 0.
+ */
 int fcr_req_write(fcr_req *req, const void *buf, size_t len);
 
-/* Like fcr_req_write() without copying: the bytes must stay valid until `release(arg)` runs
+/**
+ * Like fcr_req_write() without copying: the bytes must stay valid until `release(arg)` runs
  * (when they have been written, or the connection is gone). `release` may be NULL. On error
- * `release` is called before returning. */
+ * `release` is called before returning.
+ */
 int fcr_req_write_ref(fcr_req *req, const void *buf, size_t len, void (*release)(void *arg),
                       void *arg);
 
-/* printf to STDOUT. Returns the number of bytes written or a negative error like
- * fcr_req_write(). */
+/**
+ * printf to STDOUT. Returns the number of bytes written or a negative error like
+ * fcr_req_write() (FCR_EINVAL also for a format error).
+ */
 int fcr_req_printf(fcr_req *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Appends to the request's STDERR stream (the web server's error log). Same errors as
- * fcr_req_write(). */
+/**
+ * Appends to the request's STDERR stream (the web server's error log), copying the bytes.
+ * Same errors as fcr_req_write().
+ */
 int fcr_req_write_stderr(fcr_req *req, const void *buf, size_t len);
 
-/* Calls `cb` once when the connection's queued output drops below half of max_output_queue.
- * Replaces any earlier drain callback of the request; NULL cancels. */
+/**
+ * Calls `cb` once when the connection's queued output drops below half of max_output_queue.
+ * Replaces any earlier drain callback of the request; NULL cancels.
+ */
 void fcr_req_on_drain(fcr_req *req, void (*cb)(fcr_req *req));
 
-/* Bytes queued on the request's connection and not yet written (0 after an abort). */
+/** Bytes queued on the request's connection and not yet written (0 after an abort). */
 size_t fcr_req_queued(const fcr_req *req);
 
-/* Ends the request: sends the empty STDOUT record, the empty STDERR record if STDERR was used,
+/**
+ * Ends the request: sends the empty STDOUT record, the empty STDERR record if STDERR was used,
  * and END_REQUEST with `app_status`, then releases the handle (it must not be used again).
  * After an abort it only releases the handle. Returns 0 or FCR_ECLOSED when the output could
- * not be sent (the handle is released either way). */
+ * not be sent (the handle is released either way). FCR_EINVAL for a NULL `req`.
+ */
 int fcr_req_finish(fcr_req *req, uint32_t app_status);
 
 #ifdef __cplusplus
