@@ -1,5 +1,9 @@
-/* fcrest router: method set + PCRE2 pattern on a path -> opaque target. Knows nothing of
- * FastCGI or JSON. A router and its match state belong to one thread (one worker process).
+/**
+ * @file fcrest/router.h
+ * @brief fcrest router: method set + PCRE2 pattern on a path -> opaque target.
+ *
+ * Knows nothing of FastCGI or JSON. A router and its match state belong to one thread (one
+ * worker process).
  *
  * Precedence: routes and mounts are tried in registration order; a mount stands for the
  * routes of its child at the place where it was mounted. The first route that matches the
@@ -12,7 +16,8 @@
  * literal '/', or a pattern that is all literal such as "/notes") and that has no top-level
  * '|', and every mount with a prefix other than "/", is filed under that segment. A lookup
  * runs only the patterns filed under its path's first segment plus those of the other
- * routes (such as "/(?<kind>a|b)/..." or "/notes(/.*)?"), however many routes there are. */
+ * routes (such as `"/(?<kind>a|b)/..."` or `"/notes(/.*)?"`), however many routes there are.
+ */
 #ifndef FCREST_ROUTER_H
 #define FCREST_ROUTER_H
 
@@ -25,64 +30,86 @@
 extern "C" {
 #endif
 
-/* HTTP methods as bits, so a route can serve a set. */
+/** HTTP methods as bits, so a route can serve a set. */
 enum fcr_method {
-    FCR_GET = 1u << 0,
-    FCR_HEAD = 1u << 1,
-    FCR_POST = 1u << 2,
-    FCR_PUT = 1u << 3,
-    FCR_DELETE = 1u << 4,
-    FCR_PATCH = 1u << 5,
-    FCR_OPTIONS = 1u << 6,
-    FCR_TRACE = 1u << 7,
-    FCR_CONNECT = 1u << 8,
+    FCR_GET = 1u << 0,     /**< GET */
+    FCR_HEAD = 1u << 1,    /**< HEAD */
+    FCR_POST = 1u << 2,    /**< POST */
+    FCR_PUT = 1u << 3,     /**< PUT */
+    FCR_DELETE = 1u << 4,  /**< DELETE */
+    FCR_PATCH = 1u << 5,   /**< PATCH */
+    FCR_OPTIONS = 1u << 6, /**< OPTIONS */
+    FCR_TRACE = 1u << 7,   /**< TRACE */
+    FCR_CONNECT = 1u << 8, /**< CONNECT */
 };
+/** The set of every ::fcr_method bit. */
 #define FCR_ANY_METHOD 0x1ffu
 
-/* Returns the bit of the method named by the `len` bytes at `name` (exact, case-sensitive as
- * in HTTP), or 0 for a method fcrest does not know. */
+/**
+ * Returns the bit of the method named by the `len` bytes at `name` (exact, case-sensitive as
+ * in HTTP), or 0 for a method fcrest does not know (or a NULL `name`).
+ */
 unsigned fcr_method_parse(const char *name, size_t len);
 
-/* Returns the name of a single method bit ("GET"), or NULL when `method` is not one bit. */
+/**
+ * Returns the name of a single method bit ("GET"), or NULL when `method` is not one bit.
+ * Static storage: must not be freed.
+ */
 const char *fcr_method_name(unsigned method);
 
-/* Writes the methods of `set` as "GET, HEAD, POST" (a valid Allow header value, in bit order)
+/**
+ * Writes the methods of `set` as "GET, HEAD, POST" (a valid Allow header value, in bit order)
  * into `buf` of `cap` bytes, NUL-terminated. Returns the length, or FCR_ETOOBIG when it does
  * not fit (64 bytes always fit; `buf` then holds ""). Bits outside FCR_ANY_METHOD are
- * ignored; an empty set gives "". */
+ * ignored; an empty set gives "". A NULL `buf` or a `cap` of 0 gives FCR_ETOOBIG.
+ */
 int fcr_methods_format(unsigned set, char *buf, size_t cap);
 
+/**
+ * A router: routes and mounted routers, tried in registration order. Opaque; created with
+ * fcr_router_new() and freed with fcr_router_free(), by the caller that created it unless it
+ * was mounted in another router.
+ */
 typedef struct fcr_router fcr_router;
 
-/* Details of a refused pattern: PCRE2's message and the offset in the pattern. */
+/** Details of a refused pattern: PCRE2's message and the offset in the pattern. */
 typedef struct fcr_router_error {
-    size_t offset;
-    char message[160];
+    size_t offset;     /**< offset in the pattern where PCRE2 found the error */
+    char message[160]; /**< PCRE2's message, NUL-terminated (truncated when longer) */
 } fcr_router_error;
 
-/* Creates an empty router. Returns NULL when out of memory. */
+/**
+ * Creates an empty router. Returns NULL when out of memory. The caller owns the router and
+ * frees it with fcr_router_free() (or hands it over with fcr_router_mount()).
+ */
 fcr_router *fcr_router_new(void);
 
-/* Frees the router, its routes and every router mounted in it. NULL is ignored. A router
- * mounted in another belongs to that one: free only the outermost. */
+/**
+ * Frees the router, its routes and every router mounted in it. NULL is ignored. A router
+ * mounted in another belongs to that one: free only the outermost. Route targets are not
+ * freed.
+ */
 void fcr_router_free(fcr_router *r);
 
-/* Adds a route: `methods` (a non-empty set of fcr_method bits) and `pattern`, a PCRE2 regular
+/**
+ * Adds a route: `methods` (a non-empty set of fcr_method bits) and `pattern`, a PCRE2 regular
  * expression matched against the whole raw path (compiled with PCRE2_ANCHORED and
  * PCRE2_ENDANCHORED, so "/a" matches neither "/ab" nor "/x/a", and a match must start at the
  * path's first byte and end at its last even with backtracking verbs such as (*ACCEPT), which
  * PCRE2's JIT does not always hold to those options; UTF-8 mode, where a path that is
- * not valid UTF-8 cannot match a pattern that needs a character there; \C refused),
- * JIT-compiled now (interpreted where PCRE2 has no JIT). Named captures (?<name>...) become
+ * not valid UTF-8 cannot match a pattern that needs a character there; `\C` refused),
+ * JIT-compiled now (interpreted where PCRE2 has no JIT). Named captures `(?<name>...)` become
  * path params, at most FCR_MAX_PATH_PARAMS distinct names. `target` is returned by lookups;
  * the router does not own it. Routes are tried in registration order. Returns 0; FCR_EPARSE for
  * an invalid pattern or one with too many names (with `err`, if not NULL, holding PCRE2's
  * message and the offset in `pattern`); FCR_EINVAL for an empty method set, bits outside
- * FCR_ANY_METHOD or a NULL pattern; FCR_ENOMEM. */
+ * FCR_ANY_METHOD or a NULL pattern; FCR_ENOMEM.
+ */
 int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *target,
                    fcr_router_error *err);
 
-/* Mounts `child` under the literal path prefix `prefix` (such as "/api/v1", no trailing
+/**
+ * Mounts `child` under the literal path prefix `prefix` (such as "/api/v1", no trailing
  * slash), compared byte for byte with the raw path and only at a segment boundary: a path
  * "/api/v1/x" is looked up in `child` as "/x", and "/api/v1" as ""; "/api/v1x" does not enter
  * the mount. The prefix "/" hands every path to `child` unchanged. The mount takes its place
@@ -90,41 +117,50 @@ int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *t
  * `r` takes ownership of `child` even on failure (NULL `r`, bad prefix, out of memory), except
  * when `child` is already mounted somewhere or is `r` or a router `r` is mounted in: then
  * FCR_EINVAL and nothing changes. Returns 0, FCR_EINVAL (also: prefix NULL, empty, not
- * starting with '/' or ending with '/' other than "/"), or FCR_ENOMEM. */
+ * starting with '/' or ending with '/' other than "/"), or FCR_ENOMEM.
+ */
 int fcr_router_mount(fcr_router *r, const char *prefix, fcr_router *child);
 
-/* Most path params one match can report. */
+/** Most path params one match can report. */
 #define FCR_MAX_PATH_PARAMS 16
 
-/* One path param: NUL-terminated name (owned by the router) and percent-decoded value (in the
+/**
+ * One path param: NUL-terminated name (owned by the router) and percent-decoded value (in the
  * caller's scratch buffer, NUL-terminated, may contain NUL bytes when %00 was sent, and any
  * other bytes: it is not checked to be UTF-8). '+' stays '+'. A named group that did not take
  * part in the match (an optional part of the pattern) gives no param. When several groups
- * share a name, the first one set gives the value. */
+ * share a name, the first one set gives the value.
+ */
 typedef struct fcr_path_param {
-    const char *name;
-    const char *value;
-    size_t len;
+    const char *name;  /**< the capture's name, NUL-terminated, owned by the router */
+    const char *value; /**< the decoded value in the caller's scratch buffer, NUL-terminated */
+    size_t len;        /**< bytes in `value`, not counting the terminating NUL */
 } fcr_path_param;
 
+/** The outcome of fcr_router_match(). */
 typedef enum fcr_match_status {
-    FCR_MATCH_FOUND = 0,       /* a route matched path and method */
-    FCR_MATCH_NOT_FOUND = 1,   /* no route matches the path: 404 */
-    FCR_MATCH_NOT_ALLOWED = 2, /* the path matched, the method did not: 405 with `allowed` */
-    FCR_MATCH_OPTIONS = 3,     /* OPTIONS with no OPTIONS route: answer 204 with `allowed` */
+    FCR_MATCH_FOUND = 0,       /**< a route matched path and method */
+    FCR_MATCH_NOT_FOUND = 1,   /**< no route matches the path: 404 */
+    FCR_MATCH_NOT_ALLOWED = 2, /**< the path matched, the method did not: 405 with `allowed` */
+    FCR_MATCH_OPTIONS = 3,     /**< OPTIONS with no OPTIONS route: answer 204 with `allowed` */
 } fcr_match_status;
 
+/**
+ * The result of fcr_router_match(), filled in by it; the caller provides the storage (usually
+ * on the stack).
+ */
 typedef struct fcr_match {
-    fcr_match_status status;
-    void *target;     /* the route's target when FOUND */
-    bool head_as_get; /* HEAD served by a GET route: send no body */
-    unsigned allowed; /* methods any route serves for this path (with HEAD when GET is
-                         there, and OPTIONS); set for every status but NOT_FOUND */
-    size_t nparams;
-    fcr_path_param params[FCR_MAX_PATH_PARAMS];
+    fcr_match_status status; /**< what the lookup found */
+    void *target;            /**< the route's target when FOUND */
+    bool head_as_get;        /**< HEAD served by a GET route: send no body */
+    unsigned allowed;        /**< methods any route serves for this path (with HEAD when GET is
+                                  there, and OPTIONS); set for every status but NOT_FOUND */
+    size_t nparams;          /**< number of entries of `params` in use (FOUND only) */
+    fcr_path_param params[FCR_MAX_PATH_PARAMS]; /**< the path params of the match */
 } fcr_match;
 
-/* Looks up `path` (`len` bytes, raw as sent: the patterns run on the raw bytes, so "%2F" never
+/**
+ * Looks up `path` (`len` bytes, raw as sent: the patterns run on the raw bytes, so "%2F" never
  * matches a '/' in a pattern; percent-decoding applies to param values only, after the match)
  * for `method` (one fcr_method bit; 0 for an unknown method, which gives NOT_ALLOWED or
  * NOT_FOUND). A route whose param value holds an invalid escape ('%' not followed by two hex
@@ -137,19 +173,26 @@ typedef struct fcr_match {
  * `*m` filled (params only when FOUND), or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an
  * invalid argument (NULL `r` or `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0,
  * `method` not one fcr_method bit or 0); on error `*m` is NOT_FOUND with no target and no params.
+ *
+ * The params' names are owned by the router and their values live in `scratch`: they are valid
+ * while both are (until the router is freed and `scratch` reused).
  */
 int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, fcr_match *m,
                      char *scratch, size_t cap);
 
-/* Returns the (decoded, NUL-terminated) value of path param `name` in `m`, or NULL when `m`
- * has no such param (or either argument is NULL). */
+/**
+ * Returns the (decoded, NUL-terminated) value of path param `name` in `m`, or NULL when `m`
+ * has no such param (or either argument is NULL).
+ */
 const char *fcr_match_param(const fcr_match *m, const char *name);
 
-/* Percent-decodes `len` bytes of `in` into `out` (room for len + 1 bytes), NUL-terminating
+/**
+ * Percent-decodes `len` bytes of `in` into `out` (room for len + 1 bytes), NUL-terminating
  * it. '+' is kept as is when `plus_is_space` is false and becomes ' ' otherwise. Returns the
  * decoded length, or FCR_EPARSE for a '%' not followed by two hex digits (then `out` holds
  * the bytes decoded before it, NUL-terminated), FCR_EINVAL for NULL `out` or NULL `in` with
- * len > 0. `out` may equal `in`. */
+ * len > 0. `out` may equal `in`.
+ */
 long fcr_percent_decode(const char *in, size_t len, char *out, bool plus_is_space);
 
 #ifdef __cplusplus
