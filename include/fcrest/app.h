@@ -1,4 +1,6 @@
-/* fcrest app: the framework applications are written against.
+/**
+ * @file fcrest/app.h
+ * @brief fcrest app: the framework applications are written against.
  *
  * An app holds routes (method set + PCRE2 pattern -> handler), middleware and configuration.
  * For each FastCGI request it computes the routing path, matches a route, runs the
@@ -11,7 +13,21 @@
  * the loop's thread; none blocks.
  *
  * JSON ownership follows jansson: a function whose name ends in `_new` takes over the
- * caller's reference, even when it fails; the others borrow. */
+ * caller's reference, even when it fails; the others borrow.
+ *
+ * @par Requests
+ * Inside an app the core's userdata slot (fcr_req_set_userdata) belongs to the framework; keep
+ * per-request data with fcr_req_alloc() or fcr_req_set_var(). The request functions of this
+ * header return NULL (or -1) for a request that is not served by an app, unless they say
+ * otherwise.
+ *
+ * @par Responses
+ * A response starts as status 200 with no headers and an empty body. At sending the framework
+ * adds `Status: CODE REASON`, Content-Type application/octet-stream for a non-empty body
+ * without one, and Content-Length with the body length (except for 204 and 304, which carry
+ * no body). A HEAD answer carries no body but keeps the Content-Length of the GET answer.
+ * The response functions accept only a response handle given to a callback of the app.
+ */
 #ifndef FCREST_APP_H
 #define FCREST_APP_H
 
@@ -31,133 +47,191 @@ extern "C" {
 
 struct ev_loop;
 
+/**
+ * An application: routes, middleware, mounted sub-apps and configuration. Opaque; created
+ * with fcr_app_new(), owned by the caller (or, once mounted, by the parent app) and freed with
+ * fcr_app_free().
+ */
 typedef struct fcr_app fcr_app;
+/**
+ * A route of an app, returned by fcr_app_route() to attach middleware, an authorizer, a body
+ * limit or a media type. Opaque; owned by the app and freed with it.
+ */
 typedef struct fcr_route fcr_route;
+/**
+ * The response being built for a request. Opaque; owned by the framework, valid from the
+ * moment a callback receives it until the response is sent.
+ */
 typedef struct fcr_res fcr_res;
+/**
+ * An authorizer's result: the variables and user it sets (fcr_auth_set_var(),
+ * fcr_auth_set_user()). Opaque; owned by the framework, valid during the authorizer call.
+ */
 typedef struct fcr_auth fcr_auth;
 
 /* Verdicts of callbacks (negative fcr_err codes are failures: 500 problem+json). */
-#define FCR_CONTINUE 0 /* before-middleware: go on with the request */
-#define FCR_STOP     1 /* before-middleware: `res` is the answer, skip the handler */
-#define FCR_ASYNC    2 /* handler: the response is sent later with fcr_res_send() */
-#define FCR_ALLOW    0 /* authorizer: let the request through */
-#define FCR_DENY     1 /* authorizer: `res` is the denial */
+#define FCR_CONTINUE 0 /**< before-middleware: go on with the request */
+#define FCR_STOP     1 /**< before-middleware: `res` is the answer, skip the handler */
+#define FCR_ASYNC    2 /**< handler: the response is sent later with fcr_res_send() */
+#define FCR_ALLOW    0 /**< authorizer: let the request through */
+#define FCR_DENY     1 /**< authorizer: `res` is the denial */
 
-/* Body limit of an app that sets none (bytes). */
+/** Body limit of an app that sets none (bytes). */
 #define FCR_DEFAULT_MAX_BODY (1024u * 1024u)
 
-/* A route handler, also the FILTER role handler. It fills `res` and returns 0 (the framework
+/**
+ * A route handler, also the FILTER role handler. It fills `res` and returns 0 (the framework
  * sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send() later,
  * from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then discards
  * what `res` holds, answers 500 problem+json and writes the error to the request's FCGI_STDERR
- * stream and to the log. `data` is the pointer given at registration. */
+ * stream and to the log. `data` is the pointer given at registration.
+ */
 typedef int (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
 
-/* Before- and after-middleware. A before-middleware returns FCR_CONTINUE, or FCR_STOP after
+/**
+ * Before- and after-middleware. A before-middleware returns FCR_CONTINUE, or FCR_STOP after
  * filling `res` (the handler is skipped, the after-middleware still run), or a negative
  * fcr_err code (500). An after-middleware may change the status, headers and body of `res`
- * and returns 0 or a negative fcr_err code (500; the remaining after-middleware are skipped). */
+ * and returns 0 or a negative fcr_err code (500; the remaining after-middleware are skipped).
+ */
 typedef int (*fcr_middleware)(fcr_req *req, fcr_res *res, void *data);
 
-/* An authorizer: one function that guards routes inside the app (fcr_app_guard,
+/**
+ * An authorizer: one function that guards routes inside the app (fcr_app_guard,
  * fcr_route_guard) and answers FastCGI AUTHORIZER requests (fcr_app_authorizer). It returns
  * FCR_ALLOW, optionally after setting variables with fcr_auth_set_var()/fcr_auth_set_user(),
  * or FCR_DENY after filling `res` with the denial (a denial that leaves the status below 400
  * becomes 403 problem+json), or a negative fcr_err code (500). fcr_req_role() tells where it
  * runs. Inside the app the variables become request variables (fcr_req_var) and the user the
  * authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
- * `Status: 200 OK` with one `Variable-NAME: value` header per variable. */
+ * `Status: 200 OK` with one `Variable-NAME: value` header per variable.
+ */
 typedef int (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
 
 /* ---- App ------------------------------------------------------------------------------ */
 
-/* Creates an empty app: no routes, no middleware, body limit inherited (FCR_DEFAULT_MAX_BODY
+/**
+ * Creates an empty app: no routes, no middleware, body limit inherited (FCR_DEFAULT_MAX_BODY
  * at the top), routing on SCRIPT_NAME + PATH_INFO with no prefix. Returns NULL when out of
- * memory. */
+ * memory.
+ */
 fcr_app *fcr_app_new(void);
 
-/* Frees the app, its routes, middleware and mounted sub-apps. The app must not be serving
+/**
+ * Frees the app, its routes, middleware and mounted sub-apps. The app must not be serving
  * (free its servers first) and must not be mounted in another app (the parent frees it). NULL
- * is ignored. */
+ * is ignored.
+ */
 void fcr_app_free(fcr_app *app);
 
-/* Adds a route: `methods` (fcr_method bits) and `pattern`, a PCRE2 expression matched against
+/**
+ * Adds a route: `methods` (fcr_method bits) and `pattern`, a PCRE2 expression matched against
  * the whole routing path (see fcr_router_add); named captures become path params
  * (fcr_req_path_param). Routes are tried in registration order; HEAD is served by a GET route
  * when no HEAD route matches (without a body), OPTIONS is answered 204 with Allow when no
  * OPTIONS route matches. Returns the route handle (owned by the app) to attach middleware or a
  * body limit, or NULL for an invalid pattern, an empty method set, a NULL handler or out of
  * memory; the first failure is logged and kept (fcr_app_error), and fcr_app_run() refuses to
- * run such an app. */
+ * run such an app.
+ */
 fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fcr_handler handler,
                          void *data);
 
-/* Mounts `sub` under the literal prefix `prefix` ("/api", no trailing slash): routing path
+/**
+ * Mounts `sub` under the literal prefix `prefix` ("/api", no trailing slash): routing path
  * "/api/x" is matched against sub's routes as "/x". Sub's middleware and body limit apply to
  * its routes only (per-prefix middleware). `app` takes ownership of `sub` even on failure,
  * except when `sub` is NULL, already mounted, `app` itself or an app `app` is mounted in
  * (FCR_EINVAL, nothing changes). Returns 0, FCR_EINVAL (NULL `app`, a prefix that is empty,
  * does not start with '/' or ends with '/' other than "/", or apps nested more than 8 deep), or
- * FCR_ENOMEM. */
+ * FCR_ENOMEM.
+ */
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
 
-/* Adds a before- or after-middleware for every route of `app` (for a mounted app: every route
+/**
+ * Adds a before- or after-middleware for every route of `app` (for a mounted app: every route
  * under its prefix). The middleware that apply to a request (the serving app's, the mounts'
  * on the route's way, the route's own) run in the order they were registered, whatever their
  * level. Before-middleware run only for a request that matched a route; after-middleware run
  * for every Responder and Filter response, including the framework's own 404, 405, 413 and
  * 500 answers (then only the serving app's). Returns 0, FCR_EINVAL (NULL argument) or
- * FCR_ENOMEM. */
+ * FCR_ENOMEM. This one adds a before-middleware; `data` is passed to `fn`.
+ */
 int fcr_app_before(fcr_app *app, fcr_middleware fn, void *data);
+/**
+ * Adds an after-middleware for every route of `app`, with the order and scope rules of
+ * fcr_app_before(); `data` is passed to `fn`. Returns 0, FCR_EINVAL (NULL argument) or
+ * FCR_ENOMEM.
+ */
 int fcr_app_after(fcr_app *app, fcr_middleware fn, void *data);
 
-/* Adds the authorizer `fn` as a before-middleware of `app` (same order rules as
- * fcr_app_before). Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * Adds the authorizer `fn` as a before-middleware of `app` (same order rules as
+ * fcr_app_before). Returns 0, FCR_EINVAL or FCR_ENOMEM.
+ */
 int fcr_app_guard(fcr_app *app, fcr_authorizer fn, void *data);
 
-/* Makes `fn` the app's answer to FastCGI AUTHORIZER requests (Apache mod_authnz_fcgi, lighttpd
+/**
+ * Makes `fn` the app's answer to FastCGI AUTHORIZER requests (Apache mod_authnz_fcgi, lighttpd
  * "mode" => "authorizer"); without one, AUTHORIZER requests are refused with UNKNOWN_ROLE. No
- * middleware runs for them. Replaces an earlier one. Returns 0 or FCR_EINVAL (NULL). */
+ * middleware runs for them. Replaces an earlier one. Returns 0 or FCR_EINVAL (NULL).
+ */
 int fcr_app_authorizer(fcr_app *app, fcr_authorizer fn, void *data);
 
-/* Makes `fn` the handler of FastCGI FILTER requests; it reads the file to filter with
+/**
+ * Makes `fn` the handler of FastCGI FILTER requests; it reads the file to filter with
  * fcr_req_data(). The app's own before- and after-middleware run around it (no routing).
- * Without one, FILTER requests are refused with UNKNOWN_ROLE. Returns 0 or FCR_EINVAL. */
+ * Without one, FILTER requests are refused with UNKNOWN_ROLE. Returns 0 or FCR_EINVAL.
+ */
 int fcr_app_filter(fcr_app *app, fcr_handler fn, void *data);
 
-/* Sets the body limit (bytes, > 0) of the app's routes that set none (a mounted app's own
+/**
+ * Sets the body limit (bytes, > 0) of the app's routes that set none (a mounted app's own
  * limit beats its parent's). A request whose CONTENT_LENGTH (FILTER: FCGI_DATA_LENGTH) exceeds
  * the limit of its route is answered 413 problem+json without its body being read; a body
  * without CONTENT_LENGTH is cut off and answered 413 as soon as it grows past the limit. Both
  * answers come after the before-middleware and the route's media type check (415). Returns 0
- * or FCR_EINVAL. */
+ * or FCR_EINVAL.
+ */
 int fcr_app_set_max_body(fcr_app *app, size_t max);
 
-/* Sets the prefix stripped from the routing path ("/app"; "" or NULL for none). A path that
+/**
+ * Sets the prefix stripped from the routing path ("/app"; "" or NULL for none). A path that
  * does not start with it (followed by '/' or its end) is routed unchanged; an empty rest
  * becomes "/". The string is copied. Returns 0, FCR_EINVAL (not starting with '/'), or
- * FCR_ENOMEM. */
+ * FCR_ENOMEM.
+ */
 int fcr_app_set_prefix(fcr_app *app, const char *prefix);
 
-/* Routes on the path of REQUEST_URI (up to '?', as sent, not decoded) instead of
- * SCRIPT_NAME + PATH_INFO. The prefix is stripped the same way. */
+/**
+ * Routes on the path of REQUEST_URI (up to '?', as sent, not decoded) instead of
+ * SCRIPT_NAME + PATH_INFO when `on` is true (false goes back). The prefix is stripped the same
+ * way. NULL `app` is ignored.
+ */
 void fcr_app_route_on_request_uri(fcr_app *app, bool on);
 
-/* The message of the first failed registration (route pattern with PCRE2's message and
- * offset, ...), or NULL when every registration succeeded. Owned by the app. */
+/**
+ * The message of the first failed registration (route pattern with PCRE2's message and
+ * offset, ...), or NULL when every registration succeeded (also for a NULL `app`). Owned by
+ * the app; the first failure of a mounted app counts too.
+ */
 const char *fcr_app_error(const fcr_app *app);
 
-/* Creates a server on `loop` that serves `app` (see fcr_server_new): `base` gives limits,
+/**
+ * Creates a server on `loop` that serves `app` (see fcr_server_new): `base` gives limits,
  * socket mode and multiplexing (NULL: fcr_server_config_init's defaults); the app sets the
  * callbacks and the roles (Responder, plus Authorizer and Filter when it has handlers for them).
  * The app must outlive the server and not be changed while it serves. Returns NULL and sets
  * `*err` (if not NULL) as fcr_server_new does, or FCR_EINVAL when `app` is mounted in
- * another app. */
+ * another app.
+ */
 fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_server_config *base,
                                int *err);
 
-/* Configures and runs the app until SIGTERM or SIGINT, then stops gracefully. Settings come
+/**
+ * Configures and runs the app until SIGTERM or SIGINT, then stops gracefully. Settings come
  * from the environment, then the command line (which wins):
+ * @verbatim
  *   --listen ADDR          FCREST_LISTEN (comma-separated)  unix:PATH, tcp:HOST:PORT, fd:N;
  *                          repeatable; none: the inherited socket (fd 0, systemd)
  *   --workers N            FCREST_WORKERS
@@ -177,6 +251,7 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *   --output-timeout S     FCREST_OUTPUT_TIMEOUT           close a connection whose queued
  *                          output makes no progress this long (default 30)
  *   --help
+ * @endverbatim
  * Timeouts are seconds (decimals allowed, > 0, at most a day) and are checked once a second.
  * With --workers N > 1 the calling process supervises N worker processes
  * (fcr_server_run_workers): SIGTERM/SIGINT stop gracefully (exit 0 after the last request or
@@ -185,134 +260,225 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  * Options take their value as `--opt VALUE` or `--opt=VALUE`. Returns 0 after a clean stop or
  * after --help (usage on stdout); FCR_EINVAL for a bad option or value (message and usage on
  * stderr) or when a registration failed (fcr_app_error); FCR_EADDR or FCR_EIO when a listener
- * cannot be opened or there is none; FCR_ENOMEM. The app stays owned by the caller. */
+ * cannot be opened or there is none; FCR_ENOMEM. The app stays owned by the caller.
+ */
 int fcr_app_run(fcr_app *app, int argc, char **argv);
 
-/* Turns the access log on or off (default off). When on, every request the app answers adds
+/**
+ * Turns the access log on or off (default off). When on, every request the app answers adds
  * one line at FCR_LOG_INFO to the log (stderr):
+ * @verbatim
  *   access method=GET path=/hello status=200 bytes=13 ms=0.214 id=4711-1
- * with the method and routing path (control bytes, spaces, quotes and backslashes as \xNN),
+ * @endverbatim
+ * with the method and routing path (control bytes, spaces, quotes and backslashes as `\xNN`),
  * the response status, the body bytes handed to the connection, the milliseconds from the
  * moment the request's input was complete until its response was handed over, the request id
  * (fcr_req_request_id), and " aborted" when the client went away first. The setting of the
- * app a server serves counts (fcr_app_run sets it with --access-log), not a mounted app's. */
+ * app a server serves counts (fcr_app_run sets it with --access-log), not a mounted app's.
+ * NULL `app` is ignored.
+ */
 void fcr_app_access_log(fcr_app *app, bool on);
 
 /* ---- Routes --------------------------------------------------------------------------- */
 
-/* Per-route middleware, authorizer and body limit; same rules as the fcr_app_ forms. Each
+/**
+ * Per-route middleware, authorizer and body limit; same rules as the fcr_app_ forms. Each
  * returns 0, FCR_EINVAL (NULL route, for chaining after a failed fcr_app_route, or NULL
- * function, or a zero limit) or FCR_ENOMEM. */
+ * function, or a zero limit) or FCR_ENOMEM. This one adds a before-middleware
+ * (fcr_app_before()) that runs for `route` only.
+ */
 int fcr_route_before(fcr_route *route, fcr_middleware fn, void *data);
+/**
+ * Adds an after-middleware (fcr_app_after()) that runs for `route` only. Returns 0,
+ * FCR_EINVAL (NULL route or function) or FCR_ENOMEM.
+ */
 int fcr_route_after(fcr_route *route, fcr_middleware fn, void *data);
+/**
+ * Adds the authorizer `fn` as a before-middleware of `route` only (fcr_app_guard()). Returns
+ * 0, FCR_EINVAL (NULL route or function) or FCR_ENOMEM.
+ */
 int fcr_route_guard(fcr_route *route, fcr_authorizer fn, void *data);
+/**
+ * Sets the body limit (bytes, > 0) of `route`, which beats the apps' limits
+ * (fcr_app_set_max_body()). Returns 0 or FCR_EINVAL (NULL route or a zero limit).
+ */
 int fcr_route_max_body(fcr_route *route, size_t max);
 
-/* Requires the request's Content-Type to be `media_type` ("application/json"; compared
+/**
+ * Requires the request's Content-Type to be `media_type` ("application/json"; compared
  * case-insensitively, parameters such as "; charset=utf-8" allowed); otherwise the request is
  * answered 415 problem+json after the before-middleware and before the body limit's 413.
- * The string is copied. Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+ * The string is copied. Returns 0, FCR_EINVAL (NULL route, NULL or empty media type) or
+ * FCR_ENOMEM. A later call replaces the media type.
+ */
 int fcr_route_consumes(fcr_route *route, const char *media_type);
 
 /* ---- Requests ------------------------------------------------------------------------- */
 
 /* Inside an app the core's userdata slot (fcr_req_set_userdata) belongs to the framework; keep
  * per-request data with fcr_req_alloc() or fcr_req_set_var(). The functions below return NULL
- * (or -1) for a request that is not served by an app. */
+ * (or -1) for a request that is not served by an app, unless they say otherwise. */
 
-/* REQUEST_METHOD, or NULL when the web server sent none. */
+/**
+ * REQUEST_METHOD, or NULL when the web server sent none. Works for any request. Lives as long
+ * as the request.
+ */
 const char *fcr_req_method(const fcr_req *req);
 
-/* The routing path (see fcr_app_set_prefix and fcr_app_route_on_request_uri). Never NULL for
- * an app's request ("/" at least). */
+/**
+ * The routing path (see fcr_app_set_prefix and fcr_app_route_on_request_uri). Never NULL for
+ * an app's request ("/" at least).
+ */
 const char *fcr_req_path(const fcr_req *req);
 
-/* The prefix that was stripped from the routing path ("" when none), so that
+/**
+ * The prefix that was stripped from the routing path ("" when none), so that
  * fcr_req_base_path + fcr_req_path is the path the web server routed to the app (for building
- * Location headers). */
+ * Location headers).
+ */
 const char *fcr_req_base_path(const fcr_req *req);
 
-/* The percent-decoded value of the route's named capture `name`, or NULL. */
+/** The percent-decoded value of the route's named capture `name`, or NULL. */
 const char *fcr_req_path_param(const fcr_req *req, const char *name);
 
-/* The first (fcr_req_query) or `i`-th (fcr_req_query_nth, from 0) value of query parameter
+/**
+ * The first (fcr_req_query) or `i`-th (fcr_req_query_nth, from 0) value of query parameter
  * `name` in QUERY_STRING, percent-decoded with '+' as space; "" for a name without '='.
- * NULL when absent. Pairs with a malformed %-escape are skipped. */
+ * NULL when absent. Pairs with a malformed %-escape are skipped.
+ *
+ * Without QUERY_STRING the query of REQUEST_URI is used. The query is parsed on the first
+ * call; NULL also when that runs out of memory.
+ */
 const char *fcr_req_query(fcr_req *req, const char *name);
+/**
+ * The `i`-th value (from 0) of query parameter `name`, as fcr_req_query() returns the first;
+ * NULL when there are not that many.
+ */
 const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i);
 
-/* The request header `name` by its HTTP name, case-insensitive: "Content-Type" and
+/**
+ * The request header `name` by its HTTP name, case-insensitive: "Content-Type" and
  * "Content-Length" read CONTENT_TYPE and CONTENT_LENGTH (NULL when empty), any other name N
  * reads HTTP_N with letters upper-cased and '-' as '_' ("X-Token" -> HTTP_X_TOKEN). NULL when
- * absent or when `name` is not an HTTP token. */
+ * absent or when `name` is not an HTTP token. Works for any request. Lives as long as the
+ * request.
+ */
 const char *fcr_req_header(const fcr_req *req, const char *name);
 
-/* The value of cookie `name` from the Cookie header (first match, surrounding double quotes
- * removed), or NULL. */
+/**
+ * The value of cookie `name` from the Cookie header (first match, surrounding double quotes
+ * removed), or NULL.
+ */
 const char *fcr_req_cookie(fcr_req *req, const char *name);
 
-/* True when the Content-Type's media type is `media_type` (case-insensitive, parameters
- * ignored). */
+/**
+ * True when the Content-Type's media type is `media_type` (case-insensitive, parameters
+ * ignored). False when there is no Content-Type or an argument is NULL. Works for any
+ * request.
+ */
 bool fcr_req_content_type_is(const fcr_req *req, const char *media_type);
 
-/* Fields of an application/x-www-form-urlencoded body, decoded like query parameters. NULL
- * when absent or when the body is of another type. */
+/**
+ * Fields of an application/x-www-form-urlencoded body, decoded like query parameters. NULL
+ * when absent or when the body is of another type. This one returns the first value of field
+ * `name`.
+ */
 const char *fcr_req_form(fcr_req *req, const char *name);
+/**
+ * The `i`-th value (from 0) of form field `name`, as fcr_req_form() returns the first; NULL
+ * when there are not that many.
+ */
 const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i);
 
-/* Parses the body as JSON (any value, not only objects). Returns a borrowed reference owned by
+/**
+ * Parses the body as JSON (any value, not only objects). Returns a borrowed reference owned by
  * the request (json_incref it to keep it past the response). For invalid JSON returns NULL and,
  * when `res` is not NULL, fills `res` with 400 problem+json whose detail names jansson's line,
  * column and message ("invalid JSON at line 1, column 7: ..."). NULL also when out of memory
- * (then `res` holds a 500). */
+ * (then `res` holds a 500).
+ */
 json_t *fcr_req_json(fcr_req *req, fcr_res *res);
 
-/* REMOTE_ADDR (NULL when absent) and REMOTE_PORT (-1 when absent or not a port). */
+/**
+ * REMOTE_ADDR (NULL when absent) and REMOTE_PORT (-1 when absent or not a port): this one
+ * returns REMOTE_ADDR, which lives as long as the request. Works for any request.
+ */
 const char *fcr_req_remote_addr(const fcr_req *req);
+/** REMOTE_PORT (-1 when absent or not a port). Works for any request. */
 int fcr_req_remote_port(const fcr_req *req);
 
-/* The authenticated user set by an authorizer (fcr_auth_set_user) or a middleware, or NULL. */
+/** The authenticated user set by an authorizer (fcr_auth_set_user) or a middleware, or NULL. */
 const char *fcr_req_user(const fcr_req *req);
 
-/* Sets the authenticated user (copied; NULL clears). Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * Sets the authenticated user (copied; NULL clears). Returns 0, FCR_EINVAL (not an app's
+ * request) or FCR_ENOMEM.
+ */
 int fcr_req_set_user(fcr_req *req, const char *user);
 
-/* The request variable `name` set by an authorizer inside the app or by fcr_req_set_var, else
+/**
+ * The request variable `name` set by an authorizer inside the app or by fcr_req_set_var, else
  * the param of that name (which is how a web server passes an external authorizer's
- * variables), or NULL. */
+ * variables), or NULL. Works for any request (then only params are looked up).
+ */
 const char *fcr_req_var(const fcr_req *req, const char *name);
 
-/* Sets request variable `name` (both copied; a later value replaces the earlier). Returns 0,
- * FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * Sets request variable `name` (both copied; a later value replaces the earlier). Returns 0,
+ * FCR_EINVAL (not an app's request, a NULL or empty name, a NULL value) or FCR_ENOMEM.
+ */
 int fcr_req_set_var(fcr_req *req, const char *name, const char *value);
 
-/* FILTER role: the DATA stream (never NULL; `*len` gets its length), FCGI_DATA_LENGTH and
- * FCGI_DATA_LAST_MOD (seconds since the epoch) or -1 when absent or malformed. */
+/**
+ * FILTER role: the DATA stream (never NULL; `*len` gets its length), FCGI_DATA_LENGTH and
+ * FCGI_DATA_LAST_MOD (seconds since the epoch) or -1 when absent or malformed. This one
+ * returns the DATA stream, valid as long as the request (fcr_req_body()). Works for any
+ * request; `len` may be NULL.
+ */
 const void *fcr_req_data(const fcr_req *req, size_t *len);
+/** FILTER role: FCGI_DATA_LENGTH, or -1 when absent or malformed. Works for any request. */
 long long fcr_req_data_length(const fcr_req *req);
+/**
+ * FILTER role: FCGI_DATA_LAST_MOD (seconds since the epoch), or -1 when absent or malformed.
+ * Works for any request.
+ */
 long long fcr_req_data_last_mod(const fcr_req *req);
 
-/* Memory freed with the request: `size` bytes aligned for any type, or a copy of `s`. NULL
- * when out of memory. */
+/**
+ * Memory freed with the request: `size` bytes aligned for any type, or a copy of `s`. NULL
+ * when out of memory. This one allocates `size` bytes; the caller must not free them.
+ */
 void *fcr_req_alloc(fcr_req *req, size_t size);
+/**
+ * A copy of the string `s` in memory freed with the request (the caller must not free it).
+ * NULL when out of memory or for a NULL `s`.
+ */
 char *fcr_req_strdup(fcr_req *req, const char *s);
 
-/* An id for log lines about the request: the web server's UNIQUE_ID param (Apache
+/**
+ * An id for log lines about the request: the web server's UNIQUE_ID param (Apache
  * mod_unique_id) or X-Request-Id header when it is 1..64 printable ASCII bytes without spaces
  * or quotes, else "PID-N" with a per-process counter. NULL for a request not served by an app.
- * Lives as long as the request. */
+ * Lives as long as the request.
+ */
 const char *fcr_req_request_id(fcr_req *req);
 
-/* Writes a printf-formatted message to the request's FCGI_STDERR stream (the web server puts
+/**
+ * Writes a printf-formatted message to the request's FCGI_STDERR stream (the web server puts
  * it in its error log), adding a newline when the message does not end with one. Works for
  * any request, also outside an app, until it is finished. Returns the bytes written (with the
  * newline) or a negative error as fcr_req_write_stderr(): FCR_ECLOSED after an abort or finish,
  * FCR_EAGAIN when the connection's output queue is full, FCR_EINVAL for NULL arguments,
- * FCR_ENOMEM. */
+ * FCR_ENOMEM.
+ */
 int fcr_req_log(fcr_req *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The app serving the request and the loop it runs on (for async handlers' watchers). */
+/** The app serving the request (not owned by the request). */
 fcr_app *fcr_req_app(const fcr_req *req);
+/**
+ * The loop the request runs on (for async handlers' watchers). Works for any request (the
+ * server's loop); NULL only for a NULL `req`.
+ */
 struct ev_loop *fcr_req_loop(const fcr_req *req);
 
 /* ---- Responses ------------------------------------------------------------------------ */
@@ -322,140 +488,204 @@ struct ev_loop *fcr_req_loop(const fcr_req *req);
  * without one, and Content-Length with the body length (except for 204 and 304, which carry
  * no body). A HEAD answer carries no body but keeps the Content-Length of the GET answer. */
 
-/* The request the response belongs to. */
+/** The request the response belongs to (NULL for a NULL `res`). */
 fcr_req *fcr_res_req(const fcr_res *res);
 
-/* Sets the status (200..599). Returns 0 or FCR_EINVAL. */
+/** Sets the status (200..599). Returns 0 or FCR_EINVAL. */
 int fcr_res_status(fcr_res *res, int status);
+/** The status set so far (200 at first); 0 for a NULL `res`. */
 int fcr_res_get_status(const fcr_res *res);
 
-/* Adds a header (fcr_res_header; repeated names allowed, as for Set-Cookie) or replaces every
+/**
+ * Adds a header (fcr_res_header; repeated names allowed, as for Set-Cookie) or replaces every
  * header of that name (fcr_res_set_header). Both strings are copied. `name` must be an HTTP
  * token and not "Status"; `value` must not contain CR, LF, NUL or another control byte but
- * HTAB. Returns 0, FCR_EINVAL (nothing is changed: no header injection), or FCR_ENOMEM. */
+ * HTAB. Returns 0, FCR_EINVAL (nothing is changed: no header injection), or FCR_ENOMEM.
+ * This one adds.
+ */
 int fcr_res_header(fcr_res *res, const char *name, const char *value);
+/**
+ * Replaces every header called `name` (case-insensitive) with one `name: value` header, with
+ * the checks and errors of fcr_res_header(); on failure the old headers stay.
+ */
 int fcr_res_set_header(fcr_res *res, const char *name, const char *value);
 
-/* The first header called `name` (case-insensitive), or NULL. */
+/**
+ * The first header called `name` (case-insensitive), or NULL. The value is owned by the
+ * response and lives as long as the request.
+ */
 const char *fcr_res_get_header(const fcr_res *res, const char *name);
 
-/* Removes every header called `name`. Returns how many were removed. */
+/**
+ * Removes every header called `name` (case-insensitive). Returns how many were removed (0 also
+ * for a NULL argument).
+ */
 int fcr_res_remove_header(fcr_res *res, const char *name);
 
-/* Replaces the body with a copy of `len` bytes (fcr_res_body), or appends to it (fcr_res_append,
- * fcr_res_printf). Return 0 (printf: the bytes appended), FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * Replaces the body with a copy of `len` bytes (fcr_res_body), or appends to it (fcr_res_append,
+ * fcr_res_printf). Return 0 (printf: the bytes appended), FCR_EINVAL or FCR_ENOMEM.
+ * FCR_EINVAL for a NULL `res` or a NULL `buf` with `len` > 0.
+ */
 int fcr_res_body(fcr_res *res, const void *buf, size_t len);
+/**
+ * Appends a copy of `len` bytes to the body. Returns 0, FCR_EINVAL (NULL `res`, or NULL `buf`
+ * with `len` > 0) or FCR_ENOMEM.
+ */
 int fcr_res_append(fcr_res *res, const void *buf, size_t len);
+/**
+ * Appends printf-formatted text to the body. Returns the bytes appended, FCR_EINVAL (NULL
+ * argument or a format error) or FCR_ENOMEM.
+ */
 int fcr_res_printf(fcr_res *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* The body so far (never NULL; `*len` gets its length). */
+/**
+ * The body so far (never NULL; `*len` gets its length). Owned by the response: valid until
+ * the body changes or the response is sent. `len` may be NULL.
+ */
 const void *fcr_res_get_body(const fcr_res *res, size_t *len);
 
-/* Sets `status`, Content-Type text/plain; charset=utf-8 and the body `text`. Returns 0,
- * FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * Sets `status`, Content-Type text/plain; charset=utf-8 and the body `text`. Returns 0,
+ * FCR_EINVAL or FCR_ENOMEM. `text` is copied.
+ */
 int fcr_res_text(fcr_res *res, int status, const char *text);
 
-/* Sets `status`, Content-Type application/json and the compact serialization of `json` (any
+/**
+ * Sets `status`, Content-Type application/json and the compact serialization of `json` (any
  * JSON value) as the body. fcr_res_json borrows `json`; fcr_res_json_new steals the reference,
  * also when it fails (a NULL `json`, as from a failed json_pack, gives FCR_EINVAL). Returns 0,
- * FCR_EINVAL or FCR_ENOMEM; on failure the response is unchanged. */
+ * FCR_EINVAL or FCR_ENOMEM; on failure the response is unchanged. This one borrows `json`.
+ */
 int fcr_res_json(fcr_res *res, int status, const json_t *json);
+/**
+ * fcr_res_json() that steals the reference to `json`, also when it fails (a NULL `json`, as
+ * from a failed json_pack, gives FCR_EINVAL).
+ */
 int fcr_res_json_new(fcr_res *res, int status, json_t *json);
 
-/* Redirect: `status` must be 3xx; sets Location to `location` (checked like a header value)
- * and an empty body. Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * Redirect: `status` must be 3xx; sets Location to `location` (checked like a header value)
+ * and an empty body. Returns 0, FCR_EINVAL or FCR_ENOMEM.
+ */
 int fcr_res_redirect(fcr_res *res, int status, const char *location);
 
-/* RFC 9457 problem details: sets `status` (400..599), Content-Type application/problem+json
- * and the body {"type":"about:blank","title":<reason phrase>,"status":<status>,"detail":...}
- * with the printf-formatted detail. Headers already set (WWW-Authenticate, Allow, ...) stay.
- * Returns 0, FCR_EINVAL or FCR_ENOMEM. */
+/**
+ * RFC 9457 problem details: sets `status` (400..599), Content-Type application/problem+json
+ * and the body
+ * `{"type":"about:blank","title":<reason phrase>,"status":<status>,"detail":...}` with the
+ * printf-formatted detail. Headers already set (WWW-Authenticate, Allow, ...) stay.
+ * Returns 0, FCR_EINVAL or FCR_ENOMEM.
+ */
 int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Like fcr_res_problem with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL: none)
+/**
+ * Like fcr_res_problem with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL: none)
  * and the members of the JSON object `ext` (may be NULL) added as extension members (type,
- * title, status and detail cannot be overridden). Steals `ext`, also on failure. */
+ * title, status and detail cannot be overridden). Steals `ext`, also on failure. Returns 0,
+ * FCR_EINVAL (no response, `status` outside 400..599, `ext` not an object) or FCR_ENOMEM.
+ */
 int fcr_res_problem_new(fcr_res *res, int status, const char *type, const char *detail,
                         json_t *ext);
 
-/* Sends the response of a handler that returned FCR_ASYNC (after-middleware first), finishing
+/**
+ * Sends the response of a handler that returned FCR_ASYNC (after-middleware first), finishing
  * the request; `res` and its request must not be used afterwards. Called inside the handler
  * (or a middleware) it only marks the response ready: the framework sends it when the callback
  * returns. After an abort (see fcr_req_on_abort) it must still be called, to release the
  * request. Returns 0; FCR_ECLOSED when the request was aborted (it is released all the same);
- * FCR_EINVAL when the response is not awaiting it (a second call inside the handler). */
+ * FCR_EINVAL when the response is not awaiting it (a second call inside the handler).
+ */
 int fcr_res_send(fcr_res *res);
 
-/* The reason phrase of `status` ("Not Found"); "Unknown" for a code outside the table. */
+/**
+ * The reason phrase of `status` ("Not Found"); "Unknown" for a code outside the table. Static
+ * storage: never NULL, must not be freed.
+ */
 const char *fcr_status_reason(int status);
 
 /* ---- Authorizer results --------------------------------------------------------------- */
 
-/* Sets variable `name` (letters, digits, '_' and '-') to `value` (a valid header value).
+/**
+ * Sets variable `name` (letters, digits, '_' and '-') to `value` (a valid header value).
  * Inside the app it becomes a request variable (fcr_req_var); in the AUTHORIZER role a
  * `Variable-NAME: value` header of the 200 answer. Both are copied. Returns 0, FCR_EINVAL or
- * FCR_ENOMEM. */
+ * FCR_ENOMEM.
+ */
 int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value);
 
-/* fcr_auth_set_var(auth, var, user) that also makes `user` the authenticated user inside the
- * app (fcr_req_user). */
+/**
+ * fcr_auth_set_var(auth, var, user) that also makes `user` the authenticated user inside the
+ * app (fcr_req_user). Returns what fcr_auth_set_var() returns.
+ */
 int fcr_auth_set_user(fcr_auth *auth, const char *var, const char *user);
 
 /* ---- In-process testing --------------------------------------------------------------- */
 
-/* A request as a web server would send it. Zero-initialise and set what you need. */
+/** A request as a web server would send it. Zero-initialise and set what you need. */
 typedef struct fcr_test_req {
-    fcr_role role;              /* 0: FCR_RESPONDER */
-    const char *method;         /* REQUEST_METHOD; NULL: "GET" */
-    const char *path;           /* "/notes?limit=2": SCRIPT_NAME (the part before '?'),
-                                   QUERY_STRING and REQUEST_URI; NULL: "/" */
-    const char *const *headers; /* NULL-terminated "Name: value" strings: CONTENT_TYPE,
-                                   CONTENT_LENGTH or HTTP_NAME params */
-    const char *const *params;  /* NULL-terminated "NAME=value" params sent last (they override) */
-    const void *body;           /* STDIN; NULL: none */
-    size_t body_len;            /* 0 with a body: strlen(body) */
-    bool no_content_length;     /* send the body without CONTENT_LENGTH */
-    const void *data;           /* FILTER: the DATA stream */
-    size_t data_len;
-    long long data_last_mod; /* FILTER: FCGI_DATA_LAST_MOD (0: not sent) */
+    fcr_role role;      /**< 0: FCR_RESPONDER */
+    const char *method; /**< REQUEST_METHOD; NULL: "GET" */
+    /** "/notes?limit=2": SCRIPT_NAME (the part before '?'), QUERY_STRING and REQUEST_URI;
+        NULL: "/" */
+    const char *path;
+    /** NULL-terminated "Name: value" strings: CONTENT_TYPE, CONTENT_LENGTH or HTTP_NAME
+        params */
+    const char *const *headers;
+    /** NULL-terminated "NAME=value" params sent last (they override) */
+    const char *const *params;
+    const void *body;        /**< STDIN; NULL: none */
+    size_t body_len;         /**< 0 with a body: strlen(body) */
+    bool no_content_length;  /**< send the body without CONTENT_LENGTH */
+    const void *data;        /**< FILTER: the DATA stream */
+    size_t data_len;         /**< FILTER: bytes of `data` (also sent as FCGI_DATA_LENGTH) */
+    long long data_last_mod; /**< FILTER: FCGI_DATA_LAST_MOD (0: not sent) */
 } fcr_test_req;
 
-/* A response header. */
+/** A response header, owned by the fcr_test_res that holds it. */
 typedef struct fcr_test_header {
-    char *name;
-    char *value;
+    char *name;  /**< the header's name as sent, NUL-terminated */
+    char *value; /**< its value without leading spaces and tabs, NUL-terminated */
 } fcr_test_header;
 
-/* What the application answered. Free with fcr_test_res_free(). */
+/** What the application answered. Free with fcr_test_res_free(). */
 typedef struct fcr_test_res {
-    int status;               /* from the Status header; 200 when there is none */
-    fcr_test_header *headers; /* in order, the Status header included */
-    size_t nheaders;
-    char *body; /* NUL-terminated (the NUL is not counted) */
-    size_t body_len;
-    char *err; /* FCGI_STDERR bytes, NUL-terminated */
-    size_t err_len;
-    uint32_t app_status; /* from END_REQUEST */
-    int protocol_status;
+    int status;               /**< from the Status header; 200 when there is none */
+    fcr_test_header *headers; /**< in order, the Status header included */
+    size_t nheaders;          /**< number of `headers` */
+    char *body;               /**< NUL-terminated (the NUL is not counted) */
+    size_t body_len;          /**< bytes of `body` */
+    char *err;                /**< FCGI_STDERR bytes, NUL-terminated */
+    size_t err_len;           /**< bytes of `err` */
+    uint32_t app_status;      /**< from END_REQUEST */
+    int protocol_status;      /**< from END_REQUEST: 0 REQUEST_COMPLETE, 3 UNKNOWN_ROLE, ... */
 } fcr_test_res;
 
-/* Runs `req` through `app` without a network listener: a server on a private loop gets one
+/**
+ * Runs `req` through `app` without a network listener: a server on a private loop gets one
  * end of a socketpair, the request goes in as FastCGI records and the answer is parsed into
  * `*res` (which the caller frees with fcr_test_res_free, also on failure). Async handlers run
  * on that loop (fcr_req_loop). Returns 0; FCR_ETIMEDOUT when no END_REQUEST came within 30
- * seconds; FCR_EPROTO for a malformed answer; FCR_EINVAL; FCR_ENOMEM; FCR_EIO. */
+ * seconds; FCR_EPROTO for a malformed answer; FCR_EINVAL; FCR_ENOMEM; FCR_EIO.
+ * FCR_EINVAL for a NULL argument or an app that is mounted in another. `app` and `req` are
+ * only read.
+ */
 int fcr_app_test(fcr_app *app, const fcr_test_req *req, fcr_test_res *res);
 
-/* The same exchange with a FastCGI application listening on `addr` ("unix:PATH" or
+/**
+ * The same exchange with a FastCGI application listening on `addr` ("unix:PATH" or
  * "tcp:HOST:PORT"). Returns like fcr_app_test, or FCR_EADDR / FCR_EIO when it cannot
- * connect. */
+ * connect.
+ */
 int fcr_test_send(const char *addr, const fcr_test_req *req, fcr_test_res *res);
 
-/* The first header `name` of `res` (case-insensitive), or NULL. */
+/**
+ * The first header `name` of `res` (case-insensitive), or NULL. The value is owned by `res`.
+ */
 const char *fcr_test_res_header(const fcr_test_res *res, const char *name);
 
-/* Frees what `res` holds and zeroes it. NULL is ignored. */
+/** Frees what `res` holds and zeroes it. NULL is ignored. */
 void fcr_test_res_free(fcr_test_res *res);
 
 #ifdef __cplusplus
