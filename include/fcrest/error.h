@@ -87,13 +87,14 @@ const char *fcr_strerror(int err);
  */
 const char *fcr_err_name(int err);
 
-/** Log levels (`enum fcr_log_level`), most severe first. */
-enum fcr_log_level {
+/** Log levels, most severe first: the values of fcr_log_set_level(), fcr_log_level() and
+ * fcr_log(). */
+typedef enum fcr_log_severity {
     FCR_LOG_ERROR = 0, /**< A failure: something did not work. */
     FCR_LOG_WARN = 1,  /**< Something unexpected that fcrest handled. */
     FCR_LOG_INFO = 2,  /**< Normal events: start, stop, signals, the access log. */
     FCR_LOG_DEBUG = 3, /**< Details for debugging. */
-};
+} fcr_log_severity;
 
 /**
  * Sets the process-wide log threshold: messages above `level` are dropped. The default is
@@ -101,7 +102,7 @@ enum fcr_log_level {
  */
 void fcr_log_set_level(int level);
 
-/** Returns the current process-wide log threshold (an ::fcr_log_level value). */
+/** Returns the current process-wide log threshold (an ::fcr_log_severity value). */
 int fcr_log_level(void);
 
 /**
