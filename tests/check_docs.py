@@ -90,13 +90,21 @@ def main():
     ap.add_argument("--build", required=True)
     ap.add_argument("--cc", default="cc")
     ap.add_argument("--sanitize", default="none")
+    ap.add_argument("--lib", help="the built library file to link (default: -lfcrest from --build)")
     opt = ap.parse_args()
 
     cc = shlex.split(opt.cc)
     san = [] if opt.sanitize in ("", "none") else ["-fsanitize=" + opt.sanitize]
     include = ["-I", os.path.join(opt.source, "include")] + pkg_flags("--cflags", "jansson")
-    libs = ["-L", opt.build, "-Wl,-rpath," + os.path.abspath(opt.build), "-lfcrest"]
-    if not glob.glob(os.path.join(opt.build, "libfcrest.so*")):
+    if opt.lib:
+        # The file itself: a build directory may lack the libfcrest.so development link.
+        lib = os.path.abspath(opt.lib)
+        libs = [lib, "-Wl,-rpath," + os.path.dirname(lib)]
+        static = lib.endswith(".a")
+    else:
+        libs = ["-L", opt.build, "-Wl,-rpath," + os.path.abspath(opt.build), "-lfcrest"]
+        static = not glob.glob(os.path.join(opt.build, "libfcrest.so*"))
+    if static:
         libs += pkg_flags("--libs", "libpcre2-8")  # a static library brings no dependencies
     libs += pkg_flags("--libs", "jansson") + ["-lev"]
 
