@@ -155,7 +155,7 @@ struct fcr_server {
     ev_prepare prepare;
     ev_idle idle;
     ev_timer sweep;
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sighup;
     ev_timer grace;
     uint8_t *rbuf;
     size_t rbuf_cap;

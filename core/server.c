@@ -270,6 +270,21 @@ static void run_signal(struct ev_loop *loop, ev_signal *w, int revents)
     fcr_server_shutdown(srv, run_drained, NULL);
 }
 
+static void run_hup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)w, (void)revents;
+    fcr_log(FCR_LOG_WARN, "SIGHUP ignored: a single process cannot restart itself without "
+                          "dropping requests; run worker processes to restart on SIGHUP");
+}
+
+/* True when `sig` is at its default disposition (not ignored, no handler of the caller's). */
+static bool signal_is_default(int sig)
+{
+    struct sigaction sa;
+    return sigaction(sig, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+           sa.sa_handler == SIG_DFL;
+}
+
 static void run_grace(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -291,11 +306,24 @@ int fcr_server_run(fcr_server *srv, double grace)
     srv->grace.data = srv;
     ev_signal_start(loop, &srv->sigterm);
     ev_signal_start(loop, &srv->sigint);
+    /* SIGHUP's default action would end the process at once, losing requests in flight and
+     * leaving a unix socket file behind: say so and keep serving. A caller's own disposition
+     * (SIG_IGN, as in workers, or a handler) is left alone. */
+    ev_signal_init(&srv->sighup, run_hup, SIGHUP);
+    bool watch_hup = signal_is_default(SIGHUP);
+    if (watch_hup)
+        ev_signal_start(loop, &srv->sighup);
+    /* A write to a stderr pipe whose reader is gone must not kill a server (connections are
+     * written with MSG_NOSIGNAL already). */
+    if (signal_is_default(SIGPIPE))
+        signal(SIGPIPE, SIG_IGN);
     ev_run(loop, 0);
     fcr_log(FCR_LOG_INFO, "served %llu requests on %llu connections",
             (unsigned long long)srv->stats.requests, (unsigned long long)srv->stats.accepted);
     ev_signal_stop(loop, &srv->sigterm);
     ev_signal_stop(loop, &srv->sigint);
+    if (watch_hup)
+        ev_signal_stop(loop, &srv->sighup);
     ev_timer_stop(loop, &srv->grace);
     return 0;
 }

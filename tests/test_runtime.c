@@ -816,6 +816,31 @@ END_TEST
 
 /* ==== SIGHUP ============================================================================= */
 
+/* Without worker processes there is nothing to restart: SIGHUP (whose default action would end
+ * the process and lose the requests in flight) is logged and ignored; the service goes on. */
+START_TEST(sighup_single_process)
+{
+    const char *args[] = {"--listen", app_addr, NULL};
+    start_app(build_path("examples/hello"), args, app_addr);
+    load l = {.addr = app_addr, .params = P("/hello"), .expect = "Hello, world!"};
+    load_start(&l, 2);
+    load_wait_ok(&l, 50, 20);
+    unsigned before = load_count(&l, O_OK);
+    kill(app_pid, SIGHUP);
+    load_wait_ok(&l, before + 200, 20);
+    load_stop(&l);
+    int st;
+    ck_assert_msg(waitpid(app_pid, &st, WNOHANG) == 0, "the program ended on SIGHUP");
+    ck_assert_msg(l.counts[O_BROKEN] == 0 && l.counts[O_REFUSED] == 0, "%u broken, %u refused: %s",
+                  l.counts[O_BROKEN], l.counts[O_REFUSED], l.first_broken);
+    char *log = read_log();
+    ck_assert_msg(strstr(log, "SIGHUP ignored") != NULL, "no log line for the SIGHUP:\n%s", log);
+    free(log);
+    free(l.recs);
+    stop_app();
+}
+END_TEST
+
 static int wait_generation(pid_t sup, const pid_t *old, int nold, pid_t *out, int want,
                            double timeout)
 {
@@ -1477,6 +1502,7 @@ int main(int argc, char **argv)
     tcase_add_loop_test(tc, fn, 0, n)
     ADD(sigterm_loses_no_request, 3);
     ADD(sighup_under_load, 2);
+    ADD(sighup_single_process, 1);
     ADD(sigkill_one_worker, 1);
     ADD(trickling_clients, 1);
     ADD(stalled_reader, 2);

@@ -196,6 +196,12 @@ void fcr_server_free(fcr_server *srv);
  * A second signal stops at once. The loop also returns when nothing keeps it running (no
  * listener or connection left). The signal watchers are removed before returning; the server
  * stays the caller's to free. Returns FCR_EINVAL for a NULL `srv`.
+ *
+ * SIGHUP, when its disposition is the default (which would end the process and lose the
+ * requests in flight), is logged as a warning and otherwise ignored while the loop runs: a
+ * single process has no way to restart gracefully (fcr_server_run_workers() does). SIGPIPE at
+ * its default disposition is set to ignored, for good, so that a log write to a closed stderr
+ * pipe cannot kill the server. Dispositions the program set itself are left alone.
  */
 int fcr_server_run(fcr_server *srv, double grace);
 
