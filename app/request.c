@@ -155,8 +155,11 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
         char *v = fcr__arena_alloc(a, vlen + 1);
         if (!n || !v)
             return FCR_ENOMEM;
-        if (fcr_percent_decode(seg, nlen, n, true) < 0 ||
-            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, true) < 0)
+        long dn = fcr_percent_decode(seg, nlen, n, true);
+        long dv = fcr_percent_decode(eq ? eq + 1 : "", vlen, v, true);
+        /* A malformed escape, or a NUL byte in the decoded name or value (the C string would
+         * end early and hide the rest), drops the pair. */
+        if (dn < 0 || dv < 0 || memchr(n, '\0', (size_t)dn) || memchr(v, '\0', (size_t)dv))
             continue;
         l->v[l->n++] = (fcr_kv){n, v};
     }

@@ -3,8 +3,8 @@
  * (fcr__parse_urlencoded) and as a Cookie header (fcr__parse_cookies), each into a fresh arena.
  * The pairs must be exactly those a straightforward reference reading of the rules gives
  * (pairs split on '&', first '=' splits name and value, percent-decoding with '+' as space,
- * pairs with a bad escape skipped; cookies split on ';', blanks trimmed, one pair of quotes
- * removed), every string NUL-terminated inside its arena. */
+ * pairs with a bad escape or a decoded NUL byte skipped; cookies split on ';', blanks trimmed, one
+ * pair of quotes removed), every string NUL-terminated inside its arena. */
 #include "app/app_int.h"
 
 #include <stdint.h>
@@ -70,7 +70,7 @@ static void check_urlencoded(const uint8_t *s, size_t len)
         size_t nlen = eq ? (size_t)(eq - seg) : slen;
         long dn = ref_decode(seg, nlen, n);
         long dv = eq ? ref_decode(eq + 1, slen - nlen - 1, v) : 0;
-        if (dn < 0 || dv < 0)
+        if (dn < 0 || dv < 0 || memchr(n, 0, (size_t)dn) || memchr(v, 0, (size_t)dv))
             continue;
         must(k < l.n);
         same(l.v[k].name, n, (size_t)dn);

@@ -97,6 +97,7 @@ static void check_param(const fcr_match *m, const char *name, const uint8_t *raw
     long n = ref_decode(raw, len, ref, false);
     must(n >= 0 && (size_t)n == p->len && memcmp(ref, p->value, p->len) == 0);
     must(p->value[p->len] == '\0');
+    must(memchr(p->value, '\0', p->len) == NULL); /* a param is a whole C string */
     free(ref);
 }
 

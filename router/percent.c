@@ -21,10 +21,13 @@ static int hexval(unsigned char c)
 bool fcr__percent_valid(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\0')
+            return false;
         if (s[i] != '%')
             continue;
-        if (len - i < 3 || hexval((unsigned char)s[i + 1]) < 0 ||
-            hexval((unsigned char)s[i + 2]) < 0)
+        int hi = len - i >= 3 ? hexval((unsigned char)s[i + 1]) : -1;
+        int lo = len - i >= 3 ? hexval((unsigned char)s[i + 2]) : -1;
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
             return false;
         i += 2;
     }

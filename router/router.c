@@ -480,7 +480,8 @@ static int try_route(fcr_router *r, const struct route *rt, const char *path, si
      * ends early. The start of the match, not ovector[0], which \K moves, is the test. */
     if (pcre2_get_startchar(r->md) != 0 || ov[1] != len)
         return 0;
-    /* A param value that cannot be decoded means the route does not match this path. */
+    /* A param value that cannot be decoded, or that would decode to a NUL byte, means the
+     * route does not match this path. */
     for (uint32_t i = 0; i < rt->nnames; i++) {
         size_t s, e;
         if (param_span(rt, &rt->names[i], ov, len, &s, &e) && !fcr__percent_valid(path + s, e - s))

@@ -5,7 +5,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* True when every '%' in the `len` bytes at `s` is followed by two hex digits. */
+/* True when the `len` bytes at `s` decode to a string without a NUL byte: every '%' is
+ * followed by two hex digits, none is "%00", and there is no NUL byte itself. A value that
+ * would decode to a NUL byte would end early as a C string and hide what follows. */
 bool fcr__percent_valid(const char *s, size_t len);
 
 /* What the router may assume about every path a pattern matches. */

@@ -178,6 +178,11 @@ START_TEST(query_params)
     get("/q?a=1&b=x%20y&a=2&&c&sp=a+b&bad=%zz&a=%33&empty=&e+n=%2B");
     ck_assert_str_eq(res.body, "a=1;b=x y;c=;sp=a b;bad=(null);missing=(null);empty=;e n=+;"
                                "a[0]=1;a[1]=2;a[2]=3;");
+    /* A pair whose name or value decodes to a NUL byte is dropped like a malformed one: the
+     * C string would hide the bytes after it. */
+    get("/q?a=x%00y&b=ok&bad=1&a%00=2&c=%01");
+    ck_assert_str_eq(res.body, "a=(null);b=ok;c=\1;sp=(null);bad=1;missing=(null);empty=(null);"
+                               "e n=(null);");
 }
 END_TEST
 

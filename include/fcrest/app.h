@@ -338,13 +338,18 @@ const char *fcr_req_path(const fcr_req *req);
  */
 const char *fcr_req_base_path(const fcr_req *req);
 
-/** The percent-decoded value of the route's named capture `name`, or NULL. */
+/**
+ * The percent-decoded value of the route's named capture `name`, or NULL. The value holds no
+ * NUL byte: a path whose param would decode to one does not match the route (see
+ * fcr_router_match()). Owned by the request.
+ */
 const char *fcr_req_path_param(const fcr_req *req, const char *name);
 
 /**
  * The first (fcr_req_query) or `i`-th (fcr_req_query_nth, from 0) value of query parameter
  * `name` in QUERY_STRING, percent-decoded with '+' as space; "" for a name without '='.
- * NULL when absent. Pairs with a malformed %-escape are skipped.
+ * NULL when absent. Pairs with a malformed %-escape, or whose name or value decodes to a NUL
+ * byte ("%00"), are skipped: every value returned holds all of its bytes.
  *
  * Without QUERY_STRING the query of REQUEST_URI is used. The query is parsed on the first
  * call; NULL also when that runs out of memory.

@@ -164,7 +164,9 @@ typedef struct fcr_match {
  * matches a '/' in a pattern; percent-decoding applies to param values only, after the match)
  * for `method` (one fcr_method bit; 0 for an unknown method, which gives NOT_ALLOWED or
  * NOT_FOUND). A route whose param value holds an invalid escape ('%' not followed by two hex
- * digits) does not match that path: with no other route, the answer is NOT_FOUND (404).
+ * digits) or would decode to a NUL byte ("%00", or a NUL byte itself) does not match that
+ * path: with no other route, the answer is NOT_FOUND (404). So every param value is a C
+ * string that holds all of its bytes.
  * A route whose pattern hits a PCRE2 resource limit does not match either. Decoded param
  * values are written into `scratch` (`cap` bytes; len + FCR_MAX_PATH_PARAMS always suffices
  * when named groups do not overlap, as in any usual route; (len + 1) * FCR_MAX_PATH_PARAMS
