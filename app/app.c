@@ -3,6 +3,7 @@
 #include "app_int.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,11 @@ void fcr_app_free(fcr_app *app)
     }
     if (!app->parent)
         fcr_router_free(app->router);
+    while (app->spare) {
+        fcr_ctx *c = app->spare;
+        app->spare = c->next_spare;
+        free(c);
+    }
     free(app->before.v);
     free(app->after.v);
     free(app->prefix);
@@ -336,11 +342,12 @@ static size_t body_limit(const fcr_app *app, const fcr_route *route)
 
 /* ---- Routing path --------------------------------------------------------------------- */
 
-/* Computes the routing path into memory from `arena` (or malloc when NULL): `*full` gets the
- * buffer to free (malloc case), `*path`/`*plen` the routing path, `*base_len` the length of
- * the stripped prefix. Returns 0 or FCR_ENOMEM. */
-static int routing_path(const fcr_app *app, const fcr_req *req, fcr_arena *arena, char **full,
-                        const char **path, size_t *plen, size_t *base_len)
+/* Computes the routing path into memory from `arena` (when NULL: into the `scap` bytes at
+ * `sbuf` when it fits, else malloc): `*full` gets the buffer (to free when it is not `sbuf`,
+ * in the malloc case), `*path`/`*plen` the routing path, `*base_len` the length of the
+ * stripped prefix. Returns 0 or FCR_ENOMEM. */
+static int routing_path(const fcr_app *app, const fcr_req *req, fcr_arena *arena, char *sbuf,
+                        size_t scap, char **full, const char **path, size_t *plen, size_t *base_len)
 {
     size_t sl = 0, pl = 0;
     const char *sn = NULL, *pi = NULL;
@@ -360,7 +367,7 @@ static int routing_path(const fcr_app *app, const fcr_req *req, fcr_arena *arena
     if (!pi)
         pi = "", pl = 0;
     size_t len = sl + pl;
-    char *buf = arena ? fcr__arena_alloc(arena, len + 1) : malloc(len + 1);
+    char *buf = arena ? fcr__arena_alloc(arena, len + 1) : len < scap ? sbuf : malloc(len + 1);
     if (!buf)
         return FCR_ENOMEM;
     memcpy(buf, sn, sl);
@@ -405,9 +412,16 @@ fcr_ctx *fcr__ctx(const fcr_req *req)
 
 static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
 {
-    fcr_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
+    fcr_ctx *ctx = app->spare;
+    if (ctx) {
+        app->spare = ctx->next_spare;
+        app->nspare--;
+    } else if (!(ctx = malloc(sizeof *ctx))) {
         return NULL;
+    }
+    /* Everything but the arena's block starts zeroed. */
+    memset(ctx, 0, offsetof(fcr_ctx, arena_mem));
+    fcr__arena_init(&ctx->arena, ctx->arena_mem, sizeof ctx->arena_mem);
     ctx->magic = FCR_CTX_MAGIC;
     ctx->start = fcr__now();
     ctx->app = app;
@@ -419,7 +433,7 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
     char *full;
     const char *path;
     size_t plen, base_len;
-    if (routing_path(app, req, &ctx->arena, &full, &path, &plen, &base_len) < 0) {
+    if (routing_path(app, req, &ctx->arena, NULL, 0, &full, &path, &plen, &base_len) < 0) {
         fcr__ctx_free(ctx);
         return NULL;
     }
@@ -701,21 +715,25 @@ static void on_params(fcr_req *req, void *data)
         return;
     fcr_route *route = NULL;
     if (role == FCR_RESPONDER && app->limits_below) {
+        /* Short paths need no allocation. */
+        char sbuf[256], sscratch[sizeof sbuf + FCR_MAX_PATH_PARAMS + 1];
         char *full = NULL;
         const char *path;
         size_t plen, base_len;
-        if (routing_path(app, req, NULL, &full, &path, &plen, &base_len) == 0) {
+        if (routing_path(app, req, NULL, sbuf, sizeof sbuf, &full, &path, &plen, &base_len) == 0) {
             size_t cap = plen + FCR_MAX_PATH_PARAMS + 1;
-            char *scratch = malloc(cap);
+            char *scratch = cap <= sizeof sscratch ? sscratch : malloc(cap);
             fcr_match m;
             if (scratch &&
                 fcr_router_match(app->router, method_bit(fcr_req_param(req, "REQUEST_METHOD")),
                                  path, plen, &m, scratch, cap) == 0 &&
                 m.status == FCR_MATCH_FOUND)
                 route = m.target;
-            free(scratch);
+            if (scratch != sscratch)
+                free(scratch);
         }
-        free(full);
+        if (full != sbuf)
+            free(full);
     }
     size_t limit = body_limit(app, route);
     size_t declared = declared_len(req, "CONTENT_LENGTH");

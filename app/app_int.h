@@ -6,6 +6,7 @@
 
 #include <ev.h>
 
+#include <stdalign.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,12 +15,18 @@
 
 typedef struct fcr_arena_block fcr_arena_block;
 
+/* A zeroed arena is empty and valid. */
 typedef struct fcr_arena {
     fcr_arena_block *head;
+    fcr_arena_block *first; /* the owner's memory (fcr__arena_init), or NULL */
 } fcr_arena;
 
+/* Makes `a` an empty arena whose first block is the `size` bytes at `mem` (aligned for any
+ * type; NULL: none), which fcr__arena_free() keeps for reuse instead of freeing. */
+void fcr__arena_init(fcr_arena *a, void *mem, size_t size);
 void *fcr__arena_alloc(fcr_arena *a, size_t n);
 char *fcr__arena_strndup(fcr_arena *a, const char *s, size_t n);
+/* Frees every block but the first one given to fcr__arena_init(), and empties the arena. */
 void fcr__arena_free(fcr_arena *a);
 
 /* ---- Middleware lists ----------------------------------------------------------------- */
@@ -72,7 +79,9 @@ struct fcr_app {
     void *authz_data;
     fcr_handler filter;
     void *filter_data;
-    char *error; /* first failed registration */
+    char *error;           /* first failed registration */
+    struct fcr_ctx *spare; /* finished contexts kept for reuse (the serving app's) */
+    unsigned nspare;
 };
 
 /* ---- Per-request context -------------------------------------------------------------- */
@@ -88,9 +97,11 @@ typedef struct fcr_kv_list {
     bool parsed;
 } fcr_kv_list;
 
-/* A reference-counted body buffer: queued output holds a reference until written. */
+/* A reference-counted body buffer: queued output holds a reference until written. A small body
+ * lives in the context instead (`heap` false): its data in the arena, written by copy. */
 typedef struct fcr_body {
     unsigned refs;
+    bool heap; /* the struct and data are malloc'd and reference-counted */
     size_t len, cap;
     char *data;
 } fcr_body;
@@ -117,6 +128,12 @@ struct fcr_res {
 };
 
 #define FCR_CTX_MAGIC 0x66637278u
+
+/* Bytes of the arena block inside each context. */
+#define FCR_CTX_ARENA_SIZE 1536u
+
+/* Finished contexts an app keeps for reuse. */
+#define FCR_CTX_SPARES 16u
 
 enum ctx_state {
     ST_RUNNING, /* in the framework's pipeline or the handler */
@@ -154,6 +171,11 @@ struct fcr_ctx {
     char *head;
     size_t head_len, head_off;
     size_t body_off, body_end;
+    fcr_body body; /* the small body (res.body points here until it grows past the arena) */
+    struct fcr_ctx *next_spare;
+    /* The arena's first block: the memory of most requests needs no allocation. Kept last:
+     * a context is cleared up to here. */
+    alignas(max_align_t) unsigned char arena_mem[FCR_CTX_ARENA_SIZE];
 };
 
 /* The context of `req`, or NULL when it is not an app's request. */

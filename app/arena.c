@@ -1,4 +1,5 @@
-/* Per-request arena: blocks of at least 4 KiB; everything is freed at once. */
+/* Per-request arena: blocks of at least 4 KiB, after an optional first block in memory the
+ * owner provides; everything is freed at once. */
 #include "app_int.h"
 
 #include <stdalign.h>
@@ -12,6 +13,18 @@ struct fcr_arena_block {
     size_t used, cap;
     alignas(max_align_t) unsigned char data[];
 };
+
+void fcr__arena_init(fcr_arena *a, void *mem, size_t size)
+{
+    a->first = NULL;
+    if (mem && size > sizeof(fcr_arena_block)) {
+        a->first = mem;
+        a->first->next = NULL;
+        a->first->used = 0;
+        a->first->cap = size - sizeof(fcr_arena_block);
+    }
+    a->head = a->first;
+}
 
 void *fcr__arena_alloc(fcr_arena *a, size_t n)
 {
@@ -60,8 +73,14 @@ void fcr__arena_free(fcr_arena *a)
     fcr_arena_block *b = a->head;
     while (b) {
         fcr_arena_block *next = b->next;
-        free(b);
+        if (b != a->first)
+            free(b);
         b = next;
     }
-    a->head = NULL;
+    /* The first block stays for the next use. */
+    a->head = a->first;
+    if (a->first) {
+        a->first->next = NULL;
+        a->first->used = 0;
+    }
 }

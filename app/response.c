@@ -113,12 +113,18 @@ bool fcr__is_header_value(const char *s)
 
 /* ---- Body buffers --------------------------------------------------------------------- */
 
-static fcr_body *body_new(void)
+/* Bodies up to this capacity live in the arena and are written by copy. */
+#define ARENA_BODY_MAX 4096u
+
+/* The response's body, created empty in the context on first use. */
+static fcr_body *body_get(fcr_res *res)
 {
-    fcr_body *b = calloc(1, sizeof *b);
-    if (b)
-        b->refs = 1;
-    return b;
+    if (!res->body) {
+        fcr_body *b = &res->ctx->body;
+        *b = (fcr_body){.refs = 1};
+        res->body = b;
+    }
+    return res->body;
 }
 
 static void body_unref(void *arg)
@@ -130,8 +136,9 @@ static void body_unref(void *arg)
     }
 }
 
-static int body_reserve(fcr_body *b, size_t more)
+static int body_reserve(fcr_res *res, size_t more)
 {
+    fcr_body *b = res->body;
     if (more > SIZE_MAX - b->len - 1)
         return FCR_ENOMEM;
     size_t need = b->len + more + 1;
@@ -140,11 +147,32 @@ static int body_reserve(fcr_body *b, size_t more)
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *p = realloc(b->data, cap);
+    if (b->heap) {
+        char *p = realloc(b->data, cap);
+        if (!p)
+            return FCR_ENOMEM;
+        b->data = p;
+        b->cap = cap;
+        return 0;
+    }
+    char *p = cap <= ARENA_BODY_MAX ? fcr__arena_alloc(&res->ctx->arena, cap) : malloc(cap);
     if (!p)
         return FCR_ENOMEM;
-    b->data = p;
-    b->cap = cap;
+    if (b->len)
+        memcpy(p, b->data, b->len);
+    if (cap <= ARENA_BODY_MAX) {
+        b->data = p;
+        b->cap = cap;
+        return 0;
+    }
+    /* Too big for the arena: a reference-counted body that queued output can hold. */
+    fcr_body *h = malloc(sizeof *h);
+    if (!h) {
+        free(p);
+        return FCR_ENOMEM;
+    }
+    *h = (fcr_body){.refs = 1, .heap = true, .len = b->len, .cap = cap, .data = p};
+    res->body = h;
     return 0;
 }
 
@@ -167,10 +195,11 @@ void fcr__res_reset(fcr_res *res)
 
 void fcr__res_release(fcr_res *res)
 {
-    free(res->h);
+    /* The header list lives in the arena. */
     res->h = NULL;
     res->nh = res->caph = 0;
-    body_unref(res->body);
+    if (res->body && res->body->heap)
+        body_unref(res->body);
     res->body = NULL;
 }
 
@@ -199,9 +228,11 @@ static int header_add(fcr_res *res, const char *name, const char *value)
         return FCR_EINVAL;
     if (res->nh == res->caph) {
         size_t cap = res->caph ? res->caph * 2 : 8;
-        fcr_hdr *h = realloc(res->h, cap * sizeof *h);
+        fcr_hdr *h = fcr__arena_alloc(&res->ctx->arena, cap * sizeof *h);
         if (!h)
             return FCR_ENOMEM;
+        if (res->nh)
+            memcpy(h, res->h, res->nh * sizeof *h);
         res->h = h;
         res->caph = cap;
     }
@@ -268,9 +299,8 @@ int fcr_res_append(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
-    if (!res->body && !(res->body = body_new()))
-        return FCR_ENOMEM;
-    if (body_reserve(res->body, len) < 0)
+    body_get(res);
+    if (body_reserve(res, len) < 0)
         return FCR_ENOMEM;
     if (len)
         memcpy(res->body->data + res->body->len, buf, len);
@@ -283,9 +313,8 @@ int fcr_res_body(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
-    if (!res->body && !(res->body = body_new()))
-        return FCR_ENOMEM;
-    if (len > res->body->len && body_reserve(res->body, len - res->body->len) < 0)
+    body_get(res);
+    if (len > res->body->len && body_reserve(res, len - res->body->len) < 0)
         return FCR_ENOMEM;
     res->body->len = 0;
     return fcr_res_append(res, buf, len);
@@ -301,9 +330,8 @@ int fcr_res_printf(fcr_res *res, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return FCR_EINVAL;
-    if (!res->body && !(res->body = body_new()))
-        return FCR_ENOMEM;
-    if (body_reserve(res->body, (size_t)n) < 0)
+    body_get(res);
+    if (body_reserve(res, (size_t)n) < 0)
         return FCR_ENOMEM;
     va_start(ap, fmt);
     vsnprintf(res->body->data + res->body->len, (size_t)n + 1, fmt, ap);
@@ -324,9 +352,8 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
 {
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
-    if (!res->body && !(res->body = body_new()))
-        return FCR_ENOMEM;
-    if (len > res->body->len && body_reserve(res->body, len - res->body->len) < 0)
+    body_get(res);
+    if (len > res->body->len && body_reserve(res, len - res->body->len) < 0)
         return FCR_ENOMEM;
     int rc = fcr_res_set_header(res, "Content-Type", ctype);
     if (rc < 0)
@@ -575,6 +602,14 @@ void fcr__ctx_free(fcr_ctx *ctx)
     free(ctx->json_error);
     fcr__arena_free(&ctx->arena);
     ctx->magic = 0;
+    /* Kept for the app's next request; fcr_app_free() frees the spares. */
+    fcr_app *app = ctx->app;
+    if (app && app->nspare < FCR_CTX_SPARES) {
+        ctx->next_spare = app->spare;
+        app->spare = ctx;
+        app->nspare++;
+        return;
+    }
     free(ctx);
 }
 
@@ -649,9 +684,15 @@ static void pump(fcr_ctx *ctx)
             size_t n = ctx->body_end - ctx->body_off;
             if (n > WRITE_CHUNK)
                 n = WRITE_CHUNK;
-            b->refs++;
-            /* On error the core calls the release function (dropping our extra reference). */
-            rc = fcr_req_write_ref(ctx->req, b->data + ctx->body_off, n, body_unref, b);
+            if (!b->heap) {
+                /* A small body in the arena: copied, it need not outlive the context. */
+                rc = fcr_req_write(ctx->req, b->data + ctx->body_off, n);
+            } else {
+                b->refs++;
+                /* On error the core calls the release function (dropping our extra
+                 * reference). */
+                rc = fcr_req_write_ref(ctx->req, b->data + ctx->body_off, n, body_unref, b);
+            }
             if (rc == 0)
                 ctx->body_off += n;
         } else {

@@ -1453,6 +1453,58 @@ static int slow_and_flag(fcr_req *req, fcr_res *r, void *data)
     return slow_handler(req, r, data);
 }
 
+/* Grows the body by appends past what a context holds in place and adds many headers; the
+ * query names what to send. */
+static int grow_answer(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    const char *n = fcr_req_query(req, "n");
+    const char *h = fcr_req_query(req, "h");
+    int rc = 0;
+    for (int i = 0; n && i < atoi(n) && rc >= 0; i++)
+        rc = fcr_res_printf(r, "%c", 'a' + i % 26);
+    for (int i = 0; h && i < atoi(h) && rc >= 0; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "X-H%d", i);
+        rc = fcr_res_header(r, name, name + 2);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+START_TEST(contexts_reused_and_bodies_grown)
+{
+    /* A body limit of its own: the path is also routed before the body is read. */
+    ck_assert_int_eq(
+        fcr_route_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20), 0);
+    char long_path[400];
+    memset(long_path, 'p', sizeof long_path - 1);
+    long_path[0] = '/';
+    long_path[sizeof long_path - 1] = '\0';
+    get(long_path);
+    check_problem(404);
+    static const int sizes[] = {10000, 0, 13, 4095, 4096, 300, 70000, 1};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int n = sizes[k], h = k % 2 ? 0 : 40;
+        char path[64];
+        snprintf(path, sizeof path, "/grow?n=%d&h=%d", n, h);
+        run(&(fcr_test_req){.path = path});
+        ck_assert_int_eq(res.status, 200);
+        ck_assert_uint_eq(res.body_len, (size_t)n);
+        for (int i = 0; i < n; i++) {
+            if (res.body[i] != (char)('a' + i % 26))
+                ck_abort_msg("size %d: byte %d differs", n, i);
+        }
+        /* Nothing is left of the previous request's headers. */
+        if (h) {
+            ck_assert_str_eq(hdr("X-H0"), "H0");
+            ck_assert_str_eq(hdr("X-H39"), "H39");
+        } else {
+            ck_assert_ptr_null(hdr("X-H0"));
+        }
+    }
+}
+END_TEST
+
 START_TEST(async_answer_after_server_freed)
 {
     fcr_app_route(app, FCR_GET, "/slow", slow_and_flag, NULL);
@@ -1545,6 +1597,7 @@ int main(void)
     tcase_add_test(tc, large_answer_waits_for_drain);
     tcase_add_test(tc, client_gone_during_async_and_output);
     tcase_add_test(tc, async_answer_after_server_freed);
+    tcase_add_test(tc, contexts_reused_and_bodies_grown);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);
