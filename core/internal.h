@@ -16,6 +16,17 @@
 typedef struct fcr_conn fcr_conn;
 typedef struct fcr_listener fcr_listener;
 
+/* Released requests kept for reuse, with their PARAMS buffer, params block and output buffer.
+ * The pool outlives its server while requests the application holds are alive: a request
+ * released after fcr_server_free() finds the pool orphaned, frees itself and, the last one,
+ * the pool. */
+typedef struct fcr_req_pool {
+    fcr_req *free; /* linked by next */
+    unsigned nfree;
+    size_t live; /* requests created and not yet released */
+    bool orphan; /* the server is gone */
+} fcr_req_pool;
+
 /* One piece of queued output: bytes to write, and what to release when they are written or
  * dropped. */
 typedef struct fcr_seg {
@@ -54,8 +65,9 @@ enum {
 
 struct fcr_req {
     fcr_server *srv;
+    fcr_req_pool *pool;
     fcr_conn *conn;                   /* NULL once detached (ended, aborted, connection gone) */
-    fcr_req *next;                    /* in conn->reqs */
+    fcr_req *next;                    /* in conn->reqs, or in pool->free */
     fcr_req *dirty_next, *dirty_prev; /* srv->dirty: open STDOUT record to flush */
     bool dirty;
     uint16_t id;
@@ -83,6 +95,8 @@ struct fcr_req {
     uint8_t *out; /* open STDOUT record: 8 header bytes, then content */
     size_t out_len;
     size_t out_cap;
+    uint8_t *out_final; /* the final records' buffer, queued until END_REQUEST's reference goes */
+    size_t out_final_cap;
 
     void (*on_abort)(fcr_req *req);
     void (*on_drain)(fcr_req *req);
@@ -159,6 +173,7 @@ struct fcr_server {
     ev_timer grace;
     uint8_t *rbuf;
     size_t rbuf_cap;
+    fcr_req_pool *pool;
     fcr_server_stats stats;
     void (*on_drained)(fcr_server *srv, void *arg);
     void *drained_arg;
@@ -173,6 +188,8 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
 void fcr__req_unref(void *arg);
 void fcr__req_abort(fcr_req *r, bool send_end);
 void fcr__req_reject(fcr_req *r, const char *status_line);
+/* The server is being freed: releases the kept requests; the pool goes with the last request. */
+void fcr__req_pool_orphan(fcr_req_pool *pool);
 
 /* conn.c */
 fcr_conn *fcr__conn_new(fcr_server *srv, int fd);

@@ -15,11 +15,47 @@
 
 static const uint8_t zeros[8];
 
+/* What a released request keeps for the next one, when its server is alive: at most POOL_MAX
+ * requests (the requests in flight at a time, up to a limit), each with a PARAMS buffer of up
+ * to 16 KiB (a web server's usual params take 1-4 KiB), a params block for up to 256 params
+ * (8 KiB, the default max_params) and an output buffer of up to 8 KiB. Larger buffers belong to
+ * rare requests and are freed. A server keeps at most 64 * 32 KiB = 2 MiB this way. */
+#define POOL_MAX      64
+#define POOL_PBUF_MAX 16384
+#define POOL_PCAP_MAX 256
+#define POOL_OUT_MAX  8192
+
 fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags)
 {
-    fcr_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    fcr_req_pool *pool = c->srv->pool;
+    fcr_req *r = pool->free;
+    if (r) {
+        pool->free = r->next;
+        pool->nfree--;
+        /* Every field starts as calloc would leave it, but for the kept buffers (their index
+         * was cleared when the request was kept). */
+        fcr_buf pbuf = {r->pbuf.p, 0, r->pbuf.cap};
+        fcr_param *params = r->params;
+        size_t pcap = r->pcap;
+        uint32_t *pindex = r->pindex;
+        size_t pmask = r->pmask;
+        uint8_t *out = r->out;
+        size_t out_cap = r->out_cap;
+        memset(r, 0, sizeof *r);
+        r->pbuf = pbuf;
+        r->params = params;
+        r->pcap = pcap;
+        r->pindex = pindex;
+        r->pmask = pmask;
+        r->out = out;
+        r->out_cap = out_cap;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return NULL;
+    }
+    pool->live++;
+    r->pool = pool;
     r->srv = c->srv;
     r->conn = c;
     r->id = id;
@@ -32,14 +68,66 @@ fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags)
     return r;
 }
 
-static void req_free(fcr_req *r)
+static void req_destroy(fcr_req *r)
 {
     free(r->pbuf.p);
     free(r->params);
     free(r->body[0].p);
     free(r->body[1].p);
     free(r->out);
+    free(r->out_final);
     free(r);
+}
+
+/* Keeps the request for reuse while its server is alive (the pool is not orphaned), else frees
+ * it. The output buffer kept is preferably the final records' (written or dropped by now: the
+ * last reference was END_REQUEST's, released after them). */
+static void req_free(fcr_req *r)
+{
+    fcr_req_pool *pool = r->pool;
+    pool->live--;
+    if (pool->orphan || pool->nfree >= POOL_MAX || r->pbuf.cap > POOL_PBUF_MAX ||
+        r->pcap > POOL_PCAP_MAX) {
+        req_destroy(r);
+        if (pool->orphan && pool->live == 0)
+            free(pool);
+        return;
+    }
+    if (r->body[0].p || r->body[1].p) {
+        free(r->body[0].p);
+        free(r->body[1].p);
+        r->body[0].p = r->body[1].p = NULL;
+    }
+    if (r->out_final) {
+        if (r->out)
+            free(r->out);
+        r->out = r->out_final;
+        r->out_cap = r->out_final_cap;
+        r->out_final = NULL;
+    }
+    if (r->out_cap > POOL_OUT_MAX) {
+        free(r->out);
+        r->out = NULL;
+        r->out_cap = 0;
+    }
+    if (r->pindex)
+        memset(r->pindex, 0, (r->pmask + 1) * sizeof *r->pindex);
+    r->next = pool->free;
+    pool->free = r;
+    pool->nfree++;
+}
+
+void fcr__req_pool_orphan(fcr_req_pool *pool)
+{
+    pool->orphan = true;
+    while (pool->free) {
+        fcr_req *r = pool->free;
+        pool->free = r->next;
+        req_destroy(r);
+    }
+    pool->nfree = 0;
+    if (pool->live == 0)
+        free(pool);
 }
 
 void fcr__req_unref(void *arg)
@@ -236,7 +324,9 @@ static int out_reserve(fcr_req *r, size_t add)
     size_t need = FCGI_HEADER_LEN + r->out_len + add + OUT_TAIL;
     if (need <= r->out_cap)
         return 0;
-    size_t cap = r->out_cap ? r->out_cap * 2 : OUT_FIRST_CAP;
+    size_t cap = r->out_cap * 2; /* a kept buffer may be smaller than the first size */
+    if (cap < OUT_FIRST_CAP)
+        cap = OUT_FIRST_CAP;
     if (cap < need)
         cap = need;
     if (cap > FCGI_HEADER_LEN + FCGI_MAX_CONTENT + OUT_TAIL)
@@ -292,13 +382,24 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
         total += 16;
     }
     uint8_t *buf = r->out;
-    size_t content = r->out_len;
+    size_t content = r->out_len, cap = r->out_cap;
     r->out = NULL;
     r->out_len = r->out_cap = 0;
     /* queued already counts the open content; account for framing. */
     c->queued -= content;
     if (final)
         r->state |= REQ_ENDED;
+    if (final && fcr__conn_reserve(c, 2) == 0) {
+        /* The buffer stays the request's, to be reused or freed with it: END_REQUEST's
+         * reference, released after these bytes are written or dropped, keeps it alive. */
+        r->out_final = buf;
+        r->out_final_cap = cap;
+        fcr__conn_push(c, buf, total, NULL, NULL);
+        r->refs++;
+        fcr__conn_push(c, NULL, 0, fcr__req_unref, r);
+        fcr__conn_want_flush(c);
+        return;
+    }
     if (fcr__conn_push(c, buf, total, free_arg, buf) != 0)
         return;
     if (final) {
@@ -465,9 +566,10 @@ void fcr__req_reject(fcr_req *r, const char *status_line)
     int n = snprintf(head, sizeof head,
                      "Status: %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s\n",
                      status_line, strlen(status_line) + 1, status_line);
-    fcr__server_unmark_dirty(r->srv, r);
     if (n > 0 && (size_t)n < sizeof head)
         out_append(r, (const uint8_t *)head, (size_t)n);
+    /* out_append marked the request dirty: it must not stay on the server's list once ended. */
+    fcr__server_unmark_dirty(r->srv, r);
     fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, 0);
     fcr__conn_remove_req(c, r);
     if (r->busy == 0)

@@ -171,7 +171,8 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
     raise_nofile(cfg->limits.max_conns);
     srv->rbuf_cap = READ_BUF_SIZE;
     srv->rbuf = malloc(srv->rbuf_cap);
-    if (!srv->rbuf) {
+    srv->pool = calloc(1, sizeof *srv->pool);
+    if (!srv->rbuf || !srv->pool) {
         e = FCR_ENOMEM;
         goto fail;
     }
@@ -189,6 +190,7 @@ fail:
     if (srv) {
         free(srv->allow);
         free(srv->rbuf);
+        free(srv->pool);
         free(srv);
     }
     if (err)
@@ -246,6 +248,8 @@ void fcr_server_free(fcr_server *srv)
     ev_ref(srv->loop);
     ev_timer_stop(srv->loop, &srv->sweep);
     ev_idle_stop(srv->loop, &srv->idle);
+    /* Requests the application still holds free themselves (and the pool, the last one). */
+    fcr__req_pool_orphan(srv->pool);
     free(srv->allow);
     free(srv->rbuf);
     free(srv);

@@ -79,6 +79,8 @@ static void cap_pump(fcr_req *req)
     fcr_req_finish(req, 0);
 }
 
+static fcr_req *_Atomic kept;
+
 static void on_request(fcr_req *req, void *data)
 {
     (void)data;
@@ -116,6 +118,10 @@ static void on_request(fcr_req *req, void *data)
     if (action_is(req, "cap")) {
         fcr_req_write(req, HEAD, sizeof HEAD - 1);
         cap_pump(req);
+        return;
+    }
+    if (action_is(req, "keep")) { /* held without an abort callback, finished by the test */
+        kept = req;
         return;
     }
     if (action_is(req, "param")) {
@@ -1271,6 +1277,67 @@ START_TEST(accepting_pauses_at_the_connection_cap_and_resumes_below_it)
 }
 END_TEST
 
+/* A request object is reused after its predecessor on the connection finished: nothing of the
+ * previous request's params, body or state shows through. */
+START_TEST(a_later_request_sees_nothing_of_an_earlier_one)
+{
+    start();
+    fcl_conn *c = conn();
+    static const char *const WITH_X[] = {"ACTION", "param", "WHICH", "X", "X", "one", NULL};
+    static const char *const WITHOUT_X[] = {"ACTION", "param", "WHICH", "X", NULL};
+    for (int round = 0; round < 3; round++) {
+        fcl_response r;
+        ck_assert_int_eq(fcl_request(c, 1, FCR_RESPONDER, FCGI_KEEP_CONN, WITH_X, "body!", 5, &r),
+                         0);
+        char *s = stdout_str(&r);
+        ck_assert_ptr_nonnull(strstr(s, "[one]"));
+        free(s);
+        fcl_response_free(&r);
+        ck_assert_int_eq(fcl_request(c, 1, FCR_RESPONDER, FCGI_KEEP_CONN, WITHOUT_X, NULL, 0, &r),
+                         0);
+        s = stdout_str(&r);
+        ck_assert_msg(strstr(s, "[(null)]"), "a param of the previous request: %s", s);
+        free(s);
+        fcl_response_free(&r);
+        ck_assert_int_eq(fcl_request(c, 2, FCR_RESPONDER, FCGI_KEEP_CONN, PLAIN, NULL, 0, &r), 0);
+        s = stdout_str(&r);
+        ck_assert_msg(strstr(s, "stdin=0 data=0 error=0 params=1"), "carried over: %s", s);
+        free(s);
+        fcl_response_free(&r);
+    }
+    ck_assert_int_eq(c->violations, 0);
+    fcl_close(c);
+    stop();
+}
+END_TEST
+
+/* fcr_server_free() aborts a request the application holds; the request stays valid and is
+ * finished (and freed) after the server is gone. */
+START_TEST(request_held_past_server_free_is_finished_later)
+{
+    kept = NULL;
+    start();
+    fcl_conn *c = conn();
+    static const char *const KEEP[] = {"ACTION", "keep", NULL};
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_request(&b, 1, FCR_RESPONDER, FCGI_KEEP_CONN, KEEP, NULL, 0, NULL, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_buf_free(&b);
+    for (int i = 0; i < 1000 && !kept; i++)
+        usleep(10000);
+    ck_assert_ptr_nonnull(kept);
+    stop(); /* frees the server */
+    fcr_req *req = kept;
+    ck_assert(fcr_req_aborted(req));
+    ck_assert_int_eq(fcr_req_write(req, "x", 1), FCR_ECLOSED);
+    ck_assert_str_eq(fcr_req_param(req, "ACTION"), "keep");
+    ck_assert_int_eq(fcr_req_finish(req, 0), FCR_ECLOSED);
+    kept = NULL;
+    fcl_close(c);
+}
+END_TEST
+
 START_TEST(listen_address_errors)
 {
     fcr_server_config cfg;
@@ -1347,6 +1414,8 @@ static Suite *suite(void)
         T(web_server_addrs_refuses_other_peers_and_unix_ones),
         T(malformed_web_server_addrs_is_refused_at_creation),
         T(accepting_pauses_at_the_connection_cap_and_resumes_below_it),
+        T(a_later_request_sees_nothing_of_an_earlier_one),
+        T(request_held_past_server_free_is_finished_later),
         T(listen_address_errors),
 #undef T
     };
