@@ -25,6 +25,8 @@ typedef struct run_cfg {
     bool access_log;
     double grace;
     double idle_timeout, input_timeout, output_timeout; /* 0: the core's default */
+    unsigned max_conns, max_reqs, max_reqs_per_conn;    /* 0: the core's default */
+    size_t max_output_queue;                            /* 0: the core's default */
 } run_cfg;
 
 static void usage(FILE *f, const char *prog)
@@ -50,13 +52,21 @@ static void usage(FILE *f, const char *prog)
             "                          began (default 30)\n"
             "  --output-timeout SECONDS  close a connection whose output makes no progress\n"
             "                          this long (default 30)\n"
+            "  --max-conns N           open connections per worker; accepting pauses at the\n"
+            "                          cap (default 4096)\n"
+            "  --max-requests N        requests in progress per worker; more are answered\n"
+            "                          FCGI_OVERLOADED (default 4096)\n"
+            "  --max-requests-per-conn N  requests in progress on one connection (default 32)\n"
+            "  --max-output-queue BYTES  output queued per connection before writes wait,\n"
+            "                          suffix k, m or g (default 1m)\n"
             "  --help                  this text\n"
             "\n"
             "Environment: FCREST_LISTEN (comma-separated), FCREST_WORKERS, FCREST_SOCKET_MODE,\n"
             "FCREST_MAX_BODY, FCREST_LOG_LEVEL, FCREST_PREFIX, FCREST_ROUTE_ON_REQUEST_URI=1,\n"
             "FCREST_ACCESS_LOG=1, FCREST_SHUTDOWN_TIMEOUT (or FCREST_GRACE),\n"
-            "FCREST_IDLE_TIMEOUT, FCREST_INPUT_TIMEOUT, FCREST_OUTPUT_TIMEOUT; the command line\n"
-            "wins.\n",
+            "FCREST_IDLE_TIMEOUT, FCREST_INPUT_TIMEOUT, FCREST_OUTPUT_TIMEOUT,\n"
+            "FCREST_MAX_CONNS, FCREST_MAX_REQUESTS, FCREST_MAX_REQUESTS_PER_CONN,\n"
+            "FCREST_MAX_OUTPUT_QUEUE; the command line wins.\n",
             prog);
 }
 
@@ -123,6 +133,24 @@ static int apply(run_cfg *c, const char *prog, const char *opt, const char *valu
     } else if (strcmp(opt, "--output-timeout") == 0) {
         if (parse_seconds(value, false, &c->output_timeout) < 0)
             return bad(prog, opt, value);
+    } else if (strcmp(opt, "--max-conns") == 0 || strcmp(opt, "--max-requests") == 0) {
+        unsigned long long n;
+        if (fcr__parse_uint(value, 1000000, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        if (strcmp(opt, "--max-conns") == 0)
+            c->max_conns = (unsigned)n;
+        else
+            c->max_reqs = (unsigned)n;
+    } else if (strcmp(opt, "--max-requests-per-conn") == 0) {
+        unsigned long long n; /* request ids are 16-bit: more cannot be in progress */
+        if (fcr__parse_uint(value, 65535, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        c->max_reqs_per_conn = (unsigned)n;
+    } else if (strcmp(opt, "--max-output-queue") == 0) {
+        size_t n; /* at least one whole record, so that a response can always make progress */
+        if (fcr__parse_size(value, &n) < 0 || n < 65536 + 16)
+            return bad(prog, opt, value);
+        c->max_output_queue = n;
     } else {
         fprintf(stderr, "%s: unknown option %s\n", prog, opt);
         return FCR_EINVAL;
@@ -145,6 +173,10 @@ static int read_env(run_cfg *c, const char *prog)
         {"FCREST_IDLE_TIMEOUT", "--idle-timeout"},
         {"FCREST_INPUT_TIMEOUT", "--input-timeout"},
         {"FCREST_OUTPUT_TIMEOUT", "--output-timeout"},
+        {"FCREST_MAX_CONNS", "--max-conns"},
+        {"FCREST_MAX_REQUESTS", "--max-requests"},
+        {"FCREST_MAX_REQUESTS_PER_CONN", "--max-requests-per-conn"},
+        {"FCREST_MAX_OUTPUT_QUEUE", "--max-output-queue"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         const char *v = getenv(map[i].env);
@@ -284,6 +316,14 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         cfg.limits.input_timeout = c.input_timeout;
     if (c.output_timeout > 0)
         cfg.limits.output_timeout = c.output_timeout;
+    if (c.max_conns)
+        cfg.limits.max_conns = c.max_conns;
+    if (c.max_reqs)
+        cfg.limits.max_reqs = c.max_reqs;
+    if (c.max_reqs_per_conn)
+        cfg.limits.max_reqs_per_conn = c.max_reqs_per_conn;
+    if (c.max_output_queue)
+        cfg.limits.max_output_queue = c.max_output_queue;
     int err = 0;
     fcr_server *srv = fcr_app_server_new(app, loop, &cfg, &err);
     if (!srv) {

@@ -1471,6 +1471,91 @@ START_TEST(timeout_options)
 }
 END_TEST
 
+/* The value of `name` in a GET_VALUES_RESULT record's content, copied into `out`. */
+static bool nv_value(const uint8_t *p, size_t n, const char *name, char *out, size_t cap)
+{
+    size_t off = 0;
+    while (off + 2 <= n && p[off] < 128 && p[off + 1] < 128) {
+        size_t nl = p[off], vl = p[off + 1];
+        off += 2;
+        if (off + nl + vl > n)
+            break;
+        if (nl == strlen(name) && memcmp(p + off, name, nl) == 0 && vl < cap) {
+            memcpy(out, p + off + nl, vl);
+            out[vl] = '\0';
+            return true;
+        }
+        off += nl + vl;
+    }
+    return false;
+}
+
+/* The core limits fcr_app_run takes from the command line and the environment. */
+START_TEST(limit_options)
+{
+    static const char *const bad[][2] = {{"--max-conns", "0"},
+                                         {"--max-requests", "x"},
+                                         {"--max-requests-per-conn", "65536"},
+                                         {"--max-output-queue", "1k"},
+                                         {"--max-conns", "1000001"}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        pid_t p = fork();
+        ck_assert_int_ge(p, 0);
+        if (p == 0) {
+            int nul = open("/dev/null", O_WRONLY);
+            dup2(nul, 1);
+            dup2(nul, 2);
+            execl(build_path("examples/hello"), "hello", "--listen", app_addr, bad[k][0], bad[k][1],
+                  (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        ck_assert_int_eq(waitpid(p, &st, 0), p);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s %s accepted", bad[k][0],
+                      bad[k][1]);
+    }
+    setenv("FCREST_MAX_REQUESTS", "9", 1);
+    const char *args[] = {
+        "--listen",           app_addr, "--max-conns", "7", "--max-requests-per-conn", "1",
+        "--max-output-queue", "2m",     NULL};
+    start_app(build_path("examples/hello"), args, app_addr);
+    unsetenv("FCREST_MAX_REQUESTS");
+    fcl_conn *c = fcl_connect(app_addr, 0);
+    ck_assert_ptr_nonnull(c);
+    /* GET_VALUES reports the limits in force. */
+    fcl_buf q, b;
+    fcl_buf_init(&q);
+    fcl_buf_init(&b);
+    fcl_nv_adds(&q, "FCGI_MAX_CONNS", "");
+    fcl_nv_adds(&q, "FCGI_MAX_REQS", "");
+    fcl_put_record(&b, FCGI_GET_VALUES, 0, q.data, q.len, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_record rec;
+    ck_assert_int_eq(fcl_read_record(c, &rec), 1);
+    ck_assert_uint_eq(rec.h.type, FCGI_GET_VALUES_RESULT);
+    char v[32];
+    ck_assert(nv_value(rec.content, rec.h.content_len, "FCGI_MAX_CONNS", v, sizeof v));
+    ck_assert_str_eq(v, "7");
+    ck_assert(nv_value(rec.content, rec.h.content_len, "FCGI_MAX_REQS", v, sizeof v));
+    ck_assert_str_eq(v, "9");
+    fcl_record_free(&rec);
+    /* One request in progress per connection: a second one is answered OVERLOADED. */
+    fcl_buf_clear(&b);
+    fcl_put_begin(&b, 1, 1, 1);
+    fcl_put_begin(&b, 2, 1, 1);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    ck_assert_int_eq(fcl_read_record(c, &rec), 1);
+    ck_assert_uint_eq(rec.h.type, FCGI_END_REQUEST);
+    ck_assert_uint_eq(rec.h.id, 2);
+    ck_assert_uint_eq(rec.content[4], FCGI_OVERLOADED);
+    fcl_record_free(&rec);
+    fcl_buf_free(&q);
+    fcl_buf_free(&b);
+    fcl_close(c);
+    stop_app();
+}
+END_TEST
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
     (void)st, (void)type, (void)ftw;
@@ -1509,6 +1594,7 @@ int main(int argc, char **argv)
     ADD(begin_flood, 1);
     ADD(access_log, 3);
     ADD(timeout_options, 1);
+    ADD(limit_options, 1);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

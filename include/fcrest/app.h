@@ -250,6 +250,13 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *                          record) must be complete this long after it began (default 30)
  *   --output-timeout S     FCREST_OUTPUT_TIMEOUT           close a connection whose queued
  *                          output makes no progress this long (default 30)
+ *   --max-conns N          FCREST_MAX_CONNS                connections per worker (default 4096)
+ *   --max-requests N       FCREST_MAX_REQUESTS             requests in progress per worker
+ *                          (default 4096); more are answered FCGI_OVERLOADED
+ *   --max-requests-per-conn N  FCREST_MAX_REQUESTS_PER_CONN  requests in progress on one
+ *                          connection (default 32, at most 65535)
+ *   --max-output-queue BYTES  FCREST_MAX_OUTPUT_QUEUE    output queued per connection before
+ *                          writes wait (default 1m, at least 65552)
  *   --help
  * @endverbatim
  * Timeouts are seconds (decimals allowed, > 0, at most a day) and are checked once a second.
