@@ -136,9 +136,10 @@ static void body_unref(void *arg)
     }
 }
 
+/* Makes room for `more` bytes (and a NUL) after the body, which it creates when missing. */
 static int body_reserve(fcr_res *res, size_t more)
 {
-    fcr_body *b = res->body;
+    fcr_body *b = body_get(res);
     if (more > SIZE_MAX - b->len - 1)
         return FCR_ENOMEM;
     size_t need = b->len + more + 1;
@@ -299,7 +300,6 @@ int fcr_res_append(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
-    body_get(res);
     if (body_reserve(res, len) < 0)
         return FCR_ENOMEM;
     if (len)
@@ -313,8 +313,8 @@ int fcr_res_body(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
-    body_get(res);
-    if (len > res->body->len && body_reserve(res, len - res->body->len) < 0)
+    fcr_body *b = body_get(res);
+    if (len > b->len && body_reserve(res, len - b->len) < 0)
         return FCR_ENOMEM;
     res->body->len = 0;
     return fcr_res_append(res, buf, len);
@@ -330,7 +330,6 @@ int fcr_res_printf(fcr_res *res, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return FCR_EINVAL;
-    body_get(res);
     if (body_reserve(res, (size_t)n) < 0)
         return FCR_ENOMEM;
     va_start(ap, fmt);
@@ -352,8 +351,8 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
 {
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
-    body_get(res);
-    if (len > res->body->len && body_reserve(res, len - res->body->len) < 0)
+    fcr_body *b = body_get(res);
+    if (len > b->len && body_reserve(res, len - b->len) < 0)
         return FCR_ENOMEM;
     int rc = fcr_res_set_header(res, "Content-Type", ctype);
     if (rc < 0)

@@ -1429,30 +1429,34 @@ START_TEST(access_log)
 }
 END_TEST
 
+/* examples/hello started with `opt value` must refuse to start: exit status 1. */
+static void assert_refused(const char *opt, const char *value)
+{
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        execl(build_path("examples/hello"), "hello", "--listen", app_addr, opt, value,
+              (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(p, &st, 0), p);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s %s accepted", opt, value);
+}
+
 START_TEST(timeout_options)
 {
     /* Bad values are refused at start with a message. */
-    static const char *const bad[][3] = {{"--input-timeout", "0"},
+    static const char *const bad[][2] = {{"--input-timeout", "0"},
                                          {"--idle-timeout", "abc"},
                                          {"--output-timeout", "-1"},
                                          {"--shutdown-timeout", "x"},
                                          {"--input-timeout", "86401"}};
-    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        pid_t p = fork();
-        ck_assert_int_ge(p, 0);
-        if (p == 0) {
-            int nul = open("/dev/null", O_WRONLY);
-            dup2(nul, 1);
-            dup2(nul, 2);
-            execl(build_path("examples/hello"), "hello", "--listen", app_addr, bad[k][0], bad[k][1],
-                  (char *)NULL);
-            _exit(127);
-        }
-        int st;
-        ck_assert_int_eq(waitpid(p, &st, 0), p);
-        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s %s accepted", bad[k][0],
-                      bad[k][1]);
-    }
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_refused(bad[k][0], bad[k][1]);
     /* An idle connection is closed after --idle-timeout (from the environment here). */
     setenv("FCREST_IDLE_TIMEOUT", "1.5", 1);
     const char *args[] = {"--listen", app_addr, "--log-level", "warn", NULL};
@@ -1498,22 +1502,8 @@ START_TEST(limit_options)
                                          {"--max-requests-per-conn", "65536"},
                                          {"--max-output-queue", "1k"},
                                          {"--max-conns", "1000001"}};
-    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        pid_t p = fork();
-        ck_assert_int_ge(p, 0);
-        if (p == 0) {
-            int nul = open("/dev/null", O_WRONLY);
-            dup2(nul, 1);
-            dup2(nul, 2);
-            execl(build_path("examples/hello"), "hello", "--listen", app_addr, bad[k][0], bad[k][1],
-                  (char *)NULL);
-            _exit(127);
-        }
-        int st;
-        ck_assert_int_eq(waitpid(p, &st, 0), p);
-        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s %s accepted", bad[k][0],
-                      bad[k][1]);
-    }
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_refused(bad[k][0], bad[k][1]);
     setenv("FCREST_MAX_REQUESTS", "9", 1);
     const char *args[] = {
         "--listen",           app_addr, "--max-conns", "7", "--max-requests-per-conn", "1",
