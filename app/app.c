@@ -237,7 +237,7 @@ int fcr_route_guard(fcr_route *route, fcr_authorizer fn, void *data)
     return mw_push(&route->before, MW_GUARD, NULL, fn, data);
 }
 
-int fcr_route_max_body(fcr_route *route, size_t max)
+int fcr_route_set_max_body(fcr_route *route, size_t max)
 {
     if (!route || max == 0)
         return FCR_EINVAL;
@@ -258,7 +258,7 @@ int fcr_route_consumes(fcr_route *route, const char *media_type)
     return 0;
 }
 
-int fcr_app_authorizer(fcr_app *app, fcr_authorizer fn, void *data)
+int fcr_app_set_authorizer(fcr_app *app, fcr_authorizer fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
@@ -267,7 +267,7 @@ int fcr_app_authorizer(fcr_app *app, fcr_authorizer fn, void *data)
     return 0;
 }
 
-int fcr_app_filter(fcr_app *app, fcr_handler fn, void *data)
+int fcr_app_set_filter(fcr_app *app, fcr_handler fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
@@ -307,13 +307,13 @@ int fcr_app_set_prefix(fcr_app *app, const char *prefix)
     return 0;
 }
 
-void fcr_app_route_on_request_uri(fcr_app *app, bool on)
+void fcr_app_set_route_on_request_uri(fcr_app *app, bool on)
 {
     if (app)
         app->route_on_uri = on;
 }
 
-void fcr_app_access_log(fcr_app *app, bool on)
+void fcr_app_set_access_log(fcr_app *app, bool on)
 {
     if (app)
         app->access_log = on;
@@ -404,7 +404,7 @@ fcr_ctx *fcr__ctx(const fcr_req *req)
 {
     if (!req)
         return NULL;
-    fcr_ctx *c = fcr_req_userdata(req);
+    fcr_ctx *c = fcr__req_fwdata(req);
     if (!c || c == &too_big_mark || c->magic != FCR_CTX_MAGIC)
         return NULL;
     return c;
@@ -444,7 +444,7 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
         fcr__ctx_free(ctx);
         return NULL;
     }
-    fcr_req_set_userdata(req, ctx);
+    fcr__req_set_fwdata(req, ctx);
     return ctx;
 }
 
@@ -674,7 +674,7 @@ static void run_authorizer_role(fcr_ctx *ctx)
         for (size_t i = 0; i < auth.vars.n && rc == 0; i++) {
             char name[300];
             snprintf(name, sizeof name, "Variable-%s", auth.vars.v[i].name);
-            rc = fcr_res_header(res, name, auth.vars.v[i].value);
+            rc = fcr_res_add_header(res, name, auth.vars.v[i].value);
         }
         if (rc < 0)
             set_failure(ctx, rc, "authorizer");
@@ -745,7 +745,7 @@ static void on_params(fcr_req *req, void *data)
     /* Refused before the body is read: the input is discarded and on_request answers 413 at
      * once (after the before-middleware). */
     if (declared > limit && fcr_req_stream_input(req, discard_input) == 0) {
-        fcr_req_set_userdata(req, &too_big_mark);
+        fcr__req_set_fwdata(req, &too_big_mark);
         return;
     }
     fcr_req_set_max_body(req, limit);
@@ -755,8 +755,8 @@ static void on_request(fcr_req *req, void *data)
 {
     fcr_app *app = data;
     bool too_big =
-        fcr_req_userdata(req) == &too_big_mark || fcr_req_input_error(req) == FCR_ETOOBIG;
-    fcr_req_set_userdata(req, NULL);
+        fcr__req_fwdata(req) == &too_big_mark || fcr_req_input_error(req) == FCR_ETOOBIG;
+    fcr__req_set_fwdata(req, NULL);
     if (fcr_req_aborted(req)) {
         fcr_req_finish(req, 0);
         return;

@@ -4,6 +4,8 @@
 
 #include <fcrest/app.h>
 
+#include "core/framework.h"
+
 #include <ev.h>
 
 #include <stdalign.h>

@@ -340,7 +340,7 @@ json_t *fcr__json_parse(const char *text, size_t len, bool *oom, char *detail, s
     return NULL;
 }
 
-json_t *fcr_req_json(fcr_req *req, fcr_res *res)
+json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res)
 {
     fcr_ctx *ctx = fcr__ctx(req);
     if (!ctx)

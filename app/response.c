@@ -209,7 +209,7 @@ fcr_req *fcr_res_req(const fcr_res *res)
     return res && res->ctx ? res->ctx->req : NULL;
 }
 
-int fcr_res_status(fcr_res *res, int status)
+int fcr_res_set_status(fcr_res *res, int status)
 {
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
@@ -217,7 +217,7 @@ int fcr_res_status(fcr_res *res, int status)
     return 0;
 }
 
-int fcr_res_get_status(const fcr_res *res)
+int fcr_res_status(const fcr_res *res)
 {
     return res ? res->status : 0;
 }
@@ -247,7 +247,7 @@ static int header_add(fcr_res *res, const char *name, const char *value)
     return 0;
 }
 
-int fcr_res_header(fcr_res *res, const char *name, const char *value)
+int fcr_res_add_header(fcr_res *res, const char *name, const char *value)
 {
     return header_add(res, name, value);
 }
@@ -285,7 +285,7 @@ int fcr_res_set_header(fcr_res *res, const char *name, const char *value)
     return 0;
 }
 
-const char *fcr_res_get_header(const fcr_res *res, const char *name)
+const char *fcr_res_header(const fcr_res *res, const char *name)
 {
     if (!res || !name)
         return NULL;
@@ -309,7 +309,7 @@ int fcr_res_append(fcr_res *res, const void *buf, size_t len)
     return 0;
 }
 
-int fcr_res_body(fcr_res *res, const void *buf, size_t len)
+int fcr_res_set_body(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
@@ -339,7 +339,7 @@ int fcr_res_printf(fcr_res *res, const char *fmt, ...)
     return n;
 }
 
-const void *fcr_res_get_body(const fcr_res *res, size_t *len)
+const void *fcr_res_body(const fcr_res *res, size_t *len)
 {
     if (len)
         *len = res && res->body ? res->body->len : 0;
@@ -362,14 +362,14 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
     return fcr_res_append(res, body, len);
 }
 
-int fcr_res_text(fcr_res *res, int status, const char *text)
+int fcr_res_set_text(fcr_res *res, int status, const char *text)
 {
     if (!text)
         return FCR_EINVAL;
     return set_all(res, status, "text/plain; charset=utf-8", text, strlen(text));
 }
 
-int fcr_res_json(fcr_res *res, int status, const json_t *json)
+int fcr_res_set_json(fcr_res *res, int status, const json_t *json)
 {
     if (!res || !json)
         return FCR_EINVAL;
@@ -385,14 +385,14 @@ int fcr_res_json(fcr_res *res, int status, const json_t *json)
     return rc;
 }
 
-int fcr_res_json_new(fcr_res *res, int status, json_t *json)
+int fcr_res_set_json_new(fcr_res *res, int status, json_t *json)
 {
-    int rc = fcr_res_json(res, status, json);
+    int rc = fcr_res_set_json(res, status, json);
     json_decref(json);
     return rc;
 }
 
-int fcr_res_redirect(fcr_res *res, int status, const char *location)
+int fcr_res_set_redirect(fcr_res *res, int status, const char *location)
 {
     if (!res || status < 300 || status > 399 || !location || !*location ||
         !fcr__is_header_value(location))
@@ -407,7 +407,7 @@ int fcr_res_redirect(fcr_res *res, int status, const char *location)
     return 0;
 }
 
-int fcr_res_problem_new(fcr_res *res, int status, const char *type, const char *detail, json_t *ext)
+int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail, json_t *ext)
 {
     int rc = FCR_EINVAL;
     json_t *p = NULL;
@@ -449,7 +449,7 @@ out:
     return rc;
 }
 
-int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
+int fcr_res_set_problem(fcr_res *res, int status, const char *fmt, ...)
 {
     if (!res || !fmt)
         return FCR_EINVAL;
@@ -469,7 +469,7 @@ int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
         vsnprintf(detail, (size_t)n + 1, fmt, ap);
         va_end(ap);
     }
-    int rc = fcr_res_problem_new(res, status, NULL, detail, NULL);
+    int rc = fcr_res_set_problem_new(res, status, NULL, detail, NULL);
     if (detail != small)
         free(detail); /* cppcheck-suppress autovarInvalidDeallocation ; detail was malloc'd here */
     return rc;
@@ -477,7 +477,7 @@ int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
 
 int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail)
 {
-    return fcr_res_problem_new(res, status, NULL, detail, NULL);
+    return fcr_res_set_problem_new(res, status, NULL, detail, NULL);
 }
 
 /* ---- Output --------------------------------------------------------------------------- */
@@ -516,10 +516,10 @@ static int build_head(fcr_ctx *ctx)
     fcr_res *res = &ctx->res;
     size_t blen = res->body ? res->body->len : 0;
     bool body_allowed = status_has_body(res->status);
-    const char *user_cl = fcr_res_get_header(res, "Content-Length");
+    const char *user_cl = fcr_res_header(res, "Content-Length");
     /* A HEAD handler may state the length of the body it does not send. */
     bool keep_cl = user_cl && ctx->no_body && blen == 0;
-    bool add_ct = body_allowed && blen > 0 && !fcr_res_get_header(res, "Content-Type");
+    bool add_ct = body_allowed && blen > 0 && !fcr_res_header(res, "Content-Type");
 
     const char *reason = fcr_status_reason(res->status);
     /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
@@ -612,7 +612,7 @@ void fcr__ctx_free(fcr_ctx *ctx)
     free(ctx);
 }
 
-/* The access log line of a request (see fcr_app_access_log). */
+/* The access log line of a request (see fcr_app_set_access_log). */
 static void access_log(fcr_ctx *ctx)
 {
     char what[600];
@@ -637,7 +637,7 @@ static void finish(fcr_ctx *ctx)
     ev_timer_stop(ctx->loop, &ctx->resume);
     fcr_req_on_drain(req, NULL);
     fcr_req_on_abort(req, NULL);
-    fcr_req_set_userdata(req, NULL);
+    fcr__req_set_fwdata(req, NULL);
     fcr__ctx_free(ctx);
     fcr_req_finish(req, 0);
 }

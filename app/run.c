@@ -297,9 +297,9 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         return rc;
     }
     if (c.route_on_uri)
-        fcr_app_route_on_request_uri(app, true);
+        fcr_app_set_route_on_request_uri(app, true);
     if (c.access_log)
-        fcr_app_access_log(app, true);
+        fcr_app_set_access_log(app, true);
 
     struct ev_loop *loop = ev_default_loop(0);
     if (!loop) {

@@ -100,7 +100,8 @@ struct fcr_req {
 
     void (*on_abort)(fcr_req *req);
     void (*on_drain)(fcr_req *req);
-    void *userdata;
+    void *userdata; /* the application's (fcr_req_set_userdata) */
+    void *fwdata;   /* the framework's (core/framework.h) */
 };
 
 enum conn_state { CONN_OPEN, CONN_CLOSE_AFTER_FLUSH, CONN_DRAINING };

@@ -1,5 +1,6 @@
 /* Requests: params table, body buffers, STDOUT/STDERR records, END_REQUEST. */
 #include "internal.h"
+#include "framework.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -733,12 +734,23 @@ void fcr_req_resume_input(fcr_req *r)
 
 void fcr_req_set_userdata(fcr_req *r, void *data)
 {
-    r->userdata = data;
+    if (r)
+        r->userdata = data;
 }
 
 void *fcr_req_userdata(const fcr_req *r)
 {
-    return r->userdata;
+    return r ? r->userdata : NULL;
+}
+
+void fcr__req_set_fwdata(fcr_req *r, void *data)
+{
+    r->fwdata = data;
+}
+
+void *fcr__req_fwdata(const fcr_req *r)
+{
+    return r->fwdata;
 }
 
 void fcr_req_on_abort(fcr_req *r, void (*cb)(fcr_req *r))

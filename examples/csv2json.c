@@ -178,7 +178,7 @@ static int csv2json(fcr_req *req, fcr_res *res, void *data)
     json_t *out = csv_to_json(&c);
     free(c.field);
     if (!out)
-        return fcr_res_problem(res, 422, "malformed CSV: %s", c.error);
+        return fcr_res_set_problem(res, 422, "malformed CSV: %s", c.error);
     long long mod = fcr_req_data_last_mod(req);
     if (mod >= 0) {
         time_t t = (time_t)mod;
@@ -187,13 +187,13 @@ static int csv2json(fcr_req *req, fcr_res *res, void *data)
         if (gmtime_r(&t, &tm) && strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm))
             fcr_res_set_header(res, "Last-Modified", date);
     }
-    return fcr_res_json_new(res, 200, out);
+    return fcr_res_set_json_new(res, 200, out);
 }
 
 int main(int argc, char **argv)
 {
     fcr_app *app = fcr_app_new();
-    if (!app || fcr_app_filter(app, csv2json, NULL) < 0) {
+    if (!app || fcr_app_set_filter(app, csv2json, NULL) < 0) {
         fprintf(stderr, "csv2json: out of memory\n");
         fcr_app_free(app);
         return 1;

@@ -8,9 +8,9 @@
 static int hello(fcr_req *req, fcr_res *res, void *data)
 {
     (void)req, (void)data;
-    int rc = fcr_res_header(res, "Content-Type", "text/plain");
+    int rc = fcr_res_add_header(res, "Content-Type", "text/plain");
     if (rc == 0)
-        rc = fcr_res_body(res, "Hello, world!", 13);
+        rc = fcr_res_set_body(res, "Hello, world!", 13);
     return rc;
 }
 

@@ -89,7 +89,7 @@ static int authorize(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data)
         return FCR_ALLOW;
     int rc = fcr_res_set_header(res, "WWW-Authenticate", "Bearer");
     if (rc == 0)
-        rc = fcr_res_problem(res, 401, "this method needs an Authorization: Bearer token");
+        rc = fcr_res_set_problem(res, 401, "this method needs an Authorization: Bearer token");
     return rc < 0 ? rc : FCR_DENY;
 }
 
@@ -136,7 +136,7 @@ static long note_from_path(const notes *n, fcr_req *req, fcr_res *res)
     if (parse_count(fcr_req_path_param(req, "id"), &id) && id <= (size_t)INT64_MAX)
         i = find_note(n, (json_int_t)id);
     if (i < 0)
-        fcr_res_problem(res, 404, "there is no note with this id");
+        fcr_res_set_problem(res, 404, "there is no note with this id");
     return i;
 }
 
@@ -152,26 +152,26 @@ static size_t utf8_chars(const char *s)
  * JSON) or false with the answer (400 or 422) in `res`. */
 static bool read_note(fcr_req *req, fcr_res *res, const char **title, const char **body)
 {
-    json_t *doc = fcr_req_json(req, res);
+    json_t *doc = fcr_req_parse_json(req, res);
     if (!doc)
         return false;
     if (!json_is_object(doc)) {
-        fcr_res_problem(res, 422, "the body must be a JSON object");
+        fcr_res_set_problem(res, 422, "the body must be a JSON object");
         return false;
     }
     json_t *t = json_object_get(doc, "title");
     if (!json_is_string(t)) {
-        fcr_res_problem(res, 422, "title must be a string");
+        fcr_res_set_problem(res, 422, "title must be a string");
         return false;
     }
     size_t len = utf8_chars(json_string_value(t));
     if (len == 0 || len > MAX_TITLE) {
-        fcr_res_problem(res, 422, "title must have 1 to %d characters", MAX_TITLE);
+        fcr_res_set_problem(res, 422, "title must have 1 to %d characters", MAX_TITLE);
         return false;
     }
     json_t *b = json_object_get(doc, "body");
     if (b && !json_is_string(b)) {
-        fcr_res_problem(res, 422, "body must be a string");
+        fcr_res_set_problem(res, 422, "body must be a string");
         return false;
     }
     *title = json_string_value(t);
@@ -190,14 +190,14 @@ static json_t *make_note(json_int_t id, const char *title, const char *body, con
 static int health(fcr_req *req, fcr_res *res, void *data)
 {
     (void)req, (void)data;
-    return fcr_res_json_new(res, 200, json_pack("{s:s}", "status", "ok"));
+    return fcr_res_set_json_new(res, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 static int whoami(fcr_req *req, fcr_res *res, void *data)
 {
     (void)data;
     const char *user = fcr_req_user(req);
-    return fcr_res_json_new(res, 200,
+    return fcr_res_set_json_new(res, 200,
                             json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
 }
 
@@ -208,7 +208,7 @@ static int list_notes(fcr_req *req, fcr_res *res, void *data)
     const char *l = fcr_req_query(req, "limit");
     const char *o = fcr_req_query(req, "offset");
     if ((l && !parse_count(l, &limit)) || (o && !parse_count(o, &offset)))
-        return fcr_res_problem(res, 400, "limit and offset must be non-negative integers");
+        return fcr_res_set_problem(res, 400, "limit and offset must be non-negative integers");
     size_t total = json_array_size(n->list);
     json_t *out = json_array();
     for (size_t i = offset; out && i < total && json_array_size(out) < limit; i++) {
@@ -217,7 +217,7 @@ static int list_notes(fcr_req *req, fcr_res *res, void *data)
             return FCR_ENOMEM;
         }
     }
-    return fcr_res_json_new(res, 200, out);
+    return fcr_res_set_json_new(res, 200, out);
 }
 
 static int create_note(fcr_req *req, fcr_res *res, void *data)
@@ -236,7 +236,7 @@ static int create_note(fcr_req *req, fcr_res *res, void *data)
     int rc = fcr_res_set_header(res, "Location", location);
     if (rc < 0)
         return rc;
-    return fcr_res_json(res, 201, note);
+    return fcr_res_set_json(res, 201, note);
 }
 
 static int get_note(fcr_req *req, fcr_res *res, void *data)
@@ -245,7 +245,7 @@ static int get_note(fcr_req *req, fcr_res *res, void *data)
     long i = note_from_path(n, req, res);
     if (i < 0)
         return 0;
-    return fcr_res_json(res, 200, json_array_get(n->list, (size_t)i));
+    return fcr_res_set_json(res, 200, json_array_get(n->list, (size_t)i));
 }
 
 static int replace_note(fcr_req *req, fcr_res *res, void *data)
@@ -261,7 +261,7 @@ static int replace_note(fcr_req *req, fcr_res *res, void *data)
     json_t *note = make_note(id, title, body, fcr_req_user(req));
     if (!note || json_array_set_new(n->list, (size_t)i, note) < 0)
         return FCR_ENOMEM;
-    return fcr_res_json(res, 200, note);
+    return fcr_res_set_json(res, 200, note);
 }
 
 static int delete_note(fcr_req *req, fcr_res *res, void *data)
@@ -272,7 +272,7 @@ static int delete_note(fcr_req *req, fcr_res *res, void *data)
         return 0;
     if (json_array_remove(n->list, (size_t)i) < 0)
         return FCR_ENOMEM;
-    return fcr_res_status(res, 204);
+    return fcr_res_set_status(res, 204);
 }
 
 /* ---- Set-up --------------------------------------------------------------------------- */
@@ -318,7 +318,7 @@ static void free_notes(notes *n)
 /* Registers the routes on `app`; the tests build the same app. */
 static int notes_setup(fcr_app *app, notes *n)
 {
-    if (fcr_app_guard(app, authorize, n) < 0 || fcr_app_authorizer(app, authorize, n) < 0)
+    if (fcr_app_guard(app, authorize, n) < 0 || fcr_app_set_authorizer(app, authorize, n) < 0)
         return -1;
     fcr_app_route(app, FCR_GET, "/health", health, n);
     fcr_app_route(app, FCR_GET, "/whoami", whoami, n);

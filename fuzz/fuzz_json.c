@@ -1,9 +1,9 @@
 /* libFuzzer target for the JSON body helper.
  *
- * The input is a request body. fcr__json_parse (the parser behind fcr_req_json) must either
+ * The input is a request body. fcr__json_parse (the parser behind fcr_req_parse_json) must either
  * give a value that survives a dump and reload unchanged, or say where the text is invalid.
  * The same body then goes through the whole request path: fcr_app_test sends it as a POST to
- * an app whose handler answers fcr_req_json's value, or lets fcr_req_json fill in its 400
+ * an app whose handler answers fcr_req_parse_json's value, or lets fcr_req_parse_json fill in its 400
  * problem+json, and the answer must agree with the direct parse: 200 with an equal value, or
  * 400 whose detail is the parser's message (or the stand-in for a message that is not
  * UTF-8). */
@@ -67,12 +67,12 @@ static size_t walk(const json_t *j, unsigned depth)
 static int echo_json(fcr_req *req, fcr_res *res, void *data)
 {
     (void)data;
-    json_t *j = fcr_req_json(req, res);
+    json_t *j = fcr_req_parse_json(req, res);
     if (!j)
         return 0; /* `res` holds the problem */
     /* A second call answers from the request's cache with the same value. */
-    must(fcr_req_json(req, NULL) == j);
-    return fcr_res_json(res, 200, j);
+    must(fcr_req_parse_json(req, NULL) == j);
+    return fcr_res_set_json(res, 200, j);
 }
 
 static void setup(void)

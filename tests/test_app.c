@@ -151,7 +151,7 @@ START_TEST(route_on_request_uri)
 {
     fcr_app_route(app, FCR_GET, "/users/(?<id>[0-9]+)", echo_request, NULL);
     fcr_app_set_prefix(app, "/app");
-    fcr_app_route_on_request_uri(app, true);
+    fcr_app_set_route_on_request_uri(app, true);
     run(&(fcr_test_req){.path = "/app/users/9?x=1",
                         .params = (const char *const[]){"SCRIPT_NAME=/index.php", NULL}});
     ck_assert_int_eq(res.status, 200);
@@ -264,12 +264,12 @@ END_TEST
 static int json_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)data;
-    json_t *j = fcr_req_json(req, r);
+    json_t *j = fcr_req_parse_json(req, r);
     if (!j)
         return 0; /* r holds the 400 */
     /* A second call gives the same borrowed value. */
-    ck_assert_ptr_eq(fcr_req_json(req, NULL), j);
-    return fcr_res_json(r, 200, j);
+    ck_assert_ptr_eq(fcr_req_parse_json(req, NULL), j);
+    return fcr_res_set_json(r, 200, j);
 }
 
 START_TEST(json_body_and_position_of_errors)
@@ -323,10 +323,10 @@ static int status_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)data;
     int code = atoi(fcr_req_path_param(req, "code"));
-    ck_assert_int_eq(fcr_res_status(r, 99), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_status(r, 600), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_get_status(r), 200);
-    return fcr_res_status(r, code);
+    ck_assert_int_eq(fcr_res_set_status(r, 99), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_status(r, 600), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_status(r), 200);
+    return fcr_res_set_status(r, code);
 }
 
 START_TEST(status_with_reason_phrase)
@@ -353,34 +353,34 @@ END_TEST
 static int headers_out(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
-    ck_assert_int_eq(fcr_res_header(r, "Set-Cookie", "a=1"), 0);
-    ck_assert_int_eq(fcr_res_header(r, "Set-Cookie", "b=2"), 0);
-    ck_assert_int_eq(fcr_res_header(r, "X-Tab", "a\tb"), 0);
+    ck_assert_int_eq(fcr_res_add_header(r, "Set-Cookie", "a=1"), 0);
+    ck_assert_int_eq(fcr_res_add_header(r, "Set-Cookie", "b=2"), 0);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Tab", "a\tb"), 0);
     ck_assert_int_eq(fcr_res_set_header(r, "X-One", "1"), 0);
     ck_assert_int_eq(fcr_res_set_header(r, "x-one", "2"), 0);
-    ck_assert_str_eq(fcr_res_get_header(r, "X-ONE"), "2");
-    ck_assert_int_eq(fcr_res_header(r, "X-Gone", "1"), 0);
+    ck_assert_str_eq(fcr_res_header(r, "X-ONE"), "2");
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Gone", "1"), 0);
     ck_assert_int_eq(fcr_res_remove_header(r, "x-gone"), 1);
-    ck_assert_ptr_null(fcr_res_get_header(r, "X-Gone"));
+    ck_assert_ptr_null(fcr_res_header(r, "X-Gone"));
     /* Injection attempts are refused and change nothing. */
-    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "a\r\nX-Injected: 1"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "a\nX-Injected: 1"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "a\rb"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "\x01"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "X-Evil", "\x7f"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Evil", "a\r\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Evil", "a\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Evil", "a\rb"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Evil", "\x01"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Evil", "\x7f"), FCR_EINVAL);
     ck_assert_int_eq(fcr_res_set_header(r, "X-One", "3\r\nX-Injected: 1"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "X-Injected: 1\r\nX-A", "v"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "Bad Name", "v"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "Bad:Name", "v"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "", "v"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "Status", "200 OK"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_header(r, "X-Null", NULL), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_redirect(r, 302, "/x\r\nX-Injected: 1"), FCR_EINVAL);
-    ck_assert_int_eq(fcr_res_body(r, "abc", 3), 0);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Injected: 1\r\nX-A", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "Bad Name", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "Bad:Name", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "", "v"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "Status", "200 OK"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_add_header(r, "X-Null", NULL), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_redirect(r, 302, "/x\r\nX-Injected: 1"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_body(r, "abc", 3), 0);
     ck_assert_int_eq(fcr_res_append(r, "def", 3), 0);
     ck_assert_int_eq(fcr_res_printf(r, "%d", 42), 2);
     size_t len;
-    ck_assert_str_eq(fcr_res_get_body(r, &len), "abcdef42");
+    ck_assert_str_eq(fcr_res_body(r, &len), "abcdef42");
     ck_assert_uint_eq(len, 8);
     ck_assert_ptr_eq(fcr_res_req(r), req);
     return 0;
@@ -408,15 +408,15 @@ END_TEST
 static int text_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
-    return fcr_res_text(r, 202, "plain text");
+    return fcr_res_set_text(r, 202, "plain text");
 }
 
 static int redirect_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
     fcr_res_printf(r, "dropped");
-    ck_assert_int_eq(fcr_res_redirect(r, 200, "/x"), FCR_EINVAL);
-    return fcr_res_redirect(r, 303, "/elsewhere?a=1");
+    ck_assert_int_eq(fcr_res_set_redirect(r, 200, "/x"), FCR_EINVAL);
+    return fcr_res_set_redirect(r, 303, "/elsewhere?a=1");
 }
 
 START_TEST(text_and_redirect)
@@ -441,23 +441,23 @@ static int json_ownership(fcr_req *req, fcr_res *r, void *data)
     (void)req, (void)data;
     json_t *o = json_pack("{s:i}", "n", 1);
     /* Borrowing leaves the reference count alone. */
-    ck_assert_int_eq(fcr_res_json(r, 200, o), 0);
+    ck_assert_int_eq(fcr_res_set_json(r, 200, o), 0);
     ck_assert_int_eq(o->refcount, 1);
     /* _new steals the reference, also when it fails. */
     json_incref(o);
-    ck_assert_int_eq(fcr_res_json_new(r, 99, o), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_json_new(r, 99, o), FCR_EINVAL);
     ck_assert_int_eq(o->refcount, 1);
-    ck_assert_int_eq(fcr_res_json_new(r, 200, NULL), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_json_new(r, 200, NULL), FCR_EINVAL);
     json_t *ext = json_object();
     json_incref(ext);
-    ck_assert_int_eq(fcr_res_problem_new(r, 200, NULL, NULL, ext), FCR_EINVAL);
+    ck_assert_int_eq(fcr_res_set_problem_new(r, 200, NULL, NULL, ext), FCR_EINVAL);
     ck_assert_int_eq(ext->refcount, 1);
     json_decref(ext);
     /* The failures left the first answer in place. */
     size_t len;
-    ck_assert_str_eq(fcr_res_get_body(r, &len), "{\"n\":1}");
+    ck_assert_str_eq(fcr_res_body(r, &len), "{\"n\":1}");
     json_object_set_new(o, "n", json_integer(2));
-    return fcr_res_json_new(r, 201, o);
+    return fcr_res_set_json_new(r, 201, o);
 }
 
 START_TEST(json_responses_follow_new_rule)
@@ -473,14 +473,14 @@ END_TEST
 static int problem_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)data;
-    fcr_res_header(r, "WWW-Authenticate", "Bearer");
+    fcr_res_add_header(r, "WWW-Authenticate", "Bearer");
     if (fcr_req_query(req, "ext")) {
         json_t *ext = json_pack("{s:s, s:i, s:s}", "title", "not overridable", "balance", 30,
                                 "instance", "/account/12345");
-        return fcr_res_problem_new(r, 403, "https://example.com/probs/out-of-credit",
+        return fcr_res_set_problem_new(r, 403, "https://example.com/probs/out-of-credit",
                                    "Your current balance is 30", ext);
     }
-    return fcr_res_problem(r, 401, "token %s is unknown", "abc");
+    return fcr_res_set_problem(r, 401, "token %s is unknown", "abc");
 }
 
 START_TEST(problem_json_shape)
@@ -509,8 +509,8 @@ static int fixed_body(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
     note("get;");
-    fcr_res_header(r, "Content-Type", "text/plain");
-    return fcr_res_body(r, "twelve bytes", 12);
+    fcr_res_add_header(r, "Content-Type", "text/plain");
+    return fcr_res_set_body(r, "twelve bytes", 12);
 }
 
 START_TEST(head_has_no_body)
@@ -554,7 +554,7 @@ END_TEST
 static int failing(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
-    fcr_res_header(r, "X-Partial", "1");
+    fcr_res_add_header(r, "X-Partial", "1");
     fcr_res_printf(r, "partial");
     return FCR_EIO;
 }
@@ -587,7 +587,7 @@ START_TEST(bad_pattern_refused)
     ck_assert_ptr_null(fcr_app_route(app, 0, "/b", fixed_body, NULL));
     ck_assert_ptr_null(fcr_app_route(app, FCR_GET, "/b", NULL, NULL));
     /* Route options on a failed route are refused, not a crash. */
-    ck_assert_int_eq(fcr_route_max_body(NULL, 10), FCR_EINVAL);
+    ck_assert_int_eq(fcr_route_set_max_body(NULL, 10), FCR_EINVAL);
     ck_assert_int_eq(fcr_route_consumes(NULL, "application/json"), FCR_EINVAL);
     /* fcr_app_run refuses an app with a failed registration. */
     char *argv[] = {"test", "--listen", "unix:/nonexistent/x.sock", NULL};
@@ -636,7 +636,7 @@ static int logging_handler(fcr_req *req, fcr_res *r, void *data)
     ck_assert_ptr_nonnull(id);
     /* The same string for the whole request. */
     ck_assert_ptr_eq(fcr_req_request_id(req), id);
-    return fcr_res_text(r, 200, id);
+    return fcr_res_set_text(r, 200, id);
 }
 
 START_TEST(request_log_and_id)
@@ -720,7 +720,7 @@ static int count_body(fcr_req *req, fcr_res *r, void *data)
 
 START_TEST(too_big_with_content_length)
 {
-    fcr_route_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
+    fcr_route_set_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
     fcr_app_route(app, FCR_POST, "/big", count_body, NULL);
     fcr_app_set_max_body(app, 100);
     char body[200];
@@ -748,7 +748,7 @@ END_TEST
 
 START_TEST(too_big_without_content_length)
 {
-    fcr_route_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 1000);
+    fcr_route_set_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 1000);
     static char body[300000];
     memset(body, 'b', sizeof body);
     run(&(fcr_test_req){.method = "POST",
@@ -819,7 +819,7 @@ static void server_stop(server_thread *t)
 
 START_TEST(too_big_answered_before_the_body_is_sent)
 {
-    fcr_route_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
+    fcr_route_set_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
     server_thread t;
     server_start(&t);
     fcl_conn *c = fcl_connect(t.addr, 0);
@@ -860,7 +860,7 @@ static int mw_before(fcr_req *req, fcr_res *r, void *data)
 {
     note("b%s;", (const char *)data);
     if (fcr_req_query(req, "stop") && strcmp(fcr_req_query(req, "stop"), data) == 0) {
-        fcr_res_problem(r, 403, "stopped by %s", (const char *)data);
+        fcr_res_set_problem(r, 403, "stopped by %s", (const char *)data);
         return FCR_STOP;
     }
     if (fcr_req_query(req, "fail") && strcmp(fcr_req_query(req, "fail"), data) == 0)
@@ -874,14 +874,14 @@ static int mw_after(fcr_req *req, fcr_res *r, void *data)
     note("a%s;", (const char *)data);
     char name[16];
     snprintf(name, sizeof name, "X-After-%s", (const char *)data);
-    return fcr_res_header(r, name, "1");
+    return fcr_res_add_header(r, name, "1");
 }
 
 static int traced_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
     note("h;");
-    return fcr_res_text(r, 200, "ok");
+    return fcr_res_set_text(r, 200, "ok");
 }
 
 START_TEST(middleware_order_and_short_circuit)
@@ -926,13 +926,13 @@ static int after_rewrites(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
     size_t len;
-    const char *b = fcr_res_get_body(r, &len);
+    const char *b = fcr_res_body(r, &len);
     char up[64];
     snprintf(up, sizeof up, "%.*s!", (int)len, b);
     for (char *p = up; *p; p++)
         *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    fcr_res_status(r, 299);
-    return fcr_res_body(r, up, strlen(up));
+    fcr_res_set_status(r, 299);
+    return fcr_res_set_body(r, up, strlen(up));
 }
 
 static int after_fails(fcr_req *req, fcr_res *r, void *data)
@@ -1001,7 +1001,7 @@ static int token_authorizer(fcr_req *req, fcr_res *r, fcr_auth *auth, void *data
     if (tok && strcmp(tok, "plain-deny") == 0)
         return FCR_DENY;
     fcr_res_set_header(r, "WWW-Authenticate", "Token");
-    fcr_res_problem(r, 401, "missing or bad token");
+    fcr_res_set_problem(r, 401, "missing or bad token");
     return FCR_DENY;
 }
 
@@ -1017,7 +1017,7 @@ static int whoami(fcr_req *req, fcr_res *r, void *data)
 
 START_TEST(one_authorizer_two_roles)
 {
-    fcr_app_authorizer(app, token_authorizer, NULL);
+    fcr_app_set_authorizer(app, token_authorizer, NULL);
     fcr_route_guard(fcr_app_route(app, FCR_GET, "/me", whoami, NULL), token_authorizer, NULL);
     fcr_app_route(app, FCR_GET, "/open", traced_handler, NULL);
 
@@ -1079,12 +1079,12 @@ static int upper_filter(fcr_req *req, fcr_res *r, void *data)
     fcr_req_body(req, FCR_STDIN, &in_len);
     char v[64];
     snprintf(v, sizeof v, "%lld", fcr_req_data_length(req));
-    fcr_res_header(r, "X-Data-Length", v);
+    fcr_res_add_header(r, "X-Data-Length", v);
     snprintf(v, sizeof v, "%lld", fcr_req_data_last_mod(req));
-    fcr_res_header(r, "X-Data-Last-Mod", v);
+    fcr_res_add_header(r, "X-Data-Last-Mod", v);
     snprintf(v, sizeof v, "%zu", in_len);
-    fcr_res_header(r, "X-Stdin", v);
-    fcr_res_header(r, "Content-Type", "text/plain");
+    fcr_res_add_header(r, "X-Stdin", v);
+    fcr_res_add_header(r, "Content-Type", "text/plain");
     for (size_t i = 0; i < len; i++) {
         char c = d[i] >= 'a' && d[i] <= 'z' ? (char)(d[i] - 32) : d[i];
         fcr_res_append(r, &c, 1);
@@ -1094,7 +1094,7 @@ static int upper_filter(fcr_req *req, fcr_res *r, void *data)
 
 START_TEST(filter_role)
 {
-    fcr_app_filter(app, upper_filter, NULL);
+    fcr_app_set_filter(app, upper_filter, NULL);
     fcr_app_after(app, mw_after, "f");
     run(&(fcr_test_req){.role = FCR_FILTER,
                         .path = "/doc.txt",
@@ -1129,7 +1129,7 @@ static void later_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop, (void)revents;
     later *l = (later *)w;
     note("timer;");
-    fcr_res_json_new(l->res, 200, json_pack("{s:b}", "late", 1));
+    fcr_res_set_json_new(l->res, 200, json_pack("{s:b}", "late", 1));
     fcr_res *r = l->res;
     free(l);
     ck_assert_int_eq(fcr_res_send(r), 0);
@@ -1149,7 +1149,7 @@ static int async_handler(fcr_req *req, fcr_res *r, void *data)
 static int sync_send(fcr_req *req, fcr_res *r, void *data)
 {
     (void)req, (void)data;
-    fcr_res_text(r, 200, "sent inside");
+    fcr_res_set_text(r, 200, "sent inside");
     ck_assert_int_eq(fcr_res_send(r), 0);
     ck_assert_int_eq(fcr_res_send(r), FCR_EINVAL);
     return FCR_ASYNC; /* already marked ready: sent when the handler returns */
@@ -1179,7 +1179,7 @@ START_TEST(media_type_checked_before_size)
 {
     fcr_route *r = fcr_app_route(app, FCR_POST, "/j", count_body, NULL);
     fcr_route_consumes(r, "application/json");
-    fcr_route_max_body(r, 4);
+    fcr_route_set_max_body(r, 4);
     run(&(fcr_test_req){.method = "POST",
                         .path = "/j",
                         .headers = (const char *const[]){"Content-Type: text/plain", NULL},
@@ -1262,7 +1262,7 @@ static void expect_csv_json(const char *expected)
 
 START_TEST(csv2json_converts)
 {
-    fcr_app_filter(app, csv2json, NULL);
+    fcr_app_set_filter(app, csv2json, NULL);
     filter_csv("name,note\r\nada,\"first, \"\"best\"\"\"\r\nbob,\r\n");
     expect_csv_json("[{\"name\":\"ada\",\"note\":\"first, \\\"best\\\"\"},"
                     "{\"name\":\"bob\",\"note\":\"\"}]");
@@ -1288,7 +1288,7 @@ END_TEST
 
 START_TEST(csv2json_refuses_malformed)
 {
-    fcr_app_filter(app, csv2json, NULL);
+    fcr_app_set_filter(app, csv2json, NULL);
     const struct {
         const char *csv, *detail;
     } bad[] = {
@@ -1317,7 +1317,7 @@ START_TEST(tutorial_program)
     /* Registered as examples/tutorial.c's main does. */
     fcr_route *r = fcr_app_route(app, FCR_GET, "/hello/(?<name>[^/]+)", hello, NULL);
     ck_assert_int_eq(fcr_route_guard(r, check_token, NULL), 0);
-    ck_assert_int_eq(fcr_app_authorizer(app, check_token, NULL), 0);
+    ck_assert_int_eq(fcr_app_set_authorizer(app, check_token, NULL), 0);
     get("/hello/w%C3%B6rld");
     check_problem(401);
     ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
@@ -1344,7 +1344,7 @@ static int big_answer(fcr_req *req, fcr_res *r, void *data)
     char *b = malloc(BIG_ANSWER);
     for (size_t i = 0; i < BIG_ANSWER; i++)
         b[i] = (char)('a' + i % 26);
-    int rc = fcr_res_body(r, b, BIG_ANSWER);
+    int rc = fcr_res_set_body(r, b, BIG_ANSWER);
     free(b);
     return rc;
 }
@@ -1365,6 +1365,34 @@ START_TEST(large_answer_waits_for_drain)
 }
 END_TEST
 
+
+/* The user's slot is the user's: a handler that keeps its own pointer there loses nothing of
+ * the framework (path, query, params, arena, and the drain of a large answer). */
+static int userdata_value;
+
+static int user_slot_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    fcr_req_set_userdata(req, &userdata_value);
+    ck_assert_ptr_eq(fcr_req_userdata(req), &userdata_value);
+    ck_assert_ptr_nonnull(fcr_req_path(req));
+    ck_assert_str_eq(fcr_req_path(req), "/slot/x");
+    ck_assert_str_eq(fcr_req_path_param(req, "v"), "x");
+    ck_assert_str_eq(fcr_req_query(req, "q"), "1");
+    ck_assert_ptr_nonnull(fcr_req_alloc(req, 16));
+    return big_answer(req, r, data);
+}
+
+START_TEST(user_slot_is_the_users)
+{
+    fcr_app_route(app, FCR_GET, "/slot/(?<v>[a-z]+)", user_slot_handler, NULL);
+    get("/slot/x?q=1");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_uint_eq(res.body_len, BIG_ANSWER);
+    ck_assert_int_eq(res.body[BIG_ANSWER - 1], (char)('a' + (BIG_ANSWER - 1) % 26));
+}
+END_TEST
+
 static int send_rc = 1;
 
 static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1373,7 +1401,7 @@ static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
     later *l = (later *)w;
     fcr_res *r = l->res;
     free(l);
-    fcr_res_text(r, 200, "too late");
+    fcr_res_set_text(r, 200, "too late");
     send_rc = fcr_res_send(r);
 }
 
@@ -1466,7 +1494,7 @@ static int grow_answer(fcr_req *req, fcr_res *r, void *data)
     for (int i = 0; h && i < atoi(h) && rc >= 0; i++) {
         char name[32];
         snprintf(name, sizeof name, "X-H%d", i);
-        rc = fcr_res_header(r, name, name + 2);
+        rc = fcr_res_add_header(r, name, name + 2);
     }
     return rc < 0 ? rc : 0;
 }
@@ -1475,7 +1503,7 @@ START_TEST(contexts_reused_and_bodies_grown)
 {
     /* A body limit of its own: the path is also routed before the body is read. */
     ck_assert_int_eq(
-        fcr_route_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20), 0);
+        fcr_route_set_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20), 0);
     char long_path[400];
     memset(long_path, 'p', sizeof long_path - 1);
     long_path[0] = '/';
@@ -1595,6 +1623,7 @@ int main(void)
     tc = tcase_create("output");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, large_answer_waits_for_drain);
+    tcase_add_test(tc, user_slot_is_the_users);
     tcase_add_test(tc, client_gone_during_async_and_output);
     tcase_add_test(tc, async_answer_after_server_freed);
     tcase_add_test(tc, contexts_reused_and_bodies_grown);

@@ -58,7 +58,7 @@ typedef struct slow_answer {
 static int h_hello(fcr_req *req, fcr_res *res, void *data)
 {
     (void)req, (void)data;
-    return fcr_res_text(res, 200, "Hello, world!");
+    return fcr_res_set_text(res, 200, "Hello, world!");
 }
 
 static int h_pid(fcr_req *req, fcr_res *res, void *data)

@@ -98,7 +98,7 @@ typedef int (*fcr_middleware)(fcr_req *req, fcr_res *res, void *data);
 
 /**
  * An authorizer: one function that guards routes inside the app (fcr_app_guard,
- * fcr_route_guard) and answers FastCGI AUTHORIZER requests (fcr_app_authorizer). It returns
+ * fcr_route_guard) and answers FastCGI AUTHORIZER requests (fcr_app_set_authorizer). It returns
  * FCR_ALLOW, optionally after setting variables with fcr_auth_set_var()/fcr_auth_set_user(),
  * or FCR_DENY after filling `res` with the denial (a denial that leaves the status below 400
  * becomes 403 problem+json), or a negative fcr_err code (500). fcr_req_role() tells where it
@@ -176,14 +176,14 @@ int fcr_app_guard(fcr_app *app, fcr_authorizer fn, void *data);
  * "mode" => "authorizer"); without one, AUTHORIZER requests are refused with UNKNOWN_ROLE. No
  * middleware runs for them. Replaces an earlier one. Returns 0 or FCR_EINVAL (NULL).
  */
-int fcr_app_authorizer(fcr_app *app, fcr_authorizer fn, void *data);
+int fcr_app_set_authorizer(fcr_app *app, fcr_authorizer fn, void *data);
 
 /**
  * Makes `fn` the handler of FastCGI FILTER requests; it reads the file to filter with
  * fcr_req_data(). The app's own before- and after-middleware run around it (no routing).
  * Without one, FILTER requests are refused with UNKNOWN_ROLE. Returns 0 or FCR_EINVAL.
  */
-int fcr_app_filter(fcr_app *app, fcr_handler fn, void *data);
+int fcr_app_set_filter(fcr_app *app, fcr_handler fn, void *data);
 
 /**
  * Sets the body limit (bytes, > 0) of the app's routes that set none (a mounted app's own
@@ -208,7 +208,7 @@ int fcr_app_set_prefix(fcr_app *app, const char *prefix);
  * SCRIPT_NAME + PATH_INFO when `on` is true (false goes back). The prefix is stripped the same
  * way. NULL `app` is ignored.
  */
-void fcr_app_route_on_request_uri(fcr_app *app, bool on);
+void fcr_app_set_route_on_request_uri(fcr_app *app, bool on);
 
 /**
  * The message of the first failed registration (route pattern with PCRE2's message and
@@ -239,8 +239,8 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *   --max-body BYTES       FCREST_MAX_BODY                 app body limit (suffix k, m, g)
  *   --log-level LEVEL      FCREST_LOG_LEVEL                error, warn, info, debug
  *   --prefix PATH          FCREST_PREFIX                   see fcr_app_set_prefix
- *   --route-on-request-uri FCREST_ROUTE_ON_REQUEST_URI=1   see fcr_app_route_on_request_uri
- *   --access-log           FCREST_ACCESS_LOG=1             see fcr_app_access_log
+ *   --route-on-request-uri FCREST_ROUTE_ON_REQUEST_URI=1   see fcr_app_set_route_on_request_uri
+ *   --access-log           FCREST_ACCESS_LOG=1             see fcr_app_set_access_log
  *   --shutdown-timeout S   FCREST_SHUTDOWN_TIMEOUT         seconds in-flight requests get to
  *                          finish after SIGTERM/SIGINT, or old workers after SIGHUP (default
  *                          10; --grace and FCREST_GRACE are the same setting)
@@ -284,7 +284,7 @@ int fcr_app_run(fcr_app *app, int argc, char **argv);
  * app a server serves counts (fcr_app_run sets it with --access-log), not a mounted app's.
  * NULL `app` is ignored.
  */
-void fcr_app_access_log(fcr_app *app, bool on);
+void fcr_app_set_access_log(fcr_app *app, bool on);
 
 /* ---- Routes --------------------------------------------------------------------------- */
 
@@ -309,7 +309,7 @@ int fcr_route_guard(fcr_route *route, fcr_authorizer fn, void *data);
  * Sets the body limit (bytes, > 0) of `route`, which beats the apps' limits
  * (fcr_app_set_max_body()). Returns 0 or FCR_EINVAL (NULL route or a zero limit).
  */
-int fcr_route_max_body(fcr_route *route, size_t max);
+int fcr_route_set_max_body(fcr_route *route, size_t max);
 
 /**
  * Requires the request's Content-Type to be `media_type` ("application/json"; compared
@@ -333,7 +333,7 @@ int fcr_route_consumes(fcr_route *route, const char *media_type);
 const char *fcr_req_method(const fcr_req *req);
 
 /**
- * The routing path (see fcr_app_set_prefix and fcr_app_route_on_request_uri). Never NULL for
+ * The routing path (see fcr_app_set_prefix and fcr_app_set_route_on_request_uri). Never NULL for
  * an app's request ("/" at least).
  */
 const char *fcr_req_path(const fcr_req *req);
@@ -409,7 +409,7 @@ const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i);
  * column and message ("invalid JSON at line 1, column 7: ..."). NULL also when out of memory
  * (then `res` holds a 500).
  */
-json_t *fcr_req_json(fcr_req *req, fcr_res *res);
+json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res);
 
 /**
  * REMOTE_ADDR (NULL when absent) and REMOTE_PORT (-1 when absent or not a port): this one
@@ -504,21 +504,21 @@ struct ev_loop *fcr_req_loop(const fcr_req *req);
 fcr_req *fcr_res_req(const fcr_res *res);
 
 /** Sets the status (200..599). Returns 0 or FCR_EINVAL. */
-int fcr_res_status(fcr_res *res, int status);
+int fcr_res_set_status(fcr_res *res, int status);
 /** The status set so far (200 at first); 0 for a NULL `res`. */
-int fcr_res_get_status(const fcr_res *res);
+int fcr_res_status(const fcr_res *res);
 
 /**
- * Adds a header (fcr_res_header; repeated names allowed, as for Set-Cookie) or replaces every
+ * Adds a header (fcr_res_add_header; repeated names allowed, as for Set-Cookie) or replaces every
  * header of that name (fcr_res_set_header). Both strings are copied. `name` must be an HTTP
  * token and not "Status"; `value` must not contain CR, LF, NUL or another control byte but
  * HTAB. Returns 0, FCR_EINVAL (nothing is changed: no header injection), or FCR_ENOMEM.
  * This one adds.
  */
-int fcr_res_header(fcr_res *res, const char *name, const char *value);
+int fcr_res_add_header(fcr_res *res, const char *name, const char *value);
 /**
  * Replaces every header called `name` (case-insensitive) with one `name: value` header, with
- * the checks and errors of fcr_res_header(); on failure the old headers stay.
+ * the checks and errors of fcr_res_add_header(); on failure the old headers stay.
  */
 int fcr_res_set_header(fcr_res *res, const char *name, const char *value);
 
@@ -526,7 +526,7 @@ int fcr_res_set_header(fcr_res *res, const char *name, const char *value);
  * The first header called `name` (case-insensitive), or NULL. The value is owned by the
  * response and lives as long as the request.
  */
-const char *fcr_res_get_header(const fcr_res *res, const char *name);
+const char *fcr_res_header(const fcr_res *res, const char *name);
 
 /**
  * Removes every header called `name` (case-insensitive). Returns how many were removed (0 also
@@ -535,11 +535,11 @@ const char *fcr_res_get_header(const fcr_res *res, const char *name);
 int fcr_res_remove_header(fcr_res *res, const char *name);
 
 /**
- * Replaces the body with a copy of `len` bytes (fcr_res_body), or appends to it (fcr_res_append,
+ * Replaces the body with a copy of `len` bytes (fcr_res_set_body), or appends to it (fcr_res_append,
  * fcr_res_printf). Return 0 (printf: the bytes appended), FCR_EINVAL or FCR_ENOMEM.
  * FCR_EINVAL for a NULL `res` or a NULL `buf` with `len` > 0.
  */
-int fcr_res_body(fcr_res *res, const void *buf, size_t len);
+int fcr_res_set_body(fcr_res *res, const void *buf, size_t len);
 /**
  * Appends a copy of `len` bytes to the body. Returns 0, FCR_EINVAL (NULL `res`, or NULL `buf`
  * with `len` > 0) or FCR_ENOMEM.
@@ -555,32 +555,32 @@ int fcr_res_printf(fcr_res *res, const char *fmt, ...) __attribute__((format(pri
  * The body so far (never NULL; `*len` gets its length). Owned by the response: valid until
  * the body changes or the response is sent. `len` may be NULL.
  */
-const void *fcr_res_get_body(const fcr_res *res, size_t *len);
+const void *fcr_res_body(const fcr_res *res, size_t *len);
 
 /**
  * Sets `status`, Content-Type text/plain; charset=utf-8 and the body `text`. Returns 0,
  * FCR_EINVAL or FCR_ENOMEM. `text` is copied.
  */
-int fcr_res_text(fcr_res *res, int status, const char *text);
+int fcr_res_set_text(fcr_res *res, int status, const char *text);
 
 /**
  * Sets `status`, Content-Type application/json and the compact serialization of `json` (any
- * JSON value) as the body. fcr_res_json borrows `json`; fcr_res_json_new steals the reference,
+ * JSON value) as the body. fcr_res_set_json borrows `json`; fcr_res_set_json_new steals the reference,
  * also when it fails (a NULL `json`, as from a failed json_pack, gives FCR_EINVAL). Returns 0,
  * FCR_EINVAL or FCR_ENOMEM; on failure the response is unchanged. This one borrows `json`.
  */
-int fcr_res_json(fcr_res *res, int status, const json_t *json);
+int fcr_res_set_json(fcr_res *res, int status, const json_t *json);
 /**
- * fcr_res_json() that steals the reference to `json`, also when it fails (a NULL `json`, as
+ * fcr_res_set_json() that steals the reference to `json`, also when it fails (a NULL `json`, as
  * from a failed json_pack, gives FCR_EINVAL).
  */
-int fcr_res_json_new(fcr_res *res, int status, json_t *json);
+int fcr_res_set_json_new(fcr_res *res, int status, json_t *json);
 
 /**
  * Redirect: `status` must be 3xx; sets Location to `location` (checked like a header value)
  * and an empty body. Returns 0, FCR_EINVAL or FCR_ENOMEM.
  */
-int fcr_res_redirect(fcr_res *res, int status, const char *location);
+int fcr_res_set_redirect(fcr_res *res, int status, const char *location);
 
 /**
  * RFC 9457 problem details: sets `status` (400..599), Content-Type application/problem+json
@@ -589,16 +589,16 @@ int fcr_res_redirect(fcr_res *res, int status, const char *location);
  * printf-formatted detail. Headers already set (WWW-Authenticate, Allow, ...) stay.
  * Returns 0, FCR_EINVAL or FCR_ENOMEM.
  */
-int fcr_res_problem(fcr_res *res, int status, const char *fmt, ...)
+int fcr_res_set_problem(fcr_res *res, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /**
- * Like fcr_res_problem with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL: none)
+ * Like fcr_res_set_problem with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL: none)
  * and the members of the JSON object `ext` (may be NULL) added as extension members (type,
  * title, status and detail cannot be overridden). Steals `ext`, also on failure. Returns 0,
  * FCR_EINVAL (no response, `status` outside 400..599, `ext` not an object) or FCR_ENOMEM.
  */
-int fcr_res_problem_new(fcr_res *res, int status, const char *type, const char *detail,
+int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail,
                         json_t *ext);
 
 /**
