@@ -139,11 +139,14 @@ static void mark_limits(fcr_app *app)
 
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
 {
-    if (!sub || sub == app || sub->parent)
+    if (!sub)
         return FCR_EINVAL;
+    /* Owned elsewhere: freeing it would free a live app. */
+    if (sub->parent)
+        return FCR_EEXIST;
     for (fcr_app *a = app; a; a = a->parent) {
         if (a == sub)
-            return FCR_EINVAL; /* a cycle: sub holds app */
+            return FCR_EEXIST; /* `app` itself, or a cycle: sub holds app */
     }
     unsigned level = 0;
     for (fcr_app *a = app; a && a->parent; a = a->parent)
@@ -181,7 +184,8 @@ fail:
     return rc;
 }
 
-static int mw_push(fcr_mw_list *l, int kind, fcr_middleware fn, fcr_authorizer auth, void *data)
+static int mw_push(fcr_mw_list *l, int kind, fcr_before_mw before, fcr_after_mw after,
+                   fcr_authorizer auth, void *data)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
@@ -191,50 +195,50 @@ static int mw_push(fcr_mw_list *l, int kind, fcr_middleware fn, fcr_authorizer a
         l->v = v;
         l->cap = cap;
     }
-    l->v[l->n++] = (fcr_mw){.kind = kind, .seq = next_seq++, .fn = fn, .auth = auth, .data = data};
+    l->v[l->n++] = (fcr_mw){.kind = kind, .seq = next_seq++, .before = before, .after = after, .auth = auth, .data = data};
     return 0;
 }
 
-int fcr_app_before(fcr_app *app, fcr_middleware fn, void *data)
+int fcr_app_before(fcr_app *app, fcr_before_mw fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
-    return mw_push(&app->before, MW_BEFORE, fn, NULL, data);
+    return mw_push(&app->before, MW_BEFORE, fn, NULL, NULL, data);
 }
 
-int fcr_app_after(fcr_app *app, fcr_middleware fn, void *data)
+int fcr_app_after(fcr_app *app, fcr_after_mw fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
-    return mw_push(&app->after, MW_AFTER, fn, NULL, data);
+    return mw_push(&app->after, MW_AFTER, NULL, fn, NULL, data);
 }
 
 int fcr_app_guard(fcr_app *app, fcr_authorizer fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
-    return mw_push(&app->before, MW_GUARD, NULL, fn, data);
+    return mw_push(&app->before, MW_GUARD, NULL, NULL, fn, data);
 }
 
-int fcr_route_before(fcr_route *route, fcr_middleware fn, void *data)
+int fcr_route_before(fcr_route *route, fcr_before_mw fn, void *data)
 {
     if (!route || !fn)
         return FCR_EINVAL;
-    return mw_push(&route->before, MW_BEFORE, fn, NULL, data);
+    return mw_push(&route->before, MW_BEFORE, fn, NULL, NULL, data);
 }
 
-int fcr_route_after(fcr_route *route, fcr_middleware fn, void *data)
+int fcr_route_after(fcr_route *route, fcr_after_mw fn, void *data)
 {
     if (!route || !fn)
         return FCR_EINVAL;
-    return mw_push(&route->after, MW_AFTER, fn, NULL, data);
+    return mw_push(&route->after, MW_AFTER, NULL, fn, NULL, data);
 }
 
 int fcr_route_guard(fcr_route *route, fcr_authorizer fn, void *data)
 {
     if (!route || !fn)
         return FCR_EINVAL;
-    return mw_push(&route->before, MW_GUARD, NULL, fn, data);
+    return mw_push(&route->before, MW_GUARD, NULL, NULL, fn, data);
 }
 
 int fcr_route_set_max_body(fcr_route *route, size_t max)
@@ -516,7 +520,7 @@ void fcr__ctx_send(fcr_ctx *ctx)
         const fcr_mw *m;
         while ((m = iter_next(&it))) {
             ctx->in_handler = true;
-            int rc = m->fn(ctx->req, &ctx->res, m->data);
+            int rc = m->after(ctx->req, &ctx->res, m->data);
             ctx->in_handler = false;
             if (rc < 0) {
                 set_failure(ctx, rc, "after-middleware");
@@ -574,7 +578,7 @@ static void run_chain(fcr_ctx *ctx, fcr_handler handler, void *data, bool too_bi
             rc = run_guard(ctx, m->auth, m->data);
         } else {
             ctx->in_handler = true;
-            rc = m->fn(ctx->req, &ctx->res, m->data);
+            rc = m->before(ctx->req, &ctx->res, m->data);
             ctx->in_handler = false;
         }
         if (rc < 0 || (rc != FCR_CONTINUE && rc != FCR_STOP)) {

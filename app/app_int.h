@@ -38,7 +38,8 @@ enum { MW_BEFORE, MW_AFTER, MW_GUARD };
 typedef struct fcr_mw {
     int kind;
     unsigned long seq; /* registration order across all apps and routes */
-    fcr_middleware fn;
+    fcr_before_mw before;
+    fcr_after_mw after;
     fcr_authorizer auth;
     void *data;
 } fcr_mw;
@@ -199,9 +200,6 @@ void fcr__ctx_free(fcr_ctx *ctx);
 /* Pipeline (app.c): runs after-middleware, then output. */
 void fcr__ctx_send(fcr_ctx *ctx);
 
-/* Validation shared by responses and authorizers. */
-bool fcr__is_token(const char *s);
-bool fcr__is_header_value(const char *s);
 
 /* Copies the request's method and path into `out` as "METHOD PATH" for log lines, with control
  * bytes and backslashes escaped as \xNN (a path cannot forge log lines) and long paths cut. */
@@ -211,9 +209,6 @@ void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap);
  * FCR_EINVAL. */
 int fcr__parse_size(const char *s, size_t *out);
 
-/* Parses a non-negative decimal integer made of digits only. Returns 0, FCR_EINVAL, or
- * FCR_ETOOBIG when it exceeds `max`. */
-int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out);
 
 /* ---- Parsers (request.c), reachable by the fuzz targets ------------------------------ */
 

@@ -13,23 +13,6 @@
 
 /* ---- Numbers -------------------------------------------------------------------------- */
 
-int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out)
-{
-    if (!s || !*s)
-        return FCR_EINVAL;
-    unsigned long long v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
-            return FCR_EINVAL;
-        unsigned d = (unsigned)(*s - '0');
-        if (v > (max - d) / 10)
-            return FCR_ETOOBIG;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
 int fcr__parse_size(const char *s, size_t *out)
 {
     if (!s || *s < '0' || *s > '9')
@@ -67,11 +50,6 @@ int fcr__parse_size(const char *s, size_t *out)
 }
 
 /* ---- Basics --------------------------------------------------------------------------- */
-
-const char *fcr_req_method(const fcr_req *req)
-{
-    return req ? fcr_req_param(req, "REQUEST_METHOD") : NULL;
-}
 
 const char *fcr_req_path(const fcr_req *req)
 {
@@ -155,11 +133,12 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
         char *v = fcr__arena_alloc(a, vlen + 1);
         if (!n || !v)
             return FCR_ENOMEM;
-        long dn = fcr_percent_decode(seg, nlen, n, true);
-        long dv = fcr_percent_decode(eq ? eq + 1 : "", vlen, v, true);
+        size_t dn, dv;
         /* A malformed escape, or a NUL byte in the decoded name or value (the C string would
          * end early and hide the rest), drops the pair. */
-        if (dn < 0 || dv < 0 || memchr(n, '\0', (size_t)dn) || memchr(v, '\0', (size_t)dv))
+        if (fcr_percent_decode(seg, nlen, n, &dn, true) < 0 ||
+            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, &dv, true) < 0 ||
+            memchr(n, '\0', dn) || memchr(v, '\0', dv))
             continue;
         l->v[l->n++] = (fcr_kv){n, v};
     }
@@ -167,7 +146,7 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
     return 0;
 }
 
-const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i)
+const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i)
 {
     fcr_ctx *ctx = fcr__ctx(req);
     if (!ctx || !name)
@@ -191,12 +170,12 @@ const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i)
     return kv_find(&ctx->query, name, i);
 }
 
-const char *fcr_req_query(fcr_req *req, const char *name)
+const char *fcr_req_query(const fcr_req *req, const char *name)
 {
     return fcr_req_query_nth(req, name, 0);
 }
 
-const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i)
+const char *fcr_req_form_nth(const fcr_req *req, const char *name, size_t i)
 {
     fcr_ctx *ctx = fcr__ctx(req);
     if (!ctx || !name || !fcr_req_content_type_is(req, "application/x-www-form-urlencoded"))
@@ -210,38 +189,12 @@ const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i)
     return kv_find(&ctx->form, name, i);
 }
 
-const char *fcr_req_form(fcr_req *req, const char *name)
+const char *fcr_req_form(const fcr_req *req, const char *name)
 {
     return fcr_req_form_nth(req, name, 0);
 }
 
 /* ---- Headers and cookies -------------------------------------------------------------- */
-
-const char *fcr_req_header(const fcr_req *req, const char *name)
-{
-    if (!req || !fcr__is_token(name))
-        return NULL;
-    char key[256];
-    size_t len = strlen(name);
-    if (len > sizeof key - 6)
-        return NULL;
-    if (strcasecmp(name, "Content-Type") == 0 || strcasecmp(name, "Content-Length") == 0) {
-        const char *v = fcr_req_param(req, name[8] == 'T' || name[8] == 't' ? "CONTENT_TYPE"
-                                                                            : "CONTENT_LENGTH");
-        return v && *v ? v : NULL;
-    }
-    memcpy(key, "HTTP_", 5);
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (c >= 'a' && c <= 'z')
-            c = (char)(c - 'a' + 'A');
-        else if (c == '-')
-            c = '_';
-        key[5 + i] = c;
-    }
-    key[5 + len] = '\0';
-    return fcr_req_param(req, key);
-}
 
 static bool is_ows(char c)
 {
@@ -292,7 +245,7 @@ int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
     return 0;
 }
 
-const char *fcr_req_cookie(fcr_req *req, const char *name)
+const char *fcr_req_cookie(const fcr_req *req, const char *name)
 {
     fcr_ctx *ctx = fcr__ctx(req);
     if (!ctx || !name)
@@ -304,22 +257,6 @@ const char *fcr_req_cookie(fcr_req *req, const char *name)
             return NULL;
     }
     return kv_find(&ctx->cookies, name, 0);
-}
-
-bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
-{
-    const char *ct = fcr_req_header(req, "Content-Type");
-    if (!ct || !media_type)
-        return false;
-    while (is_ows(*ct))
-        ct++;
-    size_t n = strlen(media_type);
-    if (strncasecmp(ct, media_type, n) != 0)
-        return false;
-    const char *rest = ct + n;
-    while (is_ows(*rest))
-        rest++;
-    return *rest == '\0' || *rest == ';';
 }
 
 /* ---- JSON ----------------------------------------------------------------------------- */
@@ -368,19 +305,6 @@ json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res)
 }
 
 /* ---- Remote address, user, variables -------------------------------------------------- */
-
-const char *fcr_req_remote_addr(const fcr_req *req)
-{
-    return req ? fcr_req_param(req, "REMOTE_ADDR") : NULL;
-}
-
-int fcr_req_remote_port(const fcr_req *req)
-{
-    unsigned long long port;
-    if (!req || fcr__parse_uint(fcr_req_param(req, "REMOTE_PORT"), 65535, &port) < 0)
-        return -1;
-    return (int)port;
-}
 
 const char *fcr_req_user(const fcr_req *req)
 {
@@ -460,7 +384,7 @@ static bool usable_id(const char *s)
     return true;
 }
 
-const char *fcr_req_request_id(fcr_req *req)
+const char *fcr_req_request_id(const fcr_req *req)
 {
     static unsigned long long counter;
     fcr_ctx *ctx = fcr__ctx(req);
@@ -479,67 +403,4 @@ const char *fcr_req_request_id(fcr_req *req)
         }
     }
     return ctx->request_id;
-}
-
-int fcr_req_log(fcr_req *req, const char *fmt, ...)
-{
-    if (!req || !fmt)
-        return FCR_EINVAL;
-    char small[512];
-    char *msg = small;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n >= sizeof small - 1) {
-        msg = malloc((size_t)n + 2);
-        if (!msg)
-            return FCR_ENOMEM;
-        va_start(ap, fmt);
-        vsnprintf(msg, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
-    size_t len = (size_t)n;
-    if (len == 0 || msg[len - 1] != '\n')
-        msg[len++] = '\n';
-    int rc = fcr_req_write_stderr(req, msg, len);
-    if (msg != small)
-        free(msg); /* cppcheck-suppress autovarInvalidDeallocation ; msg was malloc'd here */
-    return rc < 0 ? rc : (int)len;
-}
-
-/* ---- FILTER data ---------------------------------------------------------------------- */
-
-const void *fcr_req_data(const fcr_req *req, size_t *len)
-{
-    if (!req) {
-        if (len)
-            *len = 0;
-        return "";
-    }
-    size_t n;
-    const void *p = fcr_req_body(req, FCR_DATA, &n);
-    if (len)
-        *len = n;
-    return p;
-}
-
-static long long param_ll(const fcr_req *req, const char *name)
-{
-    unsigned long long v;
-    if (!req || fcr__parse_uint(fcr_req_param(req, name), (unsigned long long)LLONG_MAX, &v) < 0)
-        return -1;
-    return (long long)v;
-}
-
-long long fcr_req_data_length(const fcr_req *req)
-{
-    return param_ll(req, "FCGI_DATA_LENGTH");
-}
-
-long long fcr_req_data_last_mod(const fcr_req *req)
-{
-    return param_ll(req, "FCGI_DATA_LAST_MOD");
 }

@@ -86,31 +86,6 @@ const char *fcr_status_reason(int status)
 
 /* ---- Validation ----------------------------------------------------------------------- */
 
-bool fcr__is_token(const char *s)
-{
-    if (!s || !*s)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        unsigned char c = *p;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-            continue;
-        if (!strchr("!#$%&'*+-.^_`|~", c))
-            return false;
-    }
-    return true;
-}
-
-bool fcr__is_header_value(const char *s)
-{
-    if (!s)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-            return false;
-    }
-    return true;
-}
-
 /* ---- Body buffers --------------------------------------------------------------------- */
 
 /* Bodies up to this capacity live in the arena and are written by copy. */

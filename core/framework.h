@@ -10,4 +10,13 @@
 void fcr__req_set_fwdata(fcr_req *req, void *data);
 void *fcr__req_fwdata(const fcr_req *req);
 
+/* True for an HTTP token (RFC 9110 tchar+), false for NULL or "". */
+bool fcr__is_token(const char *s);
+/* True for a header value without CR, LF, NUL or other control bytes but HTAB; false for NULL. */
+bool fcr__is_header_value(const char *s);
+
+/* Parses a non-negative decimal integer made of digits only. Returns 0, FCR_EINVAL, or
+ * FCR_ETOOBIG when it exceeds `max`. */
+int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out);
+
 #endif

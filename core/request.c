@@ -638,22 +638,22 @@ void fcr__req_abort(fcr_req *r, bool send_end)
 
 fcr_role fcr_req_role(const fcr_req *r)
 {
-    return (fcr_role)r->role;
+    return r ? (fcr_role)r->role : (fcr_role)0;
 }
 
 unsigned fcr_req_id(const fcr_req *r)
 {
-    return r->id;
+    return r ? r->id : 0;
 }
 
 bool fcr_req_keep_conn(const fcr_req *r)
 {
-    return (r->flags & FCGI_KEEP_CONN) != 0;
+    return r && (r->flags & FCGI_KEEP_CONN) != 0;
 }
 
 fcr_server *fcr_req_server(const fcr_req *r)
 {
-    return r->srv;
+    return r ? r->srv : NULL;
 }
 
 const char *fcr_req_paramn(const fcr_req *r, const char *name, size_t nlen, size_t *vlen)
@@ -675,13 +675,13 @@ const char *fcr_req_param(const fcr_req *r, const char *name)
 
 size_t fcr_req_param_count(const fcr_req *r)
 {
-    return r->nparams;
+    return r ? r->nparams : 0;
 }
 
 int fcr_req_param_at(const fcr_req *r, size_t i, const char **name, size_t *nlen,
                      const char **value, size_t *vlen)
 {
-    if (i >= r->nparams)
+    if (!r || i >= r->nparams)
         return FCR_ENOTFOUND;
     const fcr_param *p = &r->params[i];
     if (name)
@@ -697,6 +697,11 @@ int fcr_req_param_at(const fcr_req *r, size_t i, const char **name, size_t *nlen
 
 const void *fcr_req_body(const fcr_req *r, fcr_stream stream, size_t *len)
 {
+    if (!r) {
+        if (len)
+            *len = 0;
+        return "";
+    }
     const fcr_buf *b = &r->body[stream == FCR_DATA ? 1 : 0];
     if (len)
         *len = b->len;
@@ -705,7 +710,7 @@ const void *fcr_req_body(const fcr_req *r, fcr_stream stream, size_t *len)
 
 int fcr_req_input_error(const fcr_req *r)
 {
-    return r->input_error;
+    return r ? r->input_error : FCR_EINVAL;
 }
 
 void fcr_req_set_max_body(fcr_req *r, size_t max)
@@ -755,16 +760,19 @@ void *fcr__req_fwdata(const fcr_req *r)
 
 void fcr_req_on_abort(fcr_req *r, void (*cb)(fcr_req *r))
 {
-    r->on_abort = cb;
+    if (r)
+        r->on_abort = cb;
 }
 
 bool fcr_req_aborted(const fcr_req *r)
 {
-    return (r->state & REQ_ABORTED) != 0;
+    return r && (r->state & REQ_ABORTED) != 0;
 }
 
 void fcr_req_on_drain(fcr_req *r, void (*cb)(fcr_req *r))
 {
+    if (!r)
+        return;
     r->on_drain = cb;
     if (cb && r->conn)
         fcr__conn_want_flush(r->conn);
@@ -772,5 +780,5 @@ void fcr_req_on_drain(fcr_req *r, void (*cb)(fcr_req *r))
 
 size_t fcr_req_queued(const fcr_req *r)
 {
-    return r->conn && !(r->state & REQ_ABORTED) ? r->conn->queued : 0;
+    return r && r->conn && !(r->state & REQ_ABORTED) ? r->conn->queued : 0;
 }

@@ -334,15 +334,20 @@ int fcr_server_run(fcr_server *srv, double grace)
 
 void fcr_server_get_stats(const fcr_server *srv, fcr_server_stats *st)
 {
-    *st = srv->stats;
+    if (!st)
+        return;
+    if (srv)
+        *st = srv->stats;
+    else
+        memset(st, 0, sizeof *st);
 }
 
 struct ev_loop *fcr_server_loop(const fcr_server *srv)
 {
-    return srv->loop;
+    return srv ? srv->loop : NULL;
 }
 
 const fcr_limits *fcr_server_limits(const fcr_server *srv)
 {
-    return &srv->cfg.limits;
+    return srv ? &srv->cfg.limits : NULL;
 }

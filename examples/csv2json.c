@@ -15,6 +15,7 @@
 #include <fcrest.h>
 
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -179,8 +180,8 @@ static int csv2json(fcr_req *req, fcr_res *res, void *data)
     free(c.field);
     if (!out)
         return fcr_res_set_problem(res, 422, "malformed CSV: %s", c.error);
-    long long mod = fcr_req_data_last_mod(req);
-    if (mod >= 0) {
+    int64_t mod;
+    if (fcr_req_data_last_mod(req, &mod) == 0) {
         time_t t = (time_t)mod;
         struct tm tm;
         char date[64];

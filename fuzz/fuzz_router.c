@@ -172,15 +172,16 @@ static void check_decode(const uint8_t *in, size_t len)
     char *inplace = malloc(len + 1);
     must(out && ref && inplace);
     for (int plus = 0; plus < 2; plus++) {
-        long n = fcr_percent_decode((const char *)in, len, out, plus != 0);
+        size_t n = 0, n2 = 0;
+        int rc = fcr_percent_decode((const char *)in, len, out, &n, plus != 0);
         long r = ref_decode(in, len, ref, plus != 0);
         if (r < 0) {
-            must(n == FCR_EPARSE);
+            must(rc == FCR_EPARSE);
         } else {
-            must(n == r && memcmp(out, ref, (size_t)n) == 0 && out[n] == '\0');
+            must(rc == 0 && n == (size_t)r && memcmp(out, ref, n) == 0 && out[n] == '\0');
             memcpy(inplace, in, len);
-            must(fcr_percent_decode(inplace, len, inplace, plus != 0) == n);
-            must(memcmp(inplace, ref, (size_t)n) == 0 && inplace[n] == '\0');
+            must(fcr_percent_decode(inplace, len, inplace, &n2, plus != 0) == 0 && n2 == n);
+            must(memcmp(inplace, ref, n) == 0 && inplace[n] == '\0');
         }
     }
     free(out);

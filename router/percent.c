@@ -1,7 +1,5 @@
 /* Percent-decoding (RFC 3986, section 2.1). Written by hand: PCRE2 matches but does not
  * transform, and libc has no decoder. */
-#include <limits.h>
-
 #include <fcrest/router.h>
 
 #include "router/router_int.h"
@@ -34,12 +32,10 @@ bool fcr__percent_valid(const char *s, size_t len)
     return true;
 }
 
-long fcr_percent_decode(const char *in, size_t len, char *out, bool plus_is_space)
+int fcr_percent_decode(const char *in, size_t len, char *out, size_t *outlen, bool plus_is_space)
 {
     if (out == NULL || (in == NULL && len > 0))
         return FCR_EINVAL;
-    if (len > LONG_MAX)
-        return FCR_ETOOBIG;
     /* The write index never passes the read index, so in-place decoding is safe. */
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
@@ -49,6 +45,8 @@ long fcr_percent_decode(const char *in, size_t len, char *out, bool plus_is_spac
             int lo = len - i >= 3 ? hexval((unsigned char)in[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 out[o] = '\0';
+                if (outlen)
+                    *outlen = o;
                 return FCR_EPARSE;
             }
             out[o++] = (char)(hi << 4 | lo);
@@ -60,5 +58,7 @@ long fcr_percent_decode(const char *in, size_t len, char *out, bool plus_is_spac
         }
     }
     out[o] = '\0';
-    return (long)o;
+    if (outlen)
+        *outlen = o;
+    return 0;
 }

@@ -389,7 +389,7 @@ int fcr_router_mount(fcr_router *r, const char *prefix, fcr_router *child)
         return FCR_EINVAL;
     /* Already mounted, or an ancestor of `r`: freeing it here would free a live router. */
     if (child->parent != NULL || (r != NULL && is_within(r, child)))
-        return FCR_EINVAL;
+        return FCR_EEXIST;
     size_t len = prefix != NULL ? strlen(prefix) : 0;
     if (r == NULL || len == 0 || prefix[0] != '/' || (len > 1 && prefix[len - 1] == '/')) {
         fcr_router_free(child);
@@ -457,11 +457,11 @@ static int take_params(struct lookup *st, const struct route *rt, const PCRE2_SI
         if (st->cap - used < e - s + 1)
             return FCR_ETOOBIG;
         char *out = st->scratch + used;
-        long n = fcr_percent_decode(path + s, e - s, out, false);
-        if (n < 0) /* validated before: cannot happen */
+        size_t n;
+        if (fcr_percent_decode(path + s, e - s, out, &n, false) < 0) /* validated before */
             return FCR_EPARSE;
-        m->params[m->nparams++] = (fcr_path_param){rt->names[i].name, out, (size_t)n};
-        used += (size_t)n + 1;
+        m->params[m->nparams++] = (fcr_path_param){rt->names[i].name, out, n};
+        used += n + 1;
     }
     return 0;
 }

@@ -69,32 +69,56 @@ typedef struct fcr_res fcr_res;
  */
 typedef struct fcr_auth fcr_auth;
 
-/* Verdicts of callbacks (negative fcr_err codes are failures: 500 problem+json). */
-#define FCR_CONTINUE 0 /**< before-middleware: go on with the request */
-#define FCR_STOP     1 /**< before-middleware: `res` is the answer, skip the handler */
-#define FCR_ASYNC    2 /**< handler: the response is sent later with fcr_res_send() */
-#define FCR_ALLOW    0 /**< authorizer: let the request through */
-#define FCR_DENY     1 /**< authorizer: `res` is the denial */
+/**
+ * What a handler (fcr_handler) returns. Each kind of callback has its own verdict type, so
+ * that a compiler warns (gcc: -Wenum-conversion, in -Wextra) when a callback declared with
+ * its verdict type returns a constant of another kind. Every verdict type also takes any
+ * negative fcr_err code held in an `int` (such as the result of a failed call): the request
+ * then fails with 500 problem+json and the code's name is logged.
+ */
+typedef enum fcr_handler_result {
+    FCR_HANDLER_ERROR = -1, /**< failure: answer 500 problem+json */
+    FCR_DONE = 0,           /**< `res` is the answer: the framework sends it */
+    FCR_ASYNC = 1,          /**< the response is sent later with fcr_res_send() */
+} fcr_handler_result;
+
+/** What a before-middleware (fcr_before_mw) returns; see fcr_handler_result for errors. */
+typedef enum fcr_before_result {
+    FCR_BEFORE_ERROR = -1, /**< failure: answer 500 problem+json */
+    FCR_CONTINUE = 0,      /**< go on with the request */
+    FCR_STOP = 1,          /**< `res` is the answer: skip the handler */
+} fcr_before_result;
+
+/** What an authorizer (fcr_authorizer) returns; see fcr_handler_result for errors. */
+typedef enum fcr_auth_result {
+    FCR_AUTH_ERROR = -1, /**< failure: answer 500 problem+json */
+    FCR_ALLOW = 0,       /**< let the request through */
+    FCR_DENY = 1,        /**< `res` is the denial */
+} fcr_auth_result;
 
 /** Body limit of an app that sets none (bytes). */
 #define FCR_DEFAULT_MAX_BODY (1024u * 1024u)
 
 /**
- * A route handler, also the FILTER role handler. It fills `res` and returns 0 (the framework
- * sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send() later,
+ * A route handler, also the FILTER role handler. It fills `res` and returns FCR_DONE (the
+ * framework sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send() later,
  * from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then discards
  * what `res` holds, answers 500 problem+json and writes the error to the request's FCGI_STDERR
  * stream and to the log. `data` is the pointer given at registration.
  */
-typedef int (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
+typedef fcr_handler_result (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
 
 /**
- * Before- and after-middleware. A before-middleware returns FCR_CONTINUE, or FCR_STOP after
- * filling `res` (the handler is skipped, the after-middleware still run), or a negative
- * fcr_err code (500). An after-middleware may change the status, headers and body of `res`
- * and returns 0 or a negative fcr_err code (500; the remaining after-middleware are skipped).
+ * A before-middleware. It returns FCR_CONTINUE, or FCR_STOP after filling `res` (the handler
+ * is skipped, the after-middleware still run), or a negative fcr_err code (500).
  */
-typedef int (*fcr_middleware)(fcr_req *req, fcr_res *res, void *data);
+typedef fcr_before_result (*fcr_before_mw)(fcr_req *req, fcr_res *res, void *data);
+
+/**
+ * An after-middleware. It may change the status, headers and body of `res` and returns 0 or a
+ * negative fcr_err code (500; the remaining after-middleware are skipped).
+ */
+typedef int (*fcr_after_mw)(fcr_req *req, fcr_res *res, void *data);
 
 /**
  * An authorizer: one function that guards routes inside the app (fcr_app_guard,
@@ -106,7 +130,8 @@ typedef int (*fcr_middleware)(fcr_req *req, fcr_res *res, void *data);
  * authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
  * `Status: 200 OK` with one `Variable-NAME: value` header per variable.
  */
-typedef int (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
+typedef fcr_auth_result (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth,
+                                          void *data);
 
 /* ---- App ------------------------------------------------------------------------------ */
 
@@ -140,11 +165,13 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
 /**
  * Mounts `sub` under the literal prefix `prefix` ("/api", no trailing slash): routing path
  * "/api/x" is matched against sub's routes as "/x". Sub's middleware and body limit apply to
- * its routes only (per-prefix middleware). `app` takes ownership of `sub` even on failure,
- * except when `sub` is NULL, already mounted, `app` itself or an app `app` is mounted in
- * (FCR_EINVAL, nothing changes). Returns 0, FCR_EINVAL (NULL `app`, a prefix that is empty,
- * does not start with '/' or ends with '/' other than "/", or apps nested more than 8 deep), or
- * FCR_ENOMEM.
+ * its routes only (per-prefix middleware). The call always takes `sub`, as jansson's `_new`
+ * functions take a reference: whatever it returns, the caller never frees `sub` afterwards.
+ * On success `app` owns it; on failure it is freed, except when it already has an owner
+ * (it is mounted somewhere, is `app` itself or an app `app` is mounted in: FCR_EEXIST, and
+ * nothing changes). Returns 0; FCR_EINVAL (NULL `app` or `sub`, a prefix that is NULL, empty,
+ * does not start with '/' or ends with '/' other than "/", or apps nested more than 8 deep);
+ * FCR_EEXIST; FCR_ENOMEM. A failure is also recorded as fcr_app_error() of `app`.
  */
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
 
@@ -157,13 +184,13 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
  * 500 answers (then only the serving app's). Returns 0, FCR_EINVAL (NULL argument) or
  * FCR_ENOMEM. This one adds a before-middleware; `data` is passed to `fn`.
  */
-int fcr_app_before(fcr_app *app, fcr_middleware fn, void *data);
+int fcr_app_before(fcr_app *app, fcr_before_mw fn, void *data);
 /**
  * Adds an after-middleware for every route of `app`, with the order and scope rules of
  * fcr_app_before(); `data` is passed to `fn`. Returns 0, FCR_EINVAL (NULL argument) or
  * FCR_ENOMEM.
  */
-int fcr_app_after(fcr_app *app, fcr_middleware fn, void *data);
+int fcr_app_after(fcr_app *app, fcr_after_mw fn, void *data);
 
 /**
  * Adds the authorizer `fn` as a before-middleware of `app` (same order rules as
@@ -294,12 +321,12 @@ void fcr_app_set_access_log(fcr_app *app, bool on);
  * function, or a zero limit) or FCR_ENOMEM. This one adds a before-middleware
  * (fcr_app_before()) that runs for `route` only.
  */
-int fcr_route_before(fcr_route *route, fcr_middleware fn, void *data);
+int fcr_route_before(fcr_route *route, fcr_before_mw fn, void *data);
 /**
  * Adds an after-middleware (fcr_app_after()) that runs for `route` only. Returns 0,
  * FCR_EINVAL (NULL route or function) or FCR_ENOMEM.
  */
-int fcr_route_after(fcr_route *route, fcr_middleware fn, void *data);
+int fcr_route_after(fcr_route *route, fcr_after_mw fn, void *data);
 /**
  * Adds the authorizer `fn` as a before-middleware of `route` only (fcr_app_guard()). Returns
  * 0, FCR_EINVAL (NULL route or function) or FCR_ENOMEM.
@@ -325,12 +352,6 @@ int fcr_route_consumes(fcr_route *route, const char *media_type);
 /* Inside an app the core's userdata slot (fcr_req_set_userdata) belongs to the framework; keep
  * per-request data with fcr_req_alloc() or fcr_req_set_var(). The functions below return NULL
  * (or -1) for a request that is not served by an app, unless they say otherwise. */
-
-/**
- * REQUEST_METHOD, or NULL when the web server sent none. Works for any request. Lives as long
- * as the request.
- */
-const char *fcr_req_method(const fcr_req *req);
 
 /**
  * The routing path (see fcr_app_set_prefix and fcr_app_set_route_on_request_uri). Never NULL for
@@ -361,46 +382,30 @@ const char *fcr_req_path_param(const fcr_req *req, const char *name);
  * Without QUERY_STRING the query of REQUEST_URI is used. The query is parsed on the first
  * call; NULL also when that runs out of memory.
  */
-const char *fcr_req_query(fcr_req *req, const char *name);
+const char *fcr_req_query(const fcr_req *req, const char *name);
 /**
  * The `i`-th value (from 0) of query parameter `name`, as fcr_req_query() returns the first;
  * NULL when there are not that many.
  */
-const char *fcr_req_query_nth(fcr_req *req, const char *name, size_t i);
-
-/**
- * The request header `name` by its HTTP name, case-insensitive: "Content-Type" and
- * "Content-Length" read CONTENT_TYPE and CONTENT_LENGTH (NULL when empty), any other name N
- * reads HTTP_N with letters upper-cased and '-' as '_' ("X-Token" -> HTTP_X_TOKEN). NULL when
- * absent or when `name` is not an HTTP token. Works for any request. Lives as long as the
- * request.
- */
-const char *fcr_req_header(const fcr_req *req, const char *name);
+const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i);
 
 /**
  * The value of cookie `name` from the Cookie header (first match, surrounding double quotes
  * removed), or NULL.
  */
-const char *fcr_req_cookie(fcr_req *req, const char *name);
-
-/**
- * True when the Content-Type's media type is `media_type` (case-insensitive, parameters
- * ignored). False when there is no Content-Type or an argument is NULL. Works for any
- * request.
- */
-bool fcr_req_content_type_is(const fcr_req *req, const char *media_type);
+const char *fcr_req_cookie(const fcr_req *req, const char *name);
 
 /**
  * Fields of an application/x-www-form-urlencoded body, decoded like query parameters. NULL
  * when absent or when the body is of another type. This one returns the first value of field
  * `name`.
  */
-const char *fcr_req_form(fcr_req *req, const char *name);
+const char *fcr_req_form(const fcr_req *req, const char *name);
 /**
  * The `i`-th value (from 0) of form field `name`, as fcr_req_form() returns the first; NULL
  * when there are not that many.
  */
-const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i);
+const char *fcr_req_form_nth(const fcr_req *req, const char *name, size_t i);
 
 /**
  * Parses the body as JSON (any value, not only objects). Returns a borrowed reference owned by
@@ -410,14 +415,6 @@ const char *fcr_req_form_nth(fcr_req *req, const char *name, size_t i);
  * (then `res` holds a 500).
  */
 json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res);
-
-/**
- * REMOTE_ADDR (NULL when absent) and REMOTE_PORT (-1 when absent or not a port): this one
- * returns REMOTE_ADDR, which lives as long as the request. Works for any request.
- */
-const char *fcr_req_remote_addr(const fcr_req *req);
-/** REMOTE_PORT (-1 when absent or not a port). Works for any request. */
-int fcr_req_remote_port(const fcr_req *req);
 
 /** The authenticated user set by an authorizer (fcr_auth_set_user) or a middleware, or NULL. */
 const char *fcr_req_user(const fcr_req *req);
@@ -442,21 +439,6 @@ const char *fcr_req_var(const fcr_req *req, const char *name);
 int fcr_req_set_var(fcr_req *req, const char *name, const char *value);
 
 /**
- * FILTER role: the DATA stream (never NULL; `*len` gets its length), FCGI_DATA_LENGTH and
- * FCGI_DATA_LAST_MOD (seconds since the epoch) or -1 when absent or malformed. This one
- * returns the DATA stream, valid as long as the request (fcr_req_body()). Works for any
- * request; `len` may be NULL.
- */
-const void *fcr_req_data(const fcr_req *req, size_t *len);
-/** FILTER role: FCGI_DATA_LENGTH, or -1 when absent or malformed. Works for any request. */
-long long fcr_req_data_length(const fcr_req *req);
-/**
- * FILTER role: FCGI_DATA_LAST_MOD (seconds since the epoch), or -1 when absent or malformed.
- * Works for any request.
- */
-long long fcr_req_data_last_mod(const fcr_req *req);
-
-/**
  * Memory freed with the request: `size` bytes aligned for any type, or a copy of `s`. NULL
  * when out of memory. This one allocates `size` bytes; the caller must not free them.
  */
@@ -473,17 +455,7 @@ char *fcr_req_strdup(fcr_req *req, const char *s);
  * or quotes, else "PID-N" with a per-process counter. NULL for a request not served by an app.
  * Lives as long as the request.
  */
-const char *fcr_req_request_id(fcr_req *req);
-
-/**
- * Writes a printf-formatted message to the request's FCGI_STDERR stream (the web server puts
- * it in its error log), adding a newline when the message does not end with one. Works for
- * any request, also outside an app, until it is finished. Returns the bytes written (with the
- * newline) or a negative error as fcr_req_write_stderr(): FCR_ECLOSED after an abort or finish,
- * FCR_EAGAIN when the connection's output queue is full, FCR_EINVAL for NULL arguments,
- * FCR_ENOMEM.
- */
-int fcr_req_log(fcr_req *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *fcr_req_request_id(const fcr_req *req);
 
 /** The app serving the request (not owned by the request). */
 fcr_app *fcr_req_app(const fcr_req *req);

@@ -388,6 +388,72 @@ size_t fcr_req_queued(const fcr_req *req);
  */
 int fcr_req_finish(fcr_req *req, uint32_t app_status);
 
+/* ---- CGI params as HTTP names them --------------------------------------------------- */
+
+/**
+ * REQUEST_METHOD, or NULL when the web server sent none. Lives as long
+ * as the request.
+ */
+const char *fcr_req_method(const fcr_req *req);
+
+/**
+ * The request header `name` by its HTTP name, case-insensitive: "Content-Type" and
+ * "Content-Length" read CONTENT_TYPE and CONTENT_LENGTH (NULL when empty), any other name N
+ * reads HTTP_N with letters upper-cased and '-' as '_' ("X-Token" -> HTTP_X_TOKEN). NULL when
+ * absent or when `name` is not an HTTP token. Lives as long as the
+ * request.
+ */
+const char *fcr_req_header(const fcr_req *req, const char *name);
+
+/**
+ * True when the Content-Type's media type is `media_type` (case-insensitive, parameters
+ * ignored). False when there is no Content-Type or an argument is NULL.
+ */
+bool fcr_req_content_type_is(const fcr_req *req, const char *media_type);
+
+/**
+ * REMOTE_ADDR, the client's address as the web server saw it, or NULL when absent (also for a
+ * NULL `req`). Lives as long as the request.
+ */
+const char *fcr_req_remote_addr(const fcr_req *req);
+
+/**
+ * REMOTE_PORT, the client's port (1..65535), or 0 when absent, not a decimal port or `req` is
+ * NULL.
+ */
+int fcr_req_remote_port(const fcr_req *req);
+
+/**
+ * Writes a printf-formatted message to the request's FCGI_STDERR stream (the web server puts
+ * it in its error log), adding a newline when the message does not end with one. Works for
+ * any request, also outside an app, until it is finished. Returns the bytes written (with the
+ * newline) or a negative error as fcr_req_write_stderr(): FCR_ECLOSED after an abort or finish,
+ * FCR_EAGAIN when the connection's output queue is full, FCR_EINVAL for NULL arguments,
+ * FCR_ENOMEM.
+ */
+int fcr_req_log(fcr_req *req, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/**
+ * FILTER role: the DATA stream, never NULL (`*len`, when `len` is not NULL, gets its length;
+ * "" and 0 for a NULL `req` or a request of another role). Valid as long as the request
+ * (fcr_req_body()).
+ */
+const void *fcr_req_data(const fcr_req *req, size_t *len);
+
+/**
+ * FILTER role: FCGI_DATA_LENGTH, the length of the file being filtered, into `*len` (when
+ * `len` is not NULL). Returns 0, or FCR_ENOTFOUND when the param is absent or not a decimal
+ * number below 2^63 (`*len` is then unchanged), also for a NULL `req`.
+ */
+int fcr_req_data_length(const fcr_req *req, uint64_t *len);
+
+/**
+ * FILTER role: FCGI_DATA_LAST_MOD, the file's modification time in seconds since the epoch,
+ * into `*t` (when `t` is not NULL). Returns 0, or FCR_ENOTFOUND when the param is absent or
+ * not a decimal number below 2^63 (`*t` is then unchanged), also for a NULL `req`.
+ */
+int fcr_req_data_last_mod(const fcr_req *req, int64_t *t);
+
 #ifdef __cplusplus
 }
 #endif

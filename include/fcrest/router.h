@@ -110,14 +110,15 @@ int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *t
 
 /**
  * Mounts `child` under the literal path prefix `prefix` (such as "/api/v1", no trailing
- * slash), compared byte for byte with the raw path and only at a segment boundary: a path
+ * slash), compared byte for byte with the path and only at a segment boundary: a path
  * "/api/v1/x" is looked up in `child` as "/x", and "/api/v1" as ""; "/api/v1x" does not enter
  * the mount. The prefix "/" hands every path to `child` unchanged. The mount takes its place
  * in registration order among the parent's routes; routes added to `child` later count too.
- * `r` takes ownership of `child` even on failure (NULL `r`, bad prefix, out of memory), except
- * when `child` is already mounted somewhere or is `r` or a router `r` is mounted in: then
- * FCR_EINVAL and nothing changes. Returns 0, FCR_EINVAL (also: prefix NULL, empty, not
- * starting with '/' or ending with '/' other than "/"), or FCR_ENOMEM.
+ * The call always takes `child`: whatever it returns, the caller never frees `child`
+ * afterwards. On success `r` owns it; on failure it is freed, except when it already has an
+ * owner (it is mounted somewhere, is `r` itself or a router `r` is mounted in: FCR_EEXIST,
+ * and nothing changes). Returns 0; FCR_EINVAL (NULL `r` or `child`; a prefix that is NULL,
+ * empty, does not start with '/' or ends with '/' other than "/"); FCR_EEXIST; FCR_ENOMEM.
  */
 int fcr_router_mount(fcr_router *r, const char *prefix, fcr_router *child);
 
@@ -190,12 +191,13 @@ const char *fcr_match_param(const fcr_match *m, const char *name);
 
 /**
  * Percent-decodes `len` bytes of `in` into `out` (room for len + 1 bytes), NUL-terminating
- * it. '+' is kept as is when `plus_is_space` is false and becomes ' ' otherwise. Returns the
- * decoded length, or FCR_EPARSE for a '%' not followed by two hex digits (then `out` holds
- * the bytes decoded before it, NUL-terminated), FCR_EINVAL for NULL `out` or NULL `in` with
- * len > 0. `out` may equal `in`.
+ * it, and stores the decoded length in `*outlen` (when `outlen` is not NULL). '+' is kept as
+ * is when `plus_is_space` is false and becomes ' ' otherwise. Returns 0; FCR_EPARSE for a '%'
+ * not followed by two hex digits (then `out` holds the bytes decoded before it,
+ * NUL-terminated, and `*outlen` their count); FCR_EINVAL for a NULL `out` or a NULL `in` with
+ * len > 0 (nothing is written). `out` may equal `in`.
  */
-long fcr_percent_decode(const char *in, size_t len, char *out, bool plus_is_space);
+int fcr_percent_decode(const char *in, size_t len, char *out, size_t *outlen, bool plus_is_space);
 
 #ifdef __cplusplus
 }
