@@ -1,6 +1,6 @@
 /* In-process testing: requests encoded as FastCGI records, sent over a socketpair to a server
  * on a private loop (or over a socket to a running application), the answer parsed back. */
-#include "app_int.h"
+#include <fcrest/testing.h>
 
 #include <ev.h>
 

@@ -9,6 +9,8 @@
  * UTF-8). */
 #include "app/app_int.h"
 
+#include <fcrest/testing.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

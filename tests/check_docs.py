@@ -27,6 +27,7 @@ Flags: -std=c11 -Wall -Wextra -Wpedantic -Werror. The last line of output is a s
 "docs: N samples compiled (M linked, K run), E excerpts found, S skipped, F failed".
 
 Usage: check_docs.py --source DIR --build DIR [--cc "COMPILER ..."] [--sanitize LIST]
+                     [--lib FILE] [--testing-lib FILE]
 """
 import argparse
 import glob
@@ -91,6 +92,7 @@ def main():
     ap.add_argument("--cc", default="cc")
     ap.add_argument("--sanitize", default="none")
     ap.add_argument("--lib", help="the built library file to link (default: -lfcrest from --build)")
+    ap.add_argument("--testing-lib", help="the built libfcrest-testing.a, linked first")
     opt = ap.parse_args()
 
     cc = shlex.split(opt.cc)
@@ -104,6 +106,8 @@ def main():
     else:
         libs = ["-L", opt.build, "-Wl,-rpath," + os.path.abspath(opt.build), "-lfcrest"]
         static = not glob.glob(os.path.join(opt.build, "libfcrest.so*"))
+    if opt.testing_lib:
+        libs = [os.path.abspath(opt.testing_lib)] + libs
     if static:
         libs += pkg_flags("--libs", "libpcre2-8")  # a static library brings no dependencies
     libs += pkg_flags("--libs", "jansson") + ["-lev"]

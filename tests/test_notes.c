@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <fcrest.h>
+#include <fcrest/testing.h>
 
 #include "fcgi_client.h"
 
