@@ -482,7 +482,11 @@ static int listen_tcp(fcr_server *srv, const char *hostport)
     }
     if (!*port || strspn(port, "0123456789") != strlen(port))
         return FCR_EADDR;
-    return listen_tcp_host(srv, host, port, strtoul(port, NULL, 10) == 0, hostport);
+    errno = 0;
+    unsigned long number = strtoul(port, NULL, 10);
+    if (errno || number > 65535) /* getaddrinfo would take it modulo 65536 */
+        return FCR_EADDR;
+    return listen_tcp_host(srv, host, port, number == 0, hostport);
 }
 
 static bool is_listening_socket(int fd)

@@ -511,6 +511,18 @@ START_TEST(listen_opens_nothing_when_one_address_cannot_be_bound)
 }
 END_TEST
 
+START_TEST(tcp_port_above_65535_is_a_malformed_address)
+{
+    ck_assert_int_eq(server_new(NULL), 0);
+    opened o;
+    ck_assert_int_eq(listen_and_see("tcp:127.0.0.1:65536", &o), FCR_EADDR);
+    ck_assert_int_eq(listen_and_see("tcp:127.0.0.1:70000", &o), FCR_EADDR);
+    ck_assert_int_eq(listen_and_see("tcp:127.0.0.1:99999999999999999999999", &o), FCR_EADDR);
+    ck_assert_uint_eq(o.n, 0);
+    server_end();
+}
+END_TEST
+
 START_TEST(fd_listener_serves_requests)
 {
     unsigned port;
@@ -541,6 +553,7 @@ static Suite *suite(void)
         T(host_name_listens_on_every_address_it_resolves_to),
         T(name_with_several_addresses_shares_one_port_and_skips_duplicates),
         T(listen_opens_nothing_when_one_address_cannot_be_bound),
+        T(tcp_port_above_65535_is_a_malformed_address),
         T(fd_listener_serves_requests),
 #undef T
     };

@@ -144,8 +144,8 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
  * socket file gets fcr_server_config.socket_mode. Returns 0, FCR_EADDR for a malformed address,
  * or FCR_EIO (errno says why).
  *
- * FCR_EADDR also when the host does not resolve or "fd:N" is not a listening socket;
- * FCR_EINVAL for NULL arguments; FCR_ENOMEM. An address of a family the
+ * FCR_EADDR also for a port above 65535, when the host does not resolve or "fd:N" is not a
+ * listening socket; FCR_EINVAL for NULL arguments; FCR_ENOMEM. An address of a family the
  * system has no sockets for (EAFNOSUPPORT, such as IPv6 on a kernel without it) is skipped
  * when another one is left. The server owns the listeners (an "fd:N" descriptor included) and
  * closes them with the server. `addr` is not kept.
