@@ -30,6 +30,18 @@ static int set_nonblock(int fd)
 
 /* ---- allow-list ------------------------------------------------------------------------- */
 
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 address a.b.c.d: entries and peers
+ * are both brought to this one form before they are compared. */
+static void canonical_addr(fcr_allow *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family == AF_INET6 && memcmp(a->addr, mapped, sizeof mapped) == 0) {
+        memmove(a->addr, a->addr + 12, 4);
+        memset(a->addr + 4, 0, 12);
+        a->family = AF_INET;
+    }
+}
+
 int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n)
 {
     size_t cap = 1;
@@ -70,6 +82,7 @@ int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n)
             a[count].family = AF_INET6;
         else
             goto bad;
+        canonical_addr(&a[count]);
         count++;
     }
     *out = a;
@@ -85,21 +98,17 @@ bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_
 {
     if (!srv->allow_set)
         return true;
-    const uint8_t *v4 = NULL, *v6 = NULL;
-    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
-        v4 = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
-        v6 = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(v6, mapped, 12) == 0)
-            v4 = v6 + 12;
-    } else {
+    fcr_allow peer = {.family = sa->sa_family};
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
+        memcpy(peer.addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
+        memcpy(peer.addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+    else
         return false; /* non-TCP peers are refused when the list is set */
-    }
+    canonical_addr(&peer);
+    size_t n = peer.family == AF_INET ? 4 : 16;
     for (size_t i = 0; i < srv->nallow; i++) {
-        const fcr_allow *a = &srv->allow[i];
-        if ((a->family == AF_INET && v4 && memcmp(a->addr, v4, 4) == 0) ||
-            (a->family == AF_INET6 && v6 && memcmp(a->addr, v6, 16) == 0))
+        if (srv->allow[i].family == peer.family && memcmp(srv->allow[i].addr, peer.addr, n) == 0)
             return true;
     }
     return false;

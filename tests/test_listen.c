@@ -1,7 +1,8 @@
-/* Listening: what fcr_server_listen opens for "tcp:" and "fd:" addresses, over real sockets
- * against an in-process server (its own libev loop in a thread, as in test_fcgi_rules.c). Only
- * the core's public API is used; the sockets a listen call opened are found by looking at this
- * process's descriptors. */
+/* Listening and the web server allow-list: what fcr_server_listen opens for "tcp:" and "fd:"
+ * addresses, and which TCP peers FCGI_WEB_SERVER_ADDRS lets in, over real sockets against an
+ * in-process server (its own libev loop in a thread, as in test_fcgi_rules.c). Only the core's
+ * public API is used; the sockets a listen call opened are found by looking at this process's
+ * descriptors. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <dlfcn.h>
@@ -389,6 +390,27 @@ static void assert_served(fcl_conn *c, const char *who)
     fcl_close(c);
 }
 
+/* Sends a whole request on `c` (from `who`) and checks that the server closes the connection
+ * without a byte of answer; closes `c`. The server refuses a peer right after accept(), before
+ * reading, so the request may still sit unread in its socket: Linux then resets the connection
+ * instead of closing it cleanly, and the send itself may fail. Both count as closed. */
+static void assert_refused(fcl_conn *c, const char *who)
+{
+    ck_assert_msg(c != NULL, "%s: cannot connect: %s", who, strerror(errno));
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_request(&b, 1, FCR_RESPONDER, 0, PLAIN, NULL, 0, NULL, 0);
+    int rc = fcl_send_buf(c, &b);
+    int e = errno;
+    fcl_buf_free(&b);
+    ck_assert_msg(rc == 0 || e == EPIPE || e == ECONNRESET, "%s: send: %s", who, strerror(e));
+    rc = fcl_wait_eof(c, 10);
+    e = errno;
+    ck_assert_msg(rc == 0 || e == ECONNRESET, "%s: not closed without an answer: %s", who,
+                  e == EPROTO ? "the server answered" : strerror(e));
+    fcl_close(c);
+}
+
 /* ---- listening ---------------------------------------------------------------------------- */
 
 /* Every listener in `o` has the same port; returns it. */
@@ -541,6 +563,136 @@ START_TEST(fd_listener_serves_requests)
 }
 END_TEST
 
+/* ---- FCGI_WEB_SERVER_ADDRS ------------------------------------------------------------------ */
+
+/* A server with allow-list `allow` listening on "tcp:[literal]:0"; returns the port. */
+static unsigned allow_server_on(const char *allow, const char *literal)
+{
+    ck_assert_int_eq(server_new(allow), 0);
+    char addr[80];
+    snprintf(addr, sizeof addr, strchr(literal, ':') ? "tcp:[%s]:0" : "tcp:%s:0", literal);
+    opened o;
+    ck_assert_int_eq(listen_and_see(addr, &o), 0);
+    ck_assert_uint_eq(o.n, 1);
+    server_start();
+    return o.port[0];
+}
+
+START_TEST(web_server_addrs_ipv4_entry_admits_ipv4_peer)
+{
+    unsigned port = allow_server_on("127.0.0.1", "127.0.0.1");
+    assert_served(connect_from("127.0.0.1", "127.0.0.1", port), "127.0.0.1");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+START_TEST(web_server_addrs_refuses_other_peers)
+{
+    unsigned port = allow_server_on("127.0.0.1", "127.0.0.1");
+    assert_refused(connect_from("127.0.0.2", "127.0.0.1", port), "127.0.0.2");
+    assert_served(connect_from("127.0.0.1", "127.0.0.1", port), "127.0.0.1 after 127.0.0.2");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+START_TEST(web_server_addrs_ipv6_entry_admits_ipv6_peer)
+{
+    if (!have_ipv6_loopback()) {
+        skip_note("web_server_addrs_ipv6_entry_admits_ipv6_peer");
+        return;
+    }
+    unsigned port = allow_server_on("::1", "::1");
+    assert_served(connect_to("::1", port), "::1");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+START_TEST(web_server_addrs_refuses_ipv6_peer_not_listed)
+{
+    if (!have_ipv6_loopback()) {
+        skip_note("web_server_addrs_refuses_ipv6_peer_not_listed");
+        return;
+    }
+    unsigned port = allow_server_on("127.0.0.1", "::1");
+    assert_refused(connect_to("::1", port), "::1");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 0);
+}
+END_TEST
+
+START_TEST(web_server_addrs_v4_mapped_entry_admits_ipv4_peer)
+{
+    unsigned port = allow_server_on("::ffff:127.0.0.1", "127.0.0.1");
+    assert_served(connect_from("127.0.0.1", "127.0.0.1", port), "127.0.0.1");
+    assert_refused(connect_from("127.0.0.2", "127.0.0.1", port), "127.0.0.2");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+/* A dual-stack IPv6 listener (IPV6_V6ONLY off, as an inherited socket may be) sees IPv4
+ * clients as v4-mapped IPv6 peers, ::ffff:127.0.0.1. */
+static unsigned mapped_server(const char *allow)
+{
+    unsigned port;
+    int fd = own_listener("::ffff:127.0.0.1", 0, &port);
+    ck_assert_int_eq(server_new(allow), 0);
+    char addr[32];
+    snprintf(addr, sizeof addr, "fd:%d", fd);
+    ck_assert_int_eq(fcr_server_listen(H.srv, addr), 0);
+    server_start();
+    return port;
+}
+
+START_TEST(web_server_addrs_ipv4_entry_admits_v4_mapped_peer)
+{
+    unsigned port = mapped_server("127.0.0.1");
+    assert_served(connect_to("::ffff:127.0.0.1", port), "::ffff:127.0.0.1");
+    assert_refused(connect_from("127.0.0.2", "127.0.0.1", port), "::ffff:127.0.0.2");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+START_TEST(web_server_addrs_v4_mapped_entry_admits_v4_mapped_peer)
+{
+    unsigned port = mapped_server("::ffff:127.0.0.1");
+    assert_served(connect_to("::ffff:127.0.0.1", port), "::ffff:127.0.0.1");
+    assert_refused(connect_from("127.0.0.2", "127.0.0.1", port), "::ffff:127.0.0.2");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+START_TEST(web_server_addrs_bracketed_ipv6_entry_is_accepted)
+{
+    if (!have_ipv6_loopback()) {
+        ck_assert_int_eq(server_new("[::1], 127.0.0.1"), 0);
+        server_end();
+        skip_note("web_server_addrs_bracketed_ipv6_entry_is_accepted over ::1");
+        return;
+    }
+    unsigned port = allow_server_on("[::1]", "::1");
+    assert_served(connect_to("::1", port), "::1");
+    server_end();
+    ck_assert_uint_eq(H.stats.accepted, 1);
+}
+END_TEST
+
+START_TEST(malformed_web_server_addrs_is_refused_with_eparse)
+{
+    const char *bad[] = {"127.0.0.1/8", "localhost",     "[::1",      "::1]",
+                         "[]",          "127.0.0.1 ::1", "1.2.3.4.5", "127.0.0.1,,x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(server_new(bad[i]) == FCR_EPARSE, "\"%s\" was not refused", bad[i]);
+    ck_assert_int_eq(setenv("FCGI_WEB_SERVER_ADDRS", "10.0.0.0/8", 1), 0);
+    ck_assert_int_eq(server_new(NULL), FCR_EPARSE);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("listen");
@@ -555,6 +707,15 @@ static Suite *suite(void)
         T(listen_opens_nothing_when_one_address_cannot_be_bound),
         T(tcp_port_above_65535_is_a_malformed_address),
         T(fd_listener_serves_requests),
+        T(web_server_addrs_ipv4_entry_admits_ipv4_peer),
+        T(web_server_addrs_refuses_other_peers),
+        T(web_server_addrs_ipv6_entry_admits_ipv6_peer),
+        T(web_server_addrs_refuses_ipv6_peer_not_listed),
+        T(web_server_addrs_v4_mapped_entry_admits_ipv4_peer),
+        T(web_server_addrs_ipv4_entry_admits_v4_mapped_peer),
+        T(web_server_addrs_v4_mapped_entry_admits_v4_mapped_peer),
+        T(web_server_addrs_bracketed_ipv6_entry_is_accepted),
+        T(malformed_web_server_addrs_is_refused_with_eparse),
 #undef T
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
