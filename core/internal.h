@@ -150,6 +150,8 @@ struct fcr_listener {
     bool tcp;          /* a TCP socket */
 };
 
+/* One allow-list entry, or a peer's address brought to the same form: AF_INET with the address
+ * in addr[0..3] (IPv4-mapped IPv6 addresses too), or AF_INET6. */
 typedef struct fcr_allow {
     int family;
     uint8_t addr[16];

@@ -30,6 +30,18 @@ static int set_nonblock(int fd)
 
 /* ---- allow-list ------------------------------------------------------------------------- */
 
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 address a.b.c.d: entries and peers
+ * are both brought to this one form before they are compared. */
+static void canonical_addr(fcr_allow *a)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family == AF_INET6 && memcmp(a->addr, mapped, sizeof mapped) == 0) {
+        memmove(a->addr, a->addr + 12, 4);
+        memset(a->addr + 4, 0, 12);
+        a->family = AF_INET;
+    }
+}
+
 int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n)
 {
     size_t cap = 1;
@@ -70,6 +82,7 @@ int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n)
             a[count].family = AF_INET6;
         else
             goto bad;
+        canonical_addr(&a[count]);
         count++;
     }
     *out = a;
@@ -85,21 +98,17 @@ bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_
 {
     if (!srv->allow_set)
         return true;
-    const uint8_t *v4 = NULL, *v6 = NULL;
-    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
-        v4 = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    } else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
-        v6 = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(v6, mapped, 12) == 0)
-            v4 = v6 + 12;
-    } else {
+    fcr_allow peer = {.family = sa->sa_family};
+    if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
+        memcpy(peer.addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
+        memcpy(peer.addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+    else
         return false; /* non-TCP peers are refused when the list is set */
-    }
+    canonical_addr(&peer);
+    size_t n = peer.family == AF_INET ? 4 : 16;
     for (size_t i = 0; i < srv->nallow; i++) {
-        const fcr_allow *a = &srv->allow[i];
-        if ((a->family == AF_INET && v4 && memcmp(a->addr, v4, 4) == 0) ||
-            (a->family == AF_INET6 && v6 && memcmp(a->addr, v6, 16) == 0))
+        if (srv->allow[i].family == peer.family && memcmp(srv->allow[i].addr, peer.addr, n) == 0)
             return true;
     }
     return false;
@@ -178,27 +187,50 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     accept_some(w->data, ACCEPTS_PER_EVENT);
 }
 
-/* `owner`: the socket was created here (not inherited). */
-static int add_listener(fcr_server *srv, int fd, const char *unlink_path, bool owner, bool tcp)
+/* A listener for `fd`, not started yet, or NULL when out of memory. `owner`: the socket was
+ * created here (not inherited). */
+static fcr_listener *listener_new(fcr_server *srv, int fd, const char *unlink_path, bool owner,
+                                  bool tcp)
 {
     fcr_listener *l = calloc(1, sizeof *l);
     if (!l)
-        return FCR_ENOMEM;
+        return NULL;
     if (unlink_path && !(l->unlink_path = strdup(unlink_path))) {
         free(l);
-        return FCR_ENOMEM;
+        return NULL;
     }
-    set_nonblock(fd);
     l->srv = srv;
     l->fd = fd;
     l->owner = owner ? getpid() : 0;
     l->tcp = tcp;
     ev_io_init(&l->io, accept_cb, fd, EV_READ);
     l->io.data = l;
+    return l;
+}
+
+/* Frees a listener that was never started, closing its descriptor. */
+static void listener_free(fcr_listener *l)
+{
+    close(l->fd);
+    free(l->unlink_path);
+    free(l);
+}
+
+static void listener_start(fcr_server *srv, fcr_listener *l)
+{
+    set_nonblock(l->fd);
     l->next = srv->listeners;
     srv->listeners = l;
     if (!srv->accept_paused)
         ev_io_start(srv->loop, &l->io);
+}
+
+static int add_listener(fcr_server *srv, int fd, const char *unlink_path, bool owner, bool tcp)
+{
+    fcr_listener *l = listener_new(srv, fd, unlink_path, owner, tcp);
+    if (!l)
+        return FCR_ENOMEM;
+    listener_start(srv, l);
     return 0;
 }
 
@@ -300,6 +332,144 @@ fail:;
     return FCR_EIO;
 }
 
+/* "127.0.0.1:9000" or "[::1]:9000", for log lines. */
+static void describe_addr(const struct sockaddr *sa, char *buf, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
+        if (inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host)) {
+            snprintf(buf, cap, "%s:%u", host, (unsigned)ntohs(sin->sin_port));
+            return;
+        }
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)sa;
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host)) {
+            snprintf(buf, cap, "[%s]:%u", host, (unsigned)ntohs(sin6->sin6_port));
+            return;
+        }
+    }
+    snprintf(buf, cap, "an address of family %d", (int)sa->sa_family);
+}
+
+/* Whether two entries of one getaddrinfo answer name the same socket address. */
+static bool same_address(const struct addrinfo *a, const struct addrinfo *b)
+{
+    return a->ai_family == b->ai_family && a->ai_addrlen == b->ai_addrlen &&
+           memcmp(a->ai_addr, b->ai_addr, a->ai_addrlen) == 0;
+}
+
+static void set_port(struct sockaddr_storage *ss, in_port_t port)
+{
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)(void *)ss)->sin_port = port;
+    else
+        ((struct sockaddr_in6 *)(void *)ss)->sin6_port = port;
+}
+
+/* Opens a listening TCP socket on `sa` (an IPv6 one IPv6-only). Returns the descriptor, or -1
+ * with errno. */
+static int open_tcp(const struct addrinfo *ai, const struct sockaddr *sa, socklen_t len)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        (ai->ai_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) ||
+        bind(fd, sa, len) < 0 || listen(fd, SOMAXCONN) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* Listens on every address `host` (empty: every local address, IPv4 and IPv6) resolves to,
+ * all or nothing. With port 0 the first socket gets a free port and the others take the
+ * same one. Exact duplicates in the resolver's answer are skipped, and so are addresses of a
+ * family the system has no sockets for (EAFNOSUPPORT), as long as one address is left. */
+static int listen_tcp_host(fcr_server *srv, const char *host, const char *port, bool any_port,
+                           const char *what)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0)
+        return FCR_EADDR;
+    fcr_listener *mine = NULL; /* opened here, linked by next, started at the end */
+    size_t nls = 0;
+    int e = 0, saved = EADDRNOTAVAIL;
+    in_port_t shared = 0; /* network order: the port the first socket got, with port 0 */
+    char where[INET6_ADDRSTRLEN + 16];
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof(struct sockaddr_storage))
+            continue;
+        bool dup = false;
+        for (struct addrinfo *prev = res; prev != ai && !dup; prev = prev->ai_next)
+            dup = same_address(prev, ai);
+        if (dup)
+            continue;
+        struct sockaddr_storage ss;
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        if (any_port && nls > 0)
+            set_port(&ss, shared);
+        socklen_t len = (socklen_t)ai->ai_addrlen;
+        describe_addr((struct sockaddr *)&ss, where, sizeof where);
+        int fd = open_tcp(ai, (struct sockaddr *)&ss, len);
+        if (fd < 0 && errno == EAFNOSUPPORT) {
+            saved = errno;
+            fcr_log(FCR_LOG_INFO, "tcp:%s: %s skipped: %s", what, where, strerror(errno));
+            continue;
+        }
+        if (fd < 0) {
+            saved = errno;
+            fcr_log(FCR_LOG_ERROR, "tcp:%s: cannot listen on %s: %s; none of its addresses is kept",
+                    what, where, strerror(saved));
+            e = FCR_EIO;
+            break;
+        }
+        if (any_port && nls == 0) {
+            len = sizeof ss;
+            if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+                saved = errno;
+                close(fd);
+                e = FCR_EIO;
+                break;
+            }
+            shared = ss.ss_family == AF_INET ? ((struct sockaddr_in *)(void *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port;
+        }
+        fcr_listener *l = listener_new(srv, fd, NULL, true, true);
+        if (!l) {
+            close(fd);
+            e = FCR_ENOMEM;
+            break;
+        }
+        l->next = mine;
+        mine = l;
+        nls++;
+    }
+    freeaddrinfo(res);
+    if (!e && nls == 0) {
+        fcr_log(FCR_LOG_ERROR, "tcp:%s: no address to listen on: %s", what, strerror(saved));
+        e = FCR_EIO;
+    }
+    while (mine) {
+        fcr_listener *l = mine;
+        mine = l->next;
+        if (e)
+            listener_free(l);
+        else
+            listener_start(srv, l);
+    }
+    if (e == FCR_EIO)
+        errno = saved;
+    return e;
+}
+
 static int listen_tcp(fcr_server *srv, const char *hostport)
 {
     char host[256];
@@ -321,31 +491,11 @@ static int listen_tcp(fcr_server *srv, const char *hostport)
     }
     if (!*port || strspn(port, "0123456789") != strlen(port))
         return FCR_EADDR;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res;
-    if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0)
+    errno = 0;
+    unsigned long number = strtoul(port, NULL, 10);
+    if (errno || number > 65535) /* getaddrinfo would take it modulo 65536 */
         return FCR_EADDR;
-    int e = FCR_EIO;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, SOMAXCONN) == 0) {
-            e = add_listener(srv, fd, NULL, true, true);
-            if (e)
-                close(fd);
-            break;
-        }
-        int saved = errno;
-        close(fd);
-        errno = saved;
-    }
-    freeaddrinfo(res);
-    return e;
+    return listen_tcp_host(srv, host, port, number == 0, hostport);
 }
 
 static bool is_listening_socket(int fd)

@@ -134,14 +134,21 @@ void fcr_server_config_init(fcr_server_config *cfg);
 fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err);
 
 /**
- * Opens and starts a listener. `addr` is "unix:/path/to.sock", "tcp:HOST:PORT" (IPv4 literal,
- * host name, or "[IPv6]"), or "fd:N" for an already listening descriptor. A stale unix socket
- * file is replaced; the socket file gets fcr_server_config.socket_mode. Returns 0, FCR_EADDR
- * for a malformed address, or FCR_EIO (errno says why).
+ * Opens and starts listeners. `addr` is "unix:/path/to.sock", "tcp:HOST:PORT" (IPv4 literal,
+ * host name, "[IPv6]", or an empty HOST for every local IPv4 and IPv6 address), or "fd:N" for
+ * an already listening descriptor. A "tcp:" address gets one listener per address HOST
+ * resolves to (exact duplicates skipped), all on PORT; IPv6 sockets are IPv6-only; with PORT 0
+ * the first socket gets a free port and the others the same one. It is all or nothing: when
+ * one address cannot be bound, the sockets this call opened are closed, a log line names that
+ * address, and FCR_EIO is returned with its errno. A stale unix socket file is replaced; the
+ * socket file gets fcr_server_config.socket_mode. Returns 0, FCR_EADDR for a malformed address,
+ * or FCR_EIO (errno says why).
  *
- * FCR_EADDR also when the host does not resolve or "fd:N" is not a listening socket;
- * FCR_EINVAL for NULL arguments; FCR_ENOMEM. The server owns the listener (an "fd:N"
- * descriptor included) and closes it with the server. `addr` is not kept.
+ * FCR_EADDR also for a port above 65535, when the host does not resolve or "fd:N" is not a
+ * listening socket; FCR_EINVAL for NULL arguments; FCR_ENOMEM. An address of a family the
+ * system has no sockets for (EAFNOSUPPORT, such as IPv6 on a kernel without it) is skipped
+ * when another one is left. The server owns the listeners (an "fd:N" descriptor included) and
+ * closes them with the server. `addr` is not kept.
  */
 int fcr_server_listen(fcr_server *srv, const char *addr);
 
