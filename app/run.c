@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define MAX_LISTEN 16
+#define MAX_NV_LEN 0x7fffffffu /* the largest length a FastCGI name-value pair can carry */
 
 typedef struct run_cfg {
     const char *listen[MAX_LISTEN];
@@ -27,6 +28,8 @@ typedef struct run_cfg {
     double idle_timeout, input_timeout, output_timeout; /* 0: the core's default */
     unsigned max_conns, max_reqs, max_reqs_per_conn;    /* 0: the core's default */
     size_t max_output_queue;                            /* 0: the core's default */
+    size_t max_name_len, max_value_len;                 /* 0: the core's default */
+    size_t max_params_bytes, max_params;                /* 0: the core's default */
 } run_cfg;
 
 static void usage(FILE *f, const char *prog)
@@ -59,6 +62,14 @@ static void usage(FILE *f, const char *prog)
             "  --max-requests-per-conn N  requests in progress on one connection (default 32)\n"
             "  --max-output-queue BYTES  output queued per connection before writes wait,\n"
             "                          suffix k, m or g (default 1m)\n"
+            "  --max-param-name BYTES  bytes in one param name (a header name), suffix k, m\n"
+            "                          or g (default 1k); more: 431\n"
+            "  --max-param-value BYTES  bytes in one param value (a header value), suffix k,\n"
+            "                          m or g (default 32k); more: 431\n"
+            "  --max-params-bytes BYTES  encoded params of one request, all headers and CGI\n"
+            "                          variables together, suffix k, m or g (default 64k),\n"
+            "                          above the name and value limits; more: 431\n"
+            "  --max-params N          params of one request (default 256); more: 431\n"
             "  --help                  this text\n"
             "\n"
             "Environment: FCREST_LISTEN (comma-separated), FCREST_WORKERS, FCREST_SOCKET_MODE,\n"
@@ -66,7 +77,8 @@ static void usage(FILE *f, const char *prog)
             "FCREST_ACCESS_LOG=1, FCREST_SHUTDOWN_TIMEOUT (or FCREST_GRACE),\n"
             "FCREST_IDLE_TIMEOUT, FCREST_INPUT_TIMEOUT, FCREST_OUTPUT_TIMEOUT,\n"
             "FCREST_MAX_CONNS, FCREST_MAX_REQUESTS, FCREST_MAX_REQUESTS_PER_CONN,\n"
-            "FCREST_MAX_OUTPUT_QUEUE; the command line wins.\n",
+            "FCREST_MAX_OUTPUT_QUEUE, FCREST_MAX_PARAM_NAME, FCREST_MAX_PARAM_VALUE,\n"
+            "FCREST_MAX_PARAMS_BYTES, FCREST_MAX_PARAMS; the command line wins.\n",
             prog);
 }
 
@@ -151,11 +163,49 @@ static int apply(run_cfg *c, const char *prog, const char *opt, const char *valu
         if (fcr__parse_size(value, &n) < 0 || n < 65536 + 16)
             return bad(prog, opt, value);
         c->max_output_queue = n;
+    } else if (strcmp(opt, "--max-param-name") == 0 || strcmp(opt, "--max-param-value") == 0) {
+        size_t n; /* a FastCGI name or value length has 31 bits */
+        if (fcr__parse_size(value, &n) < 0 || n == 0 || n > MAX_NV_LEN)
+            return bad(prog, opt, value);
+        if (strcmp(opt, "--max-param-name") == 0)
+            c->max_name_len = n;
+        else
+            c->max_value_len = n;
+    } else if (strcmp(opt, "--max-params-bytes") == 0) {
+        size_t n;
+        if (fcr__parse_size(value, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        c->max_params_bytes = n;
+    } else if (strcmp(opt, "--max-params") == 0) {
+        unsigned long long n;
+        if (fcr__parse_uint(value, 1000000, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        c->max_params = (size_t)n;
     } else {
         fprintf(stderr, "%s: unknown option %s\n", prog, opt);
         return FCR_EINVAL;
     }
     return 0;
+}
+
+/* The param limits in force (the core's defaults for those not set) must fit together: one
+ * name or value cannot take the whole of the params, which also hold the pair's lengths and
+ * the web server's other variables. */
+static int check_param_limits(const run_cfg *c, const char *prog)
+{
+    fcr_limits d;
+    fcr_limits_default(&d);
+    size_t total = c->max_params_bytes ? c->max_params_bytes : d.max_params_bytes;
+    size_t name = c->max_name_len ? c->max_name_len : d.max_name_len;
+    size_t value = c->max_value_len ? c->max_value_len : d.max_value_len;
+    const char *opt = value >= total  ? "--max-param-value"
+                      : name >= total ? "--max-param-name"
+                                      : NULL;
+    if (!opt)
+        return 0;
+    fprintf(stderr, "%s: %s (%zu) must be below --max-params-bytes (%zu)\n", prog, opt,
+            value >= total ? value : name, total);
+    return FCR_EINVAL;
 }
 
 static int read_env(run_cfg *c, const char *prog)
@@ -177,6 +227,10 @@ static int read_env(run_cfg *c, const char *prog)
         {"FCREST_MAX_REQUESTS", "--max-requests"},
         {"FCREST_MAX_REQUESTS_PER_CONN", "--max-requests-per-conn"},
         {"FCREST_MAX_OUTPUT_QUEUE", "--max-output-queue"},
+        {"FCREST_MAX_PARAM_NAME", "--max-param-name"},
+        {"FCREST_MAX_PARAM_VALUE", "--max-param-value"},
+        {"FCREST_MAX_PARAMS_BYTES", "--max-params-bytes"},
+        {"FCREST_MAX_PARAMS", "--max-params"},
     };
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         const char *v = getenv(map[i].env);
@@ -276,6 +330,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     int rc = read_env(&c, prog);
     if (rc == 0)
         rc = read_args(&c, prog, argc, argv);
+    if (rc == 0)
+        rc = check_param_limits(&c, prog);
     if (rc < 0) {
         if (rc == FCR_EINVAL)
             fprintf(stderr, "Try '%s --help'.\n", prog);
@@ -324,6 +380,14 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         cfg.limits.max_reqs_per_conn = c.max_reqs_per_conn;
     if (c.max_output_queue)
         cfg.limits.max_output_queue = c.max_output_queue;
+    if (c.max_name_len)
+        cfg.limits.max_name_len = c.max_name_len;
+    if (c.max_value_len)
+        cfg.limits.max_value_len = c.max_value_len;
+    if (c.max_params_bytes)
+        cfg.limits.max_params_bytes = c.max_params_bytes;
+    if (c.max_params)
+        cfg.limits.max_params = c.max_params;
     int err = 0;
     fcr_server *srv = fcr_app_server_new(app, loop, &cfg, &err);
     if (!srv) {

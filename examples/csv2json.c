@@ -170,7 +170,7 @@ fail:
     return NULL;
 }
 
-static int csv2json(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result csv2json(fcr_req *req, fcr_res *res, void *data)
 {
     (void)data;
     size_t len;

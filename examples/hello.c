@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-static int hello(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result hello(fcr_req *req, fcr_res *res, void *data)
 {
     (void)req, (void)data;
     int rc = fcr_res_add_header(res, "Content-Type", "text/plain");

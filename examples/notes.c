@@ -74,7 +74,7 @@ static bool is_write(const char *method)
 }
 
 /* Guards the routes inside the app and answers the web server's AUTHORIZER requests. */
-static int authorize(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data)
+static fcr_auth_result authorize(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data)
 {
     const char *user = bearer_user(data, req);
     /* Behind a web server that ran this authorizer already, the user comes as a param. */
@@ -187,21 +187,21 @@ static json_t *make_note(json_int_t id, const char *title, const char *body, con
 
 /* ---- Handlers ------------------------------------------------------------------------- */
 
-static int health(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result health(fcr_req *req, fcr_res *res, void *data)
 {
     (void)req, (void)data;
     return fcr_res_set_json_new(res, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-static int whoami(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result whoami(fcr_req *req, fcr_res *res, void *data)
 {
     (void)data;
     const char *user = fcr_req_user(req);
     return fcr_res_set_json_new(res, 200,
-                            json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
+                                json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
 }
 
-static int list_notes(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result list_notes(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
     size_t limit = SIZE_MAX, offset = 0;
@@ -214,21 +214,21 @@ static int list_notes(fcr_req *req, fcr_res *res, void *data)
     for (size_t i = offset; out && i < total && json_array_size(out) < limit; i++) {
         if (json_array_append(out, json_array_get(n->list, i)) < 0) {
             json_decref(out);
-            return FCR_ENOMEM;
+            return FCR_HANDLER_ERROR;
         }
     }
     return fcr_res_set_json_new(res, 200, out);
 }
 
-static int create_note(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result create_note(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
     const char *title, *body;
     if (!read_note(req, res, &title, &body))
-        return 0;
+        return FCR_DONE;
     json_t *note = make_note(n->next_id, title, body, fcr_req_user(req));
     if (!note || json_array_append_new(n->list, note) < 0)
-        return FCR_ENOMEM;
+        return FCR_HANDLER_ERROR;
     char location[512];
     snprintf(location, sizeof location, "%.400s/notes/%" JSON_INTEGER_FORMAT,
              fcr_req_base_path(req), n->next_id);
@@ -239,39 +239,39 @@ static int create_note(fcr_req *req, fcr_res *res, void *data)
     return fcr_res_set_json(res, 201, note);
 }
 
-static int get_note(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result get_note(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
     long i = note_from_path(n, req, res);
     if (i < 0)
-        return 0;
+        return FCR_DONE;
     return fcr_res_set_json(res, 200, json_array_get(n->list, (size_t)i));
 }
 
-static int replace_note(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result replace_note(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
     const char *title, *body;
     if (!read_note(req, res, &title, &body))
-        return 0;
+        return FCR_DONE;
     long i = note_from_path(n, req, res);
     if (i < 0)
-        return 0;
+        return FCR_DONE;
     json_int_t id = json_integer_value(json_object_get(json_array_get(n->list, (size_t)i), "id"));
     json_t *note = make_note(id, title, body, fcr_req_user(req));
     if (!note || json_array_set_new(n->list, (size_t)i, note) < 0)
-        return FCR_ENOMEM;
+        return FCR_HANDLER_ERROR;
     return fcr_res_set_json(res, 200, note);
 }
 
-static int delete_note(fcr_req *req, fcr_res *res, void *data)
+static fcr_handler_result delete_note(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
     long i = note_from_path(n, req, res);
     if (i < 0)
-        return 0;
+        return FCR_DONE;
     if (json_array_remove(n->list, (size_t)i) < 0)
-        return FCR_ENOMEM;
+        return FCR_HANDLER_ERROR;
     return fcr_res_set_status(res, 204);
 }
 

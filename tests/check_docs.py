@@ -23,8 +23,16 @@ What is done with a block depends on the HTML comments on the lines right before
 A block whose first line is the first line of examples/NAME.c (for README.md's tutorial:
 "/* tutorial.c: ...") is taken as a copy of that example and must equal it, as with same-as.
 
-Flags: -std=c11 -Wall -Wextra -Wpedantic -Werror. The last line of output is a summary:
-"docs: N samples compiled (M linked, K run), E excerpts found, S skipped, F failed".
+Flags: -std=c11 -Wall -Wextra -Wpedantic -Werror.
+
+Then the typed verdicts are checked with the same compiler and flags: callbacks declared with
+their verdict type (fcr_handler_result, fcr_before_result, fcr_auth_result) compile when they
+return their own kind's constants and fail to compile when they return another kind's (a
+before-middleware returning FCR_ASYNC), an FCR_E... constant itself, or when a callback is
+registered as another kind (VERDICT_CASES below).
+
+The last line of output is a summary: "docs: N samples compiled (M linked, K run), E excerpts
+found, S skipped, V verdict checks, F failed".
 
 Usage: check_docs.py --source DIR --build DIR [--cc "COMPILER ..."] [--sanitize LIST]
                      [--lib FILE] [--testing-lib FILE]
@@ -49,6 +57,56 @@ PRELUDE = """#include <fcrest.h>
 """
 KNOWN = ("name", "run", "fragment", "excerpt", "fcgx", "same-as")
 RUN_TIMEOUT = 120
+
+# The typed-verdict guarantee: (what, callback kind, returned expression, the function it is
+# registered with, whether it must compile). A refusal must be the compiler's warning about
+# the verdict: -Wenum-conversion (gcc: in -Wextra; clang: on by default) or incompatible
+# function pointer types.
+HANDLER = ("fcr_handler_result", "fcr_req *req, fcr_res *res, void *data")
+BEFORE = ("fcr_before_result", "fcr_req *req, fcr_res *res, void *data")
+AUTH = ("fcr_auth_result", "fcr_req *req, fcr_res *res, fcr_auth *auth, void *data")
+VERDICT_CASES = [
+    ("before-middleware returning FCR_STOP", BEFORE, "FCR_STOP", "fcr_app_before", True),
+    ("before-middleware returning FCR_CONTINUE", BEFORE, "FCR_CONTINUE", "fcr_app_before", True),
+    ("before-middleware returning FCR_ASYNC", BEFORE, "FCR_ASYNC", "fcr_app_before", False),
+    ("before-middleware returning FCR_DENY", BEFORE, "FCR_DENY", "fcr_app_before", False),
+    ("handler returning FCR_DONE", HANDLER, "FCR_DONE", "fcr_app_set_filter", True),
+    ("handler returning FCR_ASYNC", HANDLER, "FCR_ASYNC", "fcr_app_set_filter", True),
+    ("handler returning a failed call's int", HANDLER, "fcr_res_set_status(res, 200)",
+     "fcr_app_set_filter", True),
+    ("handler returning FCR_HANDLER_ERROR", HANDLER, "FCR_HANDLER_ERROR", "fcr_app_set_filter",
+     True),
+    ("handler returning FCR_STOP", HANDLER, "FCR_STOP", "fcr_app_set_filter", False),
+    ("handler returning FCR_ALLOW", HANDLER, "FCR_ALLOW", "fcr_app_set_filter", False),
+    ("handler returning FCR_ENOMEM itself", HANDLER, "FCR_ENOMEM", "fcr_app_set_filter", False),
+    ("authorizer returning FCR_DENY", AUTH, "FCR_DENY", "fcr_app_guard", True),
+    ("authorizer returning FCR_CONTINUE", AUTH, "FCR_CONTINUE", "fcr_app_guard", False),
+    ("authorizer returning FCR_DONE", AUTH, "FCR_DONE", "fcr_app_guard", False),
+    ("handler registered as a before-middleware", HANDLER, "FCR_DONE", "fcr_app_before", False),
+    ("before-middleware registered as a handler", BEFORE, "FCR_CONTINUE", "fcr_app_set_filter",
+     False),
+]
+
+
+def verdict_source(kind, value, register):
+    rtype, params = kind
+    used = "(void)req, (void)res, (void)data;"
+    if "auth" in params:
+        used = "(void)req, (void)res, (void)auth, (void)data;"
+    return f"""#include <fcrest.h>
+
+static {rtype} cb({params})
+{{
+    {used}
+    return {value};
+}}
+
+int reg(fcr_app *app);
+int reg(fcr_app *app)
+{{
+    return {register}(app, cb, NULL);
+}}
+"""
 
 
 def parse_blocks(text):
@@ -217,9 +275,26 @@ def main():
                     fail(where, f"the excerpt is not part of the block named {name!r}")
                 else:
                     counts["excerpts"] += 1
+    counts["verdicts"] = 0
+    with tempfile.TemporaryDirectory(prefix="fcrest-verdicts-") as workdir:
+        for what, kind, value, register, compiles in VERDICT_CASES:
+            code = verdict_source(kind, value, register)
+            ok, err = compile_(workdir, code, os.path.join(workdir, "v.o"), include + ["-c"], [])
+            # A refusal counts only when it is for the verdict: the wrong enum returned, or a
+            # function pointer of another kind.
+            if not compiles and not ok and re.search(r"enum-conversion|incompatible", err):
+                counts["verdicts"] += 1
+            elif compiles and ok:
+                counts["verdicts"] += 1
+            elif compiles:
+                fail(f"verdicts: {what}", "does not compile:\n" + err)
+            elif ok:
+                fail(f"verdicts: {what}", "compiles, but the compiler must refuse it")
+            else:
+                fail(f"verdicts: {what}", "refused for another reason:\n" + err)
     print(f"docs: {counts['compiled']} samples compiled ({counts['linked']} linked, "
           f"{counts['run']} run), {counts['excerpts']} excerpts found, {counts['skipped']} "
-          f"skipped, {counts['failed']} failed")
+          f"skipped, {counts['verdicts']} verdict checks, {counts['failed']} failed")
     return 1 if counts["failed"] else 0
 
 

@@ -1546,6 +1546,54 @@ START_TEST(limit_options)
 }
 END_TEST
 
+/* The param limits fcr_app_run takes from the command line and the environment: a 40 KiB
+ * header value (a large Authorization or Cookie header) is refused 431 with the defaults and
+ * served after raising them. */
+static result big_header_request(void)
+{
+    static char big[40 * 1024 + 1];
+    memset(big, 'x', sizeof big - 1);
+    const char *const params[] = {"REQUEST_METHOD",     "GET", "SCRIPT_NAME", "/hello",
+                                  "HTTP_AUTHORIZATION", big,   NULL};
+    return request(app_addr, params, "Hello, world!");
+}
+
+START_TEST(param_limit_options)
+{
+    static const char *const bad[][2] = {
+        {"--max-param-name", "0"},   {"--max-param-value", "x"},
+        {"--max-params-bytes", "0"}, {"--max-params", "0"},
+        {"--max-params", "1000001"}, {"--max-param-value", "64k"}, /* not below the total */
+        {"--max-param-name", "1m"}};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_refused(bad[k][0], bad[k][1]);
+    const char *args0[] = {"--listen", app_addr, "--log-level", "error", NULL};
+    start_app(build_path("examples/hello"), args0, app_addr);
+    result r = big_header_request();
+    ck_assert_int_eq(r.outcome, O_BROKEN);
+    ck_assert_msg(strstr(r.detail, "Status: 431") != NULL, "%s", r.detail);
+    stop_app();
+    const char *args1[] = {"--listen", app_addr, "--max-param-value", "48k", NULL};
+    start_app(build_path("examples/hello"), args1, app_addr);
+    r = big_header_request();
+    ck_assert_msg(r.outcome == O_OK, "%s", r.detail);
+    stop_app();
+    setenv("FCREST_MAX_PARAM_VALUE", "64k", 1);
+    setenv("FCREST_MAX_PARAMS_BYTES", "128k", 1);
+    setenv("FCREST_MAX_PARAM_NAME", "256", 1);
+    setenv("FCREST_MAX_PARAMS", "16", 1);
+    const char *args2[] = {"--listen", app_addr, NULL};
+    start_app(build_path("examples/hello"), args2, app_addr);
+    unsetenv("FCREST_MAX_PARAM_VALUE");
+    unsetenv("FCREST_MAX_PARAMS_BYTES");
+    unsetenv("FCREST_MAX_PARAM_NAME");
+    unsetenv("FCREST_MAX_PARAMS");
+    r = big_header_request();
+    ck_assert_msg(r.outcome == O_OK, "%s", r.detail);
+    stop_app();
+}
+END_TEST
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
     (void)st, (void)type, (void)ftw;
@@ -1585,6 +1633,7 @@ int main(int argc, char **argv)
     ADD(access_log, 3);
     ADD(timeout_options, 1);
     ADD(limit_options, 1);
+    ADD(param_limit_options, 1);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

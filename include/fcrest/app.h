@@ -284,9 +284,19 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *                          connection (default 32, at most 65535)
  *   --max-output-queue BYTES  FCREST_MAX_OUTPUT_QUEUE    output queued per connection before
  *                          writes wait (default 1m, at least 65552)
+ *   --max-param-name BYTES FCREST_MAX_PARAM_NAME           bytes in one param name
+ *                          (default 1k)
+ *   --max-param-value BYTES  FCREST_MAX_PARAM_VALUE        bytes in one param value, such as
+ *                          a request header (default 32k)
+ *   --max-params-bytes BYTES FCREST_MAX_PARAMS_BYTES       encoded params of one request,
+ *                          above the name and value limits (default 64k)
+ *   --max-params N         FCREST_MAX_PARAMS               params of one request (default 256)
  *   --help
  * @endverbatim
  * Timeouts are seconds (decimals allowed, > 0, at most a day) and are checked once a second.
+ * Sizes take a suffix k, m or g. A request over a param limit is answered 431 by the core
+ * without the app seeing it; raise them to what the web server lets through (Apache:
+ * LimitRequestFieldSize).
  * With --workers N > 1 the calling process supervises N worker processes
  * (fcr_server_run_workers): SIGTERM/SIGINT stop gracefully (exit 0 after the last request or
  * the shutdown timeout), SIGHUP starts N new workers and retires the old ones once the new ones

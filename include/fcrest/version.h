@@ -17,16 +17,16 @@ extern "C" {
 /** Major version of these headers. */
 #define FCR_VERSION_MAJOR 0
 /** Minor version of these headers. */
-#define FCR_VERSION_MINOR 1
+#define FCR_VERSION_MINOR 9
 /** Patch version of these headers. */
 #define FCR_VERSION_PATCH 0
 /** Version of these headers as a string, "MAJOR.MINOR.PATCH". */
-#define FCR_VERSION_STRING "0.1.0"
+#define FCR_VERSION_STRING "0.9.0"
 /** Version of these headers as one comparable number: MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define FCR_VERSION_NUMBER (FCR_VERSION_MAJOR * 10000 + FCR_VERSION_MINOR * 100 + FCR_VERSION_PATCH)
 
 /**
- * Returns the version of the running library as "MAJOR.MINOR.PATCH", for example "0.1.0".
+ * Returns the version of the running library as "MAJOR.MINOR.PATCH", for example "0.9.0".
  * The string is static and owned by the library; the caller must not free or change it. Never
  * fails.
  */
