@@ -39,12 +39,43 @@ fcr_conn *fcr__conn_new(fcr_server *srv, int fd)
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
+    else
+        srv->conns_tail = c;
     srv->conns = c;
     srv->stats.conns++;
     srv->stats.accepted++;
     ev_io_start(srv->loop, &c->rio);
     c->reading = true;
     return c;
+}
+
+void fcr__conn_touch(fcr_conn *c)
+{
+    fcr_server *srv = c->srv;
+    c->last_activity = ev_now(srv->loop);
+    if (srv->conns == c)
+        return;
+    /* Unlink, then put in front: the list runs from the most to the least recently active. */
+    c->prev->next = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
+    c->prev = NULL;
+    c->next = srv->conns;
+    srv->conns->prev = c;
+    srv->conns = c;
+}
+
+static bool queue_empty(const fcr_conn *c);
+
+fcr_conn *fcr__conn_oldest_idle(fcr_server *srv)
+{
+    for (fcr_conn *c = srv->conns_tail; c; c = c->prev) {
+        if (c->state == CONN_OPEN && c->nreqs == 0 && queue_empty(c) && !c->in_feed)
+            return c;
+    }
+    return NULL;
 }
 
 static fcr_req *find_req(const fcr_conn *c, uint16_t id)
@@ -262,7 +293,7 @@ void fcr__conn_flush(fcr_conn *c)
             fcr__conn_close(c, strerror(errno));
             return;
         }
-        c->out_progress = c->last_activity = ev_now(loop);
+        c->out_progress = ev_now(loop);
         advance(c, (size_t)w);
         if ((size_t)w < total) {
             blocked = true;
@@ -313,6 +344,7 @@ void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
     }
     r->next = NULL;
     r->conn = NULL;
+    fcr__conn_touch(c);
     if (c->paused_by == r) { /* it paused reading and will not resume it any more */
         c->paused_by = NULL;
         c->paused_app = false;
@@ -409,6 +441,7 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
         return FCR_ENOMEM;
     c->last_call = false;
     c->begun++;
+    fcr__conn_touch(c);
     r->next = c->reqs;
     c->reqs = r;
     c->nreqs++;
@@ -563,7 +596,6 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         buf = srv->rbuf;
         len = (size_t)n;
-        c->last_activity = ev_now(loop);
     }
     c->in_feed = true;
     long used = fcr__parser_feed(&c->parser, &events, c, buf, len);
@@ -649,6 +681,8 @@ void fcr__conn_close(fcr_conn *c, const char *why)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
     srv->stats.conns--;
     free(c);
     fcr__server_conn_closed(srv);
