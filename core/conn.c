@@ -49,6 +49,12 @@ fcr_conn *fcr__conn_new(fcr_server *srv, int fd)
     return c;
 }
 
+bool fcr__input_waiting(int fd)
+{
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void fcr__conn_touch(fcr_conn *c)
 {
     fcr_server *srv = c->srv;
@@ -317,6 +323,14 @@ void fcr__conn_flush(fcr_conn *c)
         return;
     }
     if (c->state == CONN_CLOSE_AFTER_FLUSH && queue_empty(c) && c->nreqs == 0) {
+        /* A connection retiring for a shutdown on which a next request has already arrived (or
+         * begun to) serves it first: closing now would read it only to drop it. */
+        if (c->retiring && (c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
+            c->state = CONN_OPEN;
+            c->last_call = true;
+            update_reading(c);
+            return;
+        }
         start_drain(c);
         return;
     }
@@ -349,8 +363,14 @@ void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
         c->paused_by = NULL;
         c->paused_app = false;
     }
-    if (c->state == CONN_OPEN && (!(r->flags & FCGI_KEEP_CONN) || c->srv->shutting_down))
+    if (c->state == CONN_OPEN && !(r->flags & FCGI_KEEP_CONN)) {
         c->state = CONN_CLOSE_AFTER_FLUSH;
+    } else if (c->state == CONN_OPEN && c->srv->shutting_down) {
+        c->state = CONN_CLOSE_AFTER_FLUSH;
+        c->retiring = true;
+    } else if (c->state == CONN_CLOSE_AFTER_FLUSH && !(r->flags & FCGI_KEEP_CONN)) {
+        c->retiring = false; /* the web server asked for the close */
+    }
     fcr__conn_want_flush(c);
 }
 

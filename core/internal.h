@@ -120,6 +120,7 @@ struct fcr_conn {
     bool paused_output;  /* queued output above the cap */
     bool in_feed;        /* inside the parser: closing is deferred */
     bool last_call;      /* kept open by a shutdown: may begin one more request */
+    bool retiring;       /* closing for a shutdown, not because the web server asked */
     unsigned long begun; /* requests begun on the connection */
     const char *doomed;  /* close at the next safe point, for this reason */
     enum conn_state state;
@@ -224,6 +225,8 @@ void fcr__server_mark_dirty(fcr_server *srv, fcr_req *r);
 void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
 
 /* listen.c */
+/* True when bytes wait unread on the socket `fd`. */
+bool fcr__input_waiting(int fd);
 int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n);
 bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_t len);
 void fcr__listeners_pause(fcr_server *srv, bool pause);

@@ -221,12 +221,6 @@ fail:
     return NULL;
 }
 
-/* True when bytes wait unread on the socket. */
-static bool input_waiting(int fd)
-{
-    char b;
-    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
-}
 
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg), void *arg)
 {
@@ -244,10 +238,12 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
     for (fcr_conn *c = srv->conns, *next; c && first; c = next) {
         next = c->next;
         if (c->nreqs > 0 || c->shead != c->stail) {
-            if (c->state == CONN_OPEN)
+            if (c->state == CONN_OPEN) {
                 c->state = CONN_CLOSE_AFTER_FLUSH;
+                c->retiring = true;
+            }
         } else if (c->state == CONN_OPEN && (c->begun == 0 || !fcr__parser_idle(&c->parser) ||
-                                             c->pend_len > c->pend_off || input_waiting(c->fd))) {
+                                             c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
             /* A connection that has not sent its request yet, or is in the middle of sending
              * one, gets to finish it and have it answered. */
             c->last_call = true;

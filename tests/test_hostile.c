@@ -7,6 +7,9 @@
  *   - a flood of connections that never send anything does not lock a new client out.
  */
 #include <check.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <ev.h>
 #include <fcntl.h>
@@ -15,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -29,9 +33,10 @@ static const char *const PLAIN[] = {"REQUEST_METHOD", "GET", NULL};
 /* ---- the server child ------------------------------------------------------------------ */
 
 typedef struct child_opts {
-    rlim_t nofile;        /* descriptor limit of the child (0: unchanged) */
-    unsigned max_conns;   /* 0: the default */
-    bool fill_fds;        /* after listening, take every free descriptor until SIGUSR1 */
+    rlim_t nofile;      /* descriptor limit of the child (0: unchanged) */
+    unsigned max_conns; /* 0: the default */
+    bool fill_fds;      /* after listening, take every free descriptor until SIGUSR1 */
+    unsigned workers;   /* > 1: run under the supervisor with that many workers */
 } child_opts;
 
 static struct {
@@ -96,6 +101,13 @@ static void child_main(const child_opts *o, int ready)
     if (write(ready, &one, 1) != 1)
         _exit(6);
     close(ready);
+    if (o->workers > 1) {
+        ev_signal_stop(loop, &usr1);
+        ev_signal_stop(loop, &term);
+        int rc = fcr_server_run_workers(srv, o->workers, 10);
+        fcr_server_free(srv);
+        _exit(rc == 0 ? 0 : 7);
+    }
     if (o->fill_fds) { /* the loop runs only after this: nothing is accepted before */
         int fd;
         while (nfillers < (int)(sizeof fillers / sizeof fillers[0]) &&
@@ -300,14 +312,157 @@ START_TEST(descriptor_limit_lowers_the_cap_and_silent_floods_do_not_lock_clients
 }
 END_TEST
 
+/* ---- restarts under keep-alive load ---------------------------------------------------- */
+
+static int children_of(pid_t parent, pid_t *out, int max)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char path[64], line[512];
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(line, 1, sizeof line - 1, f);
+        fclose(f);
+        line[len] = '\0';
+        const char *rp = strrchr(line, ')');
+        char state;
+        long ppid;
+        if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == parent && state != 'Z')
+            out[n++] = (pid_t)pid;
+    }
+    closedir(d);
+    return n;
+}
+
+enum { KA_OK, KA_LOST, KA_OVERLOADED, KA_OTHER, KA_N };
+
+typedef struct ka_load {
+    atomic_bool stop;
+    atomic_uint counts[KA_N];
+    pthread_t th[16];
+    int n;
+} ka_load;
+
+/* True when the application has closed `c` (checked without blocking). */
+static bool ka_closed(const fcl_conn *c)
+{
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+/* One web-server-like connection: a request with KEEP_CONN, its answer, the next request at
+ * once; a new connection when the application closed this one. A request whose connection
+ * ended before its END_REQUEST is lost. */
+static void *ka_thread(void *arg)
+{
+    ka_load *l = arg;
+    fcl_conn *c = NULL;
+    fcl_buf req;
+    fcl_buf_init(&req);
+    fcl_put_request(&req, 1, 1, 1 /* KEEP_CONN */, PLAIN, NULL, 0, NULL, 0);
+    while (!atomic_load(&l->stop)) {
+        if (!c && !(c = fcl_connect(C.addr, 0))) {
+            usleep(1000);
+            continue;
+        }
+        c->timeout = 20;
+        if (ka_closed(c)) { /* as Apache checks a pooled connection before reusing it */
+            fcl_close(c);
+            c = NULL;
+            continue;
+        }
+        fcl_response r;
+        fcl_response_init(&r, 1);
+        int sent = fcl_send_buf(c, &req);
+        int got = sent == 0 ? fcl_await(c, &r, 1) : -1;
+        int outcome = got == 0 && r.protocol_status == 0 ? KA_OK
+                      : got == 0 && r.protocol_status == 2 ? KA_OVERLOADED
+                      : got < 0 && (errno == EPIPE || errno == ECONNRESET) ? KA_LOST
+                                                                          : KA_OTHER;
+        if (sent != 0 && (errno == EPIPE || errno == ECONNRESET))
+            outcome = KA_LOST;
+        atomic_fetch_add(&l->counts[outcome], 1);
+        fcl_response_free(&r);
+        if (outcome != KA_OK) {
+            fcl_close(c);
+            c = NULL;
+        }
+    }
+    fcl_close(c);
+    fcl_buf_free(&req);
+    return NULL;
+}
+
+/* Five SIGHUPs under keep-alive load on 16 connections: every request is answered. A request
+ * the retiring workers had read is served before they close its connection; they close a
+ * connection only when nothing of a next request has arrived on it. */
+START_TEST(restarts_under_keep_alive_load_lose_no_request)
+{
+    start_child(&(child_opts){.workers = 2});
+    pid_t gen[16], next[16];
+    double deadline = fcl_now() + 10;
+    while (children_of(C.pid, gen, 16) != 2 && fcl_now() < deadline)
+        usleep(10000);
+    ck_assert_int_eq(children_of(C.pid, gen, 16), 2);
+    ka_load l = {0};
+    l.n = 16;
+    for (int i = 0; i < l.n; i++)
+        ck_assert_int_eq(pthread_create(&l.th[i], NULL, ka_thread, &l), 0);
+    for (int round = 0; round < 5; round++) {
+        unsigned before = atomic_load(&l.counts[KA_OK]);
+        deadline = fcl_now() + 10;
+        while (atomic_load(&l.counts[KA_OK]) < before + 2000 && fcl_now() < deadline)
+            usleep(2000);
+        kill(C.pid, SIGHUP);
+        /* The next generation: two workers, none of the old ones. */
+        deadline = fcl_now() + 20;
+        bool fresh = false;
+        while (!fresh && fcl_now() < deadline) {
+            usleep(10000);
+            int n = children_of(C.pid, next, 16);
+            fresh = n == 2;
+            for (int i = 0; i < n && fresh; i++)
+                fresh = next[i] != gen[0] && next[i] != gen[1];
+        }
+        ck_assert_msg(fresh, "round %d: the old workers did not go", round);
+        memcpy(gen, next, sizeof gen);
+    }
+    unsigned before = atomic_load(&l.counts[KA_OK]);
+    deadline = fcl_now() + 10;
+    while (atomic_load(&l.counts[KA_OK]) < before + 2000 && fcl_now() < deadline)
+        usleep(2000);
+    atomic_store(&l.stop, true);
+    for (int i = 0; i < l.n; i++)
+        pthread_join(l.th[i], NULL);
+    fprintf(stderr, "restarts: %u answered, %u lost, %u overloaded, %u other\n",
+            atomic_load(&l.counts[KA_OK]), atomic_load(&l.counts[KA_LOST]),
+            atomic_load(&l.counts[KA_OVERLOADED]), atomic_load(&l.counts[KA_OTHER]));
+    ck_assert_uint_eq(atomic_load(&l.counts[KA_LOST]), 0);
+    ck_assert_uint_eq(atomic_load(&l.counts[KA_OVERLOADED]), 0);
+    ck_assert_uint_eq(atomic_load(&l.counts[KA_OTHER]), 0);
+    stop_child();
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     Suite *s = suite_create("hostile");
     TCase *tc = tcase_create("overload");
-    tcase_set_timeout(tc, 60);
+    tcase_set_timeout(tc, 120);
     tcase_add_test(tc, accept_out_of_descriptors_pauses_instead_of_spinning);
     tcase_add_test(tc, descriptor_limit_lowers_the_cap_and_silent_floods_do_not_lock_clients_out);
+    tcase_add_test(tc, restarts_under_keep_alive_load_lose_no_request);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
