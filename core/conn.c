@@ -1,6 +1,9 @@
 /* Connections: reading and parsing, request dispatch, the output queue, timeouts. */
 #include "internal.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -261,6 +264,17 @@ static void call_drain_callbacks(fcr_conn *c, size_t low)
     }
 }
 
+/* TCP_CORK on or off: while on, the kernel holds partial segments, so that the last answer of
+ * a retiring connection and the FIN that follows it leave in one segment (shutdown() sends
+ * what is held). A web server that checks a pooled connection before reusing it then always
+ * sees the close with the answer, never after it has sent its next request. */
+static void set_cork(fcr_conn *c, bool on)
+{
+    int v = on;
+    if (c->tcp && c->corked != on && setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof v) == 0)
+        c->corked = on;
+}
+
 void fcr__conn_flush(fcr_conn *c)
 {
     if (c->doomed) {
@@ -268,6 +282,8 @@ void fcr__conn_flush(fcr_conn *c)
         return;
     }
     struct ev_loop *loop = c->srv->loop;
+    if (c->retiring && c->state == CONN_CLOSE_AFTER_FLUSH && c->nreqs == 0)
+        set_cork(c, true);
     bool blocked = false;
     while (!queue_empty(c)) {
         struct iovec iov[MAX_IOV];
@@ -326,6 +342,7 @@ void fcr__conn_flush(fcr_conn *c)
         /* A connection retiring for a shutdown on which a next request has already arrived (or
          * begun to) serves it first: closing now would read it only to drop it. */
         if (c->retiring && (c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
+            set_cork(c, false);
             c->state = CONN_OPEN;
             c->last_call = true;
             update_reading(c);

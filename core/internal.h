@@ -121,6 +121,8 @@ struct fcr_conn {
     bool in_feed;        /* inside the parser: closing is deferred */
     bool last_call;      /* kept open by a shutdown: may begin one more request */
     bool retiring;       /* closing for a shutdown, not because the web server asked */
+    bool tcp;            /* a TCP connection */
+    bool corked;         /* TCP_CORK set: the last answer goes out with the FIN */
     unsigned long begun; /* requests begun on the connection */
     const char *doomed;  /* close at the next safe point, for this reason */
     enum conn_state state;

@@ -259,9 +259,12 @@ static bool accept_some(fcr_listener *l, int max)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        if (!fcr__conn_new(srv, fd)) {
+        fcr_conn *c = fcr__conn_new(srv, fd);
+        if (!c) {
             fcr_log(FCR_LOG_ERROR, "out of memory for a new connection");
             close(fd);
+        } else {
+            c->tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
         }
     }
     return true;

@@ -242,10 +242,10 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
                 c->state = CONN_CLOSE_AFTER_FLUSH;
                 c->retiring = true;
             }
-        } else if (c->state == CONN_OPEN && (c->begun == 0 || !fcr__parser_idle(&c->parser) ||
-                                             c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
-            /* A connection that has not sent its request yet, or is in the middle of sending
-             * one, gets to finish it and have it answered. */
+        } else if (c->state == CONN_OPEN) {
+            /* An idle connection may be the very one the web server is sending its next
+             * request on: closing it now would lose that request. It gets to send one more,
+             * answered and then closed, or is closed once idle for a short while. */
             c->last_call = true;
         } else {
             fcr__conn_close(c, NULL);
