@@ -1,6 +1,9 @@
 /* Connections: reading and parsing, request dispatch, the output queue, timeouts. */
 #include "internal.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +42,49 @@ fcr_conn *fcr__conn_new(fcr_server *srv, int fd)
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
+    else
+        srv->conns_tail = c;
     srv->conns = c;
     srv->stats.conns++;
     srv->stats.accepted++;
     ev_io_start(srv->loop, &c->rio);
     c->reading = true;
     return c;
+}
+
+bool fcr__input_waiting(int fd)
+{
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+void fcr__conn_touch(fcr_conn *c)
+{
+    fcr_server *srv = c->srv;
+    c->last_activity = ev_now(srv->loop);
+    if (srv->conns == c)
+        return;
+    /* Unlink, then put in front: the list runs from the most to the least recently active. */
+    c->prev->next = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
+    c->prev = NULL;
+    c->next = srv->conns;
+    srv->conns->prev = c;
+    srv->conns = c;
+}
+
+static bool queue_empty(const fcr_conn *c);
+
+fcr_conn *fcr__conn_oldest_idle(fcr_server *srv)
+{
+    for (fcr_conn *c = srv->conns_tail; c; c = c->prev) {
+        if (c->state == CONN_OPEN && c->nreqs == 0 && queue_empty(c) && !c->in_feed)
+            return c;
+    }
+    return NULL;
 }
 
 static fcr_req *find_req(const fcr_conn *c, uint16_t id)
@@ -224,6 +264,17 @@ static void call_drain_callbacks(fcr_conn *c, size_t low)
     }
 }
 
+/* TCP_CORK on or off: while on, the kernel holds partial segments, so that the last answer of
+ * a retiring connection and the FIN that follows it leave in one segment (shutdown() sends
+ * what is held). A web server that checks a pooled connection before reusing it then always
+ * sees the close with the answer, never after it has sent its next request. */
+static void set_cork(fcr_conn *c, bool on)
+{
+    int v = on;
+    if (c->tcp && c->corked != on && setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof v) == 0)
+        c->corked = on;
+}
+
 void fcr__conn_flush(fcr_conn *c)
 {
     if (c->doomed) {
@@ -231,6 +282,8 @@ void fcr__conn_flush(fcr_conn *c)
         return;
     }
     struct ev_loop *loop = c->srv->loop;
+    if (c->retiring && c->state == CONN_CLOSE_AFTER_FLUSH && c->nreqs == 0)
+        set_cork(c, true);
     bool blocked = false;
     while (!queue_empty(c)) {
         struct iovec iov[MAX_IOV];
@@ -262,7 +315,7 @@ void fcr__conn_flush(fcr_conn *c)
             fcr__conn_close(c, strerror(errno));
             return;
         }
-        c->out_progress = c->last_activity = ev_now(loop);
+        c->out_progress = ev_now(loop);
         advance(c, (size_t)w);
         if ((size_t)w < total) {
             blocked = true;
@@ -286,6 +339,15 @@ void fcr__conn_flush(fcr_conn *c)
         return;
     }
     if (c->state == CONN_CLOSE_AFTER_FLUSH && queue_empty(c) && c->nreqs == 0) {
+        /* A connection retiring for a shutdown on which a next request has already arrived (or
+         * begun to) serves it first: closing now would read it only to drop it. */
+        if (c->retiring && (c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
+            set_cork(c, false);
+            c->state = CONN_OPEN;
+            c->last_call = true;
+            update_reading(c);
+            return;
+        }
         start_drain(c);
         return;
     }
@@ -313,12 +375,19 @@ void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
     }
     r->next = NULL;
     r->conn = NULL;
+    fcr__conn_touch(c);
     if (c->paused_by == r) { /* it paused reading and will not resume it any more */
         c->paused_by = NULL;
         c->paused_app = false;
     }
-    if (c->state == CONN_OPEN && (!(r->flags & FCGI_KEEP_CONN) || c->srv->shutting_down))
+    if (c->state == CONN_OPEN && !(r->flags & FCGI_KEEP_CONN)) {
         c->state = CONN_CLOSE_AFTER_FLUSH;
+    } else if (c->state == CONN_OPEN && c->srv->shutting_down) {
+        c->state = CONN_CLOSE_AFTER_FLUSH;
+        c->retiring = true;
+    } else if (c->state == CONN_CLOSE_AFTER_FLUSH && !(r->flags & FCGI_KEEP_CONN)) {
+        c->retiring = false; /* the web server asked for the close */
+    }
     fcr__conn_want_flush(c);
 }
 
@@ -409,6 +478,7 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
         return FCR_ENOMEM;
     c->last_call = false;
     c->begun++;
+    fcr__conn_touch(c);
     r->next = c->reqs;
     c->reqs = r;
     c->nreqs++;
@@ -563,7 +633,6 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         buf = srv->rbuf;
         len = (size_t)n;
-        c->last_activity = ev_now(loop);
     }
     c->in_feed = true;
     long used = fcr__parser_feed(&c->parser, &events, c, buf, len);
@@ -649,6 +718,8 @@ void fcr__conn_close(fcr_conn *c, const char *why)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
     srv->stats.conns--;
     free(c);
     fcr__server_conn_closed(srv);

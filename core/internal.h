@@ -120,6 +120,9 @@ struct fcr_conn {
     bool paused_output;  /* queued output above the cap */
     bool in_feed;        /* inside the parser: closing is deferred */
     bool last_call;      /* kept open by a shutdown: may begin one more request */
+    bool retiring;       /* closing for a shutdown, not because the web server asked */
+    bool tcp;            /* a TCP connection */
+    bool corked;         /* TCP_CORK set: the last answer goes out with the FIN */
     unsigned long begun; /* requests begun on the connection */
     const char *doomed;  /* close at the next safe point, for this reason */
     enum conn_state state;
@@ -164,9 +167,16 @@ struct fcr_server {
     size_t nallow;
     bool allow_set;
     fcr_listener *listeners;
-    bool accept_paused;
+    bool accept_paused;  /* by the connection cap, or by the supervisor */
+    bool accept_backoff; /* accept() ran out of descriptors or memory: retried soon */
+    ev_timer accept_retry;
+    double accept_log_at;         /* when an accept failure was last logged */
+    unsigned long accept_unlogged; /* failures since, not logged */
+    double evict_log_at;           /* when an eviction at the cap was last logged */
+    unsigned long evict_unlogged;
     bool shutting_down;
-    fcr_conn *conns;
+    fcr_conn *conns;      /* most recently active first */
+    fcr_conn *conns_tail; /* least recently active */
     fcr_conn *flush_list;
     fcr_req *dirty;
     ev_prepare prepare;
@@ -197,6 +207,11 @@ void fcr__req_pool_orphan(fcr_req_pool *pool);
 /* conn.c */
 fcr_conn *fcr__conn_new(fcr_server *srv, int fd);
 void fcr__conn_close(fcr_conn *c, const char *why);
+/* Marks request activity on `c` (a request began, took input, or ended): the idle timeout
+ * counts from here, and `c` moves to the front of the server's list. */
+void fcr__conn_touch(fcr_conn *c);
+/* The least recently active connection with no request and nothing queued, or NULL. */
+fcr_conn *fcr__conn_oldest_idle(fcr_server *srv);
 void fcr__conn_fail(fcr_conn *c, const char *why);
 int fcr__conn_reserve(fcr_conn *c, size_t nsegs);
 int fcr__conn_push(fcr_conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg);
@@ -212,9 +227,15 @@ void fcr__server_mark_dirty(fcr_server *srv, fcr_req *r);
 void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
 
 /* listen.c */
+/* True when bytes wait unread on the socket `fd`. */
+bool fcr__input_waiting(int fd);
 int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n);
 bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_t len);
 void fcr__listeners_pause(fcr_server *srv, bool pause);
+/* The accept_retry timer's callback: ends a pause after accept() ran out of resources. */
+void fcr__accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+/* A connection closed: a pause for lack of descriptors ends. */
+void fcr__listeners_conn_closed(fcr_server *srv);
 /* Closes the listeners. A unix socket file is removed only by the process that created it (not
  * by worker processes). */
 void fcr__listeners_close(fcr_server *srv);

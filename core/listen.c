@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #define ACCEPTS_PER_EVENT 64
+/* How long accepting pauses after accept() ran out of descriptors or memory, unless a connection
+ * closes first. */
+#define ACCEPT_RETRY_SECONDS 0.1
 
 static int set_nonblock(int fd)
 {
@@ -127,24 +130,102 @@ static void describe_peer(const struct sockaddr *sa, char *buf, size_t cap)
         snprintf(buf, cap, "a non-TCP peer");
 }
 
-void fcr__listeners_pause(fcr_server *srv, bool pause)
+/* Watches the listeners unless accepting is paused (connection cap, supervisor) or backing
+ * off after accept() ran out of resources. */
+static void listeners_watch(fcr_server *srv)
 {
-    srv->accept_paused = pause;
+    bool on = !srv->accept_paused && !srv->accept_backoff;
     for (fcr_listener *l = srv->listeners; l; l = l->next) {
-        if (pause)
-            ev_io_stop(srv->loop, &l->io);
-        else
+        if (on)
             ev_io_start(srv->loop, &l->io);
+        else
+            ev_io_stop(srv->loop, &l->io);
     }
 }
 
-/* Accepts up to `max` queued connections. Returns false when the connection cap paused
- * accepting. */
+void fcr__listeners_pause(fcr_server *srv, bool pause)
+{
+    srv->accept_paused = pause;
+    listeners_watch(srv);
+}
+
+void fcr__accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    fcr_server *srv = w->data;
+    srv->accept_backoff = false;
+    listeners_watch(srv);
+}
+
+void fcr__listeners_conn_closed(fcr_server *srv)
+{
+    if (!srv->accept_backoff)
+        return;
+    ev_timer_stop(srv->loop, &srv->accept_retry);
+    srv->accept_backoff = false;
+    listeners_watch(srv);
+}
+
+/* accept() failed for lack of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM). The
+ * pending connection stays queued and the listener stays readable, so retrying at once would
+ * spin: stop watching the listeners until a connection closes or ACCEPT_RETRY_SECONDS pass.
+ * One log line a second at most, with the count of those not logged. */
+static void accept_backoff(fcr_server *srv, int err)
+{
+    double now = ev_now(srv->loop);
+    if (now - srv->accept_log_at >= 1.0) {
+        if (srv->accept_unlogged)
+            fcr_log(FCR_LOG_ERROR,
+                    "accept: %s (%lu more times since the last line); new connections wait until "
+                    "a connection closes",
+                    strerror(err), srv->accept_unlogged);
+        else
+            fcr_log(FCR_LOG_ERROR, "accept: %s; new connections wait until a connection closes",
+                    strerror(err));
+        srv->accept_log_at = now;
+        srv->accept_unlogged = 0;
+    } else {
+        srv->accept_unlogged++;
+    }
+    srv->accept_backoff = true;
+    listeners_watch(srv);
+    ev_timer_stop(srv->loop, &srv->accept_retry);
+    ev_timer_set(&srv->accept_retry, ACCEPT_RETRY_SECONDS, 0.);
+    ev_timer_start(srv->loop, &srv->accept_retry);
+}
+
+/* At the connection cap with a new connection accepted: closes the least recently active idle
+ * connection to make room for it. */
+static void evict_idle(fcr_server *srv)
+{
+    fcr_conn *victim = fcr__conn_oldest_idle(srv);
+    if (!victim)
+        return;
+    double now = ev_now(srv->loop);
+    if (now - srv->evict_log_at >= 1.0) {
+        fcr_log(FCR_LOG_WARN,
+                "connection cap %u reached: closing the least recently active idle connections "
+                "to admit new ones (%lu more since the last line)",
+                srv->cfg.limits.max_conns, srv->evict_unlogged);
+        srv->evict_log_at = now;
+        srv->evict_unlogged = 0;
+    } else {
+        srv->evict_unlogged++;
+    }
+    srv->stats.evicted++;
+    fcr__conn_close(victim, NULL);
+}
+
+/* Accepts up to `max` queued connections. At the connection cap a connection is taken only
+ * when an idle one can make room for it, and that one is closed once the new one is in hand.
+ * Returns false when accepting was paused: at the cap with every connection busy, or after
+ * accept() ran out of resources. */
 static bool accept_some(fcr_listener *l, int max)
 {
     fcr_server *srv = l->srv;
     for (int i = 0; i < max; i++) {
-        if (srv->stats.conns >= srv->cfg.limits.max_conns) {
+        bool full = srv->stats.conns >= srv->cfg.limits.max_conns;
+        if (full && !fcr__conn_oldest_idle(srv)) {
             fcr_log(FCR_LOG_WARN, "connection cap %u reached: accepting paused",
                     srv->cfg.limits.max_conns);
             fcr__listeners_pause(srv, true);
@@ -156,10 +237,16 @@ static bool accept_some(fcr_listener *l, int max)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                accept_backoff(srv, errno);
+                return false;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 fcr_log(FCR_LOG_ERROR, "accept: %s", strerror(errno));
             return true;
         }
+        if (full)
+            evict_idle(srv);
         if (!fcr__allow_check(srv, (struct sockaddr *)&ss, len)) {
             char peer[INET6_ADDRSTRLEN];
             describe_peer((struct sockaddr *)&ss, peer, sizeof peer);
@@ -172,9 +259,12 @@ static bool accept_some(fcr_listener *l, int max)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        if (!fcr__conn_new(srv, fd)) {
+        fcr_conn *c = fcr__conn_new(srv, fd);
+        if (!c) {
             fcr_log(FCR_LOG_ERROR, "out of memory for a new connection");
             close(fd);
+        } else {
+            c->tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
         }
     }
     return true;
@@ -221,7 +311,7 @@ static void listener_start(fcr_server *srv, fcr_listener *l)
     set_nonblock(l->fd);
     l->next = srv->listeners;
     srv->listeners = l;
-    if (!srv->accept_paused)
+    if (!srv->accept_paused && !srv->accept_backoff)
         ev_io_start(srv->loop, &l->io);
 }
 

@@ -129,22 +129,43 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void fcr__server_conn_closed(fcr_server *srv)
 {
+    fcr__listeners_conn_closed(srv);
     if (srv->accept_paused && srv->stats.conns < srv->cfg.limits.max_conns)
         fcr__listeners_pause(srv, false);
     check_drained(srv);
 }
 
-/* A worker that may hold max_conns connections needs as many descriptors: raise the soft limit
- * towards the hard one when it is lower. */
-static void raise_nofile(unsigned conns)
+/* Descriptors a worker keeps besides its connections: listeners, the loop, logs, files. */
+#define RESERVED_FDS 64
+
+/* A worker that may hold max_conns connections needs as many descriptors: raises the soft limit
+ * towards the hard one when it is lower. When even the hard limit cannot cover them, lowers
+ * `*max_conns` to what it can, with a warning: at the cap, idle connections make room for new
+ * ones, whereas accept() failing for lack of descriptors helps no one. */
+static void fit_nofile(unsigned *max_conns)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)conns + 64;
+    rlim_t want = (rlim_t)*max_conns + RESERVED_FDS;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
         return;
+    rlim_t old = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    if (rl.rlim_cur > old && setrlimit(RLIMIT_NOFILE, &rl) == 0)
         fcr_log(FCR_LOG_DEBUG, "descriptor limit raised to %llu", (unsigned long long)rl.rlim_cur);
+    else
+        rl.rlim_cur = old;
+    if (rl.rlim_cur >= want)
+        return;
+    unsigned fit = rl.rlim_cur > RESERVED_FDS * 2 ? (unsigned)(rl.rlim_cur - RESERVED_FDS)
+                                                   : (unsigned)(rl.rlim_cur / 2);
+    if (fit == 0)
+        fit = 1;
+    fcr_log(FCR_LOG_WARN,
+            "the descriptor limit (%llu) cannot cover %u connections: the connection cap is "
+            "lowered to %u (raise the limit, e.g. LimitNOFILE= in systemd, or lower "
+            "--max-conns)",
+            (unsigned long long)rl.rlim_cur, *max_conns, fit);
+    *max_conns = fit;
 }
 
 fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err)
@@ -168,7 +189,7 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
             goto fail;
         srv->allow_set = true;
     }
-    raise_nofile(cfg->limits.max_conns);
+    fit_nofile(&srv->cfg.limits.max_conns);
     srv->rbuf_cap = READ_BUF_SIZE;
     srv->rbuf = malloc(srv->rbuf_cap);
     srv->pool = calloc(1, sizeof *srv->pool);
@@ -181,6 +202,8 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
     ev_prepare_start(loop, &srv->prepare);
     ev_unref(loop); /* the flush step alone does not keep the loop running */
     ev_idle_init(&srv->idle, idle_cb);
+    ev_timer_init(&srv->accept_retry, fcr__accept_retry_cb, 0.1, 0.);
+    srv->accept_retry.data = srv;
     ev_timer_init(&srv->sweep, sweep_cb, 1.0, 1.0);
     srv->sweep.data = srv;
     ev_timer_start(loop, &srv->sweep);
@@ -198,12 +221,6 @@ fail:
     return NULL;
 }
 
-/* True when bytes wait unread on the socket. */
-static bool input_waiting(int fd)
-{
-    char b;
-    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
-}
 
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg), void *arg)
 {
@@ -221,12 +238,14 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
     for (fcr_conn *c = srv->conns, *next; c && first; c = next) {
         next = c->next;
         if (c->nreqs > 0 || c->shead != c->stail) {
-            if (c->state == CONN_OPEN)
+            if (c->state == CONN_OPEN) {
                 c->state = CONN_CLOSE_AFTER_FLUSH;
-        } else if (c->state == CONN_OPEN && (c->begun == 0 || !fcr__parser_idle(&c->parser) ||
-                                             c->pend_len > c->pend_off || input_waiting(c->fd))) {
-            /* A connection that has not sent its request yet, or is in the middle of sending
-             * one, gets to finish it and have it answered. */
+                c->retiring = true;
+            }
+        } else if (c->state == CONN_OPEN) {
+            /* An idle connection may be the very one the web server is sending its next
+             * request on: closing it now would lose that request. It gets to send one more,
+             * answered and then closed, or is closed once idle for a short while. */
             c->last_call = true;
         } else {
             fcr__conn_close(c, NULL);
@@ -247,6 +266,7 @@ void fcr_server_free(fcr_server *srv)
     ev_prepare_stop(srv->loop, &srv->prepare);
     ev_ref(srv->loop);
     ev_timer_stop(srv->loop, &srv->sweep);
+    ev_timer_stop(srv->loop, &srv->accept_retry);
     ev_idle_stop(srv->loop, &srv->idle);
     /* Requests the application still holds free themselves (and the pool, the last one). */
     fcr__req_pool_orphan(srv->pool);

@@ -1,6 +1,7 @@
 /* The rules of FASTCGI-NOTES.md and the core's contracts, one named test each, against an
  * in-process server (its own libev loop in a thread) over a real unix socket. */
 #include <check.h>
+#include <errno.h>
 #include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -214,12 +215,14 @@ static struct {
     ev_async stop;
     char dir[64];
     char addr[128];
+    fcr_server_stats stats; /* the server's counters when it stopped */
 } H;
 
 static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w;
     (void)revents;
+    fcr_server_get_stats(H.srv, &H.stats);
     fcr_server_free(H.srv);
     H.srv = NULL;
     ev_break(loop, EVBREAK_ALL);
@@ -1185,6 +1188,50 @@ START_TEST(idle_keep_alive_connection_is_closed_at_its_timeout)
 }
 END_TEST
 
+/* Management records are answered but are not activity: a peer that only asks GET_VALUES
+ * is closed at the idle timeout like any idle connection. */
+START_TEST(get_values_does_not_keep_an_idle_connection_open)
+{
+    start_with(short_timeouts);
+    fcl_conn *c = conn();
+    fcl_buf q;
+    fcl_buf_init(&q);
+    fcl_nv_add(&q, "FCGI_MAX_CONNS", 14, "", 0);
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_record(&b, FCGI_GET_VALUES, 0, q.data, q.len, 0);
+    double t0 = fcl_now();
+    int answered = 0;
+    bool closed = false;
+    while (!closed && fcl_now() - t0 < 8) { /* a GET_VALUES every 300 ms */
+        if (fcl_send_buf(c, &b) != 0) {
+            closed = true;
+            break;
+        }
+        double slot_end = fcl_now() + 0.3;
+        while (!closed && fcl_now() < slot_end) {
+            int e = fcl_wait_eof(c, slot_end - fcl_now());
+            if (e == 0 || errno == ECONNRESET || errno == EPIPE) {
+                closed = true;
+            } else if (errno == EPROTO) {
+                answered++; /* the GET_VALUES_RESULT came: consume it */
+                c->rx_off = c->rx.len;
+            } else {
+                break; /* ETIMEDOUT: the slot is over */
+            }
+        }
+    }
+    double held = fcl_now() - t0;
+    fcl_buf_free(&b);
+    fcl_buf_free(&q);
+    fcl_close(c);
+    stop();
+    ck_assert_msg(answered > 0, "no GET_VALUES was answered");
+    ck_assert_msg(closed || held < 8, "open after %.1f s of GET_VALUES alone", held);
+    ck_assert_msg(held < 3.5, "closed only after %.1f s (idle timeout 1 s)", held);
+}
+END_TEST
+
 START_TEST(trickling_request_is_closed_at_its_input_deadline)
 {
     start_with(short_timeouts);
@@ -1252,28 +1299,73 @@ static void two_conns(fcr_server_config *cfg)
     cfg->limits.max_conns = 2;
 }
 
-START_TEST(accepting_pauses_at_the_connection_cap_and_resumes_below_it)
+/* Sends a request on `c` that the application holds unanswered, and waits until it has it:
+ * the connection is then busy. */
+static void begin_held(fcl_conn *c)
+{
+    static const char *const HOLD[] = {"REQUEST_METHOD", "GET", "ACTION", "hold", NULL};
+    int before = n_delivered;
+    fcl_buf req;
+    fcl_buf_init(&req);
+    fcl_put_request(&req, 1, FCR_RESPONDER, FCGI_KEEP_CONN, HOLD, NULL, 0, NULL, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &req), 0);
+    fcl_buf_free(&req);
+    double t0 = fcl_now();
+    while (n_delivered == before && fcl_now() - t0 < 10)
+        usleep(1000);
+    ck_assert_int_gt(n_delivered, before);
+}
+
+/* A new connection's request is not answered while `busy` is open, and is once it closes. */
+static void assert_new_conn_waits_then(fcl_conn *busy)
+{
+    fcl_conn *next = conn();
+    fcl_buf req;
+    fcl_buf_init(&req);
+    fcl_put_request(&req, 1, FCR_RESPONDER, FCGI_KEEP_CONN, PLAIN, NULL, 0, NULL, 0);
+    ck_assert_int_eq(fcl_send_buf(next, &req), 0);
+    fcl_buf_free(&req);
+    ck_assert(fcl_idle_for(next, 0.5));
+    fcl_close(busy);
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    ck_assert_int_eq(fcl_await(next, &r, 1), 0);
+    ck_assert_int_eq(r.protocol_status, 0);
+    fcl_response_free(&r);
+    fcl_close(next);
+}
+
+/* At the cap, a new connection is admitted by closing the least recently active idle one. */
+START_TEST(at_the_connection_cap_the_oldest_idle_connection_makes_room)
 {
     start_with(two_conns);
     fcl_conn *a = conn(), *b = conn();
     assert_serves(a, 1);
+    assert_serves(b, 1); /* b is now the more recently active */
+    fcl_conn *third = conn();
+    assert_serves(third, 1);
+    ck_assert_int_eq(fcl_wait_eof(a, 5), 0); /* a, the least recently active, made room */
     assert_serves(b, 1);
-    fcl_conn *third = conn(); /* queued in the backlog, not served yet */
-    fcl_buf req;
-    fcl_buf_init(&req);
-    fcl_put_request(&req, 1, FCR_RESPONDER, FCGI_KEEP_CONN, PLAIN, NULL, 0, NULL, 0);
-    ck_assert_int_eq(fcl_send_buf(third, &req), 0);
-    ck_assert(fcl_idle_for(third, 0.5));
+    assert_serves(third, 1);
     fcl_close(a);
-    fcl_response r;
-    fcl_response_init(&r, 1);
-    ck_assert_int_eq(fcl_await(third, &r, 1), 0);
-    ck_assert_int_eq(r.protocol_status, 0);
-    fcl_response_free(&r);
-    fcl_buf_free(&req);
     fcl_close(b);
     fcl_close(third);
     stop();
+    ck_assert_uint_eq(H.stats.evicted, 1);
+}
+END_TEST
+
+/* When every connection at the cap is busy, accepting pauses until one closes. */
+START_TEST(accepting_pauses_at_the_cap_when_every_connection_is_busy)
+{
+    start_with(two_conns);
+    fcl_conn *a = conn(), *b = conn();
+    begin_held(a);
+    begin_held(b);
+    assert_new_conn_waits_then(a);
+    fcl_close(b);
+    stop();
+    ck_assert_uint_eq(H.stats.evicted, 0);
 }
 END_TEST
 
@@ -1410,10 +1502,12 @@ static Suite *suite(void)
         T(request_finished_while_paused_does_not_stall_the_connection),
         T(output_cap_refuses_writes_until_drained),
         T(idle_keep_alive_connection_is_closed_at_its_timeout),
+        T(get_values_does_not_keep_an_idle_connection_open),
         T(trickling_request_is_closed_at_its_input_deadline),
         T(web_server_addrs_refuses_other_peers_and_unix_ones),
         T(malformed_web_server_addrs_is_refused_at_creation),
-        T(accepting_pauses_at_the_connection_cap_and_resumes_below_it),
+        T(at_the_connection_cap_the_oldest_idle_connection_makes_room),
+        T(accepting_pauses_at_the_cap_when_every_connection_is_busy),
         T(a_later_request_sees_nothing_of_an_earlier_one),
         T(request_held_past_server_free_is_finished_later),
         T(listen_address_errors),

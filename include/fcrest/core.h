@@ -245,6 +245,8 @@ typedef struct fcr_server_stats {
     unsigned conns;           /**< open connections now */
     unsigned active_reqs;     /**< requests in progress now */
     uint64_t protocol_errors; /**< connections closed for a protocol violation */
+    /** idle connections closed at the connection cap to admit new ones */
+    uint64_t evicted;
 } fcr_server_stats;
 
 /** Copies the current counters into `*st`. Neither argument may be NULL. */
