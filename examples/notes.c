@@ -2,7 +2,8 @@
  *
  *   GET    /health                     200 {"status":"ok"}
  *   GET    /whoami                     200 {"user":"alice"} or {"user":null}
- *   GET    /notes[?limit=N&offset=M]   200 [note, ...] in increasing id order
+ *   GET    /notes[?limit=N&offset=M]   200 [note, ...] in increasing id order, at most 1000
+ *                                       (and `limit`, default 1000) from `offset` (default 0)
  *   POST   /notes                      201 note, Location: <prefix>/notes/<id>
  *   GET    /notes/<id>                 200 note, or 404
  *   PUT    /notes/<id>                 200 note (same id), or 404
@@ -25,6 +26,9 @@
 #include <strings.h>
 
 #define MAX_TITLE 200 /* characters */
+/* Notes in one answer of GET /notes at most: a list answer stays bounded however many notes
+ * there are (a larger `limit` gets this many; `offset` pages on). */
+#define PAGE_MAX 1000
 
 typedef struct account {
     char *user;
@@ -204,11 +208,13 @@ static fcr_handler_result whoami(fcr_req *req, fcr_res *res, void *data)
 static fcr_handler_result list_notes(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
-    size_t limit = SIZE_MAX, offset = 0;
+    size_t limit = PAGE_MAX, offset = 0;
     const char *l = fcr_req_query(req, "limit");
     const char *o = fcr_req_query(req, "offset");
     if ((l && !parse_count(l, &limit)) || (o && !parse_count(o, &offset)))
         return fcr_res_set_problem(res, 400, "limit and offset must be non-negative integers");
+    if (limit > PAGE_MAX)
+        limit = PAGE_MAX;
     size_t total = json_array_size(n->list);
     json_t *out = json_array();
     for (size_t i = offset; out && i < total && json_array_size(out) < limit; i++) {

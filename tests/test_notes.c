@@ -432,6 +432,34 @@ static const char *ids(void)
     return out;
 }
 
+/* A list answer holds at most 1000 notes, whatever `limit` asks; `offset` pages on. */
+START_TEST(list_pages_hold_at_most_1000_notes)
+{
+    start(_i, NULL, 0);
+    for (int i = 0; i < 1003; i++)
+        create(ALICE, "t", NULL);
+    const struct {
+        const char *q;
+        size_t n;
+        long first;
+    } pages[] = {{"", 1000, 1}, {"?limit=5000", 1000, 1}, {"?offset=1000", 3, 1001},
+                 {"?offset=2&limit=1000", 1000, 3}};
+    for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/notes%s", pages[i].q);
+        req("GET", path, NULL, NULL);
+        ck_assert_msg(res.status == 200, "%s: %d", path, res.status);
+        json_error_t e;
+        json_t *j = json_loadb(res.body, res.body_len, 0, &e);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_msg(json_array_size(j) == pages[i].n, "%s: %zu notes", path, json_array_size(j));
+        ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(j, 0), "id")),
+                         pages[i].first);
+        json_decref(j);
+    }
+}
+END_TEST
+
 START_TEST(list_limit_offset)
 {
     start(_i, NULL, 0);
@@ -887,6 +915,7 @@ int main(void)
     tcase_add_loop_test(tc, get_whoami, 0, 2);
     tcase_add_loop_test(tc, list_in_id_order, 0, 2);
     tcase_add_loop_test(tc, list_limit_offset, 0, 2);
+    tcase_add_loop_test(tc, list_pages_hold_at_most_1000_notes, 0, 2);
     tcase_add_loop_test(tc, post_creates, 0, 2);
     tcase_add_loop_test(tc, location_keeps_script_name_prefix, 0, 2);
     tcase_add_loop_test(tc, get_one, 0, 2);
