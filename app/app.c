@@ -14,7 +14,7 @@
 static unsigned long next_seq = 1;
 
 /* Userdata of a request refused in on_params for its declared body size. */
-static fcr_ctx too_big_mark;
+static fcr__ctx too_big_mark;
 
 /* ---- Registration --------------------------------------------------------------------- */
 
@@ -69,7 +69,7 @@ void fcr_app_free(fcr_app *app)
     if (!app->parent)
         fcr_router_free(app->router);
     while (app->spare) {
-        fcr_ctx *c = app->spare;
+        fcr__ctx *c = app->spare;
         app->spare = c->next_spare;
         free(c);
     }
@@ -152,7 +152,7 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
     for (fcr_app *a = app; a && a->parent; a = a->parent)
         level++;
     int rc = FCR_EINVAL;
-    if (!app || level + 1 + sub->depth > FCR_MAX_MOUNT_DEPTH - 1)
+    if (!app || level + 1 + sub->depth > FCR__MAX_MOUNT_DEPTH - 1)
         goto fail;
     rc = FCR_ENOMEM;
     /* An array of pointers: sizeof *m is the size of a pointer, as meant. */
@@ -184,18 +184,23 @@ fail:
     return rc;
 }
 
-static int mw_push(fcr_mw_list *l, int kind, fcr_before_mw before, fcr_after_mw after,
+static int mw_push(fcr__mw_list *l, int kind, fcr_before_mw before, fcr_after_mw after,
                    fcr_authorizer auth, void *data)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
-        fcr_mw *v = realloc(l->v, cap * sizeof *v);
+        fcr__mw *v = realloc(l->v, cap * sizeof *v);
         if (!v)
             return FCR_ENOMEM;
         l->v = v;
         l->cap = cap;
     }
-    l->v[l->n++] = (fcr_mw){.kind = kind, .seq = next_seq++, .before = before, .after = after, .auth = auth, .data = data};
+    l->v[l->n++] = (fcr__mw){.kind = kind,
+                             .seq = next_seq++,
+                             .before = before,
+                             .after = after,
+                             .auth = auth,
+                             .data = data};
     return 0;
 }
 
@@ -203,42 +208,42 @@ int fcr_app_before(fcr_app *app, fcr_before_mw fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
-    return mw_push(&app->before, MW_BEFORE, fn, NULL, NULL, data);
+    return mw_push(&app->before, FCR__MW_BEFORE, fn, NULL, NULL, data);
 }
 
 int fcr_app_after(fcr_app *app, fcr_after_mw fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
-    return mw_push(&app->after, MW_AFTER, NULL, fn, NULL, data);
+    return mw_push(&app->after, FCR__MW_AFTER, NULL, fn, NULL, data);
 }
 
 int fcr_app_guard(fcr_app *app, fcr_authorizer fn, void *data)
 {
     if (!app || !fn)
         return FCR_EINVAL;
-    return mw_push(&app->before, MW_GUARD, NULL, NULL, fn, data);
+    return mw_push(&app->before, FCR__MW_GUARD, NULL, NULL, fn, data);
 }
 
 int fcr_route_before(fcr_route *route, fcr_before_mw fn, void *data)
 {
     if (!route || !fn)
         return FCR_EINVAL;
-    return mw_push(&route->before, MW_BEFORE, fn, NULL, NULL, data);
+    return mw_push(&route->before, FCR__MW_BEFORE, fn, NULL, NULL, data);
 }
 
 int fcr_route_after(fcr_route *route, fcr_after_mw fn, void *data)
 {
     if (!route || !fn)
         return FCR_EINVAL;
-    return mw_push(&route->after, MW_AFTER, NULL, fn, NULL, data);
+    return mw_push(&route->after, FCR__MW_AFTER, NULL, fn, NULL, data);
 }
 
 int fcr_route_guard(fcr_route *route, fcr_authorizer fn, void *data)
 {
     if (!route || !fn)
         return FCR_EINVAL;
-    return mw_push(&route->before, MW_GUARD, NULL, NULL, fn, data);
+    return mw_push(&route->before, FCR__MW_GUARD, NULL, NULL, fn, data);
 }
 
 int fcr_route_set_max_body(fcr_route *route, size_t max)
@@ -350,7 +355,7 @@ static size_t body_limit(const fcr_app *app, const fcr_route *route)
  * `sbuf` when it fits, else malloc): `*full` gets the buffer (to free when it is not `sbuf`,
  * in the malloc case), `*path`/`*plen` the routing path, `*base_len` the length of the
  * stripped prefix. Returns 0 or FCR_ENOMEM. */
-static int routing_path(const fcr_app *app, const fcr_req *req, fcr_arena *arena, char *sbuf,
+static int routing_path(const fcr_app *app, const fcr_req *req, fcr__arena *arena, char *sbuf,
                         size_t scap, char **full, const char **path, size_t *plen, size_t *base_len)
 {
     size_t sl = 0, pl = 0;
@@ -404,19 +409,19 @@ static unsigned method_bit(const char *m)
 
 /* ---- Context -------------------------------------------------------------------------- */
 
-fcr_ctx *fcr__ctx(const fcr_req *req)
+fcr__ctx *fcr__ctx_of(const fcr_req *req)
 {
     if (!req)
         return NULL;
-    fcr_ctx *c = fcr__req_fwdata(req);
-    if (!c || c == &too_big_mark || c->magic != FCR_CTX_MAGIC)
+    fcr__ctx *c = fcr__req_fwdata(req);
+    if (!c || c == &too_big_mark || c->magic != FCR__CTX_MAGIC)
         return NULL;
     return c;
 }
 
-static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
+static fcr__ctx *ctx_new(fcr_app *app, fcr_req *req)
 {
-    fcr_ctx *ctx = app->spare;
+    fcr__ctx *ctx = app->spare;
     if (ctx) {
         app->spare = ctx->next_spare;
         app->nspare--;
@@ -424,9 +429,9 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
         return NULL;
     }
     /* Everything but the arena's block starts zeroed. */
-    memset(ctx, 0, offsetof(fcr_ctx, arena_mem));
+    memset(ctx, 0, offsetof(fcr__ctx, arena_mem));
     fcr__arena_init(&ctx->arena, ctx->arena_mem, sizeof ctx->arena_mem);
-    ctx->magic = FCR_CTX_MAGIC;
+    ctx->magic = FCR__CTX_MAGIC;
     ctx->start = fcr__now();
     ctx->app = app;
     ctx->req = req;
@@ -455,18 +460,18 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
 /* ---- Middleware iteration: the lists that apply, merged by registration order ---------- */
 
 typedef struct mw_iter {
-    const fcr_mw_list *l[FCR_MAX_MOUNT_DEPTH + 2];
-    size_t pos[FCR_MAX_MOUNT_DEPTH + 2];
+    const fcr__mw_list *l[FCR__MAX_MOUNT_DEPTH + 2];
+    size_t pos[FCR__MAX_MOUNT_DEPTH + 2];
     size_t n;
 } mw_iter;
 
-static void iter_init(mw_iter *it, const fcr_ctx *ctx, bool after)
+static void iter_init(mw_iter *it, const fcr__ctx *ctx, bool after)
 {
     it->n = 0;
     const fcr_route *r = ctx->route;
     if (r) {
         it->l[it->n++] = after ? &r->after : &r->before;
-        for (const fcr_app *a = r->app; a && it->n < FCR_MAX_MOUNT_DEPTH + 2; a = a->parent) {
+        for (const fcr_app *a = r->app; a && it->n < FCR__MAX_MOUNT_DEPTH + 2; a = a->parent) {
             it->l[it->n++] = after ? &a->after : &a->before;
             if (a == ctx->app)
                 break;
@@ -477,7 +482,7 @@ static void iter_init(mw_iter *it, const fcr_ctx *ctx, bool after)
     memset(it->pos, 0, sizeof it->pos);
 }
 
-static const fcr_mw *iter_next(mw_iter *it)
+static const fcr__mw *iter_next(mw_iter *it)
 {
     size_t best = SIZE_MAX;
     for (size_t i = 0; i < it->n; i++) {
@@ -494,7 +499,7 @@ static const fcr_mw *iter_next(mw_iter *it)
 
 /* Logs a failure to the request's STDERR stream and the app log, and replaces the response
  * with 500 problem+json. */
-static void set_failure(fcr_ctx *ctx, int rc, const char *what)
+static void set_failure(fcr__ctx *ctx, int rc, const char *what)
 {
     char req[600], line[1024];
     fcr__describe(ctx, req, sizeof req);
@@ -509,7 +514,7 @@ static void set_failure(fcr_ctx *ctx, int rc, const char *what)
     fcr__res_set_status_problem(&ctx->res, 500, "the request could not be completed");
 }
 
-void fcr__ctx_send(fcr_ctx *ctx)
+void fcr__ctx_send(fcr__ctx *ctx)
 {
     if (ctx->sent)
         return;
@@ -517,7 +522,7 @@ void fcr__ctx_send(fcr_ctx *ctx)
     if (ctx->req && fcr_req_role(ctx->req) != FCR_AUTHORIZER) {
         mw_iter it;
         iter_init(&it, ctx, true);
-        const fcr_mw *m;
+        const fcr__mw *m;
         while ((m = iter_next(&it))) {
             ctx->in_handler = true;
             int rc = m->after(ctx->req, &ctx->res, m->data);
@@ -531,7 +536,7 @@ void fcr__ctx_send(fcr_ctx *ctx)
     fcr__ctx_output(ctx);
 }
 
-static void send_problem(fcr_ctx *ctx, int status, const char *detail)
+static void send_problem(fcr__ctx *ctx, int status, const char *detail)
 {
     int rc = fcr__res_set_status_problem(&ctx->res, status, detail);
     if (rc < 0)
@@ -539,7 +544,7 @@ static void send_problem(fcr_ctx *ctx, int status, const char *detail)
     fcr__ctx_send(ctx);
 }
 
-static int run_guard(fcr_ctx *ctx, fcr_authorizer fn, void *data)
+static int run_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data)
 {
     fcr_auth auth = {.ctx = ctx};
     ctx->in_handler = true;
@@ -567,14 +572,14 @@ static int run_guard(fcr_ctx *ctx, fcr_authorizer fn, void *data)
 }
 
 /* Before-middleware, media type, body limit, then `handler`. */
-static void run_chain(fcr_ctx *ctx, fcr_handler handler, void *data, bool too_big)
+static void run_chain(fcr__ctx *ctx, fcr_handler handler, void *data, bool too_big)
 {
     mw_iter it;
     iter_init(&it, ctx, false);
-    const fcr_mw *m;
+    const fcr__mw *m;
     while ((m = iter_next(&it))) {
         int rc;
-        if (m->kind == MW_GUARD) {
+        if (m->kind == FCR__MW_GUARD) {
             rc = run_guard(ctx, m->auth, m->data);
         } else {
             ctx->in_handler = true;
@@ -614,11 +619,11 @@ static void run_chain(fcr_ctx *ctx, fcr_handler handler, void *data, bool too_bi
     } else if (rc == 0 || ctx->send_asked) {
         fcr__ctx_send(ctx);
     } else {
-        ctx->state = ST_ASYNC;
+        ctx->state = FCR__ST_ASYNC;
     }
 }
 
-static void run_responder(fcr_ctx *ctx, bool too_big)
+static void run_responder(fcr__ctx *ctx, bool too_big)
 {
     unsigned mbit = method_bit(ctx->method);
     size_t cap = ctx->path_len + FCR_MAX_PATH_PARAMS + 1;
@@ -666,7 +671,7 @@ static void run_responder(fcr_ctx *ctx, bool too_big)
     }
 }
 
-static void run_authorizer_role(fcr_ctx *ctx)
+static void run_authorizer_role(fcr__ctx *ctx)
 {
     fcr_res *res = &ctx->res;
     fcr_auth auth = {.ctx = ctx};
@@ -758,14 +763,13 @@ static void on_params(fcr_req *req, void *data)
 static void on_request(fcr_req *req, void *data)
 {
     fcr_app *app = data;
-    bool too_big =
-        fcr__req_fwdata(req) == &too_big_mark || fcr_req_input_error(req) == FCR_ETOOBIG;
+    bool too_big = fcr__req_fwdata(req) == &too_big_mark || fcr_req_input_error(req) == FCR_ETOOBIG;
     fcr__req_set_fwdata(req, NULL);
     if (fcr_req_aborted(req)) {
         fcr_req_finish(req, 0);
         return;
     }
-    fcr_ctx *ctx = ctx_new(app, req);
+    fcr__ctx *ctx = ctx_new(app, req);
     if (!ctx) {
         static const char oom[] = "Status: 500 Internal Server Error\r\n"
                                   "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
@@ -823,14 +827,14 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
 
 int fcr_res_send(fcr_res *res)
 {
-    fcr_ctx *ctx = res ? res->ctx : NULL;
-    if (!ctx || ctx->magic != FCR_CTX_MAGIC || ctx->sent || ctx->send_asked)
+    fcr__ctx *ctx = res ? res->ctx : NULL;
+    if (!ctx || ctx->magic != FCR__CTX_MAGIC || ctx->sent || ctx->send_asked)
         return FCR_EINVAL;
     if (ctx->in_handler) {
         ctx->send_asked = true;
         return 0;
     }
-    if (ctx->state != ST_ASYNC)
+    if (ctx->state != FCR__ST_ASYNC)
         return FCR_EINVAL;
     bool aborted = fcr_req_aborted(ctx->req);
     fcr__ctx_send(ctx); /* frees ctx once the output is queued */
@@ -856,8 +860,8 @@ int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value)
 {
     if (!auth || !is_var_name(name) || !fcr__is_header_value(value))
         return FCR_EINVAL;
-    fcr_arena *a = &auth->ctx->arena;
-    fcr_kv_list *l = &auth->vars;
+    fcr__arena *a = &auth->ctx->arena;
+    fcr__kv_list *l = &auth->vars;
     for (size_t i = 0; i < l->n; i++) {
         if (strcmp(l->v[i].name, name) == 0) {
             const char *v = fcr__arena_strndup(a, value, strlen(value));
@@ -869,7 +873,7 @@ int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value)
     }
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
-        fcr_kv *v = fcr__arena_alloc(a, cap * sizeof *v);
+        fcr__kv *v = fcr__arena_alloc(a, cap * sizeof *v);
         if (!v)
             return FCR_ENOMEM;
         if (l->n)
@@ -881,7 +885,7 @@ int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value)
     const char *v = fcr__arena_strndup(a, value, strlen(value));
     if (!n || !v)
         return FCR_ENOMEM;
-    l->v[l->n++] = (fcr_kv){n, v};
+    l->v[l->n++] = (fcr__kv){n, v};
     return 0;
 }
 

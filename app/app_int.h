@@ -1,6 +1,8 @@
-/* Internal: the app's objects and the per-request context shared by app/ files. */
-#ifndef FCR_APP_INT_H
-#define FCR_APP_INT_H
+/* Internal: the app's objects and the per-request context shared by app/ files. Every name
+ * declared here is internal: fcr__ for types and functions, FCR__ for macros and enum values
+ * (the struct tags fcr_app, fcr_route, fcr_res and fcr_auth complete the public opaque types). */
+#ifndef FCR__APP_INT_H
+#define FCR__APP_INT_H
 
 #include <fcrest/app.h>
 
@@ -15,49 +17,49 @@
 
 /* ---- Arena: per-request memory freed at once ------------------------------------------ */
 
-typedef struct fcr_arena_block fcr_arena_block;
+typedef struct fcr__arena_block fcr__arena_block;
 
 /* A zeroed arena is empty and valid. */
-typedef struct fcr_arena {
-    fcr_arena_block *head;
-    fcr_arena_block *first; /* the owner's memory (fcr__arena_init), or NULL */
-} fcr_arena;
+typedef struct fcr__arena {
+    fcr__arena_block *head;
+    fcr__arena_block *first; /* the owner's memory (fcr__arena_init), or NULL */
+} fcr__arena;
 
 /* Makes `a` an empty arena whose first block is the `size` bytes at `mem` (aligned for any
  * type; NULL: none), which fcr__arena_free() keeps for reuse instead of freeing. */
-void fcr__arena_init(fcr_arena *a, void *mem, size_t size);
-void *fcr__arena_alloc(fcr_arena *a, size_t n);
-char *fcr__arena_strndup(fcr_arena *a, const char *s, size_t n);
+void fcr__arena_init(fcr__arena *a, void *mem, size_t size);
+void *fcr__arena_alloc(fcr__arena *a, size_t n);
+char *fcr__arena_strndup(fcr__arena *a, const char *s, size_t n);
 /* Frees every block but the first one given to fcr__arena_init(), and empties the arena. */
-void fcr__arena_free(fcr_arena *a);
+void fcr__arena_free(fcr__arena *a);
 
 /* ---- Middleware lists ----------------------------------------------------------------- */
 
-enum { MW_BEFORE, MW_AFTER, MW_GUARD };
+enum { FCR__MW_BEFORE, FCR__MW_AFTER, FCR__MW_GUARD };
 
-typedef struct fcr_mw {
+typedef struct fcr__mw {
     int kind;
     unsigned long seq; /* registration order across all apps and routes */
     fcr_before_mw before;
     fcr_after_mw after;
     fcr_authorizer auth;
     void *data;
-} fcr_mw;
+} fcr__mw;
 
-typedef struct fcr_mw_list {
-    fcr_mw *v;
+typedef struct fcr__mw_list {
+    fcr__mw *v;
     size_t n, cap;
-} fcr_mw_list;
+} fcr__mw_list;
 
 /* Deepest chain of mounted apps. */
-#define FCR_MAX_MOUNT_DEPTH 8
+#define FCR__MAX_MOUNT_DEPTH 8
 
 struct fcr_route {
     fcr_app *app;
     fcr_handler handler;
     void *data;
-    fcr_mw_list before; /* MW_BEFORE and MW_GUARD */
-    fcr_mw_list after;
+    fcr__mw_list before; /* FCR__MW_BEFORE and FCR__MW_GUARD */
+    fcr__mw_list after;
     size_t max_body; /* 0: inherited */
     char *consumes;  /* required media type, or NULL */
     fcr_route *next;
@@ -67,8 +69,8 @@ struct fcr_app {
     fcr_router *router; /* NULL once mounted: the parent's router owns it */
     fcr_app *parent;
     unsigned depth; /* mounted apps below this one, for the depth cap */
-    fcr_mw_list before;
-    fcr_mw_list after;
+    fcr__mw_list before;
+    fcr__mw_list after;
     fcr_route *routes, *routes_tail;
     fcr_app **mounts;
     size_t nmounts;
@@ -82,69 +84,69 @@ struct fcr_app {
     void *authz_data;
     fcr_handler filter;
     void *filter_data;
-    char *error;           /* first failed registration */
-    struct fcr_ctx *spare; /* finished contexts kept for reuse (the serving app's) */
+    char *error;            /* first failed registration */
+    struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
 };
 
 /* ---- Per-request context -------------------------------------------------------------- */
 
-typedef struct fcr_kv {
+typedef struct fcr__kv {
     const char *name;
     const char *value;
-} fcr_kv;
+} fcr__kv;
 
-typedef struct fcr_kv_list {
-    fcr_kv *v;
+typedef struct fcr__kv_list {
+    fcr__kv *v;
     size_t n, cap;
     bool parsed;
-} fcr_kv_list;
+} fcr__kv_list;
 
 /* A reference-counted body buffer: queued output holds a reference until written. A small body
  * lives in the context instead (`heap` false): its data in the arena, written by copy. */
-typedef struct fcr_body {
+typedef struct fcr__body {
     unsigned refs;
     bool heap; /* the struct and data are malloc'd and reference-counted */
     size_t len, cap;
     char *data;
-} fcr_body;
+} fcr__body;
 
-typedef struct fcr_hdr {
+typedef struct fcr__hdr {
     const char *name;
     const char *value;
-} fcr_hdr;
+} fcr__hdr;
 
 struct fcr_auth {
-    struct fcr_ctx *ctx;
-    fcr_kv_list vars;
+    struct fcr__ctx *ctx;
+    fcr__kv_list vars;
     const char *user;
 };
 
-typedef struct fcr_ctx fcr_ctx;
+typedef struct fcr__ctx fcr__ctx;
 
 struct fcr_res {
-    fcr_ctx *ctx;
+    fcr__ctx *ctx;
     int status;
-    fcr_hdr *h;
+    fcr__hdr *h;
     size_t nh, caph;
-    fcr_body *body;
+    fcr__body *body;
 };
 
-#define FCR_CTX_MAGIC 0x66637278u
+#define FCR__CTX_MAGIC 0x66637278u
 
 /* Bytes of the arena block inside each context. */
-#define FCR_CTX_ARENA_SIZE 1536u
+#define FCR__CTX_ARENA_SIZE 1536u
 
 /* Finished contexts an app keeps for reuse. */
-#define FCR_CTX_SPARES 16u
+#define FCR__CTX_SPARES 16u
 
-enum ctx_state {
-    ST_RUNNING, /* in the framework's pipeline or the handler */
-    ST_ASYNC,   /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
-    ST_OUTPUT,  /* writing the response */
+enum fcr__ctx_state {
+    FCR__ST_RUNNING, /* in the framework's pipeline or the handler */
+    FCR__ST_ASYNC,   /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
+    FCR__ST_OUTPUT,  /* writing the response */
 };
 
-struct fcr_ctx {
+struct fcr__ctx {
     uint32_t magic;
     int state;
     fcr_app *app; /* the serving app */
@@ -160,9 +162,9 @@ struct fcr_ctx {
     bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
     bool send_asked;
     bool sent;
-    fcr_arena arena;
+    fcr__arena arena;
     fcr_res res;
-    fcr_kv_list query, form, cookies, vars;
+    fcr__kv_list query, form, cookies, vars;
     const char *user;
     json_t *json;
     bool json_done;
@@ -174,41 +176,39 @@ struct fcr_ctx {
     char *head;
     size_t head_len, head_off;
     size_t body_off, body_end;
-    fcr_body body; /* the small body (res.body points here until it grows past the arena) */
-    struct fcr_ctx *next_spare;
+    fcr__body body; /* the small body (res.body points here until it grows past the arena) */
+    struct fcr__ctx *next_spare;
     /* The arena's first block: the memory of most requests needs no allocation. Kept last:
      * a context is cleared up to here. */
-    alignas(max_align_t) unsigned char arena_mem[FCR_CTX_ARENA_SIZE];
+    alignas(max_align_t) unsigned char arena_mem[FCR__CTX_ARENA_SIZE];
 };
 
 /* The context of `req`, or NULL when it is not an app's request. */
-fcr_ctx *fcr__ctx(const fcr_req *req);
+fcr__ctx *fcr__ctx_of(const fcr_req *req);
 
 /* Response internals (response.c). */
-void fcr__res_init(fcr_res *res, fcr_ctx *ctx);
+void fcr__res_init(fcr_res *res, fcr__ctx *ctx);
 void fcr__res_reset(fcr_res *res);
 void fcr__res_release(fcr_res *res);
 int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
 /* Serializes and writes the response, then finishes the request and frees the context. */
-void fcr__ctx_output(fcr_ctx *ctx);
+void fcr__ctx_output(fcr__ctx *ctx);
 /* Monotonic clock in seconds. */
 double fcr__now(void);
 
 /* Frees the context (not the request). */
-void fcr__ctx_free(fcr_ctx *ctx);
+void fcr__ctx_free(fcr__ctx *ctx);
 
 /* Pipeline (app.c): runs after-middleware, then output. */
-void fcr__ctx_send(fcr_ctx *ctx);
-
+void fcr__ctx_send(fcr__ctx *ctx);
 
 /* Copies the request's method and path into `out` as "METHOD PATH" for log lines, with control
  * bytes and backslashes escaped as \xNN (a path cannot forge log lines) and long paths cut. */
-void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap);
+void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap);
 
 /* Parses a decimal size with an optional k/m/g suffix (binary multiples). Returns 0 or
  * FCR_EINVAL. */
 int fcr__parse_size(const char *s, size_t *out);
-
 
 /* ---- Parsers (request.c), reachable by the fuzz targets ------------------------------ */
 
@@ -217,12 +217,12 @@ int fcr__parse_size(const char *s, size_t *out);
  * %-escape are skipped; a name without '=' gets the value "". Names and values are
  * NUL-terminated (a decoded %00 cuts them short for strcmp lookups). Sets l->parsed. Returns 0
  * or FCR_ENOMEM (then `l` holds the pairs parsed so far). */
-int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l);
+int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l);
 
 /* Parses a Cookie header value ("a=1; b=\"x y\"") of `len` bytes at `s` (NULL: none) into
  * `l`: blanks around names and values trimmed, one pair of surrounding double quotes removed,
  * pieces without '=' or with an empty name skipped. Sets l->parsed. Returns 0 or FCR_ENOMEM. */
-int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l);
+int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l);
 
 /* Parses `len` bytes of JSON text (any value). Returns a new reference, or NULL with a
  * NUL-terminated message in `detail` (`cap` > 0 bytes): "invalid JSON at line L, column C:

@@ -8,33 +8,33 @@
 
 #define BLOCK_SIZE 4096u
 
-struct fcr_arena_block {
-    fcr_arena_block *next;
+struct fcr__arena_block {
+    fcr__arena_block *next;
     size_t used, cap;
     alignas(max_align_t) unsigned char data[];
 };
 
-void fcr__arena_init(fcr_arena *a, void *mem, size_t size)
+void fcr__arena_init(fcr__arena *a, void *mem, size_t size)
 {
     a->first = NULL;
-    if (mem && size > sizeof(fcr_arena_block)) {
+    if (mem && size > sizeof(fcr__arena_block)) {
         a->first = mem;
         a->first->next = NULL;
         a->first->used = 0;
-        a->first->cap = size - sizeof(fcr_arena_block);
+        a->first->cap = size - sizeof(fcr__arena_block);
     }
     a->head = a->first;
 }
 
-void *fcr__arena_alloc(fcr_arena *a, size_t n)
+void *fcr__arena_alloc(fcr__arena *a, size_t n)
 {
     const size_t align = alignof(max_align_t);
     if (n == 0)
         n = 1;
-    if (n > SIZE_MAX - align - sizeof(fcr_arena_block))
+    if (n > SIZE_MAX - align - sizeof(fcr__arena_block))
         return NULL;
     n = (n + align - 1) & ~(align - 1);
-    fcr_arena_block *b = a->head;
+    fcr__arena_block *b = a->head;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > BLOCK_SIZE ? n : BLOCK_SIZE;
         b = malloc(sizeof *b + cap);
@@ -56,7 +56,7 @@ void *fcr__arena_alloc(fcr_arena *a, size_t n)
     return p;
 }
 
-char *fcr__arena_strndup(fcr_arena *a, const char *s, size_t n)
+char *fcr__arena_strndup(fcr__arena *a, const char *s, size_t n)
 {
     if (n == SIZE_MAX)
         return NULL;
@@ -68,11 +68,11 @@ char *fcr__arena_strndup(fcr_arena *a, const char *s, size_t n)
     return p;
 }
 
-void fcr__arena_free(fcr_arena *a)
+void fcr__arena_free(fcr__arena *a)
 {
-    fcr_arena_block *b = a->head;
+    fcr__arena_block *b = a->head;
     while (b) {
-        fcr_arena_block *next = b->next;
+        fcr__arena_block *next = b->next;
         if (b != a->first)
             free(b);
         b = next;

@@ -53,19 +53,19 @@ int fcr__parse_size(const char *s, size_t *out)
 
 const char *fcr_req_path(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->path : NULL;
 }
 
 const char *fcr_req_base_path(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->base : NULL;
 }
 
 const char *fcr_req_path_param(const fcr_req *req, const char *name)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !ctx->route || !name)
         return NULL;
     return fcr_match_param(&ctx->match, name);
@@ -73,25 +73,25 @@ const char *fcr_req_path_param(const fcr_req *req, const char *name)
 
 void *fcr_req_alloc(fcr_req *req, size_t size)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? fcr__arena_alloc(&ctx->arena, size) : NULL;
 }
 
 char *fcr_req_strdup(fcr_req *req, const char *s)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx && s ? fcr__arena_strndup(&ctx->arena, s, strlen(s)) : NULL;
 }
 
 fcr_app *fcr_req_app(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->app : NULL;
 }
 
 struct ev_loop *fcr_req_loop(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (ctx)
         return ctx->loop;
     return req ? fcr_server_loop(fcr_req_server(req)) : NULL;
@@ -99,7 +99,7 @@ struct ev_loop *fcr_req_loop(const fcr_req *req)
 
 /* ---- Key-value lists ------------------------------------------------------------------ */
 
-static const char *kv_find(const fcr_kv_list *l, const char *name, size_t nth)
+static const char *kv_find(const fcr__kv_list *l, const char *name, size_t nth)
 {
     for (size_t i = 0; i < l->n; i++) {
         if (strcmp(l->v[i].name, name) == 0 && nth-- == 0)
@@ -108,7 +108,7 @@ static const char *kv_find(const fcr_kv_list *l, const char *name, size_t nth)
     return NULL;
 }
 
-int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
+int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l)
 {
     size_t count = 1;
     for (size_t i = 0; i < len; i++)
@@ -137,10 +137,10 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
         /* A malformed escape, or a NUL byte in the decoded name or value (the C string would
          * end early and hide the rest), drops the pair. */
         if (fcr_percent_decode(seg, nlen, n, &dn, true) < 0 ||
-            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, &dv, true) < 0 ||
-            memchr(n, '\0', dn) || memchr(v, '\0', dv))
+            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, &dv, true) < 0 || memchr(n, '\0', dn) ||
+            memchr(v, '\0', dv))
             continue;
-        l->v[l->n++] = (fcr_kv){n, v};
+        l->v[l->n++] = (fcr__kv){n, v};
     }
     l->parsed = true;
     return 0;
@@ -148,7 +148,7 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
 
 const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name)
         return NULL;
     if (!ctx->query.parsed) {
@@ -177,7 +177,7 @@ const char *fcr_req_query(const fcr_req *req, const char *name)
 
 const char *fcr_req_form_nth(const fcr_req *req, const char *name, size_t i)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name || !fcr_req_content_type_is(req, "application/x-www-form-urlencoded"))
         return NULL;
     if (!ctx->form.parsed) {
@@ -201,7 +201,7 @@ static bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
+int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l)
 {
     if (!s)
         s = "", len = 0;
@@ -239,7 +239,7 @@ int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
         const char *val = fcr__arena_strndup(a, v, vlen);
         if (!n || !val)
             return FCR_ENOMEM;
-        l->v[l->n++] = (fcr_kv){n, val};
+        l->v[l->n++] = (fcr__kv){n, val};
     }
     l->parsed = true;
     return 0;
@@ -247,7 +247,7 @@ int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
 
 const char *fcr_req_cookie(const fcr_req *req, const char *name)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name)
         return NULL;
     if (!ctx->cookies.parsed) {
@@ -279,7 +279,7 @@ json_t *fcr__json_parse(const char *text, size_t len, bool *oom, char *detail, s
 
 json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return NULL;
     if (!ctx->json_done) {
@@ -308,13 +308,13 @@ json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res)
 
 const char *fcr_req_user(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->user : NULL;
 }
 
 int fcr_req_set_user(fcr_req *req, const char *user)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return FCR_EINVAL;
     if (!user) {
@@ -332,7 +332,7 @@ const char *fcr_req_var(const fcr_req *req, const char *name)
 {
     if (!req || !name)
         return NULL;
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (ctx) {
         const char *v = NULL;
         for (size_t i = 0; i < ctx->vars.n; i++) {
@@ -347,13 +347,13 @@ const char *fcr_req_var(const fcr_req *req, const char *name)
 
 int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name || !*name || !value)
         return FCR_EINVAL;
-    fcr_kv_list *l = &ctx->vars;
+    fcr__kv_list *l = &ctx->vars;
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 8;
-        fcr_kv *v = fcr__arena_alloc(&ctx->arena, cap * sizeof *v);
+        fcr__kv *v = fcr__arena_alloc(&ctx->arena, cap * sizeof *v);
         if (!v)
             return FCR_ENOMEM;
         if (l->n)
@@ -366,7 +366,7 @@ int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
     if (!n || !v)
         return FCR_ENOMEM;
     /* Lookups take the last entry of a name. */
-    l->v[l->n++] = (fcr_kv){n, v};
+    l->v[l->n++] = (fcr__kv){n, v};
     return 0;
 }
 
@@ -387,7 +387,7 @@ static bool usable_id(const char *s)
 const char *fcr_req_request_id(const fcr_req *req)
 {
     static unsigned long long counter;
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return NULL;
     if (!ctx->request_id) {

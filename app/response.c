@@ -92,11 +92,11 @@ const char *fcr_status_reason(int status)
 #define ARENA_BODY_MAX 4096u
 
 /* The response's body, created empty in the context on first use. */
-static fcr_body *body_get(fcr_res *res)
+static fcr__body *body_get(fcr_res *res)
 {
     if (!res->body) {
-        fcr_body *b = &res->ctx->body;
-        *b = (fcr_body){.refs = 1};
+        fcr__body *b = &res->ctx->body;
+        *b = (fcr__body){.refs = 1};
         res->body = b;
     }
     return res->body;
@@ -104,7 +104,7 @@ static fcr_body *body_get(fcr_res *res)
 
 static void body_unref(void *arg)
 {
-    fcr_body *b = arg;
+    fcr__body *b = arg;
     if (b && --b->refs == 0) {
         free(b->data);
         free(b);
@@ -114,7 +114,7 @@ static void body_unref(void *arg)
 /* Makes room for `more` bytes (and a NUL) after the body, which it creates when missing. */
 static int body_reserve(fcr_res *res, size_t more)
 {
-    fcr_body *b = body_get(res);
+    fcr__body *b = body_get(res);
     if (more > SIZE_MAX - b->len - 1)
         return FCR_ENOMEM;
     size_t need = b->len + more + 1;
@@ -142,19 +142,19 @@ static int body_reserve(fcr_res *res, size_t more)
         return 0;
     }
     /* Too big for the arena: a reference-counted body that queued output can hold. */
-    fcr_body *h = malloc(sizeof *h);
+    fcr__body *h = malloc(sizeof *h);
     if (!h) {
         free(p);
         return FCR_ENOMEM;
     }
-    *h = (fcr_body){.refs = 1, .heap = true, .len = b->len, .cap = cap, .data = p};
+    *h = (fcr__body){.refs = 1, .heap = true, .len = b->len, .cap = cap, .data = p};
     res->body = h;
     return 0;
 }
 
 /* ---- Response object ------------------------------------------------------------------ */
 
-void fcr__res_init(fcr_res *res, fcr_ctx *ctx)
+void fcr__res_init(fcr_res *res, fcr__ctx *ctx)
 {
     memset(res, 0, sizeof *res);
     res->ctx = ctx;
@@ -204,7 +204,7 @@ static int header_add(fcr_res *res, const char *name, const char *value)
         return FCR_EINVAL;
     if (res->nh == res->caph) {
         size_t cap = res->caph ? res->caph * 2 : 8;
-        fcr_hdr *h = fcr__arena_alloc(&res->ctx->arena, cap * sizeof *h);
+        fcr__hdr *h = fcr__arena_alloc(&res->ctx->arena, cap * sizeof *h);
         if (!h)
             return FCR_ENOMEM;
         if (res->nh)
@@ -253,7 +253,7 @@ int fcr_res_set_header(fcr_res *res, const char *name, const char *value)
     int rc = header_add(res, name, value);
     if (rc < 0)
         return rc;
-    fcr_hdr added = res->h[nh];
+    fcr__hdr added = res->h[nh];
     res->nh = nh;
     fcr_res_remove_header(res, name);
     res->h[res->nh++] = added;
@@ -288,7 +288,7 @@ int fcr_res_set_body(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
-    fcr_body *b = body_get(res);
+    fcr__body *b = body_get(res);
     if (len > b->len && body_reserve(res, len - b->len) < 0)
         return FCR_ENOMEM;
     res->body->len = 0;
@@ -326,7 +326,7 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
 {
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
-    fcr_body *b = body_get(res);
+    fcr__body *b = body_get(res);
     if (len > b->len && body_reserve(res, len - b->len) < 0)
         return FCR_ENOMEM;
     int rc = fcr_res_set_header(res, "Content-Type", ctype);
@@ -382,7 +382,8 @@ int fcr_res_set_redirect(fcr_res *res, int status, const char *location)
     return 0;
 }
 
-int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail, json_t *ext)
+int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail,
+                            json_t *ext)
 {
     int rc = FCR_EINVAL;
     json_t *p = NULL;
@@ -486,7 +487,7 @@ static size_t put_uint(char *p, size_t n, size_t v)
 }
 
 /* Builds the CGI header block in the arena. */
-static int build_head(fcr_ctx *ctx)
+static int build_head(fcr__ctx *ctx)
 {
     fcr_res *res = &ctx->res;
     size_t blen = res->body ? res->body->len : 0;
@@ -556,7 +557,7 @@ static size_t escape_into(char *out, size_t n, size_t cap, const char *s, size_t
     return n;
 }
 
-void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap)
+void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap)
 {
     const char *m = ctx->method ? ctx->method : "-";
     size_t mlen = strlen(m);
@@ -567,7 +568,7 @@ void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap)
     out[n] = '\0';
 }
 
-void fcr__ctx_free(fcr_ctx *ctx)
+void fcr__ctx_free(fcr__ctx *ctx)
 {
     if (!ctx)
         return;
@@ -578,7 +579,7 @@ void fcr__ctx_free(fcr_ctx *ctx)
     ctx->magic = 0;
     /* Kept for the app's next request; fcr_app_free() frees the spares. */
     fcr_app *app = ctx->app;
-    if (app && app->nspare < FCR_CTX_SPARES) {
+    if (app && app->nspare < FCR__CTX_SPARES) {
         ctx->next_spare = app->spare;
         app->spare = ctx;
         app->nspare++;
@@ -588,7 +589,7 @@ void fcr__ctx_free(fcr_ctx *ctx)
 }
 
 /* The access log line of a request (see fcr_app_set_access_log). */
-static void access_log(fcr_ctx *ctx)
+static void access_log(fcr__ctx *ctx)
 {
     char what[600];
     size_t n = 0;
@@ -604,7 +605,7 @@ static void access_log(fcr_ctx *ctx)
             fcr_req_aborted(ctx->req) ? " aborted" : "");
 }
 
-static void finish(fcr_ctx *ctx)
+static void finish(fcr__ctx *ctx)
 {
     fcr_req *req = ctx->req;
     if (ctx->app->access_log && fcr_log_level() >= FCR_LOG_INFO)
@@ -617,12 +618,12 @@ static void finish(fcr_ctx *ctx)
     fcr_req_finish(req, 0);
 }
 
-static void pump(fcr_ctx *ctx);
+static void pump(fcr__ctx *ctx);
 
 static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    pump((fcr_ctx *)((char *)w - offsetof(fcr_ctx, resume)));
+    pump((fcr__ctx *)((char *)w - offsetof(fcr__ctx, resume)));
 }
 
 /* The output goes on from the loop, not from inside the core's drain callback: a write that
@@ -630,21 +631,21 @@ static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * calling drain callbacks. */
 static void on_drain(fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (ctx)
         ev_timer_start(ctx->loop, &ctx->resume);
 }
 
 static void on_abort(fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (ctx)
         finish(ctx);
 }
 
 /* Writes what the connection takes; waits for the drain callback on FCR_EAGAIN; finishes the
  * request when all is queued or nothing more can be sent. */
-static void pump(fcr_ctx *ctx)
+static void pump(fcr__ctx *ctx)
 {
     for (;;) {
         int rc;
@@ -654,7 +655,7 @@ static void pump(fcr_ctx *ctx)
             if (rc == 0)
                 ctx->head_off += n;
         } else if (ctx->body_off < ctx->body_end) {
-            fcr_body *b = ctx->res.body;
+            fcr__body *b = ctx->res.body;
             size_t n = ctx->body_end - ctx->body_off;
             if (n > WRITE_CHUNK)
                 n = WRITE_CHUNK;
@@ -683,10 +684,10 @@ static void pump(fcr_ctx *ctx)
     finish(ctx);
 }
 
-void fcr__ctx_output(fcr_ctx *ctx)
+void fcr__ctx_output(fcr__ctx *ctx)
 {
     ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
-    ctx->state = ST_OUTPUT;
+    ctx->state = FCR__ST_OUTPUT;
     ctx->sent = true;
     if (fcr_log_level() >= FCR_LOG_DEBUG) {
         char what[600];

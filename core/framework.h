@@ -1,6 +1,6 @@
 /* Internal: what the core offers the framework layer (app/) beyond the public API. */
-#ifndef FCR_CORE_FRAMEWORK_H
-#define FCR_CORE_FRAMEWORK_H
+#ifndef FCR__CORE_FRAMEWORK_H
+#define FCR__CORE_FRAMEWORK_H
 
 #include <fcrest/core.h>
 

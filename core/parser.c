@@ -23,20 +23,20 @@ enum {
 /* Smallest mbuf allocation; capacity doubles from here, capped at the declared length. */
 #define MBUF_MIN 256u
 
-void fcr__parser_init(fcr_parser *p)
+void fcr__parser_init(fcr__parser *p)
 {
     memset(p, 0, sizeof *p);
     p->state = ST_HEADER;
     p->mbuf = NULL;
 }
 
-void fcr__parser_reset(fcr_parser *p)
+void fcr__parser_reset(fcr__parser *p)
 {
     free(p->mbuf);
     fcr__parser_init(p);
 }
 
-bool fcr__parser_idle(const fcr_parser *p)
+bool fcr__parser_idle(const fcr__parser *p)
 {
     return p->error == 0 && p->state == ST_HEADER && p->have == 0;
 }
@@ -65,7 +65,7 @@ static size_t mbuf_capacity(size_t n, size_t declared)
     return c < declared ? c : declared;
 }
 
-static int mbuf_append(fcr_parser *p, const uint8_t *buf, size_t n)
+static int mbuf_append(fcr__parser *p, const uint8_t *buf, size_t n)
 {
     size_t declared = p->h.content_len;
     size_t need = p->mlen + n;
@@ -83,9 +83,9 @@ static int mbuf_append(fcr_parser *p, const uint8_t *buf, size_t n)
 
 /* The whole record, padding included, has been consumed: go back to reading headers, then emit
  * the record's event. */
-static int record_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
+static int record_done(fcr__parser *p, const fcr__parser_events *ev, void *ctx)
 {
-    const fcgi_header h = p->h;
+    const fcr__fcgi_header h = p->h;
 
     p->state = ST_HEADER;
     p->have = 0;
@@ -119,7 +119,7 @@ static int record_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
 }
 
 /* The record's content has been consumed: skip its padding, or finish it. */
-static int content_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
+static int content_done(fcr__parser *p, const fcr__parser_events *ev, void *ctx)
 {
     if (p->h.padding_len > 0) {
         p->state = ST_PAD;
@@ -131,7 +131,7 @@ static int content_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
 }
 
 /* hbuf holds a complete header. */
-static int header_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
+static int header_done(fcr__parser *p, const fcr__parser_events *ev, void *ctx)
 {
     fcr__header_decode(p->hbuf, &p->h);
     p->have = 0;
@@ -154,7 +154,7 @@ static int header_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
     return 0;
 }
 
-long fcr__parser_feed(fcr_parser *p, const fcr_parser_events *ev, void *ctx, const uint8_t *buf,
+long fcr__parser_feed(fcr__parser *p, const fcr__parser_events *ev, void *ctx, const uint8_t *buf,
                       size_t len)
 {
     size_t i = 0;

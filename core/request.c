@@ -26,17 +26,17 @@ static const uint8_t zeros[8];
 #define POOL_PCAP_MAX 256
 #define POOL_OUT_MAX  8192
 
-fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags)
+fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
 {
-    fcr_req_pool *pool = c->srv->pool;
+    fcr__req_pool *pool = c->srv->pool;
     fcr_req *r = pool->free;
     if (r) {
         pool->free = r->next;
         pool->nfree--;
         /* Every field starts as calloc would leave it, but for the kept buffers (their index
          * was cleared when the request was kept). */
-        fcr_buf pbuf = {r->pbuf.p, 0, r->pbuf.cap};
-        fcr_param *params = r->params;
+        fcr__buf pbuf = {r->pbuf.p, 0, r->pbuf.cap};
+        fcr__param *params = r->params;
         size_t pcap = r->pcap;
         uint32_t *pindex = r->pindex;
         size_t pmask = r->pmask;
@@ -85,7 +85,7 @@ static void req_destroy(fcr_req *r)
  * last reference was END_REQUEST's, released after them). */
 static void req_free(fcr_req *r)
 {
-    fcr_req_pool *pool = r->pool;
+    fcr__req_pool *pool = r->pool;
     pool->live--;
     if (pool->orphan || pool->nfree >= POOL_MAX || r->pbuf.cap > POOL_PBUF_MAX ||
         r->pcap > POOL_PCAP_MAX) {
@@ -118,7 +118,7 @@ static void req_free(fcr_req *r)
     pool->nfree++;
 }
 
-void fcr__req_pool_orphan(fcr_req_pool *pool)
+void fcr__req_pool_orphan(fcr__req_pool *pool)
 {
     pool->orphan = true;
     while (pool->free) {
@@ -142,7 +142,7 @@ void fcr__req_unref(void *arg)
 
 /* Grows `b` to hold `need` bytes: doubling, but never past `clip` (the declared length or the
  * limit) so the last step is exact and nothing is reserved for bytes that have not arrived. */
-static int buf_reserve(fcr_buf *b, size_t need, size_t clip, size_t first)
+static int buf_reserve(fcr__buf *b, size_t need, size_t clip, size_t first)
 {
     if (need <= b->cap)
         return 0;
@@ -208,7 +208,7 @@ static inline size_t find_slot(const fcr_req *r, const char *name, size_t len)
 {
     size_t i = name_hash(name, len) & r->pmask;
     for (; r->pindex[i]; i = (i + 1) & r->pmask) {
-        const fcr_param *p = &r->params[r->pindex[i] - 1];
+        const fcr__param *p = &r->params[r->pindex[i] - 1];
         if (p->nlen == len && memcmp(p->name, name, len) == 0)
             break;
     }
@@ -222,7 +222,7 @@ static int params_grow(fcr_req *r, size_t cap)
     size_t slots = 16;
     while (slots < 2 * cap)
         slots *= 2;
-    fcr_param *p = malloc(cap * sizeof *p + slots * sizeof *r->pindex);
+    fcr__param *p = malloc(cap * sizeof *p + slots * sizeof *r->pindex);
     if (!p)
         return FCR_ENOMEM;
     if (r->nparams)
@@ -248,10 +248,10 @@ int fcr__req_params_end(fcr_req *r)
     size_t off = 0, count = 0;
     const uint8_t *name, *value;
     uint32_t nlen, vlen;
-    fcr_nv_status st;
+    fcr__nv_status st;
     uint8_t *w = r->pbuf.p;
     while ((st = fcr__nv_next(r->pbuf.p, r->pbuf.len, &off, &name, &nlen, &value, &vlen)) ==
-           FCR_NV_OK) {
+           FCR__NV_OK) {
         if (nlen > lim->max_name_len || vlen > lim->max_value_len || ++count > lim->max_params) {
             fcr_log(FCR_LOG_WARN, "request %u: a param exceeds the name, value or count limit",
                     r->id);
@@ -269,18 +269,18 @@ int fcr__req_params_end(fcr_req *r)
         w = (uint8_t *)v + vlen + 1;
         size_t slot = find_slot(r, n, nlen);
         if (r->pindex[slot] == 0) {
-            r->params[r->nparams] = (fcr_param){n, NULL, nlen, 0};
+            r->params[r->nparams] = (fcr__param){n, NULL, nlen, 0};
             r->pindex[slot] = (uint32_t)++r->nparams;
         }
-        fcr_param *p = &r->params[r->pindex[slot] - 1];
+        fcr__param *p = &r->params[r->pindex[slot] - 1];
         p->value = v; /* the last duplicate wins */
         p->vlen = vlen;
     }
-    if (st == FCR_NV_TRUNCATED) {
+    if (st == FCR__NV_TRUNCATED) {
         fcr_log(FCR_LOG_WARN, "request %u: truncated name-value pair in PARAMS", r->id);
         return FCR_EPROTO;
     }
-    r->state |= REQ_PARAMS_DONE;
+    r->state |= FCR__REQ_PARAMS_DONE;
     size_t cl_len;
     const char *cl = fcr_req_paramn(r, "CONTENT_LENGTH", 14, &cl_len);
     r->content_length = parse_content_length(cl, cl ? cl_len : 0);
@@ -289,11 +289,11 @@ int fcr__req_params_end(fcr_req *r)
 
 int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len)
 {
-    fcr_buf *b = &r->body[idx];
+    fcr__buf *b = &r->body[idx];
     /* b->len <= max_body always holds: the limit is only changed before any body arrives. */
     if (len > r->max_body - b->len) {
         r->input_error = FCR_ETOOBIG;
-        r->state |= REQ_DISCARD;
+        r->state |= FCR__REQ_DISCARD;
         fcr_log(FCR_LOG_WARN, "request %u: %s exceeds %zu bytes", r->id, idx ? "DATA" : "STDIN",
                 r->max_body);
         return 1; /* deliver now */
@@ -316,7 +316,7 @@ int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len)
 
 static bool req_writable(const fcr_req *r)
 {
-    return r->conn && !(r->state & (REQ_ABORTED | REQ_FINISHED | REQ_ENDED));
+    return r->conn && !(r->state & (FCR__REQ_ABORTED | FCR__REQ_FINISHED | FCR__REQ_ENDED));
 }
 
 /* Makes room for `add` more content bytes in the open STDOUT record (add <= 65535 - out_len). */
@@ -350,7 +350,7 @@ static void free_arg(void *p)
  * that memory it owns (params, bodies) outlives output that points into it. */
 void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app_status)
 {
-    fcr_conn *c = r->conn;
+    fcr__conn *c = r->conn;
     if (!c)
         return;
     if (r->out_len == 0 && !final)
@@ -374,7 +374,7 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
         if (protocol_status == FCGI_REQUEST_COMPLETE) {
             fcr__header_encode(r->out + total, FCGI_STDOUT, r->id, 0, 0);
             total += FCGI_HEADER_LEN;
-            if (r->state & REQ_STDERR_USED) {
+            if (r->state & FCR__REQ_STDERR_USED) {
                 fcr__header_encode(r->out + total, FCGI_STDERR, r->id, 0, 0);
                 total += FCGI_HEADER_LEN;
             }
@@ -389,7 +389,7 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
     /* queued already counts the open content; account for framing. */
     c->queued -= content;
     if (final)
-        r->state |= REQ_ENDED;
+        r->state |= FCR__REQ_ENDED;
     if (final && fcr__conn_reserve(c, 2) == 0) {
         /* The buffer stays the request's, to be reused or freed with it: END_REQUEST's
          * reference, released after these bytes are written or dropped, keeps it alive. */
@@ -413,7 +413,7 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
 /* Appends to the open STDOUT record, sealing full records; no output cap check. */
 static int out_append(fcr_req *r, const uint8_t *p, size_t len)
 {
-    fcr_conn *c = r->conn;
+    fcr__conn *c = r->conn;
     while (len) {
         size_t room = FCGI_MAX_CONTENT - r->out_len;
         size_t n = len < room ? len : room;
@@ -456,7 +456,7 @@ int fcr_req_write_ref(fcr_req *r, const void *buf, size_t len, void (*release)(v
         e = FCR_ECLOSED;
         goto fail;
     }
-    fcr_conn *c = r->conn;
+    fcr__conn *c = r->conn;
     if (c->queued >= r->srv->cfg.limits.max_output_queue) {
         e = FCR_EAGAIN;
         goto fail;
@@ -528,7 +528,7 @@ int fcr_req_write_stderr(fcr_req *r, const void *buf, size_t len)
         return FCR_EINVAL;
     if (!req_writable(r))
         return FCR_ECLOSED;
-    fcr_conn *c = r->conn;
+    fcr__conn *c = r->conn;
     if (c->queued >= r->srv->cfg.limits.max_output_queue)
         return FCR_EAGAIN;
     if (len == 0)
@@ -547,7 +547,7 @@ int fcr_req_write_stderr(fcr_req *r, const void *buf, size_t len)
         int e = fcr__conn_push(c, rec, FCGI_HEADER_LEN + n + pad, free_arg, rec);
         if (e)
             return e;
-        r->state |= REQ_STDERR_USED;
+        r->state |= FCR__REQ_STDERR_USED;
         p += n;
         len -= n;
     }
@@ -559,9 +559,9 @@ int fcr_req_write_stderr(fcr_req *r, const void *buf, size_t len)
  * the core's hold on it. The caller must not use `r` afterwards. */
 void fcr__req_reject(fcr_req *r, const char *status_line)
 {
-    r->state |= REQ_DISCARD;
-    fcr_conn *c = r->conn;
-    if (!c || (r->state & (REQ_ENDED | REQ_DELIVERED)))
+    r->state |= FCR__REQ_DISCARD;
+    fcr__conn *c = r->conn;
+    if (!c || (r->state & (FCR__REQ_ENDED | FCR__REQ_DELIVERED)))
         return;
     char head[200];
     int n = snprintf(head, sizeof head,
@@ -576,27 +576,27 @@ void fcr__req_reject(fcr_req *r, const char *status_line)
     if (r->busy == 0)
         fcr__req_unref(r);
     else
-        r->state |= REQ_FINISHED;
+        r->state |= FCR__REQ_FINISHED;
 }
 
 int fcr_req_finish(fcr_req *r, uint32_t app_status)
 {
     if (!r)
         return FCR_EINVAL;
-    if (r->state & REQ_FINISHED)
+    if (r->state & FCR__REQ_FINISHED)
         return FCR_EINVAL;
-    r->state |= REQ_FINISHED;
+    r->state |= FCR__REQ_FINISHED;
     r->on_drain = NULL;
     r->on_abort = NULL;
     int ret = 0;
-    fcr_conn *c = r->conn;
-    if (c && !(r->state & (REQ_ABORTED | REQ_ENDED))) {
+    fcr__conn *c = r->conn;
+    if (c && !(r->state & (FCR__REQ_ABORTED | FCR__REQ_ENDED))) {
         fcr__server_unmark_dirty(r->srv, r);
         fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, app_status);
         if (r->conn)
             fcr__conn_remove_req(r->conn, r);
     } else {
-        ret = (r->state & REQ_ABORTED) ? FCR_ECLOSED : 0;
+        ret = (r->state & FCR__REQ_ABORTED) ? FCR_ECLOSED : 0;
         fcr__server_unmark_dirty(r->srv, r);
     }
     if (r->busy == 0)
@@ -609,28 +609,28 @@ int fcr_req_finish(fcr_req *r, uint32_t app_status)
  * request. */
 void fcr__req_abort(fcr_req *r, bool send_end)
 {
-    fcr_conn *c = r->conn;
+    fcr__conn *c = r->conn;
     fcr__server_unmark_dirty(r->srv, r);
     if (c) {
         c->queued -= r->out_len;
         free(r->out);
         r->out = NULL;
         r->out_len = r->out_cap = 0;
-        if (send_end && !(r->state & REQ_ENDED))
+        if (send_end && !(r->state & FCR__REQ_ENDED))
             fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, 0);
         fcr__conn_remove_req(c, r);
     }
-    if (!(r->state & REQ_DELIVERED)) {
+    if (!(r->state & FCR__REQ_DELIVERED)) {
         fcr__req_unref(r);
         return;
     }
-    r->state |= REQ_ABORTED;
+    r->state |= FCR__REQ_ABORTED;
     if (r->input_error == 0)
         r->input_error = FCR_ECLOSED;
     void (*cb)(fcr_req *) = r->on_abort;
     r->on_abort = NULL;
     r->on_drain = NULL;
-    if (cb && !(r->state & REQ_FINISHED))
+    if (cb && !(r->state & FCR__REQ_FINISHED))
         cb(r);
 }
 
@@ -683,7 +683,7 @@ int fcr_req_param_at(const fcr_req *r, size_t i, const char **name, size_t *nlen
 {
     if (!r || i >= r->nparams)
         return FCR_ENOTFOUND;
-    const fcr_param *p = &r->params[i];
+    const fcr__param *p = &r->params[i];
     if (name)
         *name = p->name;
     if (nlen)
@@ -702,7 +702,7 @@ const void *fcr_req_body(const fcr_req *r, fcr_stream stream, size_t *len)
             *len = 0;
         return "";
     }
-    const fcr_buf *b = &r->body[stream == FCR_DATA ? 1 : 0];
+    const fcr__buf *b = &r->body[stream == FCR_DATA ? 1 : 0];
     if (len)
         *len = b->len;
     return b->p ? (const void *)b->p : (const void *)"";
@@ -715,16 +715,16 @@ int fcr_req_input_error(const fcr_req *r)
 
 void fcr_req_set_max_body(fcr_req *r, size_t max)
 {
-    if (r && (r->state & REQ_IN_PARAMS))
+    if (r && (r->state & FCR__REQ_IN_PARAMS))
         r->max_body = max;
 }
 
 int fcr_req_stream_input(fcr_req *r, fcr_chunk_cb chunk)
 {
-    if (!r || !chunk || !(r->state & REQ_IN_PARAMS))
+    if (!r || !chunk || !(r->state & FCR__REQ_IN_PARAMS))
         return FCR_EINVAL;
     r->chunk_cb = chunk;
-    r->state |= REQ_STREAMING;
+    r->state |= FCR__REQ_STREAMING;
     return 0;
 }
 
@@ -766,7 +766,7 @@ void fcr_req_on_abort(fcr_req *r, void (*cb)(fcr_req *r))
 
 bool fcr_req_aborted(const fcr_req *r)
 {
-    return r && (r->state & REQ_ABORTED) != 0;
+    return r && (r->state & FCR__REQ_ABORTED) != 0;
 }
 
 void fcr_req_on_drain(fcr_req *r, void (*cb)(fcr_req *r))
@@ -780,5 +780,5 @@ void fcr_req_on_drain(fcr_req *r, void (*cb)(fcr_req *r))
 
 size_t fcr_req_queued(const fcr_req *r)
 {
-    return r && r->conn && !(r->state & REQ_ABORTED) ? r->conn->queued : 0;
+    return r && r->conn && !(r->state & FCR__REQ_ABORTED) ? r->conn->queued : 0;
 }

@@ -52,8 +52,8 @@ static void same(const char *got, const uint8_t *want, size_t len)
 
 static void check_urlencoded(const uint8_t *s, size_t len)
 {
-    fcr_arena a = {0};
-    fcr_kv_list l = {0};
+    fcr__arena a = {0};
+    fcr__kv_list l = {0};
     must(fcr__parse_urlencoded(&a, (const char *)s, len, &l) == 0);
     must(l.parsed && l.n <= l.cap);
     uint8_t *n = malloc(len + 1), *v = malloc(len + 1);
@@ -90,8 +90,8 @@ static bool ows(uint8_t c)
 
 static void check_cookies(const uint8_t *s, size_t len)
 {
-    fcr_arena a = {0};
-    fcr_kv_list l = {0};
+    fcr__arena a = {0};
+    fcr__kv_list l = {0};
     must(fcr__parse_cookies(&a, (const char *)s, len, &l) == 0);
     must(l.parsed && l.n <= l.cap);
     size_t k = 0, i = 0;
@@ -134,8 +134,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_cookies(data, size);
     /* An absent header parses as empty. */
     if (size == 0) {
-        fcr_arena a = {0};
-        fcr_kv_list l = {0};
+        fcr__arena a = {0};
+        fcr__kv_list l = {0};
         must(fcr__parse_cookies(&a, NULL, 0, &l) == 0 && l.n == 0);
         fcr__arena_free(&a);
     }
