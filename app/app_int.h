@@ -7,6 +7,7 @@
 #include <fcrest/app.h>
 
 #include "core/framework.h"
+#include "core/mem.h"
 
 #include <ev.h>
 
@@ -14,24 +15,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* ---- Arena: per-request memory freed at once ------------------------------------------ */
-
-typedef struct fcr__arena_block fcr__arena_block;
-
-/* A zeroed arena is empty and valid. */
-typedef struct fcr__arena {
-    fcr__arena_block *head;
-    fcr__arena_block *first; /* the owner's memory (fcr__arena_init), or NULL */
-} fcr__arena;
-
-/* Makes `a` an empty arena whose first block is the `size` bytes at `mem` (aligned for any
- * type; NULL: none), which fcr__arena_free() keeps for reuse instead of freeing. */
-void fcr__arena_init(fcr__arena *a, void *mem, size_t size);
-void *fcr__arena_alloc(fcr__arena *a, size_t n);
-char *fcr__arena_strndup(fcr__arena *a, const char *s, size_t n);
-/* Frees every block but the first one given to fcr__arena_init(), and empties the arena. */
-void fcr__arena_free(fcr__arena *a);
 
 /* ---- Middleware lists ----------------------------------------------------------------- */
 

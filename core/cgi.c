@@ -32,7 +32,6 @@ int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *o
     return 0;
 }
 
-
 bool fcr__is_token(const char *s)
 {
     if (!s || !*s)
@@ -58,12 +57,10 @@ bool fcr__is_header_value(const char *s)
     return true;
 }
 
-
 const char *fcr_req_method(const fcr_req *req)
 {
     return req ? fcr_req_param(req, "REQUEST_METHOD") : NULL;
 }
-
 
 const char *fcr_req_header(const fcr_req *req, const char *name)
 {
@@ -91,7 +88,6 @@ const char *fcr_req_header(const fcr_req *req, const char *name)
     return fcr_req_param(req, key);
 }
 
-
 bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
 {
     const char *ct = fcr_req_header(req, "Content-Type");
@@ -108,7 +104,6 @@ bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
     return *rest == '\0' || *rest == ';';
 }
 
-
 const char *fcr_req_remote_addr(const fcr_req *req)
 {
     return req ? fcr_req_param(req, "REMOTE_ADDR") : NULL;
@@ -121,7 +116,6 @@ int fcr_req_remote_port(const fcr_req *req)
         return 0;
     return (int)port;
 }
-
 
 int fcr_req_log(fcr_req *req, const char *fmt, ...)
 {
@@ -151,7 +145,6 @@ int fcr_req_log(fcr_req *req, const char *fmt, ...)
         free(msg); /* cppcheck-suppress autovarInvalidDeallocation ; msg was malloc'd here */
     return rc < 0 ? rc : (int)len;
 }
-
 
 /* ---- FILTER data ---------------------------------------------------------------------- */
 

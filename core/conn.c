@@ -60,29 +60,24 @@ static fcr_req *find_req(const fcr__conn *c, uint16_t id)
 
 static bool queue_empty(const fcr__conn *c)
 {
-    return c->shead == c->stail;
+    return c->shead == c->segs.n;
+}
+
+static fcr__seg *seg_at(const fcr__conn *c, size_t i)
+{
+    return (fcr__seg *)c->segs.v + i;
 }
 
 int fcr__conn_reserve(fcr__conn *c, size_t nsegs)
 {
-    if (c->scap - c->stail >= nsegs)
+    if (c->segs.cap - c->segs.n >= nsegs)
         return 0;
     if (c->shead > 0) { /* compact */
-        memmove(c->segs, c->segs + c->shead, (c->stail - c->shead) * sizeof *c->segs);
-        c->stail -= c->shead;
+        memmove(c->segs.v, seg_at(c, c->shead), (c->segs.n - c->shead) * sizeof(fcr__seg));
+        c->segs.n -= c->shead;
         c->shead = 0;
-        if (c->scap - c->stail >= nsegs)
-            return 0;
     }
-    size_t cap = c->scap ? c->scap * 2 : 16;
-    while (cap - c->stail < nsegs)
-        cap *= 2;
-    fcr__seg *s = realloc(c->segs, cap * sizeof *s);
-    if (!s)
-        return FCR_ENOMEM;
-    c->segs = s;
-    c->scap = cap;
-    return 0;
+    return fcr__vec_reserve(&c->segs, NULL, sizeof(fcr__seg), c->segs.n + nsegs);
 }
 
 int fcr__conn_push(fcr__conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg)
@@ -95,7 +90,7 @@ int fcr__conn_push(fcr__conn *c, const uint8_t *ptr, size_t len, void (*release)
     }
     if (queue_empty(c))
         c->out_progress = ev_now(c->srv->loop);
-    c->segs[c->stail++] = (fcr__seg){ptr, len, release, arg};
+    *seg_at(c, c->segs.n++) = (fcr__seg){ptr, len, release, arg};
     c->queued += len;
     return 0;
 }
@@ -132,8 +127,8 @@ void fcr__conn_fail(fcr__conn *c, const char *why)
 static void advance(fcr__conn *c, size_t n)
 {
     c->queued -= n;
-    while (c->shead < c->stail) {
-        fcr__seg *s = &c->segs[c->shead];
+    while (c->shead < c->segs.n) {
+        fcr__seg *s = seg_at(c, c->shead);
         size_t left = s->len - c->soff;
         if (n < left) {
             c->soff += n;
@@ -145,19 +140,18 @@ static void advance(fcr__conn *c, size_t n)
         if (s->release)
             s->release(s->arg);
     }
-    c->shead = c->stail = 0;
+    c->shead = c->segs.n = 0;
 }
 
 static void release_all(fcr__conn *c)
 {
-    while (c->shead < c->stail) {
-        fcr__seg *s = &c->segs[c->shead++];
+    while (c->shead < c->segs.n) {
+        fcr__seg *s = seg_at(c, c->shead++);
         if (s->release)
             s->release(s->arg);
     }
-    free(c->segs);
-    c->segs = NULL;
-    c->shead = c->stail = c->scap = c->soff = 0;
+    fcr__vec_free(&c->segs);
+    c->shead = c->soff = 0;
 }
 
 /* Input is read while the connection is open (or still has requests receiving input after a
@@ -237,8 +231,8 @@ void fcr__conn_flush(fcr__conn *c)
         struct iovec iov[MAX_IOV];
         int n = 0;
         size_t total = 0;
-        for (size_t i = c->shead; i < c->stail && n < MAX_IOV; i++) {
-            const fcr__seg *s = &c->segs[i];
+        for (size_t i = c->shead; i < c->segs.n && n < MAX_IOV; i++) {
+            const fcr__seg *s = seg_at(c, i);
             size_t off = (i == c->shead) ? c->soff : 0;
             if (s->len - off == 0)
                 continue;

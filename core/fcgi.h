@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/mem.h"
+
 #define FCGI_VERSION_1       1
 #define FCGI_HEADER_LEN      8
 #define FCGI_MAX_CONTENT     65535u
@@ -193,8 +195,7 @@ typedef struct fcr__parser {
     uint8_t hbuf[8];    /* partial header or BEGIN_REQUEST content */
     size_t have;        /* bytes in hbuf, or content bytes seen */
     size_t left;        /* content or padding bytes left in the current record */
-    uint8_t *mbuf;      /* management record content, grown as bytes arrive */
-    size_t mlen;        /* bytes in mbuf */
+    fcr__buf mbuf;      /* management record content, grown as bytes arrive */
     int error;          /* sticky error once the stream is broken */
 } fcr__parser;
 

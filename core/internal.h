@@ -14,6 +14,7 @@
 #include <fcrest/core.h>
 
 #include "fcgi.h"
+#include "mem.h"
 
 typedef struct fcr__conn fcr__conn;
 typedef struct fcr_listener fcr_listener;
@@ -44,12 +45,6 @@ typedef struct fcr__param {
     uint32_t nlen;
     uint32_t vlen;
 } fcr__param;
-
-typedef struct fcr__buf {
-    uint8_t *p;
-    size_t len;
-    size_t cap;
-} fcr__buf;
 
 enum {
     FCR__REQ_PARAMS_DONE = 1u << 0,
@@ -94,11 +89,8 @@ struct fcr_req {
     fcr__buf body[2]; /* STDIN, DATA */
     fcr_chunk_cb chunk_cb;
 
-    uint8_t *out; /* open STDOUT record: 8 header bytes, then content */
-    size_t out_len;
-    size_t out_cap;
-    uint8_t *out_final; /* the final records' buffer, queued until END_REQUEST's reference goes */
-    size_t out_final_cap;
+    fcr__buf out;       /* open STDOUT record: 8 header bytes, then content (len 0: none open) */
+    fcr__buf out_final; /* the final records' buffer, queued until END_REQUEST's reference goes */
 
     void (*on_abort)(fcr_req *req);
     void (*on_drain)(fcr_req *req);
@@ -131,8 +123,8 @@ struct fcr__conn {
     uint8_t *pending; /* input not yet consumed while paused */
     size_t pend_len;
     size_t pend_off;
-    fcr__seg *segs;
-    size_t shead, stail, scap;
+    fcr__vec segs; /* of fcr__seg: those from shead up to segs.n are queued, in order */
+    size_t shead;
     size_t soff;    /* bytes of segs[shead] already written */
     size_t queued;  /* bytes in segs not yet written + open records of its requests */
     size_t drained; /* bytes discarded while draining */

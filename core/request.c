@@ -40,8 +40,7 @@ fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
         size_t pcap = r->pcap;
         uint32_t *pindex = r->pindex;
         size_t pmask = r->pmask;
-        uint8_t *out = r->out;
-        size_t out_cap = r->out_cap;
+        fcr__buf out = {r->out.p, 0, r->out.cap};
         memset(r, 0, sizeof *r);
         r->pbuf = pbuf;
         r->params = params;
@@ -49,7 +48,6 @@ fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
         r->pindex = pindex;
         r->pmask = pmask;
         r->out = out;
-        r->out_cap = out_cap;
     } else {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -71,12 +69,12 @@ fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
 
 static void req_destroy(fcr_req *r)
 {
-    free(r->pbuf.p);
+    fcr__buf_free(&r->pbuf);
     free(r->params);
-    free(r->body[0].p);
-    free(r->body[1].p);
-    free(r->out);
-    free(r->out_final);
+    fcr__buf_free(&r->body[0]);
+    fcr__buf_free(&r->body[1]);
+    fcr__buf_free(&r->out);
+    fcr__buf_free(&r->out_final);
     free(r);
 }
 
@@ -94,23 +92,15 @@ static void req_free(fcr_req *r)
             free(pool);
         return;
     }
-    if (r->body[0].p || r->body[1].p) {
-        free(r->body[0].p);
-        free(r->body[1].p);
-        r->body[0].p = r->body[1].p = NULL;
-    }
-    if (r->out_final) {
-        if (r->out)
-            free(r->out);
+    fcr__buf_free(&r->body[0]);
+    fcr__buf_free(&r->body[1]);
+    if (r->out_final.p) {
+        fcr__buf_free(&r->out);
         r->out = r->out_final;
-        r->out_cap = r->out_final_cap;
-        r->out_final = NULL;
+        r->out_final = (fcr__buf){0};
     }
-    if (r->out_cap > POOL_OUT_MAX) {
-        free(r->out);
-        r->out = NULL;
-        r->out_cap = 0;
-    }
+    if (r->out.cap > POOL_OUT_MAX)
+        fcr__buf_free(&r->out);
     if (r->pindex)
         memset(r->pindex, 0, (r->pmask + 1) * sizeof *r->pindex);
     r->next = pool->free;
@@ -140,25 +130,6 @@ void fcr__req_unref(void *arg)
 
 /* ---- input ------------------------------------------------------------------------------ */
 
-/* Grows `b` to hold `need` bytes: doubling, but never past `clip` (the declared length or the
- * limit) so the last step is exact and nothing is reserved for bytes that have not arrived. */
-static int buf_reserve(fcr__buf *b, size_t need, size_t clip, size_t first)
-{
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap * 2 : first;
-    if (cap < need)
-        cap = need;
-    if (clip >= need && cap > clip)
-        cap = clip;
-    uint8_t *p = realloc(b->p, cap);
-    if (!p)
-        return FCR_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
 int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len)
 {
     const fcr_limits *lim = &r->srv->cfg.limits;
@@ -167,7 +138,8 @@ int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len)
         fcr__req_reject(r, "431 Request Header Fields Too Large");
         return 0;
     }
-    int e = buf_reserve(&r->pbuf, r->pbuf.len + len, lim->max_params_bytes, 1024);
+    /* Clipped at the limit: nothing is reserved for bytes that cannot arrive. */
+    int e = fcr__buf_reserve(&r->pbuf, NULL, r->pbuf.len + len, 1024, lim->max_params_bytes);
     if (e)
         return e;
     memcpy(r->pbuf.p + r->pbuf.len, buf, len);
@@ -304,7 +276,8 @@ int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len)
     /* A declared length up to 1 MiB is reserved at once (one allocation, no copies); larger
      * ones grow with the bytes that actually arrive. */
     size_t first = clip < 16384 || clip > (1u << 20) || clip == r->max_body ? 16384 : clip;
-    int e = buf_reserve(b, b->len + len, clip, first);
+    /* Clipped at the declared length or the limit, so that the last step is exact. */
+    int e = fcr__buf_reserve(b, NULL, b->len + len, first, clip);
     if (e)
         return e;
     memcpy(b->p + b->len, buf, len);
@@ -319,24 +292,22 @@ static bool req_writable(const fcr_req *r)
     return r->conn && !(r->state & (FCR__REQ_ABORTED | FCR__REQ_FINISHED | FCR__REQ_ENDED));
 }
 
-/* Makes room for `add` more content bytes in the open STDOUT record (add <= 65535 - out_len). */
+/* Content bytes of the open STDOUT record (0 when none is open). */
+static size_t out_content(const fcr_req *r)
+{
+    return r->out.len ? r->out.len - FCGI_HEADER_LEN : 0;
+}
+
+/* Makes room for `add` more content bytes in the open STDOUT record (add <= 65535 - content),
+ * opening it when none is. */
 static int out_reserve(fcr_req *r, size_t add)
 {
-    size_t need = FCGI_HEADER_LEN + r->out_len + add + OUT_TAIL;
-    if (need <= r->out_cap)
-        return 0;
-    size_t cap = r->out_cap * 2; /* a kept buffer may be smaller than the first size */
-    if (cap < OUT_FIRST_CAP)
-        cap = OUT_FIRST_CAP;
-    if (cap < need)
-        cap = need;
-    if (cap > FCGI_HEADER_LEN + FCGI_MAX_CONTENT + OUT_TAIL)
-        cap = FCGI_HEADER_LEN + FCGI_MAX_CONTENT + OUT_TAIL;
-    uint8_t *p = realloc(r->out, cap);
-    if (!p)
-        return FCR_ENOMEM;
-    r->out = p;
-    r->out_cap = cap;
+    size_t used = r->out.len ? r->out.len : FCGI_HEADER_LEN;
+    int e = fcr__buf_reserve(&r->out, NULL, used + add + OUT_TAIL, OUT_FIRST_CAP,
+                             FCGI_HEADER_LEN + FCGI_MAX_CONTENT + OUT_TAIL);
+    if (e)
+        return e;
+    r->out.len = used;
     return 0;
 }
 
@@ -353,39 +324,36 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
     fcr__conn *c = r->conn;
     if (!c)
         return;
-    if (r->out_len == 0 && !final)
+    size_t content = out_content(r);
+    if (content == 0 && !final)
         return;
-    if (!r->out) {
-        r->out = malloc(OUT_TAIL + FCGI_HEADER_LEN);
-        if (!r->out) {
-            fcr__conn_fail(c, "out of memory");
-            return;
-        }
-        r->out_cap = OUT_TAIL + FCGI_HEADER_LEN;
+    if (fcr__buf_reserve(&r->out, NULL, OUT_TAIL + FCGI_HEADER_LEN, OUT_TAIL + FCGI_HEADER_LEN,
+                         SIZE_MAX) != 0) {
+        fcr__conn_fail(c, "out of memory");
+        return;
     }
+    uint8_t *buf = r->out.p;
     size_t total = 0;
-    if (r->out_len) {
-        uint8_t pad = fcr__padding_for(r->out_len);
-        fcr__header_encode(r->out, FCGI_STDOUT, r->id, (uint16_t)r->out_len, pad);
-        memset(r->out + FCGI_HEADER_LEN + r->out_len, 0, pad);
-        total = FCGI_HEADER_LEN + r->out_len + pad;
+    if (content) {
+        uint8_t pad = fcr__padding_for(content);
+        fcr__header_encode(buf, FCGI_STDOUT, r->id, (uint16_t)content, pad);
+        memset(buf + FCGI_HEADER_LEN + content, 0, pad);
+        total = FCGI_HEADER_LEN + content + pad;
     }
     if (final) {
         if (protocol_status == FCGI_REQUEST_COMPLETE) {
-            fcr__header_encode(r->out + total, FCGI_STDOUT, r->id, 0, 0);
+            fcr__header_encode(buf + total, FCGI_STDOUT, r->id, 0, 0);
             total += FCGI_HEADER_LEN;
             if (r->state & FCR__REQ_STDERR_USED) {
-                fcr__header_encode(r->out + total, FCGI_STDERR, r->id, 0, 0);
+                fcr__header_encode(buf + total, FCGI_STDERR, r->id, 0, 0);
                 total += FCGI_HEADER_LEN;
             }
         }
-        fcr__end_request_encode(r->out + total, r->id, app_status, protocol_status);
+        fcr__end_request_encode(buf + total, r->id, app_status, protocol_status);
         total += 16;
     }
-    uint8_t *buf = r->out;
-    size_t content = r->out_len, cap = r->out_cap;
-    r->out = NULL;
-    r->out_len = r->out_cap = 0;
+    fcr__buf kept = {buf, 0, r->out.cap};
+    r->out = (fcr__buf){0};
     /* queued already counts the open content; account for framing. */
     c->queued -= content;
     if (final)
@@ -393,8 +361,7 @@ void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app
     if (final && fcr__conn_reserve(c, 2) == 0) {
         /* The buffer stays the request's, to be reused or freed with it: END_REQUEST's
          * reference, released after these bytes are written or dropped, keeps it alive. */
-        r->out_final = buf;
-        r->out_final_cap = cap;
+        r->out_final = kept;
         fcr__conn_push(c, buf, total, NULL, NULL);
         r->refs++;
         fcr__conn_push(c, NULL, 0, fcr__req_unref, r);
@@ -415,20 +382,20 @@ static int out_append(fcr_req *r, const uint8_t *p, size_t len)
 {
     fcr__conn *c = r->conn;
     while (len) {
-        size_t room = FCGI_MAX_CONTENT - r->out_len;
+        size_t room = FCGI_MAX_CONTENT - out_content(r);
         size_t n = len < room ? len : room;
         int e = out_reserve(r, n);
         if (e)
             return e;
-        memcpy(r->out + FCGI_HEADER_LEN + r->out_len, p, n);
-        r->out_len += n;
+        memcpy(r->out.p + r->out.len, p, n);
+        r->out.len += n;
         c->queued += n;
         p += n;
         len -= n;
-        if (r->out_len == FCGI_MAX_CONTENT)
+        if (out_content(r) == FCGI_MAX_CONTENT)
             fcr__req_seal(r, false, 0, 0);
     }
-    if (r->out_len)
+    if (r->out.len)
         fcr__server_mark_dirty(r->srv, r);
     return 0;
 }
@@ -612,10 +579,8 @@ void fcr__req_abort(fcr_req *r, bool send_end)
     fcr__conn *c = r->conn;
     fcr__server_unmark_dirty(r->srv, r);
     if (c) {
-        c->queued -= r->out_len;
-        free(r->out);
-        r->out = NULL;
-        r->out_len = r->out_cap = 0;
+        c->queued -= out_content(r);
+        fcr__buf_free(&r->out);
         if (send_end && !(r->state & FCR__REQ_ENDED))
             fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, 0);
         fcr__conn_remove_req(c, r);

@@ -220,7 +220,7 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
     srv->drained_arg = arg;
     for (fcr__conn *c = srv->conns, *next; c && first; c = next) {
         next = c->next;
-        if (c->nreqs > 0 || c->shead != c->stail) {
+        if (c->nreqs > 0 || c->shead != c->segs.n) {
             if (c->state == FCR__CONN_OPEN)
                 c->state = FCR__CONN_CLOSE_AFTER_FLUSH;
         } else if (c->state == FCR__CONN_OPEN &&

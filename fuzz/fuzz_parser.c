@@ -226,7 +226,7 @@ static void run(const uint8_t *d, size_t len, const uint8_t *sizes, size_t nsize
                 abort();
             if (c.paused_on_record && !fcr__parser_idle(&p))
                 abort();
-            if (p.mbuf == NULL ? p.mlen != 0 : p.mlen == 0)
+            if (p.mbuf.p == NULL ? p.mbuf.len != 0 : p.mbuf.len == 0)
                 abort();
             off += (size_t)r;
         }
@@ -239,7 +239,7 @@ static void run(const uint8_t *d, size_t len, const uint8_t *sizes, size_t nsize
         unsigned before = c.events;
         if (fcr__parser_feed(&p, &events, &c, d, len) != err || c.events != before)
             abort();
-        if (p.mbuf != NULL || fcr__parser_idle(&p))
+        if (p.mbuf.p != NULL || fcr__parser_idle(&p))
             abort();
     }
     free(one);

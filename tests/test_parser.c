@@ -808,7 +808,7 @@ START_TEST(callback_error_is_returned_and_sticky)
     c.fail_rc = FCR_ETOOBIG;
     fcr__parser_init(&p);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b, t.len), FCR_ETOOBIG);
-    ck_assert_ptr_null(p.mbuf);
+    ck_assert_ptr_null(p.mbuf.p);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b + 32, t.len - 32), FCR_ETOOBIG);
     ck_assert_int_eq(c.events, 2);
     ck_assert_str_eq(log_str(&c.log), "begin id=1 role=1 flags=0\n"
@@ -899,7 +899,7 @@ START_TEST(management_record_of_65535_bytes_is_delivered_whole)
         }
         ck_assert_int_eq(c.events, 1);
         ck_assert(fcr__parser_idle(&p));
-        ck_assert_ptr_null(p.mbuf); /* freed after delivery */
+        ck_assert_ptr_null(p.mbuf.p); /* freed after delivery */
         fcr__parser_reset(&p);
     }
     free(content);
@@ -918,17 +918,17 @@ START_TEST(management_buffer_grows_only_as_bytes_arrive)
     memset(&c, 0, sizeof c);
     fcr__parser_init(&p);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, h, 8), 8);
-    ck_assert_ptr_null(p.mbuf); /* nothing allocated for a declared length alone */
+    ck_assert_ptr_null(p.mbuf.p); /* nothing allocated for a declared length alone */
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, body, 10), 10);
-    ck_assert_uint_eq(p.mlen, 10);
-    ck_assert_uint_lt(malloc_usable_size(p.mbuf), 4096);
+    ck_assert_uint_eq(p.mbuf.len, 10);
+    ck_assert_uint_lt(malloc_usable_size(p.mbuf.p), 4096);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, body, sizeof body), (long)sizeof body);
-    ck_assert_uint_eq(p.mlen, 110);
-    ck_assert_uint_lt(malloc_usable_size(p.mbuf), 4096);
+    ck_assert_uint_eq(p.mbuf.len, 110);
+    ck_assert_uint_lt(malloc_usable_size(p.mbuf.p), 4096);
     ck_assert_int_eq(c.events, 0);
     /* The peer goes away: reset frees the partial record (the leak checker would notice). */
     fcr__parser_reset(&p);
-    ck_assert_ptr_null(p.mbuf);
+    ck_assert_ptr_null(p.mbuf.p);
 }
 END_TEST
 
