@@ -47,8 +47,8 @@ fcr_app *fcr_app_new(void)
 
 static void route_free(fcr_route *r)
 {
-    free(r->before.v);
-    free(r->after.v);
+    fcr__vec_free(&r->before);
+    fcr__vec_free(&r->after);
     free(r->consumes);
     free(r);
 }
@@ -57,9 +57,10 @@ void fcr_app_free(fcr_app *app)
 {
     if (!app)
         return;
-    for (size_t i = 0; i < app->nmounts; i++)
-        fcr_app_free(app->mounts[i]);
-    free(app->mounts);
+    fcr_app **mounts = app->mounts.v;
+    for (size_t i = 0; i < app->mounts.n; i++)
+        fcr_app_free(mounts[i]);
+    fcr__vec_free(&app->mounts);
     fcr_route *r = app->routes;
     while (r) {
         fcr_route *next = r->next;
@@ -73,8 +74,8 @@ void fcr_app_free(fcr_app *app)
         app->spare = c->next_spare;
         free(c);
     }
-    free(app->before.v);
-    free(app->after.v);
+    fcr__vec_free(&app->before);
+    fcr__vec_free(&app->after);
     free(app->prefix);
     free(app->error);
     free(app);
@@ -86,8 +87,9 @@ const char *fcr_app_error(const fcr_app *app)
         return NULL;
     if (app->error)
         return app->error;
-    for (size_t i = 0; i < app->nmounts; i++) {
-        const char *e = fcr_app_error(app->mounts[i]);
+    fcr_app *const *mounts = app->mounts.v;
+    for (size_t i = 0; i < app->mounts.n; i++) {
+        const char *e = fcr_app_error(mounts[i]);
         if (e)
             return e;
     }
@@ -154,13 +156,9 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
     int rc = FCR_EINVAL;
     if (!app || level + 1 + sub->depth > FCR__MAX_MOUNT_DEPTH - 1)
         goto fail;
-    rc = FCR_ENOMEM;
-    /* An array of pointers: sizeof *m is the size of a pointer, as meant. */
-    // NOLINTNEXTLINE(bugprone-sizeof-expression)
-    fcr_app **m = realloc(app->mounts, (app->nmounts + 1) * sizeof *m);
-    if (!m)
+    rc = fcr__vec_reserve(&app->mounts, NULL, sizeof(fcr_app *), app->mounts.n + 1);
+    if (rc < 0)
         goto fail;
-    app->mounts = m;
     /* The parent's router owns sub's router from here on, also when the mount fails. */
     sub->parent = app;
     rc = fcr_router_mount(app->router, prefix, sub->router);
@@ -169,7 +167,7 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
         fcr_app_free(sub);
         return rc;
     }
-    app->mounts[app->nmounts++] = sub;
+    ((fcr_app **)app->mounts.v)[app->mounts.n++] = sub;
     if (sub->limits_below || sub->max_body)
         mark_limits(app);
     for (fcr_app *a = app, *c = sub; a; c = a, a = a->parent) {
@@ -184,23 +182,18 @@ fail:
     return rc;
 }
 
-static int mw_push(fcr__mw_list *l, int kind, fcr_before_mw before, fcr_after_mw after,
+static int mw_push(fcr__vec *l, int kind, fcr_before_mw before, fcr_after_mw after,
                    fcr_authorizer auth, void *data)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 4;
-        fcr__mw *v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return FCR_ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = (fcr__mw){.kind = kind,
-                             .seq = next_seq++,
-                             .before = before,
-                             .after = after,
-                             .auth = auth,
-                             .data = data};
+    fcr__mw *m = fcr__vec_push(l, NULL, sizeof *m);
+    if (!m)
+        return FCR_ENOMEM;
+    *m = (fcr__mw){.kind = kind,
+                   .seq = next_seq++,
+                   .before = before,
+                   .after = after,
+                   .auth = auth,
+                   .data = data};
     return 0;
 }
 
@@ -460,7 +453,7 @@ static fcr__ctx *ctx_new(fcr_app *app, fcr_req *req)
 /* ---- Middleware iteration: the lists that apply, merged by registration order ---------- */
 
 typedef struct mw_iter {
-    const fcr__mw_list *l[FCR__MAX_MOUNT_DEPTH + 2];
+    const fcr__vec *l[FCR__MAX_MOUNT_DEPTH + 2]; /* of fcr__mw */
     size_t pos[FCR__MAX_MOUNT_DEPTH + 2];
     size_t n;
 } mw_iter;
@@ -482,17 +475,27 @@ static void iter_init(mw_iter *it, const fcr__ctx *ctx, bool after)
     memset(it->pos, 0, sizeof it->pos);
 }
 
+/* The next middleware of list `i`, or NULL at its end. */
+static const fcr__mw *iter_peek(const mw_iter *it, size_t i)
+{
+    const fcr__mw *v = it->l[i]->v;
+    return it->pos[i] < it->l[i]->n ? &v[it->pos[i]] : NULL;
+}
+
 static const fcr__mw *iter_next(mw_iter *it)
 {
     size_t best = SIZE_MAX;
+    const fcr__mw *m = NULL;
     for (size_t i = 0; i < it->n; i++) {
-        if (it->pos[i] < it->l[i]->n &&
-            (best == SIZE_MAX || it->l[i]->v[it->pos[i]].seq < it->l[best]->v[it->pos[best]].seq))
+        const fcr__mw *c = iter_peek(it, i);
+        if (c && (!m || c->seq < m->seq)) {
             best = i;
+            m = c;
+        }
     }
-    if (best == SIZE_MAX)
-        return NULL;
-    return &it->l[best]->v[it->pos[best]++];
+    if (m)
+        it->pos[best]++;
+    return m;
 }
 
 /* ---- Pipeline ------------------------------------------------------------------------- */
@@ -551,8 +554,9 @@ static int run_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data)
     int rc = fn(ctx->req, &ctx->res, &auth, data);
     ctx->in_handler = false;
     if (rc == FCR_ALLOW) {
-        for (size_t i = 0; i < auth.vars.n; i++) {
-            int e = fcr_req_set_var(ctx->req, auth.vars.v[i].name, auth.vars.v[i].value);
+        const fcr__kv *vars = auth.vars.kv.v;
+        for (size_t i = 0; i < auth.vars.kv.n; i++) {
+            int e = fcr_req_set_var(ctx->req, vars[i].name, vars[i].value);
             if (e < 0)
                 return e;
         }
@@ -680,10 +684,11 @@ static void run_authorizer_role(fcr__ctx *ctx)
     ctx->in_handler = false;
     if (rc == FCR_ALLOW) {
         fcr__res_reset(res);
-        for (size_t i = 0; i < auth.vars.n && rc == 0; i++) {
+        const fcr__kv *vars = auth.vars.kv.v;
+        for (size_t i = 0; i < auth.vars.kv.n && rc == 0; i++) {
             char name[300];
-            snprintf(name, sizeof name, "Variable-%s", auth.vars.v[i].name);
-            rc = fcr_res_add_header(res, name, auth.vars.v[i].value);
+            snprintf(name, sizeof name, "Variable-%s", vars[i].name);
+            rc = fcr_res_add_header(res, name, vars[i].value);
         }
         if (rc < 0)
             set_failure(ctx, rc, "authorizer");
@@ -860,33 +865,7 @@ int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value)
 {
     if (!auth || !is_var_name(name) || !fcr__is_header_value(value))
         return FCR_EINVAL;
-    fcr__arena *a = &auth->ctx->arena;
-    fcr__kv_list *l = &auth->vars;
-    for (size_t i = 0; i < l->n; i++) {
-        if (strcmp(l->v[i].name, name) == 0) {
-            const char *v = fcr__arena_strndup(a, value, strlen(value));
-            if (!v)
-                return FCR_ENOMEM;
-            l->v[i].value = v;
-            return 0;
-        }
-    }
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 4;
-        fcr__kv *v = fcr__arena_alloc(a, cap * sizeof *v);
-        if (!v)
-            return FCR_ENOMEM;
-        if (l->n)
-            memcpy(v, l->v, l->n * sizeof *v);
-        l->v = v;
-        l->cap = cap;
-    }
-    const char *n = fcr__arena_strndup(a, name, strlen(name));
-    const char *v = fcr__arena_strndup(a, value, strlen(value));
-    if (!n || !v)
-        return FCR_ENOMEM;
-    l->v[l->n++] = (fcr__kv){n, v};
-    return 0;
+    return fcr__kv_set(&auth->ctx->arena, &auth->vars, name, value);
 }
 
 int fcr_auth_set_user(fcr_auth *auth, const char *var, const char *user)
@@ -894,9 +873,6 @@ int fcr_auth_set_user(fcr_auth *auth, const char *var, const char *user)
     int rc = fcr_auth_set_var(auth, var, user);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; i < auth->vars.n; i++) {
-        if (strcmp(auth->vars.v[i].name, var) == 0)
-            auth->user = auth->vars.v[i].value;
-    }
+    auth->user = fcr__kv_find(&auth->vars, var, 0);
     return 0;
 }

@@ -29,11 +29,6 @@ typedef struct fcr__mw {
     void *data;
 } fcr__mw;
 
-typedef struct fcr__mw_list {
-    fcr__mw *v;
-    size_t n, cap;
-} fcr__mw_list;
-
 /* Deepest chain of mounted apps. */
 #define FCR__MAX_MOUNT_DEPTH 8
 
@@ -41,8 +36,8 @@ struct fcr_route {
     fcr_app *app;
     fcr_handler handler;
     void *data;
-    fcr__mw_list before; /* FCR__MW_BEFORE and FCR__MW_GUARD */
-    fcr__mw_list after;
+    fcr__vec before; /* of fcr__mw: FCR__MW_BEFORE and FCR__MW_GUARD */
+    fcr__vec after;  /* of fcr__mw */
     size_t max_body; /* 0: inherited */
     char *consumes;  /* required media type, or NULL */
     fcr_route *next;
@@ -51,12 +46,11 @@ struct fcr_route {
 struct fcr_app {
     fcr_router *router; /* NULL once mounted: the parent's router owns it */
     fcr_app *parent;
-    unsigned depth; /* mounted apps below this one, for the depth cap */
-    fcr__mw_list before;
-    fcr__mw_list after;
+    unsigned depth;  /* mounted apps below this one, for the depth cap */
+    fcr__vec before; /* of fcr__mw */
+    fcr__vec after;  /* of fcr__mw */
     fcr_route *routes, *routes_tail;
-    fcr_app **mounts;
-    size_t nmounts;
+    fcr__vec mounts;   /* of fcr_app *, owned */
     size_t max_body;   /* 0: inherited */
     bool limits_below; /* a route or mounted app below sets its own body limit */
     char *prefix;      /* stripped from the routing path, or NULL */
@@ -79,25 +73,25 @@ typedef struct fcr__kv {
     const char *value;
 } fcr__kv;
 
+/* Names and values in the context's arena. */
 typedef struct fcr__kv_list {
-    fcr__kv *v;
-    size_t n, cap;
+    fcr__vec kv; /* of fcr__kv, in the arena */
     bool parsed;
 } fcr__kv_list;
+
+/* The `nth` value (from 0) of `name` in `l`, or NULL. */
+const char *fcr__kv_find(const fcr__kv_list *l, const char *name, size_t nth);
+/* Sets `name` to `value` in `l`, both copied into `a`: a later value of a name replaces the
+ * earlier, so a name is in the list once. Returns 0 or FCR_ENOMEM. */
+int fcr__kv_set(fcr__arena *a, fcr__kv_list *l, const char *name, const char *value);
 
 /* A reference-counted body buffer: queued output holds a reference until written. A small body
  * lives in the context instead (`heap` false): its data in the arena, written by copy. */
 typedef struct fcr__body {
     unsigned refs;
-    bool heap; /* the struct and data are malloc'd and reference-counted */
-    size_t len, cap;
-    char *data;
+    bool heap;    /* the struct and data are malloc'd and reference-counted */
+    fcr__buf buf; /* a NUL byte is kept after the body */
 } fcr__body;
-
-typedef struct fcr__hdr {
-    const char *name;
-    const char *value;
-} fcr__hdr;
 
 struct fcr_auth {
     struct fcr__ctx *ctx;
@@ -110,8 +104,7 @@ typedef struct fcr__ctx fcr__ctx;
 struct fcr_res {
     fcr__ctx *ctx;
     int status;
-    fcr__hdr *h;
-    size_t nh, caph;
+    fcr__vec h; /* of fcr__kv, in the arena */
     fcr__body *body;
 };
 

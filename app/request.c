@@ -99,13 +99,40 @@ struct ev_loop *fcr_req_loop(const fcr_req *req)
 
 /* ---- Key-value lists ------------------------------------------------------------------ */
 
-static const char *kv_find(const fcr__kv_list *l, const char *name, size_t nth)
+const char *fcr__kv_find(const fcr__kv_list *l, const char *name, size_t nth)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        if (strcmp(l->v[i].name, name) == 0 && nth-- == 0)
-            return l->v[i].value;
+    const fcr__kv *kv = l->kv.v;
+    for (size_t i = 0; i < l->kv.n; i++) {
+        if (strcmp(kv[i].name, name) == 0 && nth-- == 0)
+            return kv[i].value;
     }
     return NULL;
+}
+
+int fcr__kv_set(fcr__arena *a, fcr__kv_list *l, const char *name, const char *value)
+{
+    const char *v = fcr__arena_strndup(a, value, strlen(value));
+    if (!v)
+        return FCR_ENOMEM;
+    fcr__kv *kv = l->kv.v;
+    for (size_t i = 0; i < l->kv.n; i++) {
+        if (strcmp(kv[i].name, name) == 0) {
+            kv[i].value = v;
+            return 0;
+        }
+    }
+    const char *n = fcr__arena_strndup(a, name, strlen(name));
+    fcr__kv *e = n ? fcr__vec_push(&l->kv, a, sizeof *e) : NULL;
+    if (!e)
+        return FCR_ENOMEM;
+    *e = (fcr__kv){n, v};
+    return 0;
+}
+
+/* Appends a pair to a list with room reserved for it. */
+static void kv_add(fcr__kv_list *l, const char *name, const char *value)
+{
+    ((fcr__kv *)l->kv.v)[l->kv.n++] = (fcr__kv){name, value};
 }
 
 int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l)
@@ -113,11 +140,9 @@ int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list
     size_t count = 1;
     for (size_t i = 0; i < len; i++)
         count += s[i] == '&';
-    l->v = fcr__arena_alloc(a, count * sizeof *l->v);
-    if (!l->v)
+    l->kv.n = 0;
+    if (fcr__vec_reserve(&l->kv, a, sizeof(fcr__kv), count) < 0)
         return FCR_ENOMEM;
-    l->cap = count;
-    l->n = 0;
     size_t i = 0;
     while (i <= len) {
         const char *seg = s + i;
@@ -140,7 +165,7 @@ int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list
             fcr_percent_decode(eq ? eq + 1 : "", vlen, v, &dv, true) < 0 || memchr(n, '\0', dn) ||
             memchr(v, '\0', dv))
             continue;
-        l->v[l->n++] = (fcr__kv){n, v};
+        kv_add(l, n, v);
     }
     l->parsed = true;
     return 0;
@@ -167,7 +192,7 @@ const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i)
         if (fcr__parse_urlencoded(&ctx->arena, qs ? qs : "", qs ? len : 0, &ctx->query) < 0)
             return NULL;
     }
-    return kv_find(&ctx->query, name, i);
+    return fcr__kv_find(&ctx->query, name, i);
 }
 
 const char *fcr_req_query(const fcr_req *req, const char *name)
@@ -186,7 +211,7 @@ const char *fcr_req_form_nth(const fcr_req *req, const char *name, size_t i)
         if (fcr__parse_urlencoded(&ctx->arena, body, len, &ctx->form) < 0)
             return NULL;
     }
-    return kv_find(&ctx->form, name, i);
+    return fcr__kv_find(&ctx->form, name, i);
 }
 
 const char *fcr_req_form(const fcr_req *req, const char *name)
@@ -208,11 +233,9 @@ int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l
     size_t count = 1;
     for (size_t i = 0; i < len; i++)
         count += s[i] == ';';
-    l->v = fcr__arena_alloc(a, count * sizeof *l->v);
-    if (!l->v)
+    l->kv.n = 0;
+    if (fcr__vec_reserve(&l->kv, a, sizeof(fcr__kv), count) < 0)
         return FCR_ENOMEM;
-    l->cap = count;
-    l->n = 0;
     size_t i = 0;
     while (i < len) {
         const char *seg = s + i;
@@ -239,7 +262,7 @@ int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l
         const char *val = fcr__arena_strndup(a, v, vlen);
         if (!n || !val)
             return FCR_ENOMEM;
-        l->v[l->n++] = (fcr__kv){n, val};
+        kv_add(l, n, val);
     }
     l->parsed = true;
     return 0;
@@ -256,7 +279,7 @@ const char *fcr_req_cookie(const fcr_req *req, const char *name)
         if (fcr__parse_cookies(&ctx->arena, s, len, &ctx->cookies) < 0)
             return NULL;
     }
-    return kv_find(&ctx->cookies, name, 0);
+    return fcr__kv_find(&ctx->cookies, name, 0);
 }
 
 /* ---- JSON ----------------------------------------------------------------------------- */
@@ -333,16 +356,8 @@ const char *fcr_req_var(const fcr_req *req, const char *name)
     if (!req || !name)
         return NULL;
     fcr__ctx *ctx = fcr__ctx_of(req);
-    if (ctx) {
-        const char *v = NULL;
-        for (size_t i = 0; i < ctx->vars.n; i++) {
-            if (strcmp(ctx->vars.v[i].name, name) == 0)
-                v = ctx->vars.v[i].value;
-        }
-        if (v)
-            return v;
-    }
-    return fcr_req_param(req, name);
+    const char *v = ctx ? fcr__kv_find(&ctx->vars, name, 0) : NULL;
+    return v ? v : fcr_req_param(req, name);
 }
 
 int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
@@ -350,24 +365,7 @@ int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
     fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name || !*name || !value)
         return FCR_EINVAL;
-    fcr__kv_list *l = &ctx->vars;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        fcr__kv *v = fcr__arena_alloc(&ctx->arena, cap * sizeof *v);
-        if (!v)
-            return FCR_ENOMEM;
-        if (l->n)
-            memcpy(v, l->v, l->n * sizeof *v);
-        l->v = v;
-        l->cap = cap;
-    }
-    const char *n = fcr__arena_strndup(&ctx->arena, name, strlen(name));
-    const char *v = fcr__arena_strndup(&ctx->arena, value, strlen(value));
-    if (!n || !v)
-        return FCR_ENOMEM;
-    /* Lookups take the last entry of a name. */
-    l->v[l->n++] = (fcr__kv){n, v};
-    return 0;
+    return fcr__kv_set(&ctx->arena, &ctx->vars, name, value);
 }
 
 /* ---- Request ids and per-request log messages ---------------------------------------- */

@@ -106,7 +106,7 @@ static void body_unref(void *arg)
 {
     fcr__body *b = arg;
     if (b && --b->refs == 0) {
-        free(b->data);
+        fcr__buf_free(&b->buf);
         free(b);
     }
 }
@@ -115,39 +115,25 @@ static void body_unref(void *arg)
 static int body_reserve(fcr_res *res, size_t more)
 {
     fcr__body *b = body_get(res);
-    if (more > SIZE_MAX - b->len - 1)
+    if (more > SIZE_MAX - b->buf.len - 1)
         return FCR_ENOMEM;
-    size_t need = b->len + more + 1;
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    if (b->heap) {
-        char *p = realloc(b->data, cap);
-        if (!p)
-            return FCR_ENOMEM;
-        b->data = p;
-        b->cap = cap;
-        return 0;
-    }
-    char *p = cap <= ARENA_BODY_MAX ? fcr__arena_alloc(&res->ctx->arena, cap) : malloc(cap);
-    if (!p)
-        return FCR_ENOMEM;
-    if (b->len)
-        memcpy(p, b->data, b->len);
-    if (cap <= ARENA_BODY_MAX) {
-        b->data = p;
-        b->cap = cap;
-        return 0;
-    }
+    size_t need = b->buf.len + more + 1;
+    if (b->heap)
+        return fcr__buf_reserve(&b->buf, NULL, need, 256, SIZE_MAX);
+    if (need <= ARENA_BODY_MAX)
+        return fcr__buf_reserve(&b->buf, &res->ctx->arena, need, 256, ARENA_BODY_MAX);
     /* Too big for the arena: a reference-counted body that queued output can hold. */
     fcr__body *h = malloc(sizeof *h);
-    if (!h) {
-        free(p);
+    if (!h)
+        return FCR_ENOMEM;
+    *h = (fcr__body){.refs = 1, .heap = true};
+    if (fcr__buf_reserve(&h->buf, NULL, need, 2 * ARENA_BODY_MAX, SIZE_MAX) < 0) {
+        free(h);
         return FCR_ENOMEM;
     }
-    *h = (fcr__body){.refs = 1, .heap = true, .len = b->len, .cap = cap, .data = p};
+    if (b->buf.len)
+        memcpy(h->buf.p, b->buf.p, b->buf.len);
+    h->buf.len = b->buf.len;
     res->body = h;
     return 0;
 }
@@ -164,16 +150,15 @@ void fcr__res_init(fcr_res *res, fcr__ctx *ctx)
 void fcr__res_reset(fcr_res *res)
 {
     res->status = 200;
-    res->nh = 0;
+    res->h.n = 0;
     if (res->body)
-        res->body->len = 0;
+        res->body->buf.len = 0;
 }
 
 void fcr__res_release(fcr_res *res)
 {
     /* The header list lives in the arena. */
-    res->h = NULL;
-    res->nh = res->caph = 0;
+    res->h = (fcr__vec){0};
     if (res->body && res->body->heap)
         body_unref(res->body);
     res->body = NULL;
@@ -202,23 +187,15 @@ static int header_add(fcr_res *res, const char *name, const char *value)
     if (!res || !fcr__is_token(name) || !fcr__is_header_value(value) ||
         strcasecmp(name, "Status") == 0)
         return FCR_EINVAL;
-    if (res->nh == res->caph) {
-        size_t cap = res->caph ? res->caph * 2 : 8;
-        fcr__hdr *h = fcr__arena_alloc(&res->ctx->arena, cap * sizeof *h);
-        if (!h)
-            return FCR_ENOMEM;
-        if (res->nh)
-            memcpy(h, res->h, res->nh * sizeof *h);
-        res->h = h;
-        res->caph = cap;
-    }
-    char *n = fcr__arena_strndup(&res->ctx->arena, name, strlen(name));
-    char *v = fcr__arena_strndup(&res->ctx->arena, value, strlen(value));
+    fcr__arena *a = &res->ctx->arena;
+    /* Room first: a failure leaves the list as it was. */
+    if (fcr__vec_reserve(&res->h, a, sizeof(fcr__kv), res->h.n + 1) < 0)
+        return FCR_ENOMEM;
+    char *n = fcr__arena_strndup(a, name, strlen(name));
+    char *v = fcr__arena_strndup(a, value, strlen(value));
     if (!n || !v)
         return FCR_ENOMEM;
-    res->h[res->nh].name = n;
-    res->h[res->nh].value = v;
-    res->nh++;
+    ((fcr__kv *)res->h.v)[res->h.n++] = (fcr__kv){n, v};
     return 0;
 }
 
@@ -231,15 +208,16 @@ int fcr_res_remove_header(fcr_res *res, const char *name)
 {
     if (!res || !name)
         return 0;
+    fcr__kv *h = res->h.v;
     size_t j = 0;
     int removed = 0;
-    for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, name) == 0)
+    for (size_t i = 0; i < res->h.n; i++) {
+        if (strcasecmp(h[i].name, name) == 0)
             removed++;
         else
-            res->h[j++] = res->h[i];
+            h[j++] = h[i];
     }
-    res->nh = j;
+    res->h.n = j;
     return removed;
 }
 
@@ -249,14 +227,14 @@ int fcr_res_set_header(fcr_res *res, const char *name, const char *value)
         strcasecmp(name, "Status") == 0)
         return FCR_EINVAL;
     /* Make room first so that a failure leaves the old header in place. */
-    size_t nh = res->nh;
+    size_t nh = res->h.n;
     int rc = header_add(res, name, value);
     if (rc < 0)
         return rc;
-    fcr__hdr added = res->h[nh];
-    res->nh = nh;
+    fcr__kv added = ((fcr__kv *)res->h.v)[nh];
+    res->h.n = nh;
     fcr_res_remove_header(res, name);
-    res->h[res->nh++] = added;
+    ((fcr__kv *)res->h.v)[res->h.n++] = added;
     return 0;
 }
 
@@ -264,9 +242,10 @@ const char *fcr_res_header(const fcr_res *res, const char *name)
 {
     if (!res || !name)
         return NULL;
-    for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, name) == 0)
-            return res->h[i].value;
+    const fcr__kv *h = res->h.v;
+    for (size_t i = 0; i < res->h.n; i++) {
+        if (strcasecmp(h[i].name, name) == 0)
+            return h[i].value;
     }
     return NULL;
 }
@@ -277,10 +256,11 @@ int fcr_res_append(fcr_res *res, const void *buf, size_t len)
         return FCR_EINVAL;
     if (body_reserve(res, len) < 0)
         return FCR_ENOMEM;
+    fcr__buf *b = &res->body->buf;
     if (len)
-        memcpy(res->body->data + res->body->len, buf, len);
-    res->body->len += len;
-    res->body->data[res->body->len] = '\0';
+        memcpy(b->p + b->len, buf, len);
+    b->len += len;
+    b->p[b->len] = '\0';
     return 0;
 }
 
@@ -289,9 +269,9 @@ int fcr_res_set_body(fcr_res *res, const void *buf, size_t len)
     if (!res || (!buf && len))
         return FCR_EINVAL;
     fcr__body *b = body_get(res);
-    if (len > b->len && body_reserve(res, len - b->len) < 0)
+    if (len > b->buf.len && body_reserve(res, len - b->buf.len) < 0)
         return FCR_ENOMEM;
-    res->body->len = 0;
+    res->body->buf.len = 0;
     return fcr_res_append(res, buf, len);
 }
 
@@ -308,17 +288,18 @@ int fcr_res_printf(fcr_res *res, const char *fmt, ...)
     if (body_reserve(res, (size_t)n) < 0)
         return FCR_ENOMEM;
     va_start(ap, fmt);
-    vsnprintf(res->body->data + res->body->len, (size_t)n + 1, fmt, ap);
+    fcr__buf *b = &res->body->buf;
+    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    res->body->len += (size_t)n;
+    b->len += (size_t)n;
     return n;
 }
 
 const void *fcr_res_body(const fcr_res *res, size_t *len)
 {
     if (len)
-        *len = res && res->body ? res->body->len : 0;
-    return res && res->body ? res->body->data : "";
+        *len = res && res->body ? res->body->buf.len : 0;
+    return res && res->body && res->body->buf.p ? (const void *)res->body->buf.p : "";
 }
 
 /* Sets status, content type and body as one change: on failure nothing changed. */
@@ -327,13 +308,13 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
     fcr__body *b = body_get(res);
-    if (len > b->len && body_reserve(res, len - b->len) < 0)
+    if (len > b->buf.len && body_reserve(res, len - b->buf.len) < 0)
         return FCR_ENOMEM;
     int rc = fcr_res_set_header(res, "Content-Type", ctype);
     if (rc < 0)
         return rc;
     res->status = status;
-    res->body->len = 0;
+    res->body->buf.len = 0;
     return fcr_res_append(res, body, len);
 }
 
@@ -378,7 +359,7 @@ int fcr_res_set_redirect(fcr_res *res, int status, const char *location)
     res->status = status;
     fcr_res_remove_header(res, "Content-Type");
     if (res->body)
-        res->body->len = 0;
+        res->body->buf.len = 0;
     return 0;
 }
 
@@ -490,7 +471,7 @@ static size_t put_uint(char *p, size_t n, size_t v)
 static int build_head(fcr__ctx *ctx)
 {
     fcr_res *res = &ctx->res;
-    size_t blen = res->body ? res->body->len : 0;
+    size_t blen = res->body ? res->body->buf.len : 0;
     bool body_allowed = status_has_body(res->status);
     const char *user_cl = fcr_res_header(res, "Content-Length");
     /* A HEAD handler may state the length of the body it does not send. */
@@ -500,10 +481,11 @@ static int build_head(fcr__ctx *ctx)
     const char *reason = fcr_status_reason(res->status);
     /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
     size_t cap = 32 + strlen(reason) + 48 + 48 + 2;
-    for (size_t i = 0; i < res->nh; i++) {
+    const fcr__kv *h = res->h.v;
+    for (size_t i = 0; i < res->h.n; i++) {
         /* Names and values are never NULL (header_add checks them). */
         // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
-        cap += strlen(res->h[i].name) + strlen(res->h[i].value) + 4;
+        cap += strlen(h[i].name) + strlen(h[i].value) + 4;
     }
     char *p = fcr__arena_alloc(&ctx->arena, cap);
     if (!p)
@@ -514,12 +496,12 @@ static int build_head(fcr__ctx *ctx)
     p[n++] = ' ';
     n = put_str(p, n, reason);
     n = put_str(p, n, "\r\n");
-    for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, "Content-Length") == 0 && (!keep_cl || !body_allowed))
+    for (size_t i = 0; i < res->h.n; i++) {
+        if (strcasecmp(h[i].name, "Content-Length") == 0 && (!keep_cl || !body_allowed))
             continue;
-        n = put_str(p, n, res->h[i].name);
+        n = put_str(p, n, h[i].name);
         n = put_str(p, n, ": ");
-        n = put_str(p, n, res->h[i].value);
+        n = put_str(p, n, h[i].value);
         n = put_str(p, n, "\r\n");
     }
     if (add_ct)
@@ -661,12 +643,12 @@ static void pump(fcr__ctx *ctx)
                 n = WRITE_CHUNK;
             if (!b->heap) {
                 /* A small body in the arena: copied, it need not outlive the context. */
-                rc = fcr_req_write(ctx->req, b->data + ctx->body_off, n);
+                rc = fcr_req_write(ctx->req, b->buf.p + ctx->body_off, n);
             } else {
                 b->refs++;
                 /* On error the core calls the release function (dropping our extra
                  * reference). */
-                rc = fcr_req_write_ref(ctx->req, b->data + ctx->body_off, n, body_unref, b);
+                rc = fcr_req_write_ref(ctx->req, b->buf.p + ctx->body_off, n, body_unref, b);
             }
             if (rc == 0)
                 ctx->body_off += n;
