@@ -159,28 +159,52 @@ struct fcr__ctx {
     alignas(max_align_t) unsigned char arena_mem[FCR__CTX_ARENA_SIZE];
 };
 
+/* ---- The context's life and the output (context.c) ------------------------------------ */
+
 /* The context of `req`, or NULL when it is not an app's request. */
 fcr__ctx *fcr__ctx_of(const fcr_req *req);
-
-/* Response internals (response.c). */
-void fcr__res_init(fcr_res *res, fcr__ctx *ctx);
-void fcr__res_reset(fcr_res *res);
-void fcr__res_release(fcr_res *res);
-int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
+/* A context for `req` served by `app` (a finished one of the app's reused, else a new one),
+ * set as the request's framework data; the routing path is not set yet. NULL when out of
+ * memory. */
+fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req);
+/* Frees the context (not the request), keeping it for the app's next request while the app
+ * keeps fewer than FCR__CTX_SPARES. */
+void fcr__ctx_free(fcr__ctx *ctx);
 /* Serializes and writes the response, then finishes the request and frees the context. */
 void fcr__ctx_output(fcr__ctx *ctx);
-/* Monotonic clock in seconds. */
-double fcr__now(void);
-
-/* Frees the context (not the request). */
-void fcr__ctx_free(fcr__ctx *ctx);
-
-/* Pipeline (app.c): runs after-middleware, then output. */
-void fcr__ctx_send(fcr__ctx *ctx);
-
 /* Copies the request's method and path into `out` as "METHOD PATH" for log lines, with control
  * bytes and backslashes escaped as \xNN (a path cannot forge log lines) and long paths cut. */
 void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap);
+/* Monotonic clock in seconds. */
+double fcr__now(void);
+
+/* ---- Pipeline (pipeline.c) ------------------------------------------------------------ */
+
+/* Runs the after-middleware (not for the AUTHORIZER role), then the output. Once only. */
+void fcr__ctx_send(fcr__ctx *ctx);
+/* Logs a failure of `what` with code `rc` to the request's STDERR stream and the app log, and
+ * replaces the response with 500 problem+json. */
+void fcr__ctx_fail(fcr__ctx *ctx, int rc, const char *what);
+
+/* ---- Authorization (auth.c) ----------------------------------------------------------- */
+
+/* Runs the authorizer `fn` as a guard in the middleware chain: an allow copies its variables
+ * and user into the request and gives FCR_CONTINUE; a deny gives FCR_STOP with the denial in the
+ * response (403 problem+json when below 400); else a negative error. */
+int fcr__auth_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data);
+/* Answers a FastCGI AUTHORIZER request with the app's authorizer, and sends the answer. */
+void fcr__auth_role(fcr__ctx *ctx);
+
+/* ---- Responses (response.c) ----------------------------------------------------------- */
+
+void fcr__res_init(fcr_res *res, fcr__ctx *ctx);
+/* Back to status 200, no headers, an empty body. */
+void fcr__res_reset(fcr_res *res);
+/* Drops the response's hold on its body and header list. */
+void fcr__res_release(fcr_res *res);
+int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
+/* Drops a reference on a heap body (fcr__body.heap), freeing it with the last one. */
+void fcr__body_unref(void *arg);
 
 /* Parses a decimal size with an optional k/m/g suffix (binary multiples). Returns 0 or
  * FCR_EINVAL. */
