@@ -138,6 +138,8 @@ struct fcr__ctx {
     bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
     bool send_asked;
     bool sent;
+    bool routed;  /* ctx->match holds the request's match (it is routed once) */
+    bool too_big; /* the declared body exceeds the limit: 413 after the before-middleware */
     fcr__arena arena;
     fcr_res res;
     fcr__kv_list query, form, cookies, vars;
@@ -164,8 +166,9 @@ struct fcr__ctx {
 /* The context of `req`, or NULL when it is not an app's request. */
 fcr__ctx *fcr__ctx_of(const fcr_req *req);
 /* A context for `req` served by `app` (a finished one of the app's reused, else a new one),
- * set as the request's framework data; the routing path is not set yet. NULL when out of
- * memory. */
+ * set as the request's framework data, which the core releases with the request if the
+ * pipeline never ends it (input that never completes); the routing path is not set yet. NULL
+ * when out of memory. */
 fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req);
 /* Frees the context (not the request), keeping it for the app's next request while the app
  * keeps fewer than FCR__CTX_SPARES. */

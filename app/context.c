@@ -30,6 +30,11 @@ fcr__ctx *fcr__ctx_of(const fcr_req *req)
     return c;
 }
 
+static void release_ctx(void *ctx)
+{
+    fcr__ctx_free(ctx);
+}
+
 fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
 {
     fcr__ctx *ctx = app->spare;
@@ -43,14 +48,13 @@ fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
     memset(ctx, 0, offsetof(fcr__ctx, arena_mem));
     fcr__arena_init(&ctx->arena, ctx->arena_mem, sizeof ctx->arena_mem);
     ctx->magic = FCR__CTX_MAGIC;
-    ctx->start = fcr__now();
     ctx->app = app;
     ctx->req = req;
     ctx->loop = fcr_server_loop(fcr_req_server(req));
     fcr__res_init(&ctx->res, ctx);
     ctx->method = fcr_req_param(req, "REQUEST_METHOD");
     ctx->no_body = ctx->method && strcmp(ctx->method, "HEAD") == 0;
-    fcr__req_set_fwdata(req, ctx);
+    fcr__req_set_fwdata(req, ctx, release_ctx);
     return ctx;
 }
 
@@ -212,7 +216,7 @@ static void finish(fcr__ctx *ctx)
     ev_timer_stop(ctx->loop, &ctx->resume);
     fcr_req_on_drain(req, NULL);
     fcr_req_on_abort(req, NULL);
-    fcr__req_set_fwdata(req, NULL);
+    fcr__req_set_fwdata(req, NULL, NULL);
     fcr__ctx_free(ctx);
     fcr_req_finish(req, 0);
 }

@@ -4,11 +4,7 @@
 #include "app_int.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-/* Userdata of a request refused in on_params for its declared body size. */
-static fcr__ctx too_big_mark;
 
 /* The body limit for `route` (NULL: the serving app's). */
 static size_t body_limit(const fcr_app *app, const fcr_route *route)
@@ -26,12 +22,11 @@ static size_t body_limit(const fcr_app *app, const fcr_route *route)
 
 /* ---- Routing path --------------------------------------------------------------------- */
 
-/* Computes the routing path into memory from `arena` (when NULL: into the `scap` bytes at
- * `sbuf` when it fits, else malloc): `*full` gets the buffer (to free when it is not `sbuf`,
- * in the malloc case), `*path`/`*plen` the routing path, `*base_len` the length of the
- * stripped prefix. Returns 0 or FCR_ENOMEM. */
-static int routing_path(const fcr_app *app, const fcr_req *req, fcr__arena *arena, char *sbuf,
-                        size_t scap, char **full, const char **path, size_t *plen, size_t *base_len)
+/* Computes the routing path into memory from `arena`: `*full` gets the whole path,
+ * `*path`/`*plen` the routing path, `*base_len` the length of the stripped prefix. Returns 0 or
+ * FCR_ENOMEM. */
+static int routing_path(const fcr_app *app, const fcr_req *req, fcr__arena *arena, char **full,
+                        const char **path, size_t *plen, size_t *base_len)
 {
     size_t sl = 0, pl = 0;
     const char *sn = NULL, *pi = NULL;
@@ -51,7 +46,7 @@ static int routing_path(const fcr_app *app, const fcr_req *req, fcr__arena *aren
     if (!pi)
         pi = "", pl = 0;
     size_t len = sl + pl;
-    char *buf = arena ? fcr__arena_alloc(arena, len + 1) : len < scap ? sbuf : malloc(len + 1);
+    char *buf = fcr__arena_alloc(arena, len + 1);
     if (!buf)
         return FCR_ENOMEM;
     memcpy(buf, sn, sl);
@@ -91,7 +86,7 @@ static fcr__ctx *ctx_start(fcr_app *app, fcr_req *req)
     char *full;
     const char *path;
     size_t plen, base_len;
-    if (routing_path(app, req, &ctx->arena, NULL, 0, &full, &path, &plen, &base_len) < 0) {
+    if (routing_path(app, req, &ctx->arena, &full, &path, &plen, &base_len) < 0) {
         fcr__ctx_free(ctx);
         return NULL;
     }
@@ -254,27 +249,39 @@ static void run_chain(fcr__ctx *ctx, fcr_handler handler, void *data, bool too_b
     }
 }
 
-static void run_responder(fcr__ctx *ctx, bool too_big)
+/* Routes the request, once: the match (path params included, in the arena) stays in the
+ * context for the rest of the pipeline. Returns 0 or a negative error (a later call tries
+ * again). */
+static int route_request(fcr__ctx *ctx)
 {
+    if (ctx->routed)
+        return 0;
     unsigned mbit = method_bit(ctx->method);
     size_t cap = ctx->path_len + FCR_MAX_PATH_PARAMS + 1;
     char *scratch = fcr__arena_alloc(&ctx->arena, cap);
-    if (!scratch) {
-        fcr__ctx_fail(ctx, FCR_ENOMEM, "routing");
-        fcr__ctx_send(ctx);
-        return;
-    }
+    if (!scratch)
+        return FCR_ENOMEM;
     fcr_match *m = &ctx->match;
     int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, m, scratch, cap);
+    if (rc < 0)
+        return rc;
+    ctx->routed = true;
+    ctx->route = m->status == FCR_MATCH_FOUND ? m->target : NULL;
+    return 0;
+}
+
+static void run_responder(fcr__ctx *ctx, bool too_big)
+{
+    int rc = route_request(ctx);
     if (rc < 0) {
         fcr__ctx_fail(ctx, rc, "routing");
         fcr__ctx_send(ctx);
         return;
     }
+    const fcr_match *m = &ctx->match;
     char allow[64];
     switch (m->status) {
     case FCR_MATCH_FOUND:
-        ctx->route = m->target;
         run_chain(ctx, ctx->route->handler, ctx->route->data, too_big);
         return;
     case FCR_MATCH_NOT_ALLOWED:
@@ -322,35 +329,32 @@ static size_t declared_len(const fcr_req *req, const char *name)
     return (size_t)n;
 }
 
+/* Answers 500 without the context that could not be made. */
+static void answer_oom(fcr_req *req)
+{
+    static const char oom[] = "Status: 500 Internal Server Error\r\n"
+                              "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
+    fcr_log(FCR_LOG_ERROR, "request %u: out of memory", fcr_req_id(req));
+    fcr_req_write(req, oom, sizeof oom - 1);
+    fcr_req_finish(req, 0);
+}
+
 static void on_params(fcr_req *req, void *data)
 {
     fcr_app *app = data;
     fcr_role role = fcr_req_role(req);
     if (role == FCR_AUTHORIZER)
         return;
-    fcr_route *route = NULL;
-    if (role == FCR_RESPONDER && app->limits_below) {
-        /* Short paths need no allocation. */
-        char sbuf[256], sscratch[sizeof sbuf + FCR_MAX_PATH_PARAMS + 1];
-        char *full = NULL;
-        const char *path;
-        size_t plen, base_len;
-        if (routing_path(app, req, NULL, sbuf, sizeof sbuf, &full, &path, &plen, &base_len) == 0) {
-            size_t cap = plen + FCR_MAX_PATH_PARAMS + 1;
-            char *scratch = cap <= sizeof sscratch ? sscratch : malloc(cap);
-            fcr_match m;
-            if (scratch &&
-                fcr_router_match(app->router, method_bit(fcr_req_param(req, "REQUEST_METHOD")),
-                                 path, plen, &m, scratch, cap) == 0 &&
-                m.status == FCR_MATCH_FOUND)
-                route = m.target;
-            if (scratch != sscratch)
-                free(scratch);
-        }
-        if (full != sbuf)
-            free(full);
+    /* The context starts here, before the body is read: a route's own body limit is found by
+     * routing the request now, and the match stays for on_request. */
+    fcr__ctx *ctx = ctx_start(app, req);
+    if (!ctx) {
+        answer_oom(req);
+        return;
     }
-    size_t limit = body_limit(app, route);
+    if (role == FCR_RESPONDER && app->limits_below)
+        (void)route_request(ctx); /* on failure, run_responder routes again and reports it */
+    size_t limit = body_limit(app, ctx->route);
     size_t declared = declared_len(req, "CONTENT_LENGTH");
     if (role == FCR_FILTER) {
         size_t d = declared_len(req, "FCGI_DATA_LENGTH");
@@ -360,7 +364,7 @@ static void on_params(fcr_req *req, void *data)
     /* Refused before the body is read: the input is discarded and on_request answers 413 at
      * once (after the before-middleware). */
     if (declared > limit && fcr_req_stream_input(req, discard_input) == 0) {
-        fcr__req_set_fwdata(req, &too_big_mark);
+        ctx->too_big = true;
         return;
     }
     fcr_req_set_max_body(req, limit);
@@ -369,21 +373,22 @@ static void on_params(fcr_req *req, void *data)
 static void on_request(fcr_req *req, void *data)
 {
     fcr_app *app = data;
-    bool too_big = fcr__req_fwdata(req) == &too_big_mark || fcr_req_input_error(req) == FCR_ETOOBIG;
-    fcr__req_set_fwdata(req, NULL);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (fcr_req_aborted(req)) {
+        if (ctx) {
+            fcr__req_set_fwdata(req, NULL, NULL);
+            fcr__ctx_free(ctx);
+        }
         fcr_req_finish(req, 0);
         return;
     }
-    fcr__ctx *ctx = ctx_start(app, req);
-    if (!ctx) {
-        static const char oom[] = "Status: 500 Internal Server Error\r\n"
-                                  "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
-        fcr_log(FCR_LOG_ERROR, "request %u: out of memory", fcr_req_id(req));
-        fcr_req_write(req, oom, sizeof oom - 1);
-        fcr_req_finish(req, 0);
+    /* An AUTHORIZER request has no context yet (on_params leaves it alone). */
+    if (!ctx && !(ctx = ctx_start(app, req))) {
+        answer_oom(req);
         return;
     }
+    ctx->start = fcr__now();
+    bool too_big = ctx->too_big || fcr_req_input_error(req) == FCR_ETOOBIG;
     switch (fcr_req_role(req)) {
     case FCR_AUTHORIZER:
         if (app->authz) {

@@ -96,6 +96,7 @@ struct fcr_req {
     void (*on_drain)(fcr_req *req);
     void *userdata; /* the application's (fcr_req_set_userdata) */
     void *fwdata;   /* the framework's (core/framework.h) */
+    void (*fwrelease)(void *fwdata);
 };
 
 enum fcr__conn_state { FCR__CONN_OPEN, FCR__CONN_CLOSE_AFTER_FLUSH, FCR__CONN_DRAINING };

@@ -83,6 +83,11 @@ static void req_destroy(fcr_req *r)
  * last reference was END_REQUEST's, released after them). */
 static void req_free(fcr_req *r)
 {
+    if (r->fwdata && r->fwrelease) {
+        void *data = r->fwdata;
+        r->fwdata = NULL;
+        r->fwrelease(data);
+    }
     fcr__req_pool *pool = r->pool;
     pool->live--;
     if (pool->orphan || pool->nfree >= POOL_MAX || r->pbuf.cap > POOL_PBUF_MAX ||
@@ -713,9 +718,10 @@ void *fcr_req_userdata(const fcr_req *r)
     return r ? r->userdata : NULL;
 }
 
-void fcr__req_set_fwdata(fcr_req *r, void *data)
+void fcr__req_set_fwdata(fcr_req *r, void *data, void (*release)(void *data))
 {
     r->fwdata = data;
+    r->fwrelease = release;
 }
 
 void *fcr__req_fwdata(const fcr_req *r)
