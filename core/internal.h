@@ -177,15 +177,21 @@ struct fcr_server {
 
 /* request.c */
 fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags);
+void fcr__req_unref(void *arg);
+void fcr__req_abort(fcr_req *r, bool send_end);
+/* The server is being freed: releases the kept requests; the pool goes with the last request. */
+void fcr__req_pool_orphan(fcr__req_pool *pool);
+
+/* input.c */
 int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len);
 int fcr__req_params_end(fcr_req *r);
 int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len);
+
+/* output.c */
 void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app_status);
-void fcr__req_unref(void *arg);
-void fcr__req_abort(fcr_req *r, bool send_end);
 void fcr__req_reject(fcr_req *r, const char *status_line);
-/* The server is being freed: releases the kept requests; the pool goes with the last request. */
-void fcr__req_pool_orphan(fcr__req_pool *pool);
+/* Drops the open STDOUT record, which was not queued yet. */
+void fcr__req_drop_output(fcr_req *r);
 
 /* conn.c */
 fcr__conn *fcr__conn_new(fcr_server *srv, int fd);
