@@ -129,6 +129,17 @@ int fcr__kv_set(fcr__arena *a, fcr__kv_list *l, const char *name, const char *va
     return 0;
 }
 
+/* Empties `l` and reserves room for every piece of the `len` bytes at `s` that `sep` separates.
+ * Returns 0 or FCR_ENOMEM. */
+static int kv_prepare(fcr__arena *a, fcr__kv_list *l, const char *s, size_t len, char sep)
+{
+    size_t count = 1;
+    for (size_t i = 0; i < len; i++)
+        count += s[i] == sep;
+    l->kv.n = 0;
+    return fcr__vec_reserve(&l->kv, a, sizeof(fcr__kv), count);
+}
+
 /* Appends a pair to a list with room reserved for it. */
 static void kv_add(fcr__kv_list *l, const char *name, const char *value)
 {
@@ -137,11 +148,7 @@ static void kv_add(fcr__kv_list *l, const char *name, const char *value)
 
 int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l)
 {
-    size_t count = 1;
-    for (size_t i = 0; i < len; i++)
-        count += s[i] == '&';
-    l->kv.n = 0;
-    if (fcr__vec_reserve(&l->kv, a, sizeof(fcr__kv), count) < 0)
+    if (kv_prepare(a, l, s, len, '&') < 0)
         return FCR_ENOMEM;
     size_t i = 0;
     while (i <= len) {
@@ -230,11 +237,7 @@ int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l
 {
     if (!s)
         s = "", len = 0;
-    size_t count = 1;
-    for (size_t i = 0; i < len; i++)
-        count += s[i] == ';';
-    l->kv.n = 0;
-    if (fcr__vec_reserve(&l->kv, a, sizeof(fcr__kv), count) < 0)
+    if (kv_prepare(a, l, s, len, ';') < 0)
         return FCR_ENOMEM;
     size_t i = 0;
     while (i < len) {

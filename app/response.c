@@ -404,22 +404,13 @@ int fcr_res_set_problem(fcr_res *res, int status, const char *fmt, ...)
 {
     if (!res || !fmt)
         return FCR_EINVAL;
-    char small[512];
-    char *detail = small;
+    char small[512], *detail;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
+    int n = fcr__vformat(small, sizeof small, 0, &detail, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n >= sizeof small) {
-        detail = malloc((size_t)n + 1);
-        if (!detail)
-            return FCR_ENOMEM;
-        va_start(ap, fmt);
-        vsnprintf(detail, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
+        return n;
     int rc = fcr_res_set_problem_new(res, status, NULL, detail, NULL);
     if (detail != small)
         free(detail); /* cppcheck-suppress autovarInvalidDeallocation ; detail was malloc'd here */

@@ -121,22 +121,13 @@ int fcr_req_log(fcr_req *req, const char *fmt, ...)
 {
     if (!req || !fmt)
         return FCR_EINVAL;
-    char small[512];
-    char *msg = small;
+    char small[512], *msg;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small - 1, fmt, ap);
+    int n = fcr__vformat(small, sizeof small, 1, &msg, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n >= sizeof small - 1) {
-        msg = malloc((size_t)n + 2);
-        if (!msg)
-            return FCR_ENOMEM;
-        va_start(ap, fmt);
-        vsnprintf(msg, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
+        return n;
     size_t len = (size_t)n;
     if (len == 0 || msg[len - 1] != '\n')
         msg[len++] = '\n';

@@ -7,6 +7,7 @@
 
 #include <stdalign.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,4 +175,25 @@ void fcr__buf_free(fcr__buf *b)
 {
     free(b->p);
     *b = (fcr__buf){0};
+}
+
+/* ---- Formatted text ------------------------------------------------------------------------ */
+
+int fcr__vformat(char *small, size_t cap, size_t extra, char **out, const char *fmt, va_list ap)
+{
+    va_list again;
+    va_copy(again, ap);
+    *out = NULL;
+    int n = vsnprintf(small, cap > extra ? cap - extra : 0, fmt, ap);
+    if (n < 0) {
+        n = FCR_EINVAL;
+    } else if ((size_t)n < cap && cap - (size_t)n > extra) {
+        *out = small;
+    } else if ((size_t)n > SIZE_MAX - 1 - extra || !(*out = malloc((size_t)n + 1 + extra))) {
+        n = FCR_ENOMEM;
+    } else {
+        vsnprintf(*out, (size_t)n + 1, fmt, again);
+    }
+    va_end(again);
+    return n;
 }

@@ -4,6 +4,7 @@
 #ifndef FCR__CORE_MEM_H
 #define FCR__CORE_MEM_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,5 +69,14 @@ int fcr__buf_reserve(fcr__buf *b, fcr__arena *a, size_t need, size_t first, size
 int fcr__buf_append(fcr__buf *b, fcr__arena *a, const void *data, size_t n);
 /* Frees a heap buffer's memory and empties it. */
 void fcr__buf_free(fcr__buf *b);
+
+/* ---- Formatted text ------------------------------------------------------------------------ */
+
+/* vsnprintf into the `cap` bytes at `small` when the text, its NUL and `extra` more bytes fit
+ * there, else into a block from malloc; `*out` gets the text (the caller frees it when it is not
+ * `small`), which has room for `extra` bytes after its NUL. Returns the text's length, or
+ * FCR_EINVAL for a format error or FCR_ENOMEM (then `*out` is NULL). */
+int fcr__vformat(char *small, size_t cap, size_t extra, char **out, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 
 #endif

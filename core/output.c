@@ -195,25 +195,18 @@ fail:
 
 int fcr_req_printf(fcr_req *r, const char *fmt, ...)
 {
-    char small[512];
+    if (!r || !fmt)
+        return FCR_EINVAL;
+    char small[512], *text;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
+    int n = fcr__vformat(small, sizeof small, 0, &text, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n < sizeof small) {
-        int e = fcr_req_write(r, small, (size_t)n);
-        return e ? e : n;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big)
-        return FCR_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int e = fcr_req_write(r, big, (size_t)n);
-    free(big);
+        return n;
+    int e = fcr_req_write(r, text, (size_t)n);
+    if (text != small)
+        free(text); /* cppcheck-suppress autovarInvalidDeallocation ; text was malloc'd */
     return e ? e : n;
 }
 
