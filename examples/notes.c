@@ -198,7 +198,7 @@ static int whoami(fcr_req *req, fcr_res *res, void *data)
     (void)data;
     const char *user = fcr_req_user(req);
     return fcr_res_set_json_new(res, 200,
-                            json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
+                                json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
 }
 
 static int list_notes(fcr_req *req, fcr_res *res, void *data)

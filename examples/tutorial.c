@@ -27,9 +27,9 @@ int main(int argc, char **argv)
 {
     fcr_app *app = fcr_app_new();
     fcr_route *r = fcr_app_route(app, FCR_GET, "/hello/(?<name>[^/]+)", hello, NULL);
-    fcr_route_guard(r, check_token, NULL);      /* before the handler, inside the app */
+    fcr_route_guard(r, check_token, NULL);          /* before the handler, inside the app */
     fcr_app_set_authorizer(app, check_token, NULL); /* the same rule for mod_authnz_fcgi */
-    int rc = fcr_app_run(app, argc, argv);      /* --listen tcp:127.0.0.1:9000, --help */
+    int rc = fcr_app_run(app, argc, argv);          /* --listen tcp:127.0.0.1:9000, --help */
     fcr_app_free(app);
     return rc == 0 ? 0 : 1;
 }
