@@ -1,10 +1,13 @@
-/* Internal: the app's objects and the per-request context shared by app/ files. */
-#ifndef FCR_APP_INT_H
-#define FCR_APP_INT_H
+/* Internal: the app's objects and the per-request context shared by app/ files. Every name
+ * declared here is internal: fcr__ for types and functions, FCR__ for macros and enum values
+ * (the struct tags fcr_app, fcr_route, fcr_res and fcr_auth complete the public opaque types). */
+#ifndef FCR__APP_INT_H
+#define FCR__APP_INT_H
 
 #include <fcrest/app.h>
 
 #include "core/framework.h"
+#include "core/mem.h"
 
 #include <ev.h>
 
@@ -13,51 +16,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ---- Arena: per-request memory freed at once ------------------------------------------ */
-
-typedef struct fcr_arena_block fcr_arena_block;
-
-/* A zeroed arena is empty and valid. */
-typedef struct fcr_arena {
-    fcr_arena_block *head;
-    fcr_arena_block *first; /* the owner's memory (fcr__arena_init), or NULL */
-} fcr_arena;
-
-/* Makes `a` an empty arena whose first block is the `size` bytes at `mem` (aligned for any
- * type; NULL: none), which fcr__arena_free() keeps for reuse instead of freeing. */
-void fcr__arena_init(fcr_arena *a, void *mem, size_t size);
-void *fcr__arena_alloc(fcr_arena *a, size_t n);
-char *fcr__arena_strndup(fcr_arena *a, const char *s, size_t n);
-/* Frees every block but the first one given to fcr__arena_init(), and empties the arena. */
-void fcr__arena_free(fcr_arena *a);
-
 /* ---- Middleware lists ----------------------------------------------------------------- */
 
-enum { MW_BEFORE, MW_AFTER, MW_GUARD };
+enum { FCR__MW_BEFORE, FCR__MW_AFTER, FCR__MW_GUARD };
 
-typedef struct fcr_mw {
+typedef struct fcr__mw {
     int kind;
     unsigned long seq; /* registration order across all apps and routes */
     fcr_before_mw before;
     fcr_after_mw after;
     fcr_authorizer auth;
     void *data;
-} fcr_mw;
-
-typedef struct fcr_mw_list {
-    fcr_mw *v;
-    size_t n, cap;
-} fcr_mw_list;
+} fcr__mw;
 
 /* Deepest chain of mounted apps. */
-#define FCR_MAX_MOUNT_DEPTH 8
+#define FCR__MAX_MOUNT_DEPTH 8
 
 struct fcr_route {
     fcr_app *app;
     fcr_handler handler;
     void *data;
-    fcr_mw_list before; /* MW_BEFORE and MW_GUARD */
-    fcr_mw_list after;
+    fcr__vec before; /* of fcr__mw: FCR__MW_BEFORE and FCR__MW_GUARD */
+    fcr__vec after;  /* of fcr__mw */
     size_t max_body; /* 0: inherited */
     char *consumes;  /* required media type, or NULL */
     fcr_route *next;
@@ -66,12 +46,11 @@ struct fcr_route {
 struct fcr_app {
     fcr_router *router; /* NULL once mounted: the parent's router owns it */
     fcr_app *parent;
-    unsigned depth; /* mounted apps below this one, for the depth cap */
-    fcr_mw_list before;
-    fcr_mw_list after;
+    unsigned depth;  /* mounted apps below this one, for the depth cap */
+    fcr__vec before; /* of fcr__mw */
+    fcr__vec after;  /* of fcr__mw */
     fcr_route *routes, *routes_tail;
-    fcr_app **mounts;
-    size_t nmounts;
+    fcr__vec mounts;   /* of fcr_app *, owned */
     size_t max_body;   /* 0: inherited */
     bool limits_below; /* a route or mounted app below sets its own body limit */
     char *prefix;      /* stripped from the routing path, or NULL */
@@ -82,69 +61,68 @@ struct fcr_app {
     void *authz_data;
     fcr_handler filter;
     void *filter_data;
-    char *error;           /* first failed registration */
-    struct fcr_ctx *spare; /* finished contexts kept for reuse (the serving app's) */
+    char *error;            /* first failed registration */
+    struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
 };
 
 /* ---- Per-request context -------------------------------------------------------------- */
 
-typedef struct fcr_kv {
+typedef struct fcr__kv {
     const char *name;
     const char *value;
-} fcr_kv;
+} fcr__kv;
 
-typedef struct fcr_kv_list {
-    fcr_kv *v;
-    size_t n, cap;
+/* Names and values in the context's arena. */
+typedef struct fcr__kv_list {
+    fcr__vec kv; /* of fcr__kv, in the arena */
     bool parsed;
-} fcr_kv_list;
+} fcr__kv_list;
+
+/* The `nth` value (from 0) of `name` in `l`, or NULL. */
+const char *fcr__kv_find(const fcr__kv_list *l, const char *name, size_t nth);
+/* Sets `name` to `value` in `l`, both copied into `a`: a later value of a name replaces the
+ * earlier, so a name is in the list once. Returns 0 or FCR_ENOMEM. */
+int fcr__kv_set(fcr__arena *a, fcr__kv_list *l, const char *name, const char *value);
 
 /* A reference-counted body buffer: queued output holds a reference until written. A small body
  * lives in the context instead (`heap` false): its data in the arena, written by copy. */
-typedef struct fcr_body {
+typedef struct fcr__body {
     unsigned refs;
-    bool heap; /* the struct and data are malloc'd and reference-counted */
-    size_t len, cap;
-    char *data;
-} fcr_body;
-
-typedef struct fcr_hdr {
-    const char *name;
-    const char *value;
-} fcr_hdr;
+    bool heap;    /* the struct and data are malloc'd and reference-counted */
+    fcr__buf buf; /* a NUL byte is kept after the body */
+} fcr__body;
 
 struct fcr_auth {
-    struct fcr_ctx *ctx;
-    fcr_kv_list vars;
+    struct fcr__ctx *ctx;
+    fcr__kv_list vars;
     const char *user;
 };
 
-typedef struct fcr_ctx fcr_ctx;
+typedef struct fcr__ctx fcr__ctx;
 
 struct fcr_res {
-    fcr_ctx *ctx;
+    fcr__ctx *ctx;
     int status;
-    fcr_hdr *h;
-    size_t nh, caph;
-    fcr_body *body;
+    fcr__vec h; /* of fcr__kv, in the arena */
+    fcr__body *body;
 };
 
-#define FCR_CTX_MAGIC 0x66637278u
+#define FCR__CTX_MAGIC 0x66637278u
 
 /* Bytes of the arena block inside each context. */
-#define FCR_CTX_ARENA_SIZE 1536u
+#define FCR__CTX_ARENA_SIZE 1536u
 
 /* Finished contexts an app keeps for reuse. */
-#define FCR_CTX_SPARES 16u
+#define FCR__CTX_SPARES 16u
 
-enum ctx_state {
-    ST_RUNNING, /* in the framework's pipeline or the handler */
-    ST_ASYNC,   /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
-    ST_OUTPUT,  /* writing the response */
+enum fcr__ctx_state {
+    FCR__ST_RUNNING, /* in the framework's pipeline or the handler */
+    FCR__ST_ASYNC,   /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
+    FCR__ST_OUTPUT,  /* writing the response */
 };
 
-struct fcr_ctx {
+struct fcr__ctx {
     uint32_t magic;
     int state;
     fcr_app *app; /* the serving app */
@@ -160,9 +138,11 @@ struct fcr_ctx {
     bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
     bool send_asked;
     bool sent;
-    fcr_arena arena;
+    bool routed;  /* ctx->match holds the request's match (it is routed once) */
+    bool too_big; /* the declared body exceeds the limit: 413 after the before-middleware */
+    fcr__arena arena;
     fcr_res res;
-    fcr_kv_list query, form, cookies, vars;
+    fcr__kv_list query, form, cookies, vars;
     const char *user;
     json_t *json;
     bool json_done;
@@ -174,41 +154,64 @@ struct fcr_ctx {
     char *head;
     size_t head_len, head_off;
     size_t body_off, body_end;
-    fcr_body body; /* the small body (res.body points here until it grows past the arena) */
-    struct fcr_ctx *next_spare;
+    fcr__body body; /* the small body (res.body points here until it grows past the arena) */
+    struct fcr__ctx *next_spare;
     /* The arena's first block: the memory of most requests needs no allocation. Kept last:
      * a context is cleared up to here. */
-    alignas(max_align_t) unsigned char arena_mem[FCR_CTX_ARENA_SIZE];
+    alignas(max_align_t) unsigned char arena_mem[FCR__CTX_ARENA_SIZE];
 };
 
-/* The context of `req`, or NULL when it is not an app's request. */
-fcr_ctx *fcr__ctx(const fcr_req *req);
+/* ---- The context's life and the output (context.c) ------------------------------------ */
 
-/* Response internals (response.c). */
-void fcr__res_init(fcr_res *res, fcr_ctx *ctx);
-void fcr__res_reset(fcr_res *res);
-void fcr__res_release(fcr_res *res);
-int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
+/* The context of `req`, or NULL when it is not an app's request. */
+fcr__ctx *fcr__ctx_of(const fcr_req *req);
+/* A context for `req` served by `app` (a finished one of the app's reused, else a new one),
+ * set as the request's framework data, which the core releases with the request if the
+ * pipeline never ends it (input that never completes); the routing path is not set yet. NULL
+ * when out of memory. */
+fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req);
+/* Frees the context (not the request), keeping it for the app's next request while the app
+ * keeps fewer than FCR__CTX_SPARES. */
+void fcr__ctx_free(fcr__ctx *ctx);
 /* Serializes and writes the response, then finishes the request and frees the context. */
-void fcr__ctx_output(fcr_ctx *ctx);
+void fcr__ctx_output(fcr__ctx *ctx);
+/* Copies the request's method and path into `out` as "METHOD PATH" for log lines, with control
+ * bytes and backslashes escaped as \xNN (a path cannot forge log lines) and long paths cut. */
+void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap);
 /* Monotonic clock in seconds. */
 double fcr__now(void);
 
-/* Frees the context (not the request). */
-void fcr__ctx_free(fcr_ctx *ctx);
+/* ---- Pipeline (pipeline.c) ------------------------------------------------------------ */
 
-/* Pipeline (app.c): runs after-middleware, then output. */
-void fcr__ctx_send(fcr_ctx *ctx);
+/* Runs the after-middleware (not for the AUTHORIZER role), then the output. Once only. */
+void fcr__ctx_send(fcr__ctx *ctx);
+/* Logs a failure of `what` with code `rc` to the request's STDERR stream and the app log, and
+ * replaces the response with 500 problem+json. */
+void fcr__ctx_fail(fcr__ctx *ctx, int rc, const char *what);
 
+/* ---- Authorization (auth.c) ----------------------------------------------------------- */
 
-/* Copies the request's method and path into `out` as "METHOD PATH" for log lines, with control
- * bytes and backslashes escaped as \xNN (a path cannot forge log lines) and long paths cut. */
-void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap);
+/* Runs the authorizer `fn` as a guard in the middleware chain: an allow copies its variables
+ * and user into the request and gives FCR_CONTINUE; a deny gives FCR_STOP with the denial in the
+ * response (403 problem+json when below 400); else a negative error. */
+int fcr__auth_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data);
+/* Answers a FastCGI AUTHORIZER request with the app's authorizer, and sends the answer. */
+void fcr__auth_role(fcr__ctx *ctx);
+
+/* ---- Responses (response.c) ----------------------------------------------------------- */
+
+void fcr__res_init(fcr_res *res, fcr__ctx *ctx);
+/* Back to status 200, no headers, an empty body. */
+void fcr__res_reset(fcr_res *res);
+/* Drops the response's hold on its body and header list. */
+void fcr__res_release(fcr_res *res);
+int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail);
+/* Drops a reference on a heap body (fcr__body.heap), freeing it with the last one. */
+void fcr__body_unref(void *arg);
 
 /* Parses a decimal size with an optional k/m/g suffix (binary multiples). Returns 0 or
  * FCR_EINVAL. */
 int fcr__parse_size(const char *s, size_t *out);
-
 
 /* ---- Parsers (request.c), reachable by the fuzz targets ------------------------------ */
 
@@ -217,12 +220,12 @@ int fcr__parse_size(const char *s, size_t *out);
  * %-escape are skipped; a name without '=' gets the value "". Names and values are
  * NUL-terminated (a decoded %00 cuts them short for strcmp lookups). Sets l->parsed. Returns 0
  * or FCR_ENOMEM (then `l` holds the pairs parsed so far). */
-int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l);
+int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l);
 
 /* Parses a Cookie header value ("a=1; b=\"x y\"") of `len` bytes at `s` (NULL: none) into
  * `l`: blanks around names and values trimmed, one pair of surrounding double quotes removed,
  * pieces without '=' or with an empty name skipped. Sets l->parsed. Returns 0 or FCR_ENOMEM. */
-int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l);
+int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l);
 
 /* Parses `len` bytes of JSON text (any value). Returns a new reference, or NULL with a
  * NUL-terminated message in `detail` (`cap` > 0 bytes): "invalid JSON at line L, column C:

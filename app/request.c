@@ -53,19 +53,19 @@ int fcr__parse_size(const char *s, size_t *out)
 
 const char *fcr_req_path(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->path : NULL;
 }
 
 const char *fcr_req_base_path(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->base : NULL;
 }
 
 const char *fcr_req_path_param(const fcr_req *req, const char *name)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !ctx->route || !name)
         return NULL;
     return fcr_match_param(&ctx->match, name);
@@ -73,25 +73,25 @@ const char *fcr_req_path_param(const fcr_req *req, const char *name)
 
 void *fcr_req_alloc(fcr_req *req, size_t size)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? fcr__arena_alloc(&ctx->arena, size) : NULL;
 }
 
 char *fcr_req_strdup(fcr_req *req, const char *s)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx && s ? fcr__arena_strndup(&ctx->arena, s, strlen(s)) : NULL;
 }
 
 fcr_app *fcr_req_app(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->app : NULL;
 }
 
 struct ev_loop *fcr_req_loop(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (ctx)
         return ctx->loop;
     return req ? fcr_server_loop(fcr_req_server(req)) : NULL;
@@ -99,25 +99,57 @@ struct ev_loop *fcr_req_loop(const fcr_req *req)
 
 /* ---- Key-value lists ------------------------------------------------------------------ */
 
-static const char *kv_find(const fcr_kv_list *l, const char *name, size_t nth)
+const char *fcr__kv_find(const fcr__kv_list *l, const char *name, size_t nth)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        if (strcmp(l->v[i].name, name) == 0 && nth-- == 0)
-            return l->v[i].value;
+    const fcr__kv *kv = l->kv.v;
+    for (size_t i = 0; i < l->kv.n; i++) {
+        if (strcmp(kv[i].name, name) == 0 && nth-- == 0)
+            return kv[i].value;
     }
     return NULL;
 }
 
-int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
+int fcr__kv_set(fcr__arena *a, fcr__kv_list *l, const char *name, const char *value)
+{
+    const char *v = fcr__arena_strndup(a, value, strlen(value));
+    if (!v)
+        return FCR_ENOMEM;
+    fcr__kv *kv = l->kv.v;
+    for (size_t i = 0; i < l->kv.n; i++) {
+        if (strcmp(kv[i].name, name) == 0) {
+            kv[i].value = v;
+            return 0;
+        }
+    }
+    const char *n = fcr__arena_strndup(a, name, strlen(name));
+    fcr__kv *e = n ? fcr__vec_push(&l->kv, a, sizeof *e) : NULL;
+    if (!e)
+        return FCR_ENOMEM;
+    *e = (fcr__kv){n, v};
+    return 0;
+}
+
+/* Empties `l` and reserves room for every piece of the `len` bytes at `s` that `sep` separates.
+ * Returns 0 or FCR_ENOMEM. */
+static int kv_prepare(fcr__arena *a, fcr__kv_list *l, const char *s, size_t len, char sep)
 {
     size_t count = 1;
     for (size_t i = 0; i < len; i++)
-        count += s[i] == '&';
-    l->v = fcr__arena_alloc(a, count * sizeof *l->v);
-    if (!l->v)
+        count += s[i] == sep;
+    l->kv.n = 0;
+    return fcr__vec_reserve(&l->kv, a, sizeof(fcr__kv), count);
+}
+
+/* Appends a pair to a list with room reserved for it. */
+static void kv_add(fcr__kv_list *l, const char *name, const char *value)
+{
+    ((fcr__kv *)l->kv.v)[l->kv.n++] = (fcr__kv){name, value};
+}
+
+int fcr__parse_urlencoded(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l)
+{
+    if (kv_prepare(a, l, s, len, '&') < 0)
         return FCR_ENOMEM;
-    l->cap = count;
-    l->n = 0;
     size_t i = 0;
     while (i <= len) {
         const char *seg = s + i;
@@ -137,10 +169,10 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
         /* A malformed escape, or a NUL byte in the decoded name or value (the C string would
          * end early and hide the rest), drops the pair. */
         if (fcr_percent_decode(seg, nlen, n, &dn, true) < 0 ||
-            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, &dv, true) < 0 ||
-            memchr(n, '\0', dn) || memchr(v, '\0', dv))
+            fcr_percent_decode(eq ? eq + 1 : "", vlen, v, &dv, true) < 0 || memchr(n, '\0', dn) ||
+            memchr(v, '\0', dv))
             continue;
-        l->v[l->n++] = (fcr_kv){n, v};
+        kv_add(l, n, v);
     }
     l->parsed = true;
     return 0;
@@ -148,7 +180,7 @@ int fcr__parse_urlencoded(fcr_arena *a, const char *s, size_t len, fcr_kv_list *
 
 const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name)
         return NULL;
     if (!ctx->query.parsed) {
@@ -167,7 +199,7 @@ const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i)
         if (fcr__parse_urlencoded(&ctx->arena, qs ? qs : "", qs ? len : 0, &ctx->query) < 0)
             return NULL;
     }
-    return kv_find(&ctx->query, name, i);
+    return fcr__kv_find(&ctx->query, name, i);
 }
 
 const char *fcr_req_query(const fcr_req *req, const char *name)
@@ -177,7 +209,7 @@ const char *fcr_req_query(const fcr_req *req, const char *name)
 
 const char *fcr_req_form_nth(const fcr_req *req, const char *name, size_t i)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name || !fcr_req_content_type_is(req, "application/x-www-form-urlencoded"))
         return NULL;
     if (!ctx->form.parsed) {
@@ -186,7 +218,7 @@ const char *fcr_req_form_nth(const fcr_req *req, const char *name, size_t i)
         if (fcr__parse_urlencoded(&ctx->arena, body, len, &ctx->form) < 0)
             return NULL;
     }
-    return kv_find(&ctx->form, name, i);
+    return fcr__kv_find(&ctx->form, name, i);
 }
 
 const char *fcr_req_form(const fcr_req *req, const char *name)
@@ -201,18 +233,12 @@ static bool is_ows(char c)
     return c == ' ' || c == '\t';
 }
 
-int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
+int fcr__parse_cookies(fcr__arena *a, const char *s, size_t len, fcr__kv_list *l)
 {
     if (!s)
         s = "", len = 0;
-    size_t count = 1;
-    for (size_t i = 0; i < len; i++)
-        count += s[i] == ';';
-    l->v = fcr__arena_alloc(a, count * sizeof *l->v);
-    if (!l->v)
+    if (kv_prepare(a, l, s, len, ';') < 0)
         return FCR_ENOMEM;
-    l->cap = count;
-    l->n = 0;
     size_t i = 0;
     while (i < len) {
         const char *seg = s + i;
@@ -239,7 +265,7 @@ int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
         const char *val = fcr__arena_strndup(a, v, vlen);
         if (!n || !val)
             return FCR_ENOMEM;
-        l->v[l->n++] = (fcr_kv){n, val};
+        kv_add(l, n, val);
     }
     l->parsed = true;
     return 0;
@@ -247,7 +273,7 @@ int fcr__parse_cookies(fcr_arena *a, const char *s, size_t len, fcr_kv_list *l)
 
 const char *fcr_req_cookie(const fcr_req *req, const char *name)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name)
         return NULL;
     if (!ctx->cookies.parsed) {
@@ -256,7 +282,7 @@ const char *fcr_req_cookie(const fcr_req *req, const char *name)
         if (fcr__parse_cookies(&ctx->arena, s, len, &ctx->cookies) < 0)
             return NULL;
     }
-    return kv_find(&ctx->cookies, name, 0);
+    return fcr__kv_find(&ctx->cookies, name, 0);
 }
 
 /* ---- JSON ----------------------------------------------------------------------------- */
@@ -279,7 +305,7 @@ json_t *fcr__json_parse(const char *text, size_t len, bool *oom, char *detail, s
 
 json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return NULL;
     if (!ctx->json_done) {
@@ -308,13 +334,13 @@ json_t *fcr_req_parse_json(fcr_req *req, fcr_res *res)
 
 const char *fcr_req_user(const fcr_req *req)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     return ctx ? ctx->user : NULL;
 }
 
 int fcr_req_set_user(fcr_req *req, const char *user)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return FCR_EINVAL;
     if (!user) {
@@ -332,42 +358,17 @@ const char *fcr_req_var(const fcr_req *req, const char *name)
 {
     if (!req || !name)
         return NULL;
-    fcr_ctx *ctx = fcr__ctx(req);
-    if (ctx) {
-        const char *v = NULL;
-        for (size_t i = 0; i < ctx->vars.n; i++) {
-            if (strcmp(ctx->vars.v[i].name, name) == 0)
-                v = ctx->vars.v[i].value;
-        }
-        if (v)
-            return v;
-    }
-    return fcr_req_param(req, name);
+    fcr__ctx *ctx = fcr__ctx_of(req);
+    const char *v = ctx ? fcr__kv_find(&ctx->vars, name, 0) : NULL;
+    return v ? v : fcr_req_param(req, name);
 }
 
 int fcr_req_set_var(fcr_req *req, const char *name, const char *value)
 {
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx || !name || !*name || !value)
         return FCR_EINVAL;
-    fcr_kv_list *l = &ctx->vars;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        fcr_kv *v = fcr__arena_alloc(&ctx->arena, cap * sizeof *v);
-        if (!v)
-            return FCR_ENOMEM;
-        if (l->n)
-            memcpy(v, l->v, l->n * sizeof *v);
-        l->v = v;
-        l->cap = cap;
-    }
-    const char *n = fcr__arena_strndup(&ctx->arena, name, strlen(name));
-    const char *v = fcr__arena_strndup(&ctx->arena, value, strlen(value));
-    if (!n || !v)
-        return FCR_ENOMEM;
-    /* Lookups take the last entry of a name. */
-    l->v[l->n++] = (fcr_kv){n, v};
-    return 0;
+    return fcr__kv_set(&ctx->arena, &ctx->vars, name, value);
 }
 
 /* ---- Request ids and per-request log messages ---------------------------------------- */
@@ -387,7 +388,7 @@ static bool usable_id(const char *s)
 const char *fcr_req_request_id(const fcr_req *req)
 {
     static unsigned long long counter;
-    fcr_ctx *ctx = fcr__ctx(req);
+    fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return NULL;
     if (!ctx->request_id) {

@@ -1,5 +1,4 @@
-/* Responses: status, headers, body, JSON and problem+json, and their serialization into
- * STDOUT. */
+/* Responses: status, headers, body, JSON and problem+json (the output is in context.c). */
 #include "app_int.h"
 
 #include <stdarg.h>
@@ -8,9 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-/* Bytes handed to the core per write; it frames them into records itself. */
-#define WRITE_CHUNK (256u * 1024u)
 
 static const struct {
     int code;
@@ -84,29 +80,27 @@ const char *fcr_status_reason(int status)
     return "Unknown";
 }
 
-/* ---- Validation ----------------------------------------------------------------------- */
-
 /* ---- Body buffers --------------------------------------------------------------------- */
 
 /* Bodies up to this capacity live in the arena and are written by copy. */
 #define ARENA_BODY_MAX 4096u
 
 /* The response's body, created empty in the context on first use. */
-static fcr_body *body_get(fcr_res *res)
+static fcr__body *body_get(fcr_res *res)
 {
     if (!res->body) {
-        fcr_body *b = &res->ctx->body;
-        *b = (fcr_body){.refs = 1};
+        fcr__body *b = &res->ctx->body;
+        *b = (fcr__body){.refs = 1};
         res->body = b;
     }
     return res->body;
 }
 
-static void body_unref(void *arg)
+void fcr__body_unref(void *arg)
 {
-    fcr_body *b = arg;
+    fcr__body *b = arg;
     if (b && --b->refs == 0) {
-        free(b->data);
+        fcr__buf_free(&b->buf);
         free(b);
     }
 }
@@ -114,47 +108,33 @@ static void body_unref(void *arg)
 /* Makes room for `more` bytes (and a NUL) after the body, which it creates when missing. */
 static int body_reserve(fcr_res *res, size_t more)
 {
-    fcr_body *b = body_get(res);
-    if (more > SIZE_MAX - b->len - 1)
+    fcr__body *b = body_get(res);
+    if (more > SIZE_MAX - b->buf.len - 1)
         return FCR_ENOMEM;
-    size_t need = b->len + more + 1;
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    if (b->heap) {
-        char *p = realloc(b->data, cap);
-        if (!p)
-            return FCR_ENOMEM;
-        b->data = p;
-        b->cap = cap;
-        return 0;
-    }
-    char *p = cap <= ARENA_BODY_MAX ? fcr__arena_alloc(&res->ctx->arena, cap) : malloc(cap);
-    if (!p)
-        return FCR_ENOMEM;
-    if (b->len)
-        memcpy(p, b->data, b->len);
-    if (cap <= ARENA_BODY_MAX) {
-        b->data = p;
-        b->cap = cap;
-        return 0;
-    }
+    size_t need = b->buf.len + more + 1;
+    if (b->heap)
+        return fcr__buf_reserve(&b->buf, NULL, need, 256, SIZE_MAX);
+    if (need <= ARENA_BODY_MAX)
+        return fcr__buf_reserve(&b->buf, &res->ctx->arena, need, 256, ARENA_BODY_MAX);
     /* Too big for the arena: a reference-counted body that queued output can hold. */
-    fcr_body *h = malloc(sizeof *h);
-    if (!h) {
-        free(p);
+    fcr__body *h = malloc(sizeof *h);
+    if (!h)
+        return FCR_ENOMEM;
+    *h = (fcr__body){.refs = 1, .heap = true};
+    if (fcr__buf_reserve(&h->buf, NULL, need, 2 * ARENA_BODY_MAX, SIZE_MAX) < 0) {
+        free(h);
         return FCR_ENOMEM;
     }
-    *h = (fcr_body){.refs = 1, .heap = true, .len = b->len, .cap = cap, .data = p};
+    if (b->buf.len)
+        memcpy(h->buf.p, b->buf.p, b->buf.len);
+    h->buf.len = b->buf.len;
     res->body = h;
     return 0;
 }
 
 /* ---- Response object ------------------------------------------------------------------ */
 
-void fcr__res_init(fcr_res *res, fcr_ctx *ctx)
+void fcr__res_init(fcr_res *res, fcr__ctx *ctx)
 {
     memset(res, 0, sizeof *res);
     res->ctx = ctx;
@@ -164,18 +144,17 @@ void fcr__res_init(fcr_res *res, fcr_ctx *ctx)
 void fcr__res_reset(fcr_res *res)
 {
     res->status = 200;
-    res->nh = 0;
+    res->h.n = 0;
     if (res->body)
-        res->body->len = 0;
+        res->body->buf.len = 0;
 }
 
 void fcr__res_release(fcr_res *res)
 {
     /* The header list lives in the arena. */
-    res->h = NULL;
-    res->nh = res->caph = 0;
+    res->h = (fcr__vec){0};
     if (res->body && res->body->heap)
-        body_unref(res->body);
+        fcr__body_unref(res->body);
     res->body = NULL;
 }
 
@@ -202,23 +181,15 @@ static int header_add(fcr_res *res, const char *name, const char *value)
     if (!res || !fcr__is_token(name) || !fcr__is_header_value(value) ||
         strcasecmp(name, "Status") == 0)
         return FCR_EINVAL;
-    if (res->nh == res->caph) {
-        size_t cap = res->caph ? res->caph * 2 : 8;
-        fcr_hdr *h = fcr__arena_alloc(&res->ctx->arena, cap * sizeof *h);
-        if (!h)
-            return FCR_ENOMEM;
-        if (res->nh)
-            memcpy(h, res->h, res->nh * sizeof *h);
-        res->h = h;
-        res->caph = cap;
-    }
-    char *n = fcr__arena_strndup(&res->ctx->arena, name, strlen(name));
-    char *v = fcr__arena_strndup(&res->ctx->arena, value, strlen(value));
+    fcr__arena *a = &res->ctx->arena;
+    /* Room first: a failure leaves the list as it was. */
+    if (fcr__vec_reserve(&res->h, a, sizeof(fcr__kv), res->h.n + 1) < 0)
+        return FCR_ENOMEM;
+    char *n = fcr__arena_strndup(a, name, strlen(name));
+    char *v = fcr__arena_strndup(a, value, strlen(value));
     if (!n || !v)
         return FCR_ENOMEM;
-    res->h[res->nh].name = n;
-    res->h[res->nh].value = v;
-    res->nh++;
+    ((fcr__kv *)res->h.v)[res->h.n++] = (fcr__kv){n, v};
     return 0;
 }
 
@@ -231,15 +202,16 @@ int fcr_res_remove_header(fcr_res *res, const char *name)
 {
     if (!res || !name)
         return 0;
+    fcr__kv *h = res->h.v;
     size_t j = 0;
     int removed = 0;
-    for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, name) == 0)
+    for (size_t i = 0; i < res->h.n; i++) {
+        if (strcasecmp(h[i].name, name) == 0)
             removed++;
         else
-            res->h[j++] = res->h[i];
+            h[j++] = h[i];
     }
-    res->nh = j;
+    res->h.n = j;
     return removed;
 }
 
@@ -249,14 +221,14 @@ int fcr_res_set_header(fcr_res *res, const char *name, const char *value)
         strcasecmp(name, "Status") == 0)
         return FCR_EINVAL;
     /* Make room first so that a failure leaves the old header in place. */
-    size_t nh = res->nh;
+    size_t nh = res->h.n;
     int rc = header_add(res, name, value);
     if (rc < 0)
         return rc;
-    fcr_hdr added = res->h[nh];
-    res->nh = nh;
+    fcr__kv added = ((fcr__kv *)res->h.v)[nh];
+    res->h.n = nh;
     fcr_res_remove_header(res, name);
-    res->h[res->nh++] = added;
+    ((fcr__kv *)res->h.v)[res->h.n++] = added;
     return 0;
 }
 
@@ -264,9 +236,10 @@ const char *fcr_res_header(const fcr_res *res, const char *name)
 {
     if (!res || !name)
         return NULL;
-    for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, name) == 0)
-            return res->h[i].value;
+    const fcr__kv *h = res->h.v;
+    for (size_t i = 0; i < res->h.n; i++) {
+        if (strcasecmp(h[i].name, name) == 0)
+            return h[i].value;
     }
     return NULL;
 }
@@ -277,10 +250,11 @@ int fcr_res_append(fcr_res *res, const void *buf, size_t len)
         return FCR_EINVAL;
     if (body_reserve(res, len) < 0)
         return FCR_ENOMEM;
+    fcr__buf *b = &res->body->buf;
     if (len)
-        memcpy(res->body->data + res->body->len, buf, len);
-    res->body->len += len;
-    res->body->data[res->body->len] = '\0';
+        memcpy(b->p + b->len, buf, len);
+    b->len += len;
+    b->p[b->len] = '\0';
     return 0;
 }
 
@@ -288,10 +262,10 @@ int fcr_res_set_body(fcr_res *res, const void *buf, size_t len)
 {
     if (!res || (!buf && len))
         return FCR_EINVAL;
-    fcr_body *b = body_get(res);
-    if (len > b->len && body_reserve(res, len - b->len) < 0)
+    fcr__body *b = body_get(res);
+    if (len > b->buf.len && body_reserve(res, len - b->buf.len) < 0)
         return FCR_ENOMEM;
-    res->body->len = 0;
+    res->body->buf.len = 0;
     return fcr_res_append(res, buf, len);
 }
 
@@ -308,17 +282,18 @@ int fcr_res_printf(fcr_res *res, const char *fmt, ...)
     if (body_reserve(res, (size_t)n) < 0)
         return FCR_ENOMEM;
     va_start(ap, fmt);
-    vsnprintf(res->body->data + res->body->len, (size_t)n + 1, fmt, ap);
+    fcr__buf *b = &res->body->buf;
+    vsnprintf((char *)b->p + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    res->body->len += (size_t)n;
+    b->len += (size_t)n;
     return n;
 }
 
 const void *fcr_res_body(const fcr_res *res, size_t *len)
 {
     if (len)
-        *len = res && res->body ? res->body->len : 0;
-    return res && res->body ? res->body->data : "";
+        *len = res && res->body ? res->body->buf.len : 0;
+    return res && res->body && res->body->buf.p ? (const void *)res->body->buf.p : "";
 }
 
 /* Sets status, content type and body as one change: on failure nothing changed. */
@@ -326,14 +301,14 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
 {
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
-    fcr_body *b = body_get(res);
-    if (len > b->len && body_reserve(res, len - b->len) < 0)
+    fcr__body *b = body_get(res);
+    if (len > b->buf.len && body_reserve(res, len - b->buf.len) < 0)
         return FCR_ENOMEM;
     int rc = fcr_res_set_header(res, "Content-Type", ctype);
     if (rc < 0)
         return rc;
     res->status = status;
-    res->body->len = 0;
+    res->body->buf.len = 0;
     return fcr_res_append(res, body, len);
 }
 
@@ -378,11 +353,12 @@ int fcr_res_set_redirect(fcr_res *res, int status, const char *location)
     res->status = status;
     fcr_res_remove_header(res, "Content-Type");
     if (res->body)
-        res->body->len = 0;
+        res->body->buf.len = 0;
     return 0;
 }
 
-int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail, json_t *ext)
+int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail,
+                            json_t *ext)
 {
     int rc = FCR_EINVAL;
     json_t *p = NULL;
@@ -428,22 +404,13 @@ int fcr_res_set_problem(fcr_res *res, int status, const char *fmt, ...)
 {
     if (!res || !fmt)
         return FCR_EINVAL;
-    char small[512];
-    char *detail = small;
+    char small[512], *detail;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
+    int n = fcr__vformat(small, sizeof small, 0, &detail, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n >= sizeof small) {
-        detail = malloc((size_t)n + 1);
-        if (!detail)
-            return FCR_ENOMEM;
-        va_start(ap, fmt);
-        vsnprintf(detail, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
+        return n;
     int rc = fcr_res_set_problem_new(res, status, NULL, detail, NULL);
     if (detail != small)
         free(detail); /* cppcheck-suppress autovarInvalidDeallocation ; detail was malloc'd here */
@@ -453,257 +420,4 @@ int fcr_res_set_problem(fcr_res *res, int status, const char *fmt, ...)
 int fcr__res_set_status_problem(fcr_res *res, int status, const char *detail)
 {
     return fcr_res_set_problem_new(res, status, NULL, detail, NULL);
-}
-
-/* ---- Output --------------------------------------------------------------------------- */
-
-static bool status_has_body(int status)
-{
-    return status != 204 && status != 304;
-}
-
-/* Appends the string `s` at p + n, NUL-terminated (the next append overwrites the NUL); returns
- * the new length. The caller sized `p` with room for the NUL. */
-static size_t put_str(char *p, size_t n, const char *s)
-{
-    size_t len = strlen(s);
-    memcpy(p + n, s, len + 1);
-    return n + len;
-}
-
-/* Appends `v` in decimal at p + n; returns the new length. */
-static size_t put_uint(char *p, size_t n, size_t v)
-{
-    char digits[24];
-    size_t k = 0;
-    do {
-        digits[k++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (k)
-        p[n++] = digits[--k];
-    return n;
-}
-
-/* Builds the CGI header block in the arena. */
-static int build_head(fcr_ctx *ctx)
-{
-    fcr_res *res = &ctx->res;
-    size_t blen = res->body ? res->body->len : 0;
-    bool body_allowed = status_has_body(res->status);
-    const char *user_cl = fcr_res_header(res, "Content-Length");
-    /* A HEAD handler may state the length of the body it does not send. */
-    bool keep_cl = user_cl && ctx->no_body && blen == 0;
-    bool add_ct = body_allowed && blen > 0 && !fcr_res_header(res, "Content-Type");
-
-    const char *reason = fcr_status_reason(res->status);
-    /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
-    size_t cap = 32 + strlen(reason) + 48 + 48 + 2;
-    for (size_t i = 0; i < res->nh; i++) {
-        /* Names and values are never NULL (header_add checks them). */
-        // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
-        cap += strlen(res->h[i].name) + strlen(res->h[i].value) + 4;
-    }
-    char *p = fcr__arena_alloc(&ctx->arena, cap);
-    if (!p)
-        return FCR_ENOMEM;
-    /* Built by hand rather than with snprintf: this runs for every response. */
-    size_t n = put_str(p, 0, "Status: ");
-    n = put_uint(p, n, (size_t)(res->status < 0 ? 0 : res->status));
-    p[n++] = ' ';
-    n = put_str(p, n, reason);
-    n = put_str(p, n, "\r\n");
-    for (size_t i = 0; i < res->nh; i++) {
-        if (strcasecmp(res->h[i].name, "Content-Length") == 0 && (!keep_cl || !body_allowed))
-            continue;
-        n = put_str(p, n, res->h[i].name);
-        n = put_str(p, n, ": ");
-        n = put_str(p, n, res->h[i].value);
-        n = put_str(p, n, "\r\n");
-    }
-    if (add_ct)
-        n = put_str(p, n, "Content-Type: application/octet-stream\r\n");
-    if (body_allowed && !keep_cl) {
-        n = put_str(p, n, "Content-Length: ");
-        n = put_uint(p, n, blen);
-        n = put_str(p, n, "\r\n");
-    }
-    n = put_str(p, n, "\r\n");
-    ctx->head = p;
-    ctx->head_len = n;
-    ctx->head_off = 0;
-    ctx->body_off = 0;
-    ctx->body_end = (body_allowed && !ctx->no_body) ? blen : 0;
-    return 0;
-}
-
-/* Appends `len` bytes of `s` to `out` (holding `n` of `cap` bytes, room kept for a NUL) with
- * control bytes and backslashes (and, with `words`, spaces and double quotes) as \xNN. */
-static size_t escape_into(char *out, size_t n, size_t cap, const char *s, size_t len, bool words)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < len && n + 5 < cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f || c == '\\' || (words && (c == ' ' || c == '"'))) {
-            out[n++] = '\\';
-            out[n++] = 'x';
-            out[n++] = hex[c >> 4];
-            out[n++] = hex[c & 15];
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    return n;
-}
-
-void fcr__describe(const fcr_ctx *ctx, char *out, size_t cap)
-{
-    const char *m = ctx->method ? ctx->method : "-";
-    size_t mlen = strlen(m);
-    size_t n = escape_into(out, 0, cap < 64 ? cap : 64, m, mlen, false);
-    if (n + 1 < cap)
-        out[n++] = ' ';
-    n = escape_into(out, n, cap, ctx->path, ctx->path_len, false);
-    out[n] = '\0';
-}
-
-void fcr__ctx_free(fcr_ctx *ctx)
-{
-    if (!ctx)
-        return;
-    fcr__res_release(&ctx->res);
-    json_decref(ctx->json);
-    free(ctx->json_error);
-    fcr__arena_free(&ctx->arena);
-    ctx->magic = 0;
-    /* Kept for the app's next request; fcr_app_free() frees the spares. */
-    fcr_app *app = ctx->app;
-    if (app && app->nspare < FCR_CTX_SPARES) {
-        ctx->next_spare = app->spare;
-        app->spare = ctx;
-        app->nspare++;
-        return;
-    }
-    free(ctx);
-}
-
-/* The access log line of a request (see fcr_app_set_access_log). */
-static void access_log(fcr_ctx *ctx)
-{
-    char what[600];
-    size_t n = 0;
-    const char *m = ctx->method ? ctx->method : "-";
-    n = escape_into(what, n, 64, m, strlen(m), true);
-    memcpy(what + n, " path=", 6);
-    n += 6;
-    n = escape_into(what, n, sizeof what, ctx->path, ctx->path_len, true);
-    what[n] = '\0';
-    double ms = (fcr__now() - ctx->start) * 1000.0;
-    fcr_log(FCR_LOG_INFO, "access method=%s status=%d bytes=%zu ms=%.3f id=%s%s", what,
-            ctx->res.status, ctx->body_off, ms, fcr_req_request_id(ctx->req),
-            fcr_req_aborted(ctx->req) ? " aborted" : "");
-}
-
-static void finish(fcr_ctx *ctx)
-{
-    fcr_req *req = ctx->req;
-    if (ctx->app->access_log && fcr_log_level() >= FCR_LOG_INFO)
-        access_log(ctx);
-    ev_timer_stop(ctx->loop, &ctx->resume);
-    fcr_req_on_drain(req, NULL);
-    fcr_req_on_abort(req, NULL);
-    fcr__req_set_fwdata(req, NULL);
-    fcr__ctx_free(ctx);
-    fcr_req_finish(req, 0);
-}
-
-static void pump(fcr_ctx *ctx);
-
-static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop, (void)revents;
-    pump((fcr_ctx *)((char *)w - offsetof(fcr_ctx, resume)));
-}
-
-/* The output goes on from the loop, not from inside the core's drain callback: a write that
- * meets a full queue again there would re-register the callback while the core is still
- * calling drain callbacks. */
-static void on_drain(fcr_req *req)
-{
-    fcr_ctx *ctx = fcr__ctx(req);
-    if (ctx)
-        ev_timer_start(ctx->loop, &ctx->resume);
-}
-
-static void on_abort(fcr_req *req)
-{
-    fcr_ctx *ctx = fcr__ctx(req);
-    if (ctx)
-        finish(ctx);
-}
-
-/* Writes what the connection takes; waits for the drain callback on FCR_EAGAIN; finishes the
- * request when all is queued or nothing more can be sent. */
-static void pump(fcr_ctx *ctx)
-{
-    for (;;) {
-        int rc;
-        if (ctx->head_off < ctx->head_len) {
-            size_t n = ctx->head_len - ctx->head_off;
-            rc = fcr_req_write(ctx->req, ctx->head + ctx->head_off, n);
-            if (rc == 0)
-                ctx->head_off += n;
-        } else if (ctx->body_off < ctx->body_end) {
-            fcr_body *b = ctx->res.body;
-            size_t n = ctx->body_end - ctx->body_off;
-            if (n > WRITE_CHUNK)
-                n = WRITE_CHUNK;
-            if (!b->heap) {
-                /* A small body in the arena: copied, it need not outlive the context. */
-                rc = fcr_req_write(ctx->req, b->data + ctx->body_off, n);
-            } else {
-                b->refs++;
-                /* On error the core calls the release function (dropping our extra
-                 * reference). */
-                rc = fcr_req_write_ref(ctx->req, b->data + ctx->body_off, n, body_unref, b);
-            }
-            if (rc == 0)
-                ctx->body_off += n;
-        } else {
-            break;
-        }
-        if (rc == FCR_EAGAIN) {
-            fcr_req_on_abort(ctx->req, on_abort);
-            fcr_req_on_drain(ctx->req, on_drain);
-            return;
-        }
-        if (rc < 0)
-            break;
-    }
-    finish(ctx);
-}
-
-void fcr__ctx_output(fcr_ctx *ctx)
-{
-    ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
-    ctx->state = ST_OUTPUT;
-    ctx->sent = true;
-    if (fcr_log_level() >= FCR_LOG_DEBUG) {
-        char what[600];
-        fcr__describe(ctx, what, sizeof what);
-        fcr_log(FCR_LOG_DEBUG, "%s -> %d", what, ctx->res.status);
-    }
-    if (fcr_req_aborted(ctx->req)) {
-        finish(ctx);
-        return;
-    }
-    if (build_head(ctx) < 0) {
-        /* Out of memory: a fixed answer needs no allocation. */
-        static const char oom[] = "Status: 500 Internal Server Error\r\n"
-                                  "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
-        ctx->head = (char *)oom;
-        ctx->head_len = sizeof oom - 1;
-        ctx->head_off = ctx->body_off = ctx->body_end = 0;
-    }
-    pump(ctx);
 }

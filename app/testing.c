@@ -1,6 +1,13 @@
 /* In-process testing: requests encoded as FastCGI records, sent over a socketpair to a server
- * on a private loop (or over a socket to a running application), the answer parsed back. */
+ * on a private loop (or over a socket to a running application), the answer parsed back.
+ *
+ * The harness uses the public API of the library it runs against, plus the core's pure helpers
+ * (record and name-value codec, byte buffers), whose sources libfcrest-testing compiles into
+ * itself: the shared library exports none of its internal fcr__ functions. */
 #include <fcrest/testing.h>
+
+#include "core/fcgi.h"
+#include "core/mem.h"
 
 #include <ev.h>
 
@@ -17,115 +24,67 @@
 
 #define TEST_TIMEOUT 30.0
 
-enum {
-    REC_BEGIN = 1,
-    REC_END = 3,
-    REC_PARAMS = 4,
-    REC_STDIN = 5,
-    REC_STDOUT = 6,
-    REC_STDERR = 7,
-    REC_DATA = 8,
-};
+/* ---- Encoding ------------------------------------------------------------------------- */
 
-/* ---- Byte buffers --------------------------------------------------------------------- */
-
-typedef struct buf {
-    unsigned char *p;
-    size_t len, cap;
+/* A byte buffer whose first failure sticks, so that an encoder writes on and checks once. */
+typedef struct out {
+    fcr__buf b;
     bool oom;
-} buf;
+} out;
 
-static void buf_add(buf *b, const void *p, size_t n)
+static void put(out *o, const void *p, size_t n)
 {
-    if (b->oom || n == 0)
-        return;
-    if (n > SIZE_MAX - b->len - 1) {
-        b->oom = true;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap = cap > SIZE_MAX / 2 ? b->len + n + 1 : cap * 2;
-        unsigned char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = true;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    if (!o->oom && fcr__buf_append(&o->b, NULL, p, n) < 0)
+        o->oom = true;
 }
 
-static void put_record(buf *b, unsigned type, const void *content, size_t len)
+static void put_record(out *o, uint8_t type, const void *content, size_t len)
 {
-    unsigned pad = (unsigned)((8 - (len & 7)) & 7);
-    unsigned char h[8] = {1,
-                          (unsigned char)type,
-                          0,
-                          1,
-                          (unsigned char)(len >> 8),
-                          (unsigned char)len,
-                          (unsigned char)pad,
-                          0};
-    static const unsigned char zeros[8];
-    buf_add(b, h, 8);
-    buf_add(b, content, len);
-    buf_add(b, zeros, pad);
+    static const uint8_t zeros[8];
+    uint8_t h[FCGI_HEADER_LEN];
+    uint8_t pad = fcr__padding_for(len);
+    fcr__header_encode(h, type, 1, (uint16_t)len, pad);
+    put(o, h, sizeof h);
+    put(o, content, len);
+    put(o, zeros, pad);
 }
 
 /* A stream in records of at most 65535 bytes, then its empty record. */
-static void put_stream(buf *b, unsigned type, const void *data, size_t len)
+static void put_stream(out *o, uint8_t type, const void *data, size_t len)
 {
     const unsigned char *p = data;
     while (len > 0) {
-        size_t n = len > 65535 ? 65535 : len;
-        put_record(b, type, p, n);
+        size_t n = len > FCGI_MAX_CONTENT ? FCGI_MAX_CONTENT : len;
+        put_record(o, type, p, n);
         p += n;
         len -= n;
     }
-    put_record(b, type, NULL, 0);
+    put_record(o, type, NULL, 0);
 }
 
-static void nv_len(buf *b, size_t n)
+static void nv_add(out *o, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    if (n < 128) {
-        unsigned char c = (unsigned char)n;
-        buf_add(b, &c, 1);
-    } else {
-        unsigned char c[4] = {(unsigned char)((n >> 24) | 0x80), (unsigned char)(n >> 16),
-                              (unsigned char)(n >> 8), (unsigned char)n};
-        buf_add(b, c, 4);
-    }
-}
-
-static void nv_add(buf *b, const char *name, size_t nlen, const char *value, size_t vlen)
-{
-    if (nlen > 0x7fffffff || vlen > 0x7fffffff) {
-        b->oom = true;
+    size_t size = fcr__nv_size(nlen, vlen);
+    if (nlen > 0x7fffffff || vlen > 0x7fffffff || o->oom ||
+        fcr__buf_reserve(&o->b, NULL, o->b.len + size, 256, SIZE_MAX) < 0) {
+        o->oom = true;
         return;
     }
-    nv_len(b, nlen);
-    nv_len(b, vlen);
-    buf_add(b, name, nlen);
-    buf_add(b, value, vlen);
+    o->b.len += fcr__nv_encode(o->b.p + o->b.len, name, nlen, value, vlen);
 }
 
-static void nv_adds(buf *b, const char *name, const char *value)
+static void nv_adds(out *o, const char *name, const char *value)
 {
-    nv_add(b, name, strlen(name), value, strlen(value));
+    nv_add(o, name, strlen(name), value, strlen(value));
 }
 
 /* Encodes the whole request. Returns 0 or FCR_EINVAL / FCR_ENOMEM. */
-static int encode_request(const fcr_test_req *t, buf *out)
+static int encode_request(const fcr_test_req *t, out *o)
 {
     fcr_role role = t->role ? t->role : FCR_RESPONDER;
     if (role < FCR_RESPONDER || role > FCR_FILTER)
         return FCR_EINVAL;
-    buf nv = {0};
+    out nv = {0};
     const char *path = t->path ? t->path : "/";
     const char *q = strchr(path, '?');
     size_t plen = q ? (size_t)(q - path) : strlen(path);
@@ -160,13 +119,13 @@ static int encode_request(const fcr_test_req *t, buf *out)
     for (const char *const *h = t->headers; h && *h; h++) {
         const char *colon = strchr(*h, ':');
         if (!colon || colon == *h) {
-            free(nv.p);
+            fcr__buf_free(&nv.b);
             return FCR_EINVAL;
         }
         size_t nlen = (size_t)(colon - *h);
         char key[300];
         if (nlen > 250) {
-            free(nv.p);
+            fcr__buf_free(&nv.b);
             return FCR_EINVAL;
         }
         const char *name = *h;
@@ -190,19 +149,19 @@ static int encode_request(const fcr_test_req *t, buf *out)
     for (const char *const *p = t->params; p && *p; p++) {
         const char *eq = strchr(*p, '=');
         if (!eq || eq == *p) {
-            free(nv.p);
+            fcr__buf_free(&nv.b);
             return FCR_EINVAL;
         }
         nv_add(&nv, *p, (size_t)(eq - *p), eq + 1, strlen(eq + 1));
     }
-    unsigned char begin[8] = {0, (unsigned char)role, 0, 0, 0, 0, 0, 0};
-    put_record(out, REC_BEGIN, begin, 8);
-    put_stream(out, REC_PARAMS, nv.p, nv.len);
-    put_stream(out, REC_STDIN, t->body, body_len);
+    uint8_t begin[8] = {0, (uint8_t)role, 0, 0, 0, 0, 0, 0};
+    put_record(o, FCGI_BEGIN_REQUEST, begin, 8);
+    put_stream(o, FCGI_PARAMS, nv.b.p, nv.b.len);
+    put_stream(o, FCGI_STDIN, t->body, body_len);
     if (role == FCR_FILTER)
-        put_stream(out, REC_DATA, t->data, t->data_len);
-    bool oom = nv.oom || out->oom;
-    free(nv.p);
+        put_stream(o, FCGI_DATA, t->data, t->data_len);
+    bool oom = nv.oom || o->oom;
+    fcr__buf_free(&nv.b);
     return oom ? FCR_ENOMEM : 0;
 }
 
@@ -212,12 +171,12 @@ typedef struct xchg {
     ev_io io;
     ev_timer timer;
     int fd;
-    buf out;
+    out out;
     size_t out_off;
     bool write_closed;
-    buf in;
+    out in;
     size_t in_off;
-    buf stdout_b, stderr_b;
+    out stdout_b, stderr_b;
     bool done;
     int error;
     uint32_t app_status;
@@ -236,26 +195,26 @@ static void xchg_stop(struct ev_loop *loop, xchg *x, int error)
 /* Consumes complete records from x->in. */
 static void parse_records(struct ev_loop *loop, xchg *x)
 {
-    while (!x->done && x->in.len - x->in_off >= 8) {
-        const unsigned char *h = x->in.p + x->in_off;
-        size_t clen = ((size_t)h[4] << 8) | h[5];
-        size_t total = 8 + clen + h[6];
-        if (h[0] != 1) {
+    while (!x->done && x->in.b.len - x->in_off >= FCGI_HEADER_LEN) {
+        fcr__fcgi_header h;
+        fcr__header_decode(x->in.b.p + x->in_off, &h);
+        size_t total = FCGI_HEADER_LEN + (size_t)h.content_len + h.padding_len;
+        if (h.version != FCGI_VERSION_1) {
             xchg_stop(loop, x, FCR_EPROTO);
             return;
         }
-        if (x->in.len - x->in_off < total)
+        if (x->in.b.len - x->in_off < total)
             return;
-        const unsigned char *c = h + 8;
-        switch (h[1]) {
-        case REC_STDOUT:
-            buf_add(&x->stdout_b, c, clen);
+        const uint8_t *c = x->in.b.p + x->in_off + FCGI_HEADER_LEN;
+        switch (h.type) {
+        case FCGI_STDOUT:
+            put(&x->stdout_b, c, h.content_len);
             break;
-        case REC_STDERR:
-            buf_add(&x->stderr_b, c, clen);
+        case FCGI_STDERR:
+            put(&x->stderr_b, c, h.content_len);
             break;
-        case REC_END:
-            if (clen < 8) {
+        case FCGI_END_REQUEST:
+            if (h.content_len < 8) {
                 xchg_stop(loop, x, FCR_EPROTO);
                 return;
             }
@@ -275,8 +234,9 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     xchg *x = (xchg *)w;
     if ((revents & EV_WRITE) && !x->write_closed) {
-        while (x->out_off < x->out.len) {
-            ssize_t n = send(x->fd, x->out.p + x->out_off, x->out.len - x->out_off, MSG_NOSIGNAL);
+        while (x->out_off < x->out.b.len) {
+            ssize_t n =
+                send(x->fd, x->out.b.p + x->out_off, x->out.b.len - x->out_off, MSG_NOSIGNAL);
             if (n > 0) {
                 x->out_off += (size_t)n;
                 continue;
@@ -288,7 +248,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
             x->write_closed = true; /* the application stopped reading: its answer may be in */
             break;
         }
-        if (x->out_off == x->out.len || x->write_closed) {
+        if (x->out_off == x->out.b.len || x->write_closed) {
             ev_io_stop(loop, &x->io);
             ev_io_set(&x->io, x->fd, EV_READ);
             ev_io_start(loop, &x->io);
@@ -299,7 +259,7 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         for (;;) {
             ssize_t n = recv(x->fd, chunk, sizeof chunk, 0);
             if (n > 0) {
-                buf_add(&x->in, chunk, (size_t)n);
+                put(&x->in, chunk, (size_t)n);
                 if (x->in.oom) {
                     xchg_stop(loop, x, FCR_ENOMEM);
                     return;
@@ -318,8 +278,8 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         parse_records(loop, x);
         /* Drop consumed bytes now and then. */
         if (x->in_off > 65536) {
-            memmove(x->in.p, x->in.p + x->in_off, x->in.len - x->in_off);
-            x->in.len -= x->in_off;
+            memmove(x->in.b.p, x->in.b.p + x->in_off, x->in.b.len - x->in_off);
+            x->in.b.len -= x->in_off;
             x->in_off = 0;
         }
     }
@@ -333,12 +293,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 /* Splits the CGI answer into status, headers and body. */
-static int parse_cgi(const buf *out, fcr_test_res *res)
+static int parse_cgi(const fcr__buf *out, fcr_test_res *res)
 {
     const char *p = out->p ? (const char *)out->p : "";
     size_t len = out->len;
     size_t i = 0;
-    size_t cap = 0;
+    fcr__vec headers = {0}; /* of fcr_test_header, handed to res->headers as it grows */
     res->status = 200;
     for (;;) {
         const char *nl = memchr(p + i, '\n', len - i);
@@ -360,14 +320,10 @@ static int parse_cgi(const buf *out, fcr_test_res *res)
         size_t vlen = llen - nlen - 1;
         while (vlen && (*v == ' ' || *v == '\t'))
             v++, vlen--;
-        if (res->nheaders == cap) {
-            cap = cap ? cap * 2 : 8;
-            fcr_test_header *h = realloc(res->headers, cap * sizeof *h);
-            if (!h)
-                return FCR_ENOMEM;
-            res->headers = h;
-        }
-        fcr_test_header *h = &res->headers[res->nheaders];
+        fcr_test_header *h = fcr__vec_push(&headers, NULL, sizeof *h);
+        if (!h)
+            return FCR_ENOMEM;
+        res->headers = headers.v;
         h->name = strndup(line, nlen);
         h->value = strndup(v, vlen);
         if (!h->name || !h->value) {
@@ -401,11 +357,11 @@ static int exchange(struct ev_loop *loop, int fd, const fcr_test_req *t, fcr_tes
     x.fd = fd;
     int rc = encode_request(t, &x.out);
     if (rc < 0)
-        goto out;
+        goto done;
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
         rc = FCR_EIO;
-        goto out;
+        goto done;
     }
     ev_io_init(&x.io, io_cb, fd, EV_READ | EV_WRITE);
     ev_timer_init(&x.timer, timer_cb, TEST_TIMEOUT, 0.);
@@ -418,18 +374,18 @@ static int exchange(struct ev_loop *loop, int fd, const fcr_test_req *t, fcr_tes
         rc = FCR_ENOMEM;
     res->app_status = x.app_status;
     res->protocol_status = x.protocol_status;
-    res->err_len = x.stderr_b.len;
-    res->err = x.stderr_b.p ? (char *)x.stderr_b.p : strdup("");
-    x.stderr_b.p = NULL;
+    res->err_len = x.stderr_b.b.len;
+    res->err = x.stderr_b.b.p ? (char *)x.stderr_b.b.p : strdup("");
+    x.stderr_b.b = (fcr__buf){0};
     if (!res->err && rc == 0)
         rc = FCR_ENOMEM;
     if (rc == 0 && x.protocol_status == 0)
-        rc = parse_cgi(&x.stdout_b, res);
-out:
-    free(x.out.p);
-    free(x.in.p);
-    free(x.stdout_b.p);
-    free(x.stderr_b.p);
+        rc = parse_cgi(&x.stdout_b.b, res);
+done:
+    fcr__buf_free(&x.out.b);
+    fcr__buf_free(&x.in.b);
+    fcr__buf_free(&x.stdout_b.b);
+    fcr__buf_free(&x.stderr_b.b);
     return rc;
 }
 

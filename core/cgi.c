@@ -32,7 +32,6 @@ int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *o
     return 0;
 }
 
-
 bool fcr__is_token(const char *s)
 {
     if (!s || !*s)
@@ -58,12 +57,10 @@ bool fcr__is_header_value(const char *s)
     return true;
 }
 
-
 const char *fcr_req_method(const fcr_req *req)
 {
     return req ? fcr_req_param(req, "REQUEST_METHOD") : NULL;
 }
-
 
 const char *fcr_req_header(const fcr_req *req, const char *name)
 {
@@ -91,7 +88,6 @@ const char *fcr_req_header(const fcr_req *req, const char *name)
     return fcr_req_param(req, key);
 }
 
-
 bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
 {
     const char *ct = fcr_req_header(req, "Content-Type");
@@ -108,7 +104,6 @@ bool fcr_req_content_type_is(const fcr_req *req, const char *media_type)
     return *rest == '\0' || *rest == ';';
 }
 
-
 const char *fcr_req_remote_addr(const fcr_req *req)
 {
     return req ? fcr_req_param(req, "REMOTE_ADDR") : NULL;
@@ -122,27 +117,17 @@ int fcr_req_remote_port(const fcr_req *req)
     return (int)port;
 }
 
-
 int fcr_req_log(fcr_req *req, const char *fmt, ...)
 {
     if (!req || !fmt)
         return FCR_EINVAL;
-    char small[512];
-    char *msg = small;
+    char small[512], *msg;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small - 1, fmt, ap);
+    int n = fcr__vformat(small, sizeof small, 1, &msg, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n >= sizeof small - 1) {
-        msg = malloc((size_t)n + 2);
-        if (!msg)
-            return FCR_ENOMEM;
-        va_start(ap, fmt);
-        vsnprintf(msg, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
+        return n;
     size_t len = (size_t)n;
     if (len == 0 || msg[len - 1] != '\n')
         msg[len++] = '\n';
@@ -151,7 +136,6 @@ int fcr_req_log(fcr_req *req, const char *fmt, ...)
         free(msg); /* cppcheck-suppress autovarInvalidDeallocation ; msg was malloc'd here */
     return rc < 0 ? rc : (int)len;
 }
-
 
 /* ---- FILTER data ---------------------------------------------------------------------- */
 

@@ -5,7 +5,7 @@
 
 #define NVLEN_MAX 0x7fffffffu
 
-void fcr__header_decode(const uint8_t *p, fcgi_header *h)
+void fcr__header_decode(const uint8_t *p, fcr__fcgi_header *h)
 {
     h->version = p[0];
     h->type = p[1];
@@ -119,7 +119,7 @@ static size_t format_unsigned(char *out, unsigned long long v)
     return n;
 }
 
-size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr_values *v, uint8_t *out,
+size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr__values *v, uint8_t *out,
                               size_t cap)
 {
     int order[VAL_COUNT];
@@ -130,7 +130,7 @@ size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr_value
     const uint8_t *name, *value;
     uint32_t nlen, vlen;
 
-    while (fcr__nv_next(query, qlen, &off, &name, &nlen, &value, &vlen) == FCR_NV_OK) {
+    while (fcr__nv_next(query, qlen, &off, &name, &nlen, &value, &vlen) == FCR__NV_OK) {
         for (i = 0; i < VAL_COUNT; i++) {
             if (nlen == value_names[i].len && memcmp(name, value_names[i].name, nlen) == 0) {
                 if (!asked[i]) {

@@ -25,14 +25,14 @@
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
-fcr_conn *fcr__conn_new(fcr_server *srv, int fd)
+fcr__conn *fcr__conn_new(fcr_server *srv, int fd)
 {
-    fcr_conn *c = calloc(1, sizeof *c);
+    fcr__conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->srv = srv;
     c->fd = fd;
-    c->state = CONN_OPEN;
+    c->state = FCR__CONN_OPEN;
     fcr__parser_init(&c->parser);
     ev_io_init(&c->rio, read_cb, fd, EV_READ);
     ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
@@ -58,7 +58,7 @@ bool fcr__input_waiting(int fd)
     return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
-void fcr__conn_touch(fcr_conn *c)
+void fcr__conn_touch(fcr__conn *c)
 {
     fcr_server *srv = c->srv;
     c->last_activity = ev_now(srv->loop);
@@ -76,18 +76,18 @@ void fcr__conn_touch(fcr_conn *c)
     srv->conns = c;
 }
 
-static bool queue_empty(const fcr_conn *c);
+static bool queue_empty(const fcr__conn *c);
 
-fcr_conn *fcr__conn_oldest_idle(fcr_server *srv)
+fcr__conn *fcr__conn_oldest_idle(fcr_server *srv)
 {
-    for (fcr_conn *c = srv->conns_tail; c; c = c->prev) {
-        if (c->state == CONN_OPEN && c->nreqs == 0 && queue_empty(c) && !c->in_feed)
+    for (fcr__conn *c = srv->conns_tail; c; c = c->prev) {
+        if (c->state == FCR__CONN_OPEN && c->nreqs == 0 && queue_empty(c) && !c->in_feed)
             return c;
     }
     return NULL;
 }
 
-static fcr_req *find_req(const fcr_conn *c, uint16_t id)
+static fcr_req *find_req(const fcr__conn *c, uint16_t id)
 {
     for (fcr_req *r = c->reqs; r; r = r->next) {
         if (r->id == id)
@@ -98,34 +98,29 @@ static fcr_req *find_req(const fcr_conn *c, uint16_t id)
 
 /* ---- output queue ----------------------------------------------------------------------- */
 
-static bool queue_empty(const fcr_conn *c)
+static bool queue_empty(const fcr__conn *c)
 {
-    return c->shead == c->stail;
+    return c->shead == c->segs.n;
 }
 
-int fcr__conn_reserve(fcr_conn *c, size_t nsegs)
+static fcr__seg *seg_at(const fcr__conn *c, size_t i)
 {
-    if (c->scap - c->stail >= nsegs)
+    return (fcr__seg *)c->segs.v + i;
+}
+
+int fcr__conn_reserve(fcr__conn *c, size_t nsegs)
+{
+    if (c->segs.cap - c->segs.n >= nsegs)
         return 0;
     if (c->shead > 0) { /* compact */
-        memmove(c->segs, c->segs + c->shead, (c->stail - c->shead) * sizeof *c->segs);
-        c->stail -= c->shead;
+        memmove(c->segs.v, seg_at(c, c->shead), (c->segs.n - c->shead) * sizeof(fcr__seg));
+        c->segs.n -= c->shead;
         c->shead = 0;
-        if (c->scap - c->stail >= nsegs)
-            return 0;
     }
-    size_t cap = c->scap ? c->scap * 2 : 16;
-    while (cap - c->stail < nsegs)
-        cap *= 2;
-    fcr_seg *s = realloc(c->segs, cap * sizeof *s);
-    if (!s)
-        return FCR_ENOMEM;
-    c->segs = s;
-    c->scap = cap;
-    return 0;
+    return fcr__vec_reserve(&c->segs, NULL, sizeof(fcr__seg), c->segs.n + nsegs);
 }
 
-int fcr__conn_push(fcr_conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg)
+int fcr__conn_push(fcr__conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg)
 {
     if (fcr__conn_reserve(c, 1) != 0) {
         if (release)
@@ -135,12 +130,12 @@ int fcr__conn_push(fcr_conn *c, const uint8_t *ptr, size_t len, void (*release)(
     }
     if (queue_empty(c))
         c->out_progress = ev_now(c->srv->loop);
-    c->segs[c->stail++] = (fcr_seg){ptr, len, release, arg};
+    *seg_at(c, c->segs.n++) = (fcr__seg){ptr, len, release, arg};
     c->queued += len;
     return 0;
 }
 
-static void push_record(fcr_conn *c, const uint8_t *rec, size_t len)
+static void push_record(fcr__conn *c, const uint8_t *rec, size_t len)
 {
     uint8_t *copy = malloc(len);
     if (!copy) {
@@ -152,7 +147,7 @@ static void push_record(fcr_conn *c, const uint8_t *rec, size_t len)
         fcr__conn_want_flush(c);
 }
 
-void fcr__conn_want_flush(fcr_conn *c)
+void fcr__conn_want_flush(fcr__conn *c)
 {
     if (!c->in_flush_list) {
         c->in_flush_list = true;
@@ -161,7 +156,7 @@ void fcr__conn_want_flush(fcr_conn *c)
     }
 }
 
-void fcr__conn_fail(fcr_conn *c, const char *why)
+void fcr__conn_fail(fcr__conn *c, const char *why)
 {
     if (!c->doomed)
         c->doomed = why;
@@ -169,11 +164,11 @@ void fcr__conn_fail(fcr_conn *c, const char *why)
 }
 
 /* Releases the segments covered by `n` written bytes (and empty segments reached). */
-static void advance(fcr_conn *c, size_t n)
+static void advance(fcr__conn *c, size_t n)
 {
     c->queued -= n;
-    while (c->shead < c->stail) {
-        fcr_seg *s = &c->segs[c->shead];
+    while (c->shead < c->segs.n) {
+        fcr__seg *s = seg_at(c, c->shead);
         size_t left = s->len - c->soff;
         if (n < left) {
             c->soff += n;
@@ -185,33 +180,33 @@ static void advance(fcr_conn *c, size_t n)
         if (s->release)
             s->release(s->arg);
     }
-    c->shead = c->stail = 0;
+    c->shead = c->segs.n = 0;
 }
 
-static void release_all(fcr_conn *c)
+static void release_all(fcr__conn *c)
 {
-    while (c->shead < c->stail) {
-        fcr_seg *s = &c->segs[c->shead++];
+    while (c->shead < c->segs.n) {
+        fcr__seg *s = seg_at(c, c->shead++);
         if (s->release)
             s->release(s->arg);
     }
-    free(c->segs);
-    c->segs = NULL;
-    c->shead = c->stail = c->scap = c->soff = 0;
+    fcr__vec_free(&c->segs);
+    c->shead = c->soff = 0;
 }
 
 /* Input is read while the connection is open (or still has requests receiving input after a
  * close was decided) and nothing asked to pause. */
-static bool reading_allowed(const fcr_conn *c)
+static bool reading_allowed(const fcr__conn *c)
 {
-    return (c->state == CONN_OPEN || (c->state == CONN_CLOSE_AFTER_FLUSH && c->nreqs > 0)) &&
+    return (c->state == FCR__CONN_OPEN ||
+            (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && c->nreqs > 0)) &&
            !c->paused_app && !c->paused_output;
 }
 
-static void update_reading(fcr_conn *c)
+static void update_reading(fcr__conn *c)
 {
     struct ev_loop *loop = c->srv->loop;
-    bool want = reading_allowed(c) || c->state == CONN_DRAINING;
+    bool want = reading_allowed(c) || c->state == FCR__CONN_DRAINING;
     if (want && c->pend_len > c->pend_off) {
         ev_feed_event(loop, &c->rio, EV_READ);
         return;
@@ -225,17 +220,17 @@ static void update_reading(fcr_conn *c)
     }
 }
 
-void fcr__conn_resume(fcr_conn *c)
+void fcr__conn_resume(fcr__conn *c)
 {
     update_reading(c);
 }
 
-static void start_drain(fcr_conn *c)
+static void start_drain(fcr__conn *c)
 {
     /* Half-close, then read and discard what the peer still sends (bounded), so that closing
      * with unread input does not make the kernel send a reset. */
     shutdown(c->fd, SHUT_WR);
-    c->state = CONN_DRAINING;
+    c->state = FCR__CONN_DRAINING;
     c->drained = 0;
     c->out_progress = ev_now(c->srv->loop);
     free(c->pending);
@@ -248,7 +243,7 @@ static void start_drain(fcr_conn *c)
  * callback that fills the queue again registers itself for the next one), while the queue stays
  * below half the cap. The list is walked again after each call, as a callback may finish
  * requests. */
-static void call_drain_callbacks(fcr_conn *c, size_t low)
+static void call_drain_callbacks(fcr__conn *c, size_t low)
 {
     unsigned epoch = ++c->drain_epoch;
     for (fcr_req *r = c->reqs; r && c->queued < low && !c->doomed;) {
@@ -268,29 +263,29 @@ static void call_drain_callbacks(fcr_conn *c, size_t low)
  * a retiring connection and the FIN that follows it leave in one segment (shutdown() sends
  * what is held). A web server that checks a pooled connection before reusing it then always
  * sees the close with the answer, never after it has sent its next request. */
-static void set_cork(fcr_conn *c, bool on)
+static void set_cork(fcr__conn *c, bool on)
 {
     int v = on;
     if (c->tcp && c->corked != on && setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof v) == 0)
         c->corked = on;
 }
 
-void fcr__conn_flush(fcr_conn *c)
+void fcr__conn_flush(fcr__conn *c)
 {
     if (c->doomed) {
         fcr__conn_close(c, c->doomed);
         return;
     }
     struct ev_loop *loop = c->srv->loop;
-    if (c->retiring && c->state == CONN_CLOSE_AFTER_FLUSH && c->nreqs == 0)
+    if (c->retiring && c->state == FCR__CONN_CLOSE_AFTER_FLUSH && c->nreqs == 0)
         set_cork(c, true);
     bool blocked = false;
     while (!queue_empty(c)) {
         struct iovec iov[MAX_IOV];
         int n = 0;
         size_t total = 0;
-        for (size_t i = c->shead; i < c->stail && n < MAX_IOV; i++) {
-            const fcr_seg *s = &c->segs[i];
+        for (size_t i = c->shead; i < c->segs.n && n < MAX_IOV; i++) {
+            const fcr__seg *s = seg_at(c, i);
             size_t off = (i == c->shead) ? c->soff : 0;
             if (s->len - off == 0)
                 continue;
@@ -338,12 +333,12 @@ void fcr__conn_flush(fcr_conn *c)
         fcr__conn_close(c, c->doomed);
         return;
     }
-    if (c->state == CONN_CLOSE_AFTER_FLUSH && queue_empty(c) && c->nreqs == 0) {
+    if (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && queue_empty(c) && c->nreqs == 0) {
         /* A connection retiring for a shutdown on which a next request has already arrived (or
          * begun to) serves it first: closing now would read it only to drop it. */
         if (c->retiring && (c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
             set_cork(c, false);
-            c->state = CONN_OPEN;
+            c->state = FCR__CONN_OPEN;
             c->last_call = true;
             update_reading(c);
             return;
@@ -363,7 +358,7 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- requests on the connection --------------------------------------------------------- */
 
-void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
+void fcr__conn_remove_req(fcr__conn *c, fcr_req *r)
 {
     for (fcr_req **pp = &c->reqs; *pp; pp = &(*pp)->next) {
         if (*pp == r) {
@@ -380,12 +375,12 @@ void fcr__conn_remove_req(fcr_conn *c, fcr_req *r)
         c->paused_by = NULL;
         c->paused_app = false;
     }
-    if (c->state == CONN_OPEN && !(r->flags & FCGI_KEEP_CONN)) {
-        c->state = CONN_CLOSE_AFTER_FLUSH;
-    } else if (c->state == CONN_OPEN && c->srv->shutting_down) {
-        c->state = CONN_CLOSE_AFTER_FLUSH;
+    if (c->state == FCR__CONN_OPEN && !(r->flags & FCGI_KEEP_CONN)) {
+        c->state = FCR__CONN_CLOSE_AFTER_FLUSH;
+    } else if (c->state == FCR__CONN_OPEN && c->srv->shutting_down) {
+        c->state = FCR__CONN_CLOSE_AFTER_FLUSH;
         c->retiring = true;
-    } else if (c->state == CONN_CLOSE_AFTER_FLUSH && !(r->flags & FCGI_KEEP_CONN)) {
+    } else if (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && !(r->flags & FCGI_KEEP_CONN)) {
         c->retiring = false; /* the web server asked for the close */
     }
     fcr__conn_want_flush(c);
@@ -395,23 +390,23 @@ static bool input_complete(const fcr_req *r)
 {
     switch (r->role) {
     case FCR_AUTHORIZER:
-        return (r->state & REQ_PARAMS_DONE) != 0;
+        return (r->state & FCR__REQ_PARAMS_DONE) != 0;
     case FCR_FILTER:
-        return (r->state & REQ_STDIN_DONE) && (r->state & REQ_DATA_DONE);
+        return (r->state & FCR__REQ_STDIN_DONE) && (r->state & FCR__REQ_DATA_DONE);
     default:
-        return (r->state & REQ_STDIN_DONE) != 0;
+        return (r->state & FCR__REQ_STDIN_DONE) != 0;
     }
 }
 
 static void deliver(fcr_req *r)
 {
     fcr_server *srv = r->srv;
-    r->state |= REQ_DELIVERED;
+    r->state |= FCR__REQ_DELIVERED;
     srv->stats.requests++;
     r->busy++;
     srv->cfg.on_request(r, srv->cfg.data);
     r->busy--;
-    if ((r->state & REQ_FINISHED) && r->busy == 0)
+    if ((r->state & FCR__REQ_FINISHED) && r->busy == 0)
         fcr__req_unref(r);
 }
 
@@ -419,36 +414,36 @@ static void params_complete(fcr_req *r)
 {
     fcr_server *srv = r->srv;
     if (srv->cfg.on_params) {
-        r->state |= REQ_IN_PARAMS;
+        r->state |= FCR__REQ_IN_PARAMS;
         r->busy++;
         srv->cfg.on_params(r, srv->cfg.data);
         r->busy--;
-        r->state &= ~(unsigned)REQ_IN_PARAMS;
-        if (r->state & REQ_FINISHED) { /* answered at once */
+        r->state &= ~(unsigned)FCR__REQ_IN_PARAMS;
+        if (r->state & FCR__REQ_FINISHED) { /* answered at once */
             if (r->busy == 0)
                 fcr__req_unref(r);
             return;
         }
     }
-    if ((r->state & REQ_STREAMING) || input_complete(r))
+    if ((r->state & FCR__REQ_STREAMING) || input_complete(r))
         deliver(r);
 }
 
-static void end_record(fcr_conn *c, uint16_t id, uint8_t protocol_status, uint8_t flags)
+static void end_record(fcr__conn *c, uint16_t id, uint8_t protocol_status, uint8_t flags)
 {
     uint8_t rec[16];
     fcr__end_request_encode(rec, id, 0, protocol_status);
     push_record(c, rec, sizeof rec);
-    if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0 && c->state == CONN_OPEN)
-        c->state = CONN_CLOSE_AFTER_FLUSH;
+    if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0 && c->state == FCR__CONN_OPEN)
+        c->state = FCR__CONN_CLOSE_AFTER_FLUSH;
 }
 
 static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
 {
-    fcr_conn *c = ctx;
+    fcr__conn *c = ctx;
     fcr_server *srv = c->srv;
     const fcr_limits *lim = &srv->cfg.limits;
-    if (c->state != CONN_OPEN)
+    if (c->state != FCR__CONN_OPEN)
         return 0;
     if (find_req(c, id)) {
         fcr_log(FCR_LOG_WARN, "BEGIN_REQUEST for active request id %u", id);
@@ -488,12 +483,12 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
 
 static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, size_t len)
 {
-    fcr_conn *c = ctx;
+    fcr__conn *c = ctx;
     fcr_req *r = find_req(c, id);
-    if (!r || (r->state & (REQ_DISCARD | REQ_ENDED)))
+    if (!r || (r->state & (FCR__REQ_DISCARD | FCR__REQ_ENDED)))
         return 0; /* inactive id, or input past a limit */
     if (type == FCGI_PARAMS) {
-        if (r->state & REQ_PARAMS_DONE)
+        if (r->state & FCR__REQ_PARAMS_DONE)
             return 0;
         if (len)
             return fcr__req_params_chunk(r, buf, len);
@@ -504,21 +499,21 @@ static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, s
             params_complete(r);
         return 0;
     }
-    if (!(r->state & REQ_PARAMS_DONE)) {
+    if (!(r->state & FCR__REQ_PARAMS_DONE)) {
         fcr_log(FCR_LOG_WARN, "request %u: input stream before PARAMS ended", id);
         return FCR_EPROTO;
     }
     int idx = type == FCGI_DATA ? 1 : 0;
-    unsigned done = idx ? REQ_DATA_DONE : REQ_STDIN_DONE;
+    unsigned done = idx ? FCR__REQ_DATA_DONE : FCR__REQ_STDIN_DONE;
     if ((idx == 1 && r->role != FCR_FILTER) || (r->state & done))
         return 0;
-    if (r->state & REQ_STREAMING) {
+    if (r->state & FCR__REQ_STREAMING) {
         if (len == 0)
             r->state |= done;
         r->busy++;
         int rc = r->chunk_cb(r, idx ? FCR_DATA : FCR_STDIN, buf, len);
         r->busy--;
-        if (r->state & REQ_FINISHED) {
+        if (r->state & FCR__REQ_FINISHED) {
             if (r->busy == 0)
                 fcr__req_unref(r);
             return 0;
@@ -530,7 +525,7 @@ static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, s
         }
         return 0;
     }
-    if (r->state & REQ_DELIVERED)
+    if (r->state & FCR__REQ_DELIVERED)
         return 0;
     if (len) {
         int rc = fcr__req_body_chunk(r, idx, buf, len);
@@ -548,9 +543,9 @@ static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, s
 
 static int on_abort(void *ctx, uint16_t id)
 {
-    fcr_conn *c = ctx;
+    fcr__conn *c = ctx;
     fcr_req *r = find_req(c, id);
-    if (r && !(r->state & REQ_ENDED)) {
+    if (r && !(r->state & FCR__REQ_ENDED)) {
         fcr_log(FCR_LOG_DEBUG, "request %u aborted by the web server", id);
         fcr__req_abort(r, true);
     }
@@ -559,10 +554,10 @@ static int on_abort(void *ctx, uint16_t id)
 
 static int on_management(void *ctx, uint8_t type, const uint8_t *content, size_t len)
 {
-    fcr_conn *c = ctx;
+    fcr__conn *c = ctx;
     fcr_server *srv = c->srv;
     if (type == FCGI_GET_VALUES) {
-        fcr_values v = {srv->cfg.limits.max_conns, srv->cfg.limits.max_reqs, srv->cfg.multiplex};
+        fcr__values v = {srv->cfg.limits.max_conns, srv->cfg.limits.max_reqs, srv->cfg.multiplex};
         uint8_t out[128];
         size_t n = fcr__get_values_result(content, len, &v, out, sizeof out);
         if (n)
@@ -575,14 +570,14 @@ static int on_management(void *ctx, uint8_t type, const uint8_t *content, size_t
     return 0;
 }
 
-static int on_ignored(void *ctx, const fcgi_header *h)
+static int on_ignored(void *ctx, const fcr__fcgi_header *h)
 {
     (void)ctx;
     fcr_log(FCR_LOG_DEBUG, "ignored record type %u for id %u", h->type, h->id);
     return 0;
 }
 
-static const fcr_parser_events events = {
+static const fcr__parser_events events = {
     .begin = on_begin,
     .stream = on_stream,
     .abort = on_abort,
@@ -592,7 +587,7 @@ static const fcr_parser_events events = {
 
 /* ---- reading ---------------------------------------------------------------------------- */
 
-static void drain_read(fcr_conn *c)
+static void drain_read(fcr__conn *c)
 {
     fcr_server *srv = c->srv;
     ssize_t n = recv(c->fd, srv->rbuf, srv->rbuf_cap, 0);
@@ -607,9 +602,9 @@ static void drain_read(fcr_conn *c)
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    fcr_conn *c = w->data;
+    fcr__conn *c = w->data;
     fcr_server *srv = c->srv;
-    if (c->state == CONN_DRAINING) {
+    if (c->state == FCR__CONN_DRAINING) {
         drain_read(c);
         return;
     }
@@ -674,7 +669,7 @@ static void read_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---- closing and timeouts --------------------------------------------------------------- */
 
-void fcr__conn_close(fcr_conn *c, const char *why)
+void fcr__conn_close(fcr__conn *c, const char *why)
 {
     if (c->in_feed) {
         if (!c->doomed)
@@ -703,7 +698,7 @@ void fcr__conn_close(fcr_conn *c, const char *why)
                     r->id, why ? why : "by the web server", r->body[0].len);
         fcr__req_abort(r, false);
     }
-    for (fcr_conn **pp = &srv->flush_list; *pp; pp = &(*pp)->wnext) {
+    for (fcr__conn **pp = &srv->flush_list; *pp; pp = &(*pp)->wnext) {
         if (*pp == c) {
             *pp = c->wnext;
             break;
@@ -725,10 +720,10 @@ void fcr__conn_close(fcr_conn *c, const char *why)
     fcr__server_conn_closed(srv);
 }
 
-void fcr__conn_sweep(fcr_conn *c, double now)
+void fcr__conn_sweep(fcr__conn *c, double now)
 {
     const fcr_limits *lim = &c->srv->cfg.limits;
-    if (c->state == CONN_DRAINING) {
+    if (c->state == FCR__CONN_DRAINING) {
         if (now - c->out_progress > DRAIN_MAX_SECONDS)
             fcr__conn_close(c, NULL);
         return;
@@ -738,8 +733,8 @@ void fcr__conn_sweep(fcr_conn *c, double now)
         return;
     }
     for (fcr_req *r = c->reqs; r; r = r->next) {
-        bool waiting = !(r->state & REQ_DELIVERED) ||
-                       ((r->state & REQ_STREAMING) && !input_complete(r) && !c->paused_app);
+        bool waiting = !(r->state & FCR__REQ_DELIVERED) ||
+                       ((r->state & FCR__REQ_STREAMING) && !input_complete(r) && !c->paused_app);
         if (waiting && now - r->begin_time > lim->input_timeout) {
             fcr__conn_close(c, "request input not complete before the input timeout");
             return;

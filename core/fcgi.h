@@ -1,19 +1,22 @@
 /* Internal: FastCGI 1.0 wire format. Codecs are pure functions over bytes (no I/O, no
  * allocation); the parser is an incremental record framer that turns bytes arriving in any split
- * into events. */
-#ifndef FCR_CORE_FCGI_H
-#define FCR_CORE_FCGI_H
+ * into events. Names are internal (fcr__, FCR__), except the FCGI_* constants, which keep the
+ * names the FastCGI specification gives them. */
+#ifndef FCR__CORE_FCGI_H
+#define FCR__CORE_FCGI_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/mem.h"
 
 #define FCGI_VERSION_1       1
 #define FCGI_HEADER_LEN      8
 #define FCGI_MAX_CONTENT     65535u
 #define FCGI_NULL_REQUEST_ID 0
 
-enum fcgi_type {
+enum fcr__fcgi_type {
     FCGI_BEGIN_REQUEST = 1,
     FCGI_ABORT_REQUEST = 2,
     FCGI_END_REQUEST = 3,
@@ -27,7 +30,7 @@ enum fcgi_type {
     FCGI_UNKNOWN_TYPE = 11,
 };
 
-enum fcgi_protocol_status {
+enum fcr__fcgi_protocol_status {
     FCGI_REQUEST_COMPLETE = 0,
     FCGI_CANT_MPX_CONN = 1,
     FCGI_OVERLOADED = 2,
@@ -36,18 +39,18 @@ enum fcgi_protocol_status {
 
 #define FCGI_KEEP_CONN 1
 
-typedef struct fcgi_header {
+typedef struct fcr__fcgi_header {
     uint8_t version;
     uint8_t type;
     uint16_t id;
     uint16_t content_len;
     uint8_t padding_len;
-} fcgi_header;
+} fcr__fcgi_header;
 
 /* ---- Codecs --------------------------------------------------------------------------- */
 
 /* Decodes 8 bytes at `p` into `*h`. No validation (the version is reported as is). */
-void fcr__header_decode(const uint8_t *p, fcgi_header *h);
+void fcr__header_decode(const uint8_t *p, fcr__fcgi_header *h);
 
 /* Encodes a header into 8 bytes at `out` (reserved byte 0). */
 void fcr__header_encode(uint8_t *out, uint8_t type, uint16_t id, uint16_t content_len,
@@ -90,45 +93,45 @@ size_t fcr__nv_size(size_t nlen, size_t vlen);
 size_t fcr__nv_encode(uint8_t *out, const void *name, size_t nlen, const void *value, size_t vlen);
 
 /* Result of fcr__nv_next(). */
-typedef enum fcr_nv_status {
-    FCR_NV_OK = 0,        /* a pair was decoded */
-    FCR_NV_END = 1,       /* no bytes left: the stream ended on a pair boundary */
-    FCR_NV_TRUNCATED = 2, /* a prefix, name or value runs past the end of the bytes */
-} fcr_nv_status;
+typedef enum fcr__nv_status {
+    FCR__NV_OK = 0,        /* a pair was decoded */
+    FCR__NV_END = 1,       /* no bytes left: the stream ended on a pair boundary */
+    FCR__NV_TRUNCATED = 2, /* a prefix, name or value runs past the end of the bytes */
+} fcr__nv_status;
 
 /* Decodes the pair starting at `buf[*off]` of a complete name-value stream of `len` bytes.
- * On FCR_NV_OK sets name/value pointers (into `buf`) and lengths and advances `*off`. Length
+ * On FCR__NV_OK sets name/value pointers (into `buf`) and lengths and advances `*off`. Length
  * sums are checked in size_t without overflow. Inline, as fcr__nvlen_decode. */
-static inline fcr_nv_status fcr__nv_next(const uint8_t *buf, size_t len, size_t *off,
-                                         const uint8_t **name, uint32_t *nlen,
-                                         const uint8_t **value, uint32_t *vlen)
+static inline fcr__nv_status fcr__nv_next(const uint8_t *buf, size_t len, size_t *off,
+                                          const uint8_t **name, uint32_t *nlen,
+                                          const uint8_t **value, uint32_t *vlen)
 {
     size_t o = *off;
     if (o == len)
-        return FCR_NV_END;
+        return FCR__NV_END;
     if (o > len)
-        return FCR_NV_TRUNCATED;
+        return FCR__NV_TRUNCATED;
     size_t rem = len - o;
     uint32_t nl, vl;
     size_t used = fcr__nvlen_decode(buf + o, rem, &nl);
     if (used == 0)
-        return FCR_NV_TRUNCATED;
+        return FCR__NV_TRUNCATED;
     o += used;
     rem -= used;
     used = fcr__nvlen_decode(buf + o, rem, &vl);
     if (used == 0)
-        return FCR_NV_TRUNCATED;
+        return FCR__NV_TRUNCATED;
     o += used;
     rem -= used;
     /* Compare each length against what is left, never their sum against len. */
     if (nl > rem || vl > rem - nl)
-        return FCR_NV_TRUNCATED;
+        return FCR__NV_TRUNCATED;
     *name = buf + o;
     *nlen = nl;
     *value = buf + o + nl;
     *vlen = vl;
     *off = o + (size_t)nl + (size_t)vl;
-    return FCR_NV_OK;
+    return FCR__NV_OK;
 }
 
 /* Writes a complete END_REQUEST record (16 bytes) to `out`. */
@@ -139,11 +142,11 @@ void fcr__end_request_encode(uint8_t *out, uint16_t id, uint32_t app_status,
 void fcr__unknown_type_encode(uint8_t *out, uint8_t type);
 
 /* The values a GET_VALUES query can ask for. */
-typedef struct fcr_values {
+typedef struct fcr__values {
     unsigned max_conns;
     unsigned max_reqs;
     bool mpxs_conns;
-} fcr_values;
+} fcr__values;
 
 /* Answers a GET_VALUES query: `query` is its content (`qlen` bytes, a name-value stream whose
  * values are ignored). Writes one complete GET_VALUES_RESULT record (header, content with
@@ -151,7 +154,7 @@ typedef struct fcr_values {
  * names omitted, padding) to `out`, which has `cap` bytes (128 always suffice). Returns the
  * record's size, or 0 if `cap` is too small. A malformed query answers the names decoded before
  * the malformation. */
-size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr_values *v, uint8_t *out,
+size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr__values *v, uint8_t *out,
                               size_t cap);
 
 /* ---- Incremental parser --------------------------------------------------------------- */
@@ -167,7 +170,7 @@ size_t fcr__get_values_result(const uint8_t *query, size_t qlen, const fcr_value
  * id-0 record not routed to `ignored` goes to `management`, whatever its type (STDOUT,
  * END_REQUEST, 0, >= 12 included): the connection answers all but GET_VALUES with
  * UNKNOWN_TYPE. Empty content is passed as a non-NULL pointer with length 0. */
-typedef struct fcr_parser_events {
+typedef struct fcr__parser_events {
     /* BEGIN_REQUEST with id != 0 and exactly 8 content bytes. */
     int (*begin)(void *ctx, uint16_t id, uint16_t role, uint8_t flags);
     /* Content of a PARAMS, STDIN or DATA record with id != 0, in pieces as they arrive (never
@@ -183,36 +186,35 @@ typedef struct fcr_parser_events {
      * GET_VALUES_RESULT, UNKNOWN_TYPE or an unknown type with id != 0; BEGIN_REQUEST,
      * ABORT_REQUEST, PARAMS, STDIN or DATA with id 0). Called once with its header after the
      * record was skipped. Optional (NULL: skipped silently). */
-    int (*ignored)(void *ctx, const fcgi_header *h);
-} fcr_parser_events;
+    int (*ignored)(void *ctx, const fcr__fcgi_header *h);
+} fcr__parser_events;
 
-typedef struct fcr_parser {
-    int state;       /* internal */
-    fcgi_header h;   /* header of the record being parsed */
-    uint8_t hbuf[8]; /* partial header or BEGIN_REQUEST content */
-    size_t have;     /* bytes in hbuf, or content bytes seen */
-    size_t left;     /* content or padding bytes left in the current record */
-    uint8_t *mbuf;   /* management record content, grown as bytes arrive */
-    size_t mlen;     /* bytes in mbuf */
-    int error;       /* sticky error once the stream is broken */
-} fcr_parser;
+typedef struct fcr__parser {
+    int state;          /* internal */
+    fcr__fcgi_header h; /* header of the record being parsed */
+    uint8_t hbuf[8];    /* partial header or BEGIN_REQUEST content */
+    size_t have;        /* bytes in hbuf, or content bytes seen */
+    size_t left;        /* content or padding bytes left in the current record */
+    fcr__buf mbuf;      /* management record content, grown as bytes arrive */
+    int error;          /* sticky error once the stream is broken */
+} fcr__parser;
 
 /* Initialises `p` (no allocation). */
-void fcr__parser_init(fcr_parser *p);
+void fcr__parser_init(fcr__parser *p);
 
 /* Frees what the parser holds (a partial management record). */
-void fcr__parser_reset(fcr_parser *p);
+void fcr__parser_reset(fcr__parser *p);
 
 /* Feeds `len` bytes. Emits events in order. Returns the number of bytes consumed (>= 0) when it
  * consumed everything or a callback asked to pause with FCR_EAGAIN; returns a negative error
  * when the stream is broken: FCR_EPROTO for version != 1 or a BEGIN_REQUEST whose content
  * length is not 8, FCR_ENOMEM, or a callback's error. After an error every later call returns
  * the same error. */
-long fcr__parser_feed(fcr_parser *p, const fcr_parser_events *ev, void *ctx, const uint8_t *buf,
+long fcr__parser_feed(fcr__parser *p, const fcr__parser_events *ev, void *ctx, const uint8_t *buf,
                       size_t len);
 
 /* True when the parser is between records (no partial header, content or padding); false
  * after an error. fcr__parser_reset() starts it over and clears the error. */
-bool fcr__parser_idle(const fcr_parser *p);
+bool fcr__parser_idle(const fcr__parser *p);
 
 #endif

@@ -1,13 +1,15 @@
 /* Internal: what the core offers the framework layer (app/) beyond the public API. */
-#ifndef FCR_CORE_FRAMEWORK_H
-#define FCR_CORE_FRAMEWORK_H
+#ifndef FCR__CORE_FRAMEWORK_H
+#define FCR__CORE_FRAMEWORK_H
 
 #include <fcrest/core.h>
 
 /* The framework's own per-request slot, apart from the user's (fcr_req_userdata), so that a
- * handler may use the user's slot freely. NULL for a new request; cleared when the request is
- * released. */
-void fcr__req_set_fwdata(fcr_req *req, void *data);
+ * handler may use the user's slot freely. NULL for a new request. `release` (may be NULL) is
+ * called with `data` if the core frees the request while `data` is still set: a request the
+ * application was never given (aborted, rejected or its connection gone while its input came)
+ * or one finished without clearing the slot. */
+void fcr__req_set_fwdata(fcr_req *req, void *data, void (*release)(void *data));
 void *fcr__req_fwdata(const fcr_req *req);
 
 /* True for an HTTP token (RFC 9110 tchar+), false for NULL or "". */

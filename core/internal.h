@@ -1,6 +1,8 @@
-/* Internal: structures shared by the core's request, connection, listener and server code. */
-#ifndef FCR_CORE_INTERNAL_H
-#define FCR_CORE_INTERNAL_H
+/* Internal: structures shared by the core's request, connection, listener and server code.
+ * Names are internal (fcr__, FCR__; fcr_req and fcr_server complete the public opaque types),
+ * except fcr_listener and fcr_allow, which listen.c still uses under those names. */
+#ifndef FCR__CORE_INTERNAL_H
+#define FCR__CORE_INTERNAL_H
 
 #include <ev.h>
 #include <stdbool.h>
@@ -12,61 +14,56 @@
 #include <fcrest/core.h>
 
 #include "fcgi.h"
+#include "mem.h"
 
-typedef struct fcr_conn fcr_conn;
+typedef struct fcr__conn fcr__conn;
 typedef struct fcr_listener fcr_listener;
 
 /* Released requests kept for reuse, with their PARAMS buffer, params block and output buffer.
  * The pool outlives its server while requests the application holds are alive: a request
  * released after fcr_server_free() finds the pool orphaned, frees itself and, the last one,
  * the pool. */
-typedef struct fcr_req_pool {
+typedef struct fcr__req_pool {
     fcr_req *free; /* linked by next */
     unsigned nfree;
     size_t live; /* requests created and not yet released */
     bool orphan; /* the server is gone */
-} fcr_req_pool;
+} fcr__req_pool;
 
 /* One piece of queued output: bytes to write, and what to release when they are written or
  * dropped. */
-typedef struct fcr_seg {
+typedef struct fcr__seg {
     const uint8_t *ptr;
     size_t len;
     void (*release)(void *arg);
     void *arg;
-} fcr_seg;
+} fcr__seg;
 
-typedef struct fcr_param {
+typedef struct fcr__param {
     const char *name;
     const char *value;
     uint32_t nlen;
     uint32_t vlen;
-} fcr_param;
-
-typedef struct fcr_buf {
-    uint8_t *p;
-    size_t len;
-    size_t cap;
-} fcr_buf;
+} fcr__param;
 
 enum {
-    REQ_PARAMS_DONE = 1u << 0,
-    REQ_STDIN_DONE = 1u << 1,
-    REQ_DATA_DONE = 1u << 2,
-    REQ_DELIVERED = 1u << 3, /* on_request ran: the application owns the request */
-    REQ_ABORTED = 1u << 4,
-    REQ_FINISHED = 1u << 5, /* fcr_req_finish ran */
-    REQ_STREAMING = 1u << 6,
-    REQ_STDERR_USED = 1u << 7,
-    REQ_DISCARD = 1u << 8,   /* input past a limit: later input is dropped */
-    REQ_IN_PARAMS = 1u << 9, /* inside on_params */
-    REQ_ENDED = 1u << 10,    /* END_REQUEST queued; the id is inactive */
+    FCR__REQ_PARAMS_DONE = 1u << 0,
+    FCR__REQ_STDIN_DONE = 1u << 1,
+    FCR__REQ_DATA_DONE = 1u << 2,
+    FCR__REQ_DELIVERED = 1u << 3, /* on_request ran: the application owns the request */
+    FCR__REQ_ABORTED = 1u << 4,
+    FCR__REQ_FINISHED = 1u << 5, /* fcr_req_finish ran */
+    FCR__REQ_STREAMING = 1u << 6,
+    FCR__REQ_STDERR_USED = 1u << 7,
+    FCR__REQ_DISCARD = 1u << 8,   /* input past a limit: later input is dropped */
+    FCR__REQ_IN_PARAMS = 1u << 9, /* inside on_params */
+    FCR__REQ_ENDED = 1u << 10,    /* END_REQUEST queued; the id is inactive */
 };
 
 struct fcr_req {
     fcr_server *srv;
-    fcr_req_pool *pool;
-    fcr_conn *conn;                   /* NULL once detached (ended, aborted, connection gone) */
+    fcr__req_pool *pool;
+    fcr__conn *conn;                  /* NULL once detached (ended, aborted, connection gone) */
     fcr_req *next;                    /* in conn->reqs, or in pool->free */
     fcr_req *dirty_next, *dirty_prev; /* srv->dirty: open STDOUT record to flush */
     bool dirty;
@@ -82,37 +79,35 @@ struct fcr_req {
     size_t max_body;
     long long content_length; /* -1 when absent or malformed */
 
-    fcr_buf pbuf;      /* the raw PARAMS stream, decoded in place */
-    fcr_param *params; /* one block: the params, then the hash index */
+    fcr__buf pbuf;      /* the raw PARAMS stream, decoded in place */
+    fcr__param *params; /* one block: the params, then the hash index */
     size_t nparams;
     size_t pcap;
     uint32_t *pindex; /* open addressing: param index + 1, 0 for a free slot */
     size_t pmask;     /* index slots - 1 */
 
-    fcr_buf body[2]; /* STDIN, DATA */
+    fcr__buf body[2]; /* STDIN, DATA */
     fcr_chunk_cb chunk_cb;
 
-    uint8_t *out; /* open STDOUT record: 8 header bytes, then content */
-    size_t out_len;
-    size_t out_cap;
-    uint8_t *out_final; /* the final records' buffer, queued until END_REQUEST's reference goes */
-    size_t out_final_cap;
+    fcr__buf out;       /* open STDOUT record: 8 header bytes, then content (len 0: none open) */
+    fcr__buf out_final; /* the final records' buffer, queued until END_REQUEST's reference goes */
 
     void (*on_abort)(fcr_req *req);
     void (*on_drain)(fcr_req *req);
     void *userdata; /* the application's (fcr_req_set_userdata) */
     void *fwdata;   /* the framework's (core/framework.h) */
+    void (*fwrelease)(void *fwdata);
 };
 
-enum conn_state { CONN_OPEN, CONN_CLOSE_AFTER_FLUSH, CONN_DRAINING };
+enum fcr__conn_state { FCR__CONN_OPEN, FCR__CONN_CLOSE_AFTER_FLUSH, FCR__CONN_DRAINING };
 
-struct fcr_conn {
+struct fcr__conn {
     fcr_server *srv;
     int fd;
     ev_io rio;
     ev_io wio;
-    fcr_conn *prev, *next; /* srv->conns */
-    fcr_conn *wnext;       /* srv->flush list */
+    fcr__conn *prev, *next; /* srv->conns */
+    fcr__conn *wnext;       /* srv->flush list */
     bool in_flush_list;
     bool reading;        /* rio started */
     bool paused_app;     /* a chunk callback asked to pause */
@@ -125,15 +120,15 @@ struct fcr_conn {
     bool corked;         /* TCP_CORK set: the last answer goes out with the FIN */
     unsigned long begun; /* requests begun on the connection */
     const char *doomed;  /* close at the next safe point, for this reason */
-    enum conn_state state;
-    fcr_parser parser;
+    enum fcr__conn_state state;
+    fcr__parser parser;
     fcr_req *reqs;
     unsigned nreqs;
     uint8_t *pending; /* input not yet consumed while paused */
     size_t pend_len;
     size_t pend_off;
-    fcr_seg *segs;
-    size_t shead, stail, scap;
+    fcr__vec segs; /* of fcr__seg: those from shead up to segs.n are queued, in order */
+    size_t shead;
     size_t soff;    /* bytes of segs[shead] already written */
     size_t queued;  /* bytes in segs not yet written + open records of its requests */
     size_t drained; /* bytes discarded while draining */
@@ -175,9 +170,9 @@ struct fcr_server {
     double evict_log_at;           /* when an eviction at the cap was last logged */
     unsigned long evict_unlogged;
     bool shutting_down;
-    fcr_conn *conns;      /* most recently active first */
-    fcr_conn *conns_tail; /* least recently active */
-    fcr_conn *flush_list;
+    fcr__conn *conns;      /* most recently active first */
+    fcr__conn *conns_tail; /* least recently active */
+    fcr__conn *flush_list;
     fcr_req *dirty;
     ev_prepare prepare;
     ev_idle idle;
@@ -186,40 +181,47 @@ struct fcr_server {
     ev_timer grace;
     uint8_t *rbuf;
     size_t rbuf_cap;
-    fcr_req_pool *pool;
+    fcr__req_pool *pool;
     fcr_server_stats stats;
     void (*on_drained)(fcr_server *srv, void *arg);
     void *drained_arg;
 };
 
 /* request.c */
-fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags);
+fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags);
+void fcr__req_unref(void *arg);
+void fcr__req_abort(fcr_req *r, bool send_end);
+/* The server is being freed: releases the kept requests; the pool goes with the last request. */
+void fcr__req_pool_orphan(fcr__req_pool *pool);
+
+/* input.c */
 int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len);
 int fcr__req_params_end(fcr_req *r);
 int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len);
+
+/* output.c */
 void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app_status);
-void fcr__req_unref(void *arg);
-void fcr__req_abort(fcr_req *r, bool send_end);
 void fcr__req_reject(fcr_req *r, const char *status_line);
-/* The server is being freed: releases the kept requests; the pool goes with the last request. */
-void fcr__req_pool_orphan(fcr_req_pool *pool);
+/* Drops the open STDOUT record, which was not queued yet. */
+void fcr__req_drop_output(fcr_req *r);
 
 /* conn.c */
-fcr_conn *fcr__conn_new(fcr_server *srv, int fd);
-void fcr__conn_close(fcr_conn *c, const char *why);
+fcr__conn *fcr__conn_new(fcr_server *srv, int fd);
+void fcr__conn_close(fcr__conn *c, const char *why);
 /* Marks request activity on `c` (a request began, took input, or ended): the idle timeout
  * counts from here, and `c` moves to the front of the server's list. */
-void fcr__conn_touch(fcr_conn *c);
+void fcr__conn_touch(fcr__conn *c);
 /* The least recently active connection with no request and nothing queued, or NULL. */
-fcr_conn *fcr__conn_oldest_idle(fcr_server *srv);
-void fcr__conn_fail(fcr_conn *c, const char *why);
-int fcr__conn_reserve(fcr_conn *c, size_t nsegs);
-int fcr__conn_push(fcr_conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg);
-void fcr__conn_want_flush(fcr_conn *c);
-void fcr__conn_flush(fcr_conn *c);
-void fcr__conn_remove_req(fcr_conn *c, fcr_req *r);
-void fcr__conn_resume(fcr_conn *c);
-void fcr__conn_sweep(fcr_conn *c, double now);
+fcr__conn *fcr__conn_oldest_idle(fcr_server *srv);
+void fcr__conn_fail(fcr__conn *c, const char *why);
+int fcr__conn_reserve(fcr__conn *c, size_t nsegs);
+int fcr__conn_push(fcr__conn *c, const uint8_t *ptr, size_t len, void (*release)(void *),
+                   void *arg);
+void fcr__conn_want_flush(fcr__conn *c);
+void fcr__conn_flush(fcr__conn *c);
+void fcr__conn_remove_req(fcr__conn *c, fcr_req *r);
+void fcr__conn_resume(fcr__conn *c);
+void fcr__conn_sweep(fcr__conn *c, double now);
 
 /* server.c */
 void fcr__server_conn_closed(fcr_server *srv);

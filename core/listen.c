@@ -198,7 +198,7 @@ static void accept_backoff(fcr_server *srv, int err)
  * connection to make room for it. */
 static void evict_idle(fcr_server *srv)
 {
-    fcr_conn *victim = fcr__conn_oldest_idle(srv);
+    fcr__conn *victim = fcr__conn_oldest_idle(srv);
     if (!victim)
         return;
     double now = ev_now(srv->loop);
@@ -259,7 +259,7 @@ static bool accept_some(fcr_listener *l, int max)
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        fcr_conn *c = fcr__conn_new(srv, fd);
+        fcr__conn *c = fcr__conn_new(srv, fd);
         if (!c) {
             fcr_log(FCR_LOG_ERROR, "out of memory for a new connection");
             close(fd);

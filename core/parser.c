@@ -23,20 +23,19 @@ enum {
 /* Smallest mbuf allocation; capacity doubles from here, capped at the declared length. */
 #define MBUF_MIN 256u
 
-void fcr__parser_init(fcr_parser *p)
+void fcr__parser_init(fcr__parser *p)
 {
     memset(p, 0, sizeof *p);
     p->state = ST_HEADER;
-    p->mbuf = NULL;
 }
 
-void fcr__parser_reset(fcr_parser *p)
+void fcr__parser_reset(fcr__parser *p)
 {
-    free(p->mbuf);
+    fcr__buf_free(&p->mbuf);
     fcr__parser_init(p);
 }
 
-bool fcr__parser_idle(const fcr_parser *p)
+bool fcr__parser_idle(const fcr__parser *p)
 {
     return p->error == 0 && p->state == ST_HEADER && p->have == 0;
 }
@@ -52,40 +51,21 @@ static bool is_request_type(uint8_t type)
     return type == FCGI_BEGIN_REQUEST || type == FCGI_ABORT_REQUEST || is_stream_type(type);
 }
 
-/* The mbuf capacity is a function of the bytes held and the declared length, so it needs no
- * field of its own. */
-static size_t mbuf_capacity(size_t n, size_t declared)
+static int mbuf_append(fcr__parser *p, const uint8_t *buf, size_t n)
 {
-    size_t c = MBUF_MIN;
-
-    if (n == 0)
-        return 0;
-    while (c < n)
-        c *= 2;
-    return c < declared ? c : declared;
-}
-
-static int mbuf_append(fcr_parser *p, const uint8_t *buf, size_t n)
-{
-    size_t declared = p->h.content_len;
-    size_t need = p->mlen + n;
-
-    if (need > mbuf_capacity(p->mlen, declared)) {
-        uint8_t *m = realloc(p->mbuf, mbuf_capacity(need, declared));
-        if (m == NULL)
-            return FCR_ENOMEM;
-        p->mbuf = m;
-    }
-    memcpy(p->mbuf + p->mlen, buf, n);
-    p->mlen = need;
+    fcr__buf *m = &p->mbuf;
+    if (fcr__buf_reserve(m, NULL, m->len + n, MBUF_MIN, p->h.content_len) != 0)
+        return FCR_ENOMEM;
+    memcpy(m->p + m->len, buf, n);
+    m->len += n;
     return 0;
 }
 
 /* The whole record, padding included, has been consumed: go back to reading headers, then emit
  * the record's event. */
-static int record_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
+static int record_done(fcr__parser *p, const fcr__parser_events *ev, void *ctx)
 {
-    const fcgi_header h = p->h;
+    const fcr__fcgi_header h = p->h;
 
     p->state = ST_HEADER;
     p->have = 0;
@@ -93,16 +73,15 @@ static int record_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
 
     if (h.id == FCGI_NULL_REQUEST_ID) {
         if (!is_request_type(h.type)) {
-            uint8_t *content = p->mbuf;
-            size_t len = p->mlen;
+            fcr__buf content = p->mbuf;
             int rc = 0;
 
             /* Detach first so a callback that resets the parser cannot free it twice. */
-            p->mbuf = NULL;
-            p->mlen = 0;
+            p->mbuf = (fcr__buf){0};
             if (ev->management != NULL)
-                rc = ev->management(ctx, h.type, content != NULL ? content : p->hbuf, len);
-            free(content);
+                rc = ev->management(ctx, h.type, content.p != NULL ? content.p : p->hbuf,
+                                    content.len);
+            fcr__buf_free(&content);
             return rc;
         }
     } else if (h.type == FCGI_BEGIN_REQUEST) {
@@ -119,7 +98,7 @@ static int record_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
 }
 
 /* The record's content has been consumed: skip its padding, or finish it. */
-static int content_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
+static int content_done(fcr__parser *p, const fcr__parser_events *ev, void *ctx)
 {
     if (p->h.padding_len > 0) {
         p->state = ST_PAD;
@@ -131,7 +110,7 @@ static int content_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
 }
 
 /* hbuf holds a complete header. */
-static int header_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
+static int header_done(fcr__parser *p, const fcr__parser_events *ev, void *ctx)
 {
     fcr__header_decode(p->hbuf, &p->h);
     p->have = 0;
@@ -154,7 +133,7 @@ static int header_done(fcr_parser *p, const fcr_parser_events *ev, void *ctx)
     return 0;
 }
 
-long fcr__parser_feed(fcr_parser *p, const fcr_parser_events *ev, void *ctx, const uint8_t *buf,
+long fcr__parser_feed(fcr__parser *p, const fcr__parser_events *ev, void *ctx, const uint8_t *buf,
                       size_t len)
 {
     size_t i = 0;
@@ -229,9 +208,7 @@ long fcr__parser_feed(fcr_parser *p, const fcr_parser_events *ev, void *ctx, con
             if (rc == FCR_EAGAIN)
                 return (long)i;
             p->error = rc;
-            free(p->mbuf);
-            p->mbuf = NULL;
-            p->mlen = 0;
+            fcr__buf_free(&p->mbuf);
             return rc;
         }
     }

@@ -1,20 +1,10 @@
-/* Requests: params table, body buffers, STDOUT/STDERR records, END_REQUEST. */
+/* Requests: their life (creation, reuse through the server's pool, release), abort, and the
+ * plain accessors. The params table and bodies are in input.c, the output records in output.c. */
 #include "internal.h"
 #include "framework.h"
 
-#include <errno.h>
-#include <limits.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define OUT_FIRST_CAP 1024
-/* Room kept after an open record's content for its padding and the final records: padding
- * (7), empty STDOUT (8), empty STDERR (8), END_REQUEST (16). */
-#define OUT_TAIL 40
-
-static const uint8_t zeros[8];
 
 /* What a released request keeps for the next one, when its server is alive: at most POOL_MAX
  * requests (the requests in flight at a time, up to a limit), each with a PARAMS buffer of up
@@ -26,22 +16,21 @@ static const uint8_t zeros[8];
 #define POOL_PCAP_MAX 256
 #define POOL_OUT_MAX  8192
 
-fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags)
+fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
 {
-    fcr_req_pool *pool = c->srv->pool;
+    fcr__req_pool *pool = c->srv->pool;
     fcr_req *r = pool->free;
     if (r) {
         pool->free = r->next;
         pool->nfree--;
         /* Every field starts as calloc would leave it, but for the kept buffers (their index
          * was cleared when the request was kept). */
-        fcr_buf pbuf = {r->pbuf.p, 0, r->pbuf.cap};
-        fcr_param *params = r->params;
+        fcr__buf pbuf = {r->pbuf.p, 0, r->pbuf.cap};
+        fcr__param *params = r->params;
         size_t pcap = r->pcap;
         uint32_t *pindex = r->pindex;
         size_t pmask = r->pmask;
-        uint8_t *out = r->out;
-        size_t out_cap = r->out_cap;
+        fcr__buf out = {r->out.p, 0, r->out.cap};
         memset(r, 0, sizeof *r);
         r->pbuf = pbuf;
         r->params = params;
@@ -49,7 +38,6 @@ fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags)
         r->pindex = pindex;
         r->pmask = pmask;
         r->out = out;
-        r->out_cap = out_cap;
     } else {
         r = calloc(1, sizeof *r);
         if (!r)
@@ -71,12 +59,12 @@ fcr_req *fcr__req_new(fcr_conn *c, uint16_t id, uint8_t role, uint8_t flags)
 
 static void req_destroy(fcr_req *r)
 {
-    free(r->pbuf.p);
+    fcr__buf_free(&r->pbuf);
     free(r->params);
-    free(r->body[0].p);
-    free(r->body[1].p);
-    free(r->out);
-    free(r->out_final);
+    fcr__buf_free(&r->body[0]);
+    fcr__buf_free(&r->body[1]);
+    fcr__buf_free(&r->out);
+    fcr__buf_free(&r->out_final);
     free(r);
 }
 
@@ -85,7 +73,12 @@ static void req_destroy(fcr_req *r)
  * last reference was END_REQUEST's, released after them). */
 static void req_free(fcr_req *r)
 {
-    fcr_req_pool *pool = r->pool;
+    if (r->fwdata && r->fwrelease) {
+        void *data = r->fwdata;
+        r->fwdata = NULL;
+        r->fwrelease(data);
+    }
+    fcr__req_pool *pool = r->pool;
     pool->live--;
     if (pool->orphan || pool->nfree >= POOL_MAX || r->pbuf.cap > POOL_PBUF_MAX ||
         r->pcap > POOL_PCAP_MAX) {
@@ -94,23 +87,15 @@ static void req_free(fcr_req *r)
             free(pool);
         return;
     }
-    if (r->body[0].p || r->body[1].p) {
-        free(r->body[0].p);
-        free(r->body[1].p);
-        r->body[0].p = r->body[1].p = NULL;
-    }
-    if (r->out_final) {
-        if (r->out)
-            free(r->out);
+    fcr__buf_free(&r->body[0]);
+    fcr__buf_free(&r->body[1]);
+    if (r->out_final.p) {
+        fcr__buf_free(&r->out);
         r->out = r->out_final;
-        r->out_cap = r->out_final_cap;
-        r->out_final = NULL;
+        r->out_final = (fcr__buf){0};
     }
-    if (r->out_cap > POOL_OUT_MAX) {
-        free(r->out);
-        r->out = NULL;
-        r->out_cap = 0;
-    }
+    if (r->out.cap > POOL_OUT_MAX)
+        fcr__buf_free(&r->out);
     if (r->pindex)
         memset(r->pindex, 0, (r->pmask + 1) * sizeof *r->pindex);
     r->next = pool->free;
@@ -118,7 +103,7 @@ static void req_free(fcr_req *r)
     pool->nfree++;
 }
 
-void fcr__req_pool_orphan(fcr_req_pool *pool)
+void fcr__req_pool_orphan(fcr__req_pool *pool)
 {
     pool->orphan = true;
     while (pool->free) {
@@ -138,499 +123,27 @@ void fcr__req_unref(void *arg)
         req_free(r);
 }
 
-/* ---- input ------------------------------------------------------------------------------ */
-
-/* Grows `b` to hold `need` bytes: doubling, but never past `clip` (the declared length or the
- * limit) so the last step is exact and nothing is reserved for bytes that have not arrived. */
-static int buf_reserve(fcr_buf *b, size_t need, size_t clip, size_t first)
-{
-    if (need <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap * 2 : first;
-    if (cap < need)
-        cap = need;
-    if (clip >= need && cap > clip)
-        cap = clip;
-    uint8_t *p = realloc(b->p, cap);
-    if (!p)
-        return FCR_ENOMEM;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len)
-{
-    const fcr_limits *lim = &r->srv->cfg.limits;
-    if (len > lim->max_params_bytes - r->pbuf.len) {
-        fcr_log(FCR_LOG_WARN, "request %u: params exceed %zu bytes", r->id, lim->max_params_bytes);
-        fcr__req_reject(r, "431 Request Header Fields Too Large");
-        return 0;
-    }
-    int e = buf_reserve(&r->pbuf, r->pbuf.len + len, lim->max_params_bytes, 1024);
-    if (e)
-        return e;
-    memcpy(r->pbuf.p + r->pbuf.len, buf, len);
-    r->pbuf.len += len;
-    return 0;
-}
-
-static long long parse_content_length(const char *v, size_t len)
-{
-    if (!v || len == 0 || len > 18)
-        return -1;
-    long long n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return -1;
-        n = n * 10 + (v[i] - '0');
-    }
-    return n;
-}
-
-/* CGI param names are few, mostly upper case, and share long prefixes (HTTP_, SERVER_,
- * REQUEST_): a hash of the length and the bytes at the end and in the middle separates them as
- * well as a hash of every byte, in a few instructions. Collisions only cost a probe. */
-static uint32_t name_hash(const char *name, size_t len)
-{
-    if (len == 0)
-        return 0;
-    const uint8_t *p = (const uint8_t *)name;
-    uint32_t h = (uint32_t)len * 2654435761u;
-    h ^= (uint32_t)p[len - 1] * 40503u + (uint32_t)p[len / 2] * 7919u + (uint32_t)p[len / 4];
-    if (len >= 3)
-        h += (uint32_t)p[len - 2] * 131u + (uint32_t)p[len - 3] * 31u;
-    return h ^ (h >> 15);
-}
-
-/* The index slot holding `name`, or the free slot where it would go. */
-static inline size_t find_slot(const fcr_req *r, const char *name, size_t len)
-{
-    size_t i = name_hash(name, len) & r->pmask;
-    for (; r->pindex[i]; i = (i + 1) & r->pmask) {
-        const fcr_param *p = &r->params[r->pindex[i] - 1];
-        if (p->nlen == len && memcmp(p->name, name, len) == 0)
-            break;
-    }
-    return i;
-}
-
-/* Makes room for `cap` params: the params and their hash index (at most half full) in one block;
- * the index is rebuilt. */
-static int params_grow(fcr_req *r, size_t cap)
-{
-    size_t slots = 16;
-    while (slots < 2 * cap)
-        slots *= 2;
-    fcr_param *p = malloc(cap * sizeof *p + slots * sizeof *r->pindex);
-    if (!p)
-        return FCR_ENOMEM;
-    if (r->nparams)
-        memcpy(p, r->params, r->nparams * sizeof *p);
-    free(r->params);
-    r->params = p;
-    r->pcap = cap;
-    r->pindex = (uint32_t *)(void *)(p + cap);
-    r->pmask = slots - 1;
-    memset(r->pindex, 0, slots * sizeof *r->pindex);
-    for (size_t i = 0; i < r->nparams; i++)
-        r->pindex[find_slot(r, p[i].name, p[i].nlen)] = (uint32_t)(i + 1);
-    return 0;
-}
-
-/* Decodes the complete PARAMS stream in one pass, in place: each pair [len][len][name][value]
- * becomes name\0value\0 at the front of the buffer. Every pair's header is at least 2 bytes, so
- * the rewritten pair never reaches the next pair's bytes. A request over a limit is rejected
- * (what was rewritten so far is never read again). */
-int fcr__req_params_end(fcr_req *r)
-{
-    const fcr_limits *lim = &r->srv->cfg.limits;
-    size_t off = 0, count = 0;
-    const uint8_t *name, *value;
-    uint32_t nlen, vlen;
-    fcr_nv_status st;
-    uint8_t *w = r->pbuf.p;
-    while ((st = fcr__nv_next(r->pbuf.p, r->pbuf.len, &off, &name, &nlen, &value, &vlen)) ==
-           FCR_NV_OK) {
-        if (nlen > lim->max_name_len || vlen > lim->max_value_len || ++count > lim->max_params) {
-            fcr_log(FCR_LOG_WARN, "request %u: a param exceeds the name, value or count limit",
-                    r->id);
-            fcr__req_reject(r, "431 Request Header Fields Too Large");
-            return 1;
-        }
-        if (r->nparams == r->pcap && params_grow(r, r->pcap ? 2 * r->pcap : 32) != 0)
-            return FCR_ENOMEM;
-        char *n = (char *)w;
-        memmove(n, name, nlen);
-        n[nlen] = '\0';
-        char *v = n + nlen + 1;
-        memmove(v, value, vlen);
-        v[vlen] = '\0';
-        w = (uint8_t *)v + vlen + 1;
-        size_t slot = find_slot(r, n, nlen);
-        if (r->pindex[slot] == 0) {
-            r->params[r->nparams] = (fcr_param){n, NULL, nlen, 0};
-            r->pindex[slot] = (uint32_t)++r->nparams;
-        }
-        fcr_param *p = &r->params[r->pindex[slot] - 1];
-        p->value = v; /* the last duplicate wins */
-        p->vlen = vlen;
-    }
-    if (st == FCR_NV_TRUNCATED) {
-        fcr_log(FCR_LOG_WARN, "request %u: truncated name-value pair in PARAMS", r->id);
-        return FCR_EPROTO;
-    }
-    r->state |= REQ_PARAMS_DONE;
-    size_t cl_len;
-    const char *cl = fcr_req_paramn(r, "CONTENT_LENGTH", 14, &cl_len);
-    r->content_length = parse_content_length(cl, cl ? cl_len : 0);
-    return 0;
-}
-
-int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len)
-{
-    fcr_buf *b = &r->body[idx];
-    /* b->len <= max_body always holds: the limit is only changed before any body arrives. */
-    if (len > r->max_body - b->len) {
-        r->input_error = FCR_ETOOBIG;
-        r->state |= REQ_DISCARD;
-        fcr_log(FCR_LOG_WARN, "request %u: %s exceeds %zu bytes", r->id, idx ? "DATA" : "STDIN",
-                r->max_body);
-        return 1; /* deliver now */
-    }
-    size_t clip = r->max_body;
-    if (idx == 0 && r->content_length >= 0 && (unsigned long long)r->content_length <= clip)
-        clip = (size_t)r->content_length;
-    /* A declared length up to 1 MiB is reserved at once (one allocation, no copies); larger
-     * ones grow with the bytes that actually arrive. */
-    size_t first = clip < 16384 || clip > (1u << 20) || clip == r->max_body ? 16384 : clip;
-    int e = buf_reserve(b, b->len + len, clip, first);
-    if (e)
-        return e;
-    memcpy(b->p + b->len, buf, len);
-    b->len += len;
-    return 0;
-}
-
-/* ---- output ----------------------------------------------------------------------------- */
-
-static bool req_writable(const fcr_req *r)
-{
-    return r->conn && !(r->state & (REQ_ABORTED | REQ_FINISHED | REQ_ENDED));
-}
-
-/* Makes room for `add` more content bytes in the open STDOUT record (add <= 65535 - out_len). */
-static int out_reserve(fcr_req *r, size_t add)
-{
-    size_t need = FCGI_HEADER_LEN + r->out_len + add + OUT_TAIL;
-    if (need <= r->out_cap)
-        return 0;
-    size_t cap = r->out_cap * 2; /* a kept buffer may be smaller than the first size */
-    if (cap < OUT_FIRST_CAP)
-        cap = OUT_FIRST_CAP;
-    if (cap < need)
-        cap = need;
-    if (cap > FCGI_HEADER_LEN + FCGI_MAX_CONTENT + OUT_TAIL)
-        cap = FCGI_HEADER_LEN + FCGI_MAX_CONTENT + OUT_TAIL;
-    uint8_t *p = realloc(r->out, cap);
-    if (!p)
-        return FCR_ENOMEM;
-    r->out = p;
-    r->out_cap = cap;
-    return 0;
-}
-
-static void free_arg(void *p)
-{
-    free(p);
-}
-
-/* Turns the open STDOUT record (if any) into a queued segment; with `final`, appends the end
- * of the streams and END_REQUEST. The END_REQUEST segment holds a reference on the request so
- * that memory it owns (params, bodies) outlives output that points into it. */
-void fcr__req_seal(fcr_req *r, bool final, uint8_t protocol_status, uint32_t app_status)
-{
-    fcr_conn *c = r->conn;
-    if (!c)
-        return;
-    if (r->out_len == 0 && !final)
-        return;
-    if (!r->out) {
-        r->out = malloc(OUT_TAIL + FCGI_HEADER_LEN);
-        if (!r->out) {
-            fcr__conn_fail(c, "out of memory");
-            return;
-        }
-        r->out_cap = OUT_TAIL + FCGI_HEADER_LEN;
-    }
-    size_t total = 0;
-    if (r->out_len) {
-        uint8_t pad = fcr__padding_for(r->out_len);
-        fcr__header_encode(r->out, FCGI_STDOUT, r->id, (uint16_t)r->out_len, pad);
-        memset(r->out + FCGI_HEADER_LEN + r->out_len, 0, pad);
-        total = FCGI_HEADER_LEN + r->out_len + pad;
-    }
-    if (final) {
-        if (protocol_status == FCGI_REQUEST_COMPLETE) {
-            fcr__header_encode(r->out + total, FCGI_STDOUT, r->id, 0, 0);
-            total += FCGI_HEADER_LEN;
-            if (r->state & REQ_STDERR_USED) {
-                fcr__header_encode(r->out + total, FCGI_STDERR, r->id, 0, 0);
-                total += FCGI_HEADER_LEN;
-            }
-        }
-        fcr__end_request_encode(r->out + total, r->id, app_status, protocol_status);
-        total += 16;
-    }
-    uint8_t *buf = r->out;
-    size_t content = r->out_len, cap = r->out_cap;
-    r->out = NULL;
-    r->out_len = r->out_cap = 0;
-    /* queued already counts the open content; account for framing. */
-    c->queued -= content;
-    if (final)
-        r->state |= REQ_ENDED;
-    if (final && fcr__conn_reserve(c, 2) == 0) {
-        /* The buffer stays the request's, to be reused or freed with it: END_REQUEST's
-         * reference, released after these bytes are written or dropped, keeps it alive. */
-        r->out_final = buf;
-        r->out_final_cap = cap;
-        fcr__conn_push(c, buf, total, NULL, NULL);
-        r->refs++;
-        fcr__conn_push(c, NULL, 0, fcr__req_unref, r);
-        fcr__conn_want_flush(c);
-        return;
-    }
-    if (fcr__conn_push(c, buf, total, free_arg, buf) != 0)
-        return;
-    if (final) {
-        r->refs++;
-        fcr__conn_push(c, NULL, 0, fcr__req_unref, r);
-    }
-    fcr__conn_want_flush(c);
-}
-
-/* Appends to the open STDOUT record, sealing full records; no output cap check. */
-static int out_append(fcr_req *r, const uint8_t *p, size_t len)
-{
-    fcr_conn *c = r->conn;
-    while (len) {
-        size_t room = FCGI_MAX_CONTENT - r->out_len;
-        size_t n = len < room ? len : room;
-        int e = out_reserve(r, n);
-        if (e)
-            return e;
-        memcpy(r->out + FCGI_HEADER_LEN + r->out_len, p, n);
-        r->out_len += n;
-        c->queued += n;
-        p += n;
-        len -= n;
-        if (r->out_len == FCGI_MAX_CONTENT)
-            fcr__req_seal(r, false, 0, 0);
-    }
-    if (r->out_len)
-        fcr__server_mark_dirty(r->srv, r);
-    return 0;
-}
-
-int fcr_req_write(fcr_req *r, const void *buf, size_t len)
-{
-    if (!r || (!buf && len))
-        return FCR_EINVAL;
-    if (!req_writable(r))
-        return FCR_ECLOSED;
-    if (r->conn->queued >= r->srv->cfg.limits.max_output_queue)
-        return FCR_EAGAIN;
-    return out_append(r, buf, len);
-}
-
-int fcr_req_write_ref(fcr_req *r, const void *buf, size_t len, void (*release)(void *arg),
-                      void *arg)
-{
-    int e = 0;
-    if (!r || (!buf && len)) {
-        e = FCR_EINVAL;
-        goto fail;
-    }
-    if (!req_writable(r)) {
-        e = FCR_ECLOSED;
-        goto fail;
-    }
-    fcr_conn *c = r->conn;
-    if (c->queued >= r->srv->cfg.limits.max_output_queue) {
-        e = FCR_EAGAIN;
-        goto fail;
-    }
-    if (len == 0) {
-        if (release)
-            release(arg);
-        return 0;
-    }
-    fcr__req_seal(r, false, 0, 0);
-    size_t nrec = (len + FCGI_MAX_CONTENT - 1) / FCGI_MAX_CONTENT;
-    /* One block holds every record's header; padding comes from a static zero block. Room for
-     * every segment is reserved first, so the pushes below cannot fail. */
-    uint8_t *hdrs = malloc(nrec * FCGI_HEADER_LEN);
-    if (!hdrs || fcr__conn_reserve(c, nrec * 3 + 1) != 0) {
-        free(hdrs);
-        e = FCR_ENOMEM;
-        goto fail;
-    }
-    const uint8_t *p = buf;
-    for (size_t i = 0; i < nrec; i++) {
-        size_t n = len < FCGI_MAX_CONTENT ? len : FCGI_MAX_CONTENT;
-        uint8_t pad = fcr__padding_for(n);
-        bool last = (i + 1 == nrec);
-        fcr__header_encode(hdrs + i * FCGI_HEADER_LEN, FCGI_STDOUT, r->id, (uint16_t)n, pad);
-        fcr__conn_push(c, hdrs + i * FCGI_HEADER_LEN, FCGI_HEADER_LEN, NULL, NULL);
-        fcr__conn_push(c, p, n, last ? release : NULL, last ? arg : NULL);
-        if (pad)
-            fcr__conn_push(c, zeros, pad, NULL, NULL);
-        p += n;
-        len -= n;
-    }
-    fcr__conn_push(c, NULL, 0, free_arg, hdrs);
-    fcr__conn_want_flush(c);
-    return 0;
-fail:
-    if (release)
-        release(arg);
-    return e;
-}
-
-int fcr_req_printf(fcr_req *r, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return FCR_EINVAL;
-    if ((size_t)n < sizeof small) {
-        int e = fcr_req_write(r, small, (size_t)n);
-        return e ? e : n;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big)
-        return FCR_ENOMEM;
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    int e = fcr_req_write(r, big, (size_t)n);
-    free(big);
-    return e ? e : n;
-}
-
-int fcr_req_write_stderr(fcr_req *r, const void *buf, size_t len)
-{
-    if (!r || (!buf && len))
-        return FCR_EINVAL;
-    if (!req_writable(r))
-        return FCR_ECLOSED;
-    fcr_conn *c = r->conn;
-    if (c->queued >= r->srv->cfg.limits.max_output_queue)
-        return FCR_EAGAIN;
-    if (len == 0)
-        return 0;
-    fcr__req_seal(r, false, 0, 0);
-    const uint8_t *p = buf;
-    while (len) {
-        size_t n = len < FCGI_MAX_CONTENT ? len : FCGI_MAX_CONTENT;
-        uint8_t pad = fcr__padding_for(n);
-        uint8_t *rec = malloc(FCGI_HEADER_LEN + n + pad);
-        if (!rec)
-            return FCR_ENOMEM;
-        fcr__header_encode(rec, FCGI_STDERR, r->id, (uint16_t)n, pad);
-        memcpy(rec + FCGI_HEADER_LEN, p, n);
-        memset(rec + FCGI_HEADER_LEN + n, 0, pad);
-        int e = fcr__conn_push(c, rec, FCGI_HEADER_LEN + n + pad, free_arg, rec);
-        if (e)
-            return e;
-        r->state |= REQ_STDERR_USED;
-        p += n;
-        len -= n;
-    }
-    fcr__conn_want_flush(c);
-    return 0;
-}
-
-/* Ends a request the application has not been given, with a minimal CGI response, and drops
- * the core's hold on it. The caller must not use `r` afterwards. */
-void fcr__req_reject(fcr_req *r, const char *status_line)
-{
-    r->state |= REQ_DISCARD;
-    fcr_conn *c = r->conn;
-    if (!c || (r->state & (REQ_ENDED | REQ_DELIVERED)))
-        return;
-    char head[200];
-    int n = snprintf(head, sizeof head,
-                     "Status: %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n%s\n",
-                     status_line, strlen(status_line) + 1, status_line);
-    if (n > 0 && (size_t)n < sizeof head)
-        out_append(r, (const uint8_t *)head, (size_t)n);
-    /* out_append marked the request dirty: it must not stay on the server's list once ended. */
-    fcr__server_unmark_dirty(r->srv, r);
-    fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, 0);
-    fcr__conn_remove_req(c, r);
-    if (r->busy == 0)
-        fcr__req_unref(r);
-    else
-        r->state |= REQ_FINISHED;
-}
-
-int fcr_req_finish(fcr_req *r, uint32_t app_status)
-{
-    if (!r)
-        return FCR_EINVAL;
-    if (r->state & REQ_FINISHED)
-        return FCR_EINVAL;
-    r->state |= REQ_FINISHED;
-    r->on_drain = NULL;
-    r->on_abort = NULL;
-    int ret = 0;
-    fcr_conn *c = r->conn;
-    if (c && !(r->state & (REQ_ABORTED | REQ_ENDED))) {
-        fcr__server_unmark_dirty(r->srv, r);
-        fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, app_status);
-        if (r->conn)
-            fcr__conn_remove_req(r->conn, r);
-    } else {
-        ret = (r->state & REQ_ABORTED) ? FCR_ECLOSED : 0;
-        fcr__server_unmark_dirty(r->srv, r);
-    }
-    if (r->busy == 0)
-        fcr__req_unref(r);
-    return ret;
-}
-
-/* Aborts a request: with `send_end`, END_REQUEST goes out at once (ABORT_REQUEST); without, the
- * connection is gone. The application's abort callback runs last, as it may finish the
- * request. */
 void fcr__req_abort(fcr_req *r, bool send_end)
 {
-    fcr_conn *c = r->conn;
+    fcr__conn *c = r->conn;
     fcr__server_unmark_dirty(r->srv, r);
     if (c) {
-        c->queued -= r->out_len;
-        free(r->out);
-        r->out = NULL;
-        r->out_len = r->out_cap = 0;
-        if (send_end && !(r->state & REQ_ENDED))
+        fcr__req_drop_output(r);
+        if (send_end && !(r->state & FCR__REQ_ENDED))
             fcr__req_seal(r, true, FCGI_REQUEST_COMPLETE, 0);
         fcr__conn_remove_req(c, r);
     }
-    if (!(r->state & REQ_DELIVERED)) {
+    if (!(r->state & FCR__REQ_DELIVERED)) {
         fcr__req_unref(r);
         return;
     }
-    r->state |= REQ_ABORTED;
+    r->state |= FCR__REQ_ABORTED;
     if (r->input_error == 0)
         r->input_error = FCR_ECLOSED;
     void (*cb)(fcr_req *) = r->on_abort;
     r->on_abort = NULL;
     r->on_drain = NULL;
-    if (cb && !(r->state & REQ_FINISHED))
+    if (cb && !(r->state & FCR__REQ_FINISHED))
         cb(r);
 }
 
@@ -656,87 +169,6 @@ fcr_server *fcr_req_server(const fcr_req *r)
     return r ? r->srv : NULL;
 }
 
-const char *fcr_req_paramn(const fcr_req *r, const char *name, size_t nlen, size_t *vlen)
-{
-    if (!r || !name || !r->pindex)
-        return NULL;
-    uint32_t i = r->pindex[find_slot(r, name, nlen)];
-    if (i == 0)
-        return NULL;
-    if (vlen)
-        *vlen = r->params[i - 1].vlen;
-    return r->params[i - 1].value;
-}
-
-const char *fcr_req_param(const fcr_req *r, const char *name)
-{
-    return name ? fcr_req_paramn(r, name, strlen(name), NULL) : NULL;
-}
-
-size_t fcr_req_param_count(const fcr_req *r)
-{
-    return r ? r->nparams : 0;
-}
-
-int fcr_req_param_at(const fcr_req *r, size_t i, const char **name, size_t *nlen,
-                     const char **value, size_t *vlen)
-{
-    if (!r || i >= r->nparams)
-        return FCR_ENOTFOUND;
-    const fcr_param *p = &r->params[i];
-    if (name)
-        *name = p->name;
-    if (nlen)
-        *nlen = p->nlen;
-    if (value)
-        *value = p->value;
-    if (vlen)
-        *vlen = p->vlen;
-    return 0;
-}
-
-const void *fcr_req_body(const fcr_req *r, fcr_stream stream, size_t *len)
-{
-    if (!r) {
-        if (len)
-            *len = 0;
-        return "";
-    }
-    const fcr_buf *b = &r->body[stream == FCR_DATA ? 1 : 0];
-    if (len)
-        *len = b->len;
-    return b->p ? (const void *)b->p : (const void *)"";
-}
-
-int fcr_req_input_error(const fcr_req *r)
-{
-    return r ? r->input_error : FCR_EINVAL;
-}
-
-void fcr_req_set_max_body(fcr_req *r, size_t max)
-{
-    if (r && (r->state & REQ_IN_PARAMS))
-        r->max_body = max;
-}
-
-int fcr_req_stream_input(fcr_req *r, fcr_chunk_cb chunk)
-{
-    if (!r || !chunk || !(r->state & REQ_IN_PARAMS))
-        return FCR_EINVAL;
-    r->chunk_cb = chunk;
-    r->state |= REQ_STREAMING;
-    return 0;
-}
-
-void fcr_req_resume_input(fcr_req *r)
-{
-    if (r && r->conn && r->conn->paused_app) {
-        r->conn->paused_app = false;
-        r->conn->paused_by = NULL;
-        fcr__conn_resume(r->conn);
-    }
-}
-
 void fcr_req_set_userdata(fcr_req *r, void *data)
 {
     if (r)
@@ -748,9 +180,10 @@ void *fcr_req_userdata(const fcr_req *r)
     return r ? r->userdata : NULL;
 }
 
-void fcr__req_set_fwdata(fcr_req *r, void *data)
+void fcr__req_set_fwdata(fcr_req *r, void *data, void (*release)(void *data))
 {
     r->fwdata = data;
+    r->fwrelease = release;
 }
 
 void *fcr__req_fwdata(const fcr_req *r)
@@ -766,7 +199,7 @@ void fcr_req_on_abort(fcr_req *r, void (*cb)(fcr_req *r))
 
 bool fcr_req_aborted(const fcr_req *r)
 {
-    return r && (r->state & REQ_ABORTED) != 0;
+    return r && (r->state & FCR__REQ_ABORTED) != 0;
 }
 
 void fcr_req_on_drain(fcr_req *r, void (*cb)(fcr_req *r))
@@ -780,5 +213,5 @@ void fcr_req_on_drain(fcr_req *r, void (*cb)(fcr_req *r))
 
 size_t fcr_req_queued(const fcr_req *r)
 {
-    return r && r->conn && !(r->state & REQ_ABORTED) ? r->conn->queued : 0;
+    return r && r->conn && !(r->state & FCR__REQ_ABORTED) ? r->conn->queued : 0;
 }

@@ -81,7 +81,7 @@ static void flush_all(fcr_server *srv)
             fcr__req_seal(r, false, 0, 0);
         }
         while (srv->flush_list) {
-            fcr_conn *c = srv->flush_list;
+            fcr__conn *c = srv->flush_list;
             srv->flush_list = c->wnext;
             c->in_flush_list = false;
             fcr__conn_flush(c);
@@ -121,7 +121,7 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     fcr_server *srv = w->data;
     double now = ev_now(loop);
-    for (fcr_conn *c = srv->conns, *next; c; c = next) {
+    for (fcr__conn *c = srv->conns, *next; c; c = next) {
         next = c->next;
         fcr__conn_sweep(c, now);
     }
@@ -235,14 +235,14 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
     }
     srv->on_drained = on_drained;
     srv->drained_arg = arg;
-    for (fcr_conn *c = srv->conns, *next; c && first; c = next) {
+    for (fcr__conn *c = srv->conns, *next; c && first; c = next) {
         next = c->next;
-        if (c->nreqs > 0 || c->shead != c->stail) {
-            if (c->state == CONN_OPEN) {
-                c->state = CONN_CLOSE_AFTER_FLUSH;
+        if (c->nreqs > 0 || c->shead != c->segs.n) {
+            if (c->state == FCR__CONN_OPEN) {
+                c->state = FCR__CONN_CLOSE_AFTER_FLUSH;
                 c->retiring = true;
             }
-        } else if (c->state == CONN_OPEN) {
+        } else if (c->state == FCR__CONN_OPEN) {
             /* An idle connection may be the very one the web server is sending its next
              * request on: closing it now would lose that request. It gets to send one more,
              * answered and then closed, or is closed once idle for a short while. */

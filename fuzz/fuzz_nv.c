@@ -35,7 +35,7 @@ static unsigned walk(const uint8_t *buf, size_t len)
 {
     size_t off = 0;
     unsigned asked = 0;
-    fcr_nv_status st;
+    fcr__nv_status st;
     const uint8_t *n, *v;
     uint32_t nl, vl;
 
@@ -43,7 +43,7 @@ static unsigned walk(const uint8_t *buf, size_t len)
         size_t before = off;
 
         st = fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl);
-        if (st != FCR_NV_OK)
+        if (st != FCR__NV_OK)
             break;
         check_inside(buf, len, n, nl);
         check_inside(buf, len, v, vl);
@@ -56,15 +56,15 @@ static unsigned walk(const uint8_t *buf, size_t len)
         if (known_index(n, nl) >= 0)
             asked |= 1u << known_index(n, nl);
     }
-    if (st == FCR_NV_END ? off != len : (st != FCR_NV_TRUNCATED || off >= len))
+    if (st == FCR__NV_END ? off != len : (st != FCR__NV_TRUNCATED || off >= len))
         abort();
     return asked;
 }
 
 static void check_result(const uint8_t *out, size_t size, size_t cap, unsigned asked,
-                         const fcr_values *v)
+                         const fcr__values *v)
 {
-    fcgi_header h;
+    fcr__fcgi_header h;
     size_t off = 0, i;
     unsigned seen = 0;
     const uint8_t *n, *val;
@@ -80,7 +80,7 @@ static void check_result(const uint8_t *out, size_t size, size_t cap, unsigned a
     for (i = 8 + (size_t)h.content_len; i < size; i++)
         if (out[i] != 0)
             abort();
-    while (fcr__nv_next(out + 8, h.content_len, &off, &n, &nl, &val, &vl) == FCR_NV_OK) {
+    while (fcr__nv_next(out + 8, h.content_len, &off, &n, &nl, &val, &vl) == FCR__NV_OK) {
         int k = known_index(n, nl);
         char want[24];
         size_t wl;
@@ -117,7 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned asked;
     size_t r, i;
     uint32_t len;
-    fcr_values v = {0, 0, false};
+    fcr__values v = {0, 0, false};
 
     /* The length decoder alone, at every offset and every short `avail`. */
     for (i = 0; i < size && i < 64; i++) {

@@ -158,7 +158,7 @@ static int on_management(void *ctx, uint8_t type, const uint8_t *content, size_t
     return verdict(c, 1);
 }
 
-static int on_ignored(void *ctx, const fcgi_header *h)
+static int on_ignored(void *ctx, const fcr__fcgi_header *h)
 {
     fctx *c = ctx;
 
@@ -166,7 +166,7 @@ static int on_ignored(void *ctx, const fcgi_header *h)
     return verdict(c, 1);
 }
 
-static const fcr_parser_events events = {
+static const fcr__parser_events events = {
     .begin = on_begin,
     .stream = on_stream,
     .abort = on_abort,
@@ -186,7 +186,7 @@ static void blog_end(blog *l, long err, int idle)
 static void run(const uint8_t *d, size_t len, const uint8_t *sizes, size_t nsizes, int pause,
                 blog *out)
 {
-    fcr_parser p;
+    fcr__parser p;
     fctx c;
     size_t start = 0, k = 0;
     long err = 0;
@@ -226,7 +226,7 @@ static void run(const uint8_t *d, size_t len, const uint8_t *sizes, size_t nsize
                 abort();
             if (c.paused_on_record && !fcr__parser_idle(&p))
                 abort();
-            if (p.mbuf == NULL ? p.mlen != 0 : p.mlen == 0)
+            if (p.mbuf.p == NULL ? p.mbuf.len != 0 : p.mbuf.len == 0)
                 abort();
             off += (size_t)r;
         }
@@ -239,7 +239,7 @@ static void run(const uint8_t *d, size_t len, const uint8_t *sizes, size_t nsize
         unsigned before = c.events;
         if (fcr__parser_feed(&p, &events, &c, d, len) != err || c.events != before)
             abort();
-        if (p.mbuf != NULL || fcr__parser_idle(&p))
+        if (p.mbuf.p != NULL || fcr__parser_idle(&p))
             abort();
     }
     free(one);
@@ -258,7 +258,7 @@ static void reference(const uint8_t *d, size_t len, blog *out)
     memset(&l, 0, sizeof l);
     l.open = SIZE_MAX;
     while (off < len) {
-        fcgi_header h;
+        fcr__fcgi_header h;
         size_t avail = len - off, body, clen_avail;
         int stream, request_type;
 

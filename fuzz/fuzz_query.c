@@ -52,10 +52,11 @@ static void same(const char *got, const uint8_t *want, size_t len)
 
 static void check_urlencoded(const uint8_t *s, size_t len)
 {
-    fcr_arena a = {0};
-    fcr_kv_list l = {0};
+    fcr__arena a = {0};
+    fcr__kv_list l = {0};
     must(fcr__parse_urlencoded(&a, (const char *)s, len, &l) == 0);
-    must(l.parsed && l.n <= l.cap);
+    must(l.parsed && l.kv.n <= l.kv.cap);
+    const fcr__kv *kv = l.kv.v;
     uint8_t *n = malloc(len + 1), *v = malloc(len + 1);
     must(n && v);
     size_t k = 0, i = 0;
@@ -72,12 +73,12 @@ static void check_urlencoded(const uint8_t *s, size_t len)
         long dv = eq ? ref_decode(eq + 1, slen - nlen - 1, v) : 0;
         if (dn < 0 || dv < 0 || memchr(n, 0, (size_t)dn) || memchr(v, 0, (size_t)dv))
             continue;
-        must(k < l.n);
-        same(l.v[k].name, n, (size_t)dn);
-        same(l.v[k].value, v, (size_t)dv);
+        must(k < l.kv.n);
+        same(kv[k].name, n, (size_t)dn);
+        same(kv[k].value, v, (size_t)dv);
         k++;
     }
-    must(k == l.n);
+    must(k == l.kv.n);
     free(n);
     free(v);
     fcr__arena_free(&a);
@@ -90,10 +91,11 @@ static bool ows(uint8_t c)
 
 static void check_cookies(const uint8_t *s, size_t len)
 {
-    fcr_arena a = {0};
-    fcr_kv_list l = {0};
+    fcr__arena a = {0};
+    fcr__kv_list l = {0};
     must(fcr__parse_cookies(&a, (const char *)s, len, &l) == 0);
-    must(l.parsed && l.n <= l.cap);
+    must(l.parsed && l.kv.n <= l.kv.cap);
+    const fcr__kv *kv = l.kv.v;
     size_t k = 0, i = 0;
     while (i < len) {
         const uint8_t *semi = memchr(s + i, ';', len - i);
@@ -116,13 +118,13 @@ static void check_cookies(const uint8_t *s, size_t len)
             v++, vlen--;
         if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"')
             v++, vlen -= 2;
-        must(k < l.n && nlen > 0);
-        same(l.v[k].name, seg, nlen);
-        same(l.v[k].value, v, vlen);
-        must(!memchr(l.v[k].name, ';', nlen) && !ows((uint8_t)l.v[k].name[0]));
+        must(k < l.kv.n && nlen > 0);
+        same(kv[k].name, seg, nlen);
+        same(kv[k].value, v, vlen);
+        must(!memchr(kv[k].name, ';', nlen) && !ows((uint8_t)kv[k].name[0]));
         k++;
     }
-    must(k == l.n);
+    must(k == l.kv.n);
     fcr__arena_free(&a);
 }
 
@@ -134,9 +136,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_cookies(data, size);
     /* An absent header parses as empty. */
     if (size == 0) {
-        fcr_arena a = {0};
-        fcr_kv_list l = {0};
-        must(fcr__parse_cookies(&a, NULL, 0, &l) == 0 && l.n == 0);
+        fcr__arena a = {0};
+        fcr__kv_list l = {0};
+        must(fcr__parse_cookies(&a, NULL, 0, &l) == 0 && l.kv.n == 0);
         fcr__arena_free(&a);
     }
     return 0;

@@ -75,7 +75,7 @@ void fcl_put_request(fcl_buf *b, uint16_t id, uint16_t role, uint8_t flags,
 
 /* A record read back from the application. */
 typedef struct fcl_record {
-    fcgi_header h;
+    fcr__fcgi_header h;
     uint8_t *content; /* h.content_len bytes (malloc'd, NUL-terminated for convenience) */
 } fcl_record;
 

@@ -479,7 +479,7 @@ static int problem_handler(fcr_req *req, fcr_res *r, void *data)
         json_t *ext = json_pack("{s:s, s:i, s:s}", "title", "not overridable", "balance", 30,
                                 "instance", "/account/12345");
         return fcr_res_set_problem_new(r, 403, "https://example.com/probs/out-of-credit",
-                                   "Your current balance is 30", ext);
+                                       "Your current balance is 30", ext);
     }
     return fcr_res_set_problem(r, 401, "token %s is unknown", "abc");
 }
@@ -1375,7 +1375,6 @@ START_TEST(large_answer_waits_for_drain)
 }
 END_TEST
 
-
 /* The user's slot is the user's: a handler that keeps its own pointer there loses nothing of
  * the framework (path, query, params, arena, and the drain of a large answer). */
 static int userdata_value;
@@ -1513,7 +1512,8 @@ START_TEST(contexts_reused_and_bodies_grown)
 {
     /* A body limit of its own: the path is also routed before the body is read. */
     ck_assert_int_eq(
-        fcr_route_set_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20), 0);
+        fcr_route_set_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20),
+        0);
     char long_path[400];
     memset(long_path, 'p', sizeof long_path - 1);
     long_path[0] = '/';

@@ -133,13 +133,13 @@ START_TEST(nv_encode_then_next_roundtrips)
             uint32_t nl = 0, vl = 0;
 
             ck_assert_uint_eq(fcr__nv_encode(buf, name, lens[i], value, lens[j]), size);
-            ck_assert_int_eq(fcr__nv_next(buf, size, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+            ck_assert_int_eq(fcr__nv_next(buf, size, &off, &n, &nl, &v, &vl), FCR__NV_OK);
             ck_assert_uint_eq(off, size);
             ck_assert_uint_eq(nl, lens[i]);
             ck_assert_uint_eq(vl, lens[j]);
             ck_assert_mem_eq(n, name, nl);
             ck_assert_mem_eq(v, value, vl);
-            ck_assert_int_eq(fcr__nv_next(buf, size, &off, &n, &nl, &v, &vl), FCR_NV_END);
+            ck_assert_int_eq(fcr__nv_next(buf, size, &off, &n, &nl, &v, &vl), FCR__NV_END);
             ck_assert_uint_eq(off, size);
         }
     }
@@ -166,27 +166,27 @@ START_TEST(nv_stream_of_pairs_decodes_in_order)
     memcpy(buf + len, "\x80\x00\x00\x02\x80\x00\x00\x01hiz", 11);
     len += 11;
 
-    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR__NV_OK);
     ck_assert_uint_eq(nl, 11);
     ck_assert_mem_eq(n, "SCRIPT_NAME", 11);
     ck_assert_uint_eq(vl, 4);
     ck_assert_mem_eq(v, "/app", 4);
-    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR__NV_OK);
     ck_assert_uint_eq(nl, 5);
     ck_assert_uint_eq(vl, 0);
-    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR__NV_OK);
     ck_assert_uint_eq(nl, 0);
     ck_assert_uint_eq(vl, 7);
     ck_assert_mem_eq(v, "novalue", 7);
-    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR__NV_OK);
     ck_assert_uint_eq(vl, sizeof big);
     ck_assert_mem_eq(v, big, sizeof big);
-    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR__NV_OK);
     ck_assert_uint_eq(nl, 2);
     ck_assert_mem_eq(n, "hi", 2);
     ck_assert_uint_eq(vl, 1);
     ck_assert_mem_eq(v, "z", 1);
-    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR_NV_END);
+    ck_assert_int_eq(fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl), FCR__NV_END);
     ck_assert_uint_eq(off, len);
 }
 END_TEST
@@ -197,7 +197,7 @@ START_TEST(nv_empty_stream_is_end)
     const uint8_t *n, *v;
     uint32_t nl, vl;
 
-    ck_assert_int_eq(fcr__nv_next(NULL, 0, &off, &n, &nl, &v, &vl), FCR_NV_END);
+    ck_assert_int_eq(fcr__nv_next(NULL, 0, &off, &n, &nl, &v, &vl), FCR__NV_END);
     ck_assert_uint_eq(off, 0);
 }
 END_TEST
@@ -213,12 +213,12 @@ static void check_truncated_after(const uint8_t *stream, size_t len, unsigned go
 
     memcpy(copy, stream, len);
     for (i = 0; i < good_pairs; i++)
-        ck_assert_int_eq(fcr__nv_next(copy, len, &off, &n, &nl, &v, &vl), FCR_NV_OK);
+        ck_assert_int_eq(fcr__nv_next(copy, len, &off, &n, &nl, &v, &vl), FCR__NV_OK);
     before = off;
-    ck_assert_int_eq(fcr__nv_next(copy, len, &off, &n, &nl, &v, &vl), FCR_NV_TRUNCATED);
+    ck_assert_int_eq(fcr__nv_next(copy, len, &off, &n, &nl, &v, &vl), FCR__NV_TRUNCATED);
     ck_assert_uint_eq(off, before);
     /* Asking again gives the same answer: the decoder does not move past a bad pair. */
-    ck_assert_int_eq(fcr__nv_next(copy, len, &off, &n, &nl, &v, &vl), FCR_NV_TRUNCATED);
+    ck_assert_int_eq(fcr__nv_next(copy, len, &off, &n, &nl, &v, &vl), FCR__NV_TRUNCATED);
     free(copy);
 }
 
@@ -288,9 +288,9 @@ START_TEST(nv_offset_past_end_is_truncated)
     const uint8_t *n, *v;
     uint32_t nl, vl;
 
-    ck_assert_int_eq(fcr__nv_next(buf, sizeof buf, &off, &n, &nl, &v, &vl), FCR_NV_TRUNCATED);
+    ck_assert_int_eq(fcr__nv_next(buf, sizeof buf, &off, &n, &nl, &v, &vl), FCR__NV_TRUNCATED);
     off = SIZE_MAX;
-    ck_assert_int_eq(fcr__nv_next(buf, sizeof buf, &off, &n, &nl, &v, &vl), FCR_NV_TRUNCATED);
+    ck_assert_int_eq(fcr__nv_next(buf, sizeof buf, &off, &n, &nl, &v, &vl), FCR__NV_TRUNCATED);
     ck_assert_uint_eq(off, SIZE_MAX);
 }
 END_TEST
@@ -301,12 +301,12 @@ START_TEST(nv_pointers_lie_inside_the_buffer)
     size_t len = 0, off = 0;
     const uint8_t *n, *v;
     uint32_t nl, vl;
-    fcr_nv_status st;
+    fcr__nv_status st;
 
     len += fcr__nv_encode(buf + len, "", 0, "", 0);
     len += fcr__nv_encode(buf + len, "name", 4, "", 0);
     len += fcr__nv_encode(buf + len, "", 0, "value", 5);
-    while ((st = fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl)) == FCR_NV_OK) {
+    while ((st = fcr__nv_next(buf, len, &off, &n, &nl, &v, &vl)) == FCR__NV_OK) {
         size_t noff = (size_t)(n - buf), voff = (size_t)(v - buf);
 
         ck_assert_uint_le(noff + nl, len);
@@ -314,7 +314,7 @@ START_TEST(nv_pointers_lie_inside_the_buffer)
         ck_assert_uint_le(voff + vl, len);
         ck_assert_uint_eq(off, voff + vl);
     }
-    ck_assert_int_eq(st, FCR_NV_END);
+    ck_assert_int_eq(st, FCR__NV_END);
 }
 END_TEST
 
@@ -325,7 +325,7 @@ START_TEST(header_encode_decode_roundtrip)
     static const uint16_t ids[] = {0, 1, 2, 255, 256, 0x1234, 65535};
     static const uint16_t clens[] = {0, 1, 8, 255, 256, 16384, 65535};
     uint8_t out[8];
-    fcgi_header h;
+    fcr__fcgi_header h;
     size_t i, j;
     unsigned type, pad;
 
@@ -349,7 +349,7 @@ END_TEST
 START_TEST(header_bytes_are_big_endian)
 {
     uint8_t out[8];
-    fcgi_header h;
+    fcr__fcgi_header h;
 
     fcr__header_encode(out, FCGI_STDOUT, 0xabcd, 0xfedc, 0xff);
     ck_assert_mem_eq(out, "\x01\x06\xab\xcd\xfe\xdc\xff\x00", 8);
@@ -363,7 +363,7 @@ END_TEST
 
 START_TEST(header_decode_reports_version_as_is)
 {
-    fcgi_header h;
+    fcr__fcgi_header h;
 
     fcr__header_decode((const uint8_t *)"\x00\x01\x00\x01\x00\x08\x00\x00", &h);
     ck_assert_uint_eq(h.version, 0);
@@ -429,7 +429,7 @@ END_TEST
 
 /* ---- GET_VALUES_RESULT ------------------------------------------------------------------- */
 
-static const fcr_values test_values = {.max_conns = 100, .max_reqs = 5000, .mpxs_conns = true};
+static const fcr__values test_values = {.max_conns = 100, .max_reqs = 5000, .mpxs_conns = true};
 
 static size_t query_of(uint8_t *q, const char *const *names, size_t count)
 {
@@ -443,7 +443,7 @@ static size_t query_of(uint8_t *q, const char *const *names, size_t count)
 /* Checks the record framing and renders its pairs as "NAME=VALUE;" into `text`. */
 static void render_result(const uint8_t *rec, size_t size, char *text, size_t cap)
 {
-    fcgi_header h;
+    fcr__fcgi_header h;
     size_t off = 0, used = 0, i;
     const uint8_t *n, *v;
     uint32_t nl, vl;
@@ -460,7 +460,7 @@ static void render_result(const uint8_t *rec, size_t size, char *text, size_t ca
     for (i = 8 + (size_t)h.content_len; i < size; i++)
         ck_assert_uint_eq(rec[i], 0);
     text[0] = '\0';
-    while (fcr__nv_next(rec + 8, h.content_len, &off, &n, &nl, &v, &vl) == FCR_NV_OK) {
+    while (fcr__nv_next(rec + 8, h.content_len, &off, &n, &nl, &v, &vl) == FCR__NV_OK) {
         ck_assert_uint_lt(used + nl + vl + 2, cap);
         memcpy(text + used, n, nl);
         used += nl;
@@ -473,7 +473,7 @@ static void render_result(const uint8_t *rec, size_t size, char *text, size_t ca
     ck_assert_uint_eq(off, h.content_len);
 }
 
-static void check_get_values(const uint8_t *q, size_t qlen, const fcr_values *vals,
+static void check_get_values(const uint8_t *q, size_t qlen, const fcr__values *vals,
                              const char *want)
 {
     uint8_t out[160];
@@ -554,7 +554,7 @@ START_TEST(get_values_query_values_are_ignored)
 
     len += fcr__nv_encode(q + len, "FCGI_MAX_CONNS", 14, "999", 3);
     len += fcr__nv_encode(q + len, "FCGI_MPXS_CONNS", 15, "1", 1);
-    check_get_values(q, len, &(fcr_values){.max_conns = 7, .max_reqs = 8, .mpxs_conns = false},
+    check_get_values(q, len, &(fcr__values){.max_conns = 7, .max_reqs = 8, .mpxs_conns = false},
                      "FCGI_MAX_CONNS=7;FCGI_MPXS_CONNS=0;");
 }
 END_TEST
@@ -566,11 +566,11 @@ START_TEST(get_values_values_are_decimal_ascii)
     size_t qlen = query_of(q, names, 3);
     char want[128];
 
-    check_get_values(q, qlen, &(fcr_values){0, 1, false},
+    check_get_values(q, qlen, &(fcr__values){0, 1, false},
                      "FCGI_MAX_CONNS=0;FCGI_MAX_REQS=1;FCGI_MPXS_CONNS=0;");
     snprintf(want, sizeof want, "FCGI_MAX_CONNS=%u;FCGI_MAX_REQS=%u;FCGI_MPXS_CONNS=1;", UINT_MAX,
              UINT_MAX);
-    check_get_values(q, qlen, &(fcr_values){UINT_MAX, UINT_MAX, true}, want);
+    check_get_values(q, qlen, &(fcr__values){UINT_MAX, UINT_MAX, true}, want);
 }
 END_TEST
 
@@ -596,7 +596,7 @@ END_TEST
 START_TEST(get_values_result_fits_in_128_bytes_and_respects_cap)
 {
     static const char *const names[] = {"FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"};
-    const fcr_values big = {UINT_MAX, UINT_MAX, true};
+    const fcr__values big = {UINT_MAX, UINT_MAX, true};
     uint8_t q[128], out[256];
     size_t qlen = query_of(q, names, 3), size, cap;
 

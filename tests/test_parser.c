@@ -200,7 +200,7 @@ static int on_management(void *ctx, uint8_t type, const uint8_t *content, size_t
     return verdict(c, true);
 }
 
-static int on_ignored(void *ctx, const fcgi_header *h)
+static int on_ignored(void *ctx, const fcr__fcgi_header *h)
 {
     tctx *c = ctx;
 
@@ -208,7 +208,7 @@ static int on_ignored(void *ctx, const fcgi_header *h)
     return verdict(c, true);
 }
 
-static const fcr_parser_events events = {
+static const fcr__parser_events events = {
     .begin = on_begin,
     .stream = on_stream,
     .abort = on_abort,
@@ -281,7 +281,7 @@ static void tscript_free(tscript *t)
 static char *run_cuts(const uint8_t *t, size_t len, const size_t *cuts, size_t ncuts,
                       enum pause_mode pause)
 {
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
     size_t start = 0, k;
     char *out;
@@ -500,7 +500,7 @@ START_TEST(params_pair_split_across_records_is_reassembled)
     const uint8_t *n, *v;
     uint32_t nl, vl;
     unsigned pairs = 0;
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     plen = params_stream(params, &split);
@@ -516,7 +516,7 @@ START_TEST(params_pair_split_across_records_is_reassembled)
     log_free(&c.log);
 
     ck_assert_uint_eq(c.nparams, plen);
-    while (fcr__nv_next(c.params, c.nparams, &off, &n, &nl, &v, &vl) == FCR_NV_OK) {
+    while (fcr__nv_next(c.params, c.nparams, &off, &n, &nl, &v, &vl) == FCR__NV_OK) {
         pairs++;
         if (nl == 11 && memcmp(n, "HTTP_X_LONG", 11) == 0) {
             ck_assert_uint_eq(vl, 200);
@@ -679,9 +679,9 @@ END_TEST
 
 START_TEST(ignored_callback_is_optional)
 {
-    fcr_parser_events ev = events;
+    fcr__parser_events ev = events;
     tscript t = {0};
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     ev.ignored = NULL;
@@ -740,7 +740,7 @@ END_TEST
 START_TEST(protocol_error_is_sticky)
 {
     tscript t = {0}, good = {0};
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     rec_v(&t, 2, FCGI_STDIN, 1, "no", 2, 0);
@@ -797,7 +797,7 @@ END_TEST
 START_TEST(callback_error_is_returned_and_sticky)
 {
     tscript t = {0};
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     rec_begin(&t, 1, 1, 0, 0);
@@ -808,7 +808,7 @@ START_TEST(callback_error_is_returned_and_sticky)
     c.fail_rc = FCR_ETOOBIG;
     fcr__parser_init(&p);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b, t.len), FCR_ETOOBIG);
-    ck_assert_ptr_null(p.mbuf);
+    ck_assert_ptr_null(p.mbuf.p);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, t.b + 32, t.len - 32), FCR_ETOOBIG);
     ck_assert_int_eq(c.events, 2);
     ck_assert_str_eq(log_str(&c.log), "begin id=1 role=1 flags=0\n"
@@ -822,7 +822,7 @@ END_TEST
 START_TEST(truncated_input_leaves_parser_not_idle)
 {
     tscript t = {0};
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
     size_t k;
 
@@ -843,7 +843,7 @@ END_TEST
 
 START_TEST(feeding_zero_bytes_does_nothing)
 {
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     memset(&c, 0, sizeof c);
@@ -876,7 +876,7 @@ static int on_management_pattern(void *ctx, uint8_t type, const uint8_t *content
 START_TEST(management_record_of_65535_bytes_is_delivered_whole)
 {
     static const size_t chunks[] = {1, 7, 1000, 65535 + 8 + 255};
-    fcr_parser_events ev = events;
+    fcr__parser_events ev = events;
     uint8_t *content = malloc(FCGI_MAX_CONTENT);
     tscript t = {0};
     size_t i, k;
@@ -886,7 +886,7 @@ START_TEST(management_record_of_65535_bytes_is_delivered_whole)
         content[i] = (uint8_t)(i * 31 + 7);
     rec(&t, 77, 0, content, FCGI_MAX_CONTENT, 255);
     for (k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
-        fcr_parser p;
+        fcr__parser p;
         tctx c;
         size_t off = 0;
 
@@ -899,7 +899,7 @@ START_TEST(management_record_of_65535_bytes_is_delivered_whole)
         }
         ck_assert_int_eq(c.events, 1);
         ck_assert(fcr__parser_idle(&p));
-        ck_assert_ptr_null(p.mbuf); /* freed after delivery */
+        ck_assert_ptr_null(p.mbuf.p); /* freed after delivery */
         fcr__parser_reset(&p);
     }
     free(content);
@@ -910,7 +910,7 @@ END_TEST
 START_TEST(management_buffer_grows_only_as_bytes_arrive)
 {
     uint8_t h[8], body[100];
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     memset(body, 'm', sizeof body);
@@ -918,17 +918,17 @@ START_TEST(management_buffer_grows_only_as_bytes_arrive)
     memset(&c, 0, sizeof c);
     fcr__parser_init(&p);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, h, 8), 8);
-    ck_assert_ptr_null(p.mbuf); /* nothing allocated for a declared length alone */
+    ck_assert_ptr_null(p.mbuf.p); /* nothing allocated for a declared length alone */
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, body, 10), 10);
-    ck_assert_uint_eq(p.mlen, 10);
-    ck_assert_uint_lt(malloc_usable_size(p.mbuf), 4096);
+    ck_assert_uint_eq(p.mbuf.len, 10);
+    ck_assert_uint_lt(malloc_usable_size(p.mbuf.p), 4096);
     ck_assert_int_eq(fcr__parser_feed(&p, &events, &c, body, sizeof body), (long)sizeof body);
-    ck_assert_uint_eq(p.mlen, 110);
-    ck_assert_uint_lt(malloc_usable_size(p.mbuf), 4096);
+    ck_assert_uint_eq(p.mbuf.len, 110);
+    ck_assert_uint_lt(malloc_usable_size(p.mbuf.p), 4096);
     ck_assert_int_eq(c.events, 0);
     /* The peer goes away: reset frees the partial record (the leak checker would notice). */
     fcr__parser_reset(&p);
-    ck_assert_ptr_null(p.mbuf);
+    ck_assert_ptr_null(p.mbuf.p);
 }
 END_TEST
 
@@ -965,7 +965,7 @@ END_TEST
 START_TEST(pause_returns_bytes_consumed_through_the_event)
 {
     tscript t = {0};
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
     long r;
 
@@ -1002,7 +1002,7 @@ END_TEST
 START_TEST(pause_on_last_stream_piece_without_padding_leaves_parser_idle)
 {
     tscript t = {0};
-    fcr_parser p;
+    fcr__parser p;
     tctx c;
 
     rec(&t, FCGI_STDIN, 1, "abc", 3, 0);

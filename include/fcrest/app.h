@@ -16,10 +16,10 @@
  * caller's reference, even when it fails; the others borrow.
  *
  * @par Requests
- * Inside an app the core's userdata slot (fcr_req_set_userdata) belongs to the framework; keep
- * per-request data with fcr_req_alloc() or fcr_req_set_var(). The request functions of this
- * header return NULL (or -1) for a request that is not served by an app, unless they say
- * otherwise.
+ * The framework keeps its request context apart from the core's userdata slot, which stays the
+ * application's (fcr_req_set_userdata()); per-request memory also comes from fcr_req_alloc()
+ * and request variables from fcr_req_set_var(). The request functions of this header return
+ * NULL (or FCR_EINVAL) for a request that is not served by an app, unless they say otherwise.
  *
  * @par Responses
  * A response starts as status 200 with no headers and an empty body. At sending the framework
@@ -101,10 +101,10 @@ typedef enum fcr_auth_result {
 
 /**
  * A route handler, also the FILTER role handler. It fills `res` and returns FCR_DONE (the
- * framework sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send() later,
- * from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then discards
- * what `res` holds, answers 500 problem+json and writes the error to the request's FCGI_STDERR
- * stream and to the log. `data` is the pointer given at registration.
+ * framework sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send()
+ * later, from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then
+ * discards what `res` holds, answers 500 problem+json and writes the error to the request's
+ * FCGI_STDERR stream and to the log. `data` is the pointer given at registration.
  */
 typedef fcr_handler_result (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
 
@@ -130,8 +130,7 @@ typedef int (*fcr_after_mw)(fcr_req *req, fcr_res *res, void *data);
  * authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
  * `Status: 200 OK` with one `Variable-NAME: value` header per variable.
  */
-typedef fcr_auth_result (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth,
-                                          void *data);
+typedef fcr_auth_result (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
 
 /* ---- App ------------------------------------------------------------------------------ */
 
@@ -176,25 +175,25 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub);
 
 /**
- * Adds a before- or after-middleware for every route of `app` (for a mounted app: every route
- * under its prefix). The middleware that apply to a request (the serving app's, the mounts'
- * on the route's way, the route's own) run in the order they were registered, whatever their
- * level. Before-middleware run only for a request that matched a route; after-middleware run
- * for every Responder and Filter response, including the framework's own 404, 405, 413 and
- * 500 answers (then only the serving app's). Returns 0, FCR_EINVAL (NULL argument) or
- * FCR_ENOMEM. This one adds a before-middleware; `data` is passed to `fn`.
+ * Adds the before-middleware `fn` for every route of `app` (for a mounted app: every route under
+ * its prefix); `data` is passed to `fn`. The middleware that apply to a request (the serving
+ * app's, the mounts' on the route's way, the route's own) run in the order they were
+ * registered, whatever their level. Before-middleware run only for a request that matched a
+ * route. Returns 0, FCR_EINVAL (NULL argument) or FCR_ENOMEM.
  */
 int fcr_app_before(fcr_app *app, fcr_before_mw fn, void *data);
 /**
- * Adds an after-middleware for every route of `app`, with the order and scope rules of
- * fcr_app_before(); `data` is passed to `fn`. Returns 0, FCR_EINVAL (NULL argument) or
- * FCR_ENOMEM.
+ * Adds the after-middleware `fn` for every route of `app`, with the order and scope rules of
+ * fcr_app_before(); `data` is passed to `fn`. After-middleware run for every Responder and
+ * Filter response, including the framework's own 404, 405, 413 and 500 answers (then only the
+ * serving app's). Returns 0, FCR_EINVAL (NULL argument) or FCR_ENOMEM.
  */
 int fcr_app_after(fcr_app *app, fcr_after_mw fn, void *data);
 
 /**
  * Adds the authorizer `fn` as a before-middleware of `app` (same order rules as
- * fcr_app_before). Returns 0, FCR_EINVAL or FCR_ENOMEM.
+ * fcr_app_before()); `data` is passed to `fn`. Returns 0, FCR_EINVAL (NULL argument) or
+ * FCR_ENOMEM.
  */
 int fcr_app_guard(fcr_app *app, fcr_authorizer fn, void *data);
 
@@ -326,10 +325,9 @@ void fcr_app_set_access_log(fcr_app *app, bool on);
 /* ---- Routes --------------------------------------------------------------------------- */
 
 /**
- * Per-route middleware, authorizer and body limit; same rules as the fcr_app_ forms. Each
- * returns 0, FCR_EINVAL (NULL route, for chaining after a failed fcr_app_route, or NULL
- * function, or a zero limit) or FCR_ENOMEM. This one adds a before-middleware
- * (fcr_app_before()) that runs for `route` only.
+ * Adds a before-middleware (fcr_app_before()) that runs for `route` only. Returns 0,
+ * FCR_EINVAL (NULL route or function; a NULL route allows chaining after a failed
+ * fcr_app_route()) or FCR_ENOMEM.
  */
 int fcr_route_before(fcr_route *route, fcr_before_mw fn, void *data);
 /**
@@ -359,10 +357,6 @@ int fcr_route_consumes(fcr_route *route, const char *media_type);
 
 /* ---- Requests ------------------------------------------------------------------------- */
 
-/* Inside an app the core's userdata slot (fcr_req_set_userdata) belongs to the framework; keep
- * per-request data with fcr_req_alloc() or fcr_req_set_var(). The functions below return NULL
- * (or -1) for a request that is not served by an app, unless they say otherwise. */
-
 /**
  * The routing path (see fcr_app_set_prefix and fcr_app_set_route_on_request_uri). Never NULL for
  * an app's request ("/" at least).
@@ -384,13 +378,11 @@ const char *fcr_req_base_path(const fcr_req *req);
 const char *fcr_req_path_param(const fcr_req *req, const char *name);
 
 /**
- * The first (fcr_req_query) or `i`-th (fcr_req_query_nth, from 0) value of query parameter
- * `name` in QUERY_STRING, percent-decoded with '+' as space; "" for a name without '='.
- * NULL when absent. Pairs with a malformed %-escape, or whose name or value decodes to a NUL
- * byte ("%00"), are skipped: every value returned holds all of its bytes.
- *
- * Without QUERY_STRING the query of REQUEST_URI is used. The query is parsed on the first
- * call; NULL also when that runs out of memory.
+ * The first value of query parameter `name` in QUERY_STRING (without QUERY_STRING, the query of
+ * REQUEST_URI), percent-decoded with '+' as space; "" for a name without '='; NULL when absent.
+ * Pairs with a malformed %-escape, or whose name or value decodes to a NUL byte ("%00"), are
+ * skipped: every value returned holds all of its bytes. The query is parsed on the first call;
+ * NULL also when that runs out of memory.
  */
 const char *fcr_req_query(const fcr_req *req, const char *name);
 /**
@@ -406,9 +398,8 @@ const char *fcr_req_query_nth(const fcr_req *req, const char *name, size_t i);
 const char *fcr_req_cookie(const fcr_req *req, const char *name);
 
 /**
- * Fields of an application/x-www-form-urlencoded body, decoded like query parameters. NULL
- * when absent or when the body is of another type. This one returns the first value of field
- * `name`.
+ * The first value of field `name` of an application/x-www-form-urlencoded body, decoded like
+ * query parameters (fcr_req_query()). NULL when absent or when the body is of another type.
  */
 const char *fcr_req_form(const fcr_req *req, const char *name);
 /**
@@ -449,8 +440,8 @@ const char *fcr_req_var(const fcr_req *req, const char *name);
 int fcr_req_set_var(fcr_req *req, const char *name, const char *value);
 
 /**
- * Memory freed with the request: `size` bytes aligned for any type, or a copy of `s`. NULL
- * when out of memory. This one allocates `size` bytes; the caller must not free them.
+ * `size` bytes aligned for any type in memory freed with the request (the caller must not free
+ * them). NULL when out of memory or for a request not served by an app.
  */
 void *fcr_req_alloc(fcr_req *req, size_t size);
 /**
@@ -477,11 +468,6 @@ struct ev_loop *fcr_req_loop(const fcr_req *req);
 
 /* ---- Responses ------------------------------------------------------------------------ */
 
-/* A response starts as status 200 with no headers and an empty body. At sending the framework
- * adds `Status: CODE REASON`, Content-Type application/octet-stream for a non-empty body
- * without one, and Content-Length with the body length (except for 204 and 304, which carry
- * no body). A HEAD answer carries no body but keeps the Content-Length of the GET answer. */
-
 /** The request the response belongs to (NULL for a NULL `res`). */
 fcr_req *fcr_res_req(const fcr_res *res);
 
@@ -491,11 +477,10 @@ int fcr_res_set_status(fcr_res *res, int status);
 int fcr_res_status(const fcr_res *res);
 
 /**
- * Adds a header (fcr_res_add_header; repeated names allowed, as for Set-Cookie) or replaces every
- * header of that name (fcr_res_set_header). Both strings are copied. `name` must be an HTTP
- * token and not "Status"; `value` must not contain CR, LF, NUL or another control byte but
- * HTAB. Returns 0, FCR_EINVAL (nothing is changed: no header injection), or FCR_ENOMEM.
- * This one adds.
+ * Adds the header `name: value` (repeated names allowed, as for Set-Cookie). Both strings are
+ * copied. `name` must be an HTTP token and not "Status"; `value` must not contain CR, LF, NUL
+ * or another control byte but HTAB. Returns 0, FCR_EINVAL (nothing is changed: no header
+ * injection), or FCR_ENOMEM.
  */
 int fcr_res_add_header(fcr_res *res, const char *name, const char *value);
 /**
@@ -517,9 +502,8 @@ const char *fcr_res_header(const fcr_res *res, const char *name);
 int fcr_res_remove_header(fcr_res *res, const char *name);
 
 /**
- * Replaces the body with a copy of `len` bytes (fcr_res_set_body), or appends to it (fcr_res_append,
- * fcr_res_printf). Return 0 (printf: the bytes appended), FCR_EINVAL or FCR_ENOMEM.
- * FCR_EINVAL for a NULL `res` or a NULL `buf` with `len` > 0.
+ * Replaces the body with a copy of the `len` bytes at `buf`. Returns 0, FCR_EINVAL (NULL `res`,
+ * or NULL `buf` with `len` > 0) or FCR_ENOMEM.
  */
 int fcr_res_set_body(fcr_res *res, const void *buf, size_t len);
 /**
@@ -547,14 +531,13 @@ int fcr_res_set_text(fcr_res *res, int status, const char *text);
 
 /**
  * Sets `status`, Content-Type application/json and the compact serialization of `json` (any
- * JSON value) as the body. fcr_res_set_json borrows `json`; fcr_res_set_json_new steals the reference,
- * also when it fails (a NULL `json`, as from a failed json_pack, gives FCR_EINVAL). Returns 0,
- * FCR_EINVAL or FCR_ENOMEM; on failure the response is unchanged. This one borrows `json`.
+ * JSON value) as the body; `json` is borrowed. Returns 0, FCR_EINVAL (NULL argument, or a
+ * status outside 200..599) or FCR_ENOMEM; on failure the response is unchanged.
  */
 int fcr_res_set_json(fcr_res *res, int status, const json_t *json);
 /**
  * fcr_res_set_json() that steals the reference to `json`, also when it fails (a NULL `json`, as
- * from a failed json_pack, gives FCR_EINVAL).
+ * from a failed json_pack, gives FCR_EINVAL). Returns what fcr_res_set_json() returns.
  */
 int fcr_res_set_json_new(fcr_res *res, int status, json_t *json);
 
@@ -575,13 +558,13 @@ int fcr_res_set_problem(fcr_res *res, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /**
- * Like fcr_res_set_problem with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL: none)
- * and the members of the JSON object `ext` (may be NULL) added as extension members (type,
- * title, status and detail cannot be overridden). Steals `ext`, also on failure. Returns 0,
- * FCR_EINVAL (no response, `status` outside 400..599, `ext` not an object) or FCR_ENOMEM.
+ * Like fcr_res_set_problem() with a `type` URI (NULL: "about:blank"), a plain `detail` (NULL:
+ * none) and the members of the JSON object `ext` (may be NULL) added as extension members
+ * (type, title, status and detail cannot be overridden). Steals `ext`, also on failure. Returns
+ * 0, FCR_EINVAL (no response, `status` outside 400..599, `ext` not an object) or FCR_ENOMEM.
  */
 int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail,
-                        json_t *ext);
+                            json_t *ext);
 
 /**
  * Sends the response of a handler that returned FCR_ASYNC (after-middleware first), finishing
@@ -602,10 +585,11 @@ const char *fcr_status_reason(int status);
 /* ---- Authorizer results --------------------------------------------------------------- */
 
 /**
- * Sets variable `name` (letters, digits, '_' and '-') to `value` (a valid header value).
- * Inside the app it becomes a request variable (fcr_req_var); in the AUTHORIZER role a
- * `Variable-NAME: value` header of the 200 answer. Both are copied. Returns 0, FCR_EINVAL or
- * FCR_ENOMEM.
+ * Sets variable `name` (letters, digits, '_' and '-', at most 256) to `value` (a valid header
+ * value); a later value of the same name replaces the earlier. Inside the app it becomes a
+ * request variable (fcr_req_var); in the AUTHORIZER role a `Variable-NAME: value` header of
+ * the 200 answer, one per name. Both are copied. Returns 0, FCR_EINVAL (NULL `auth`, an invalid
+ * name or value) or FCR_ENOMEM.
  */
 int fcr_auth_set_var(fcr_auth *auth, const char *name, const char *value);
 

@@ -122,44 +122,38 @@ void fcr_server_config_init(fcr_server_config *cfg);
 /**
  * Creates a server on `loop` with a copy of `cfg` (the allow-list string is parsed now and not
  * kept). It raises the process's soft descriptor limit (RLIMIT_NOFILE) towards the hard limit
- * when it is below limits.max_conns + 64. Returns NULL and sets `*err` (if `err` is not NULL)
- * to FCR_EINVAL when on_request is NULL or a limit is zero, to FCR_EPARSE when the web server
- * allow-list is malformed, or FCR_ENOMEM. Only internal watchers that do not keep the loop
- * running are started until a listener is added.
- *
- * FCR_EINVAL also for a NULL `loop` or `cfg` or a timeout that is not positive (max_body may
- * be zero). The loop is not owned: it must outlive the server. The caller owns the server and
- * frees it with fcr_server_free().
+ * when it is below limits.max_conns + 64. Only internal watchers that do not keep the loop
+ * running are started until a listener is added. The loop is not owned: it must outlive the
+ * server. The caller owns the server and frees it with fcr_server_free(). Returns NULL and sets
+ * `*err` (if `err` is not NULL) to FCR_EINVAL (a NULL `loop`, `cfg` or on_request, a limit
+ * that is zero but max_body, a timeout that is not positive), FCR_EPARSE (the web server
+ * allow-list is malformed) or FCR_ENOMEM.
  */
 fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, int *err);
 
 /**
  * Opens and starts listeners. `addr` is "unix:/path/to.sock", "tcp:HOST:PORT" (IPv4 literal,
  * host name, "[IPv6]", or an empty HOST for every local IPv4 and IPv6 address), or "fd:N" for
- * an already listening descriptor. A "tcp:" address gets one listener per address HOST
- * resolves to (exact duplicates skipped), all on PORT; IPv6 sockets are IPv6-only; with PORT 0
- * the first socket gets a free port and the others the same one. It is all or nothing: when
- * one address cannot be bound, the sockets this call opened are closed, a log line names that
- * address, and FCR_EIO is returned with its errno. A stale unix socket file is replaced; the
- * socket file gets fcr_server_config.socket_mode. Returns 0, FCR_EADDR for a malformed address,
- * or FCR_EIO (errno says why).
- *
- * FCR_EADDR also for a port above 65535, when the host does not resolve or "fd:N" is not a
- * listening socket; FCR_EINVAL for NULL arguments; FCR_ENOMEM. An address of a family the
- * system has no sockets for (EAFNOSUPPORT, such as IPv6 on a kernel without it) is skipped
- * when another one is left. The server owns the listeners (an "fd:N" descriptor included) and
- * closes them with the server. `addr` is not kept.
+ * an already listening descriptor; it is not kept. A "tcp:" address gets one listener per
+ * address HOST resolves to (exact duplicates skipped), all on PORT; IPv6 sockets are
+ * IPv6-only; with PORT 0 the first socket gets a free port and the others the same one; an
+ * address of a family the system has no sockets for (EAFNOSUPPORT) is skipped when another
+ * one is left. It is all or nothing: when one address cannot be bound, the sockets this call
+ * opened are closed, a log line names that address, and FCR_EIO is returned with its errno. A
+ * stale unix socket file is replaced; the socket file gets fcr_server_config.socket_mode. The
+ * server owns the listeners (an "fd:N" descriptor included) and closes them with the server.
+ * Returns 0; FCR_EADDR for a malformed address, a port above 65535, a host that does not
+ * resolve or an "fd:N" that is not a listening socket; FCR_EIO (errno says why); FCR_EINVAL
+ * for NULL arguments; FCR_ENOMEM.
  */
 int fcr_server_listen(fcr_server *srv, const char *addr);
 
 /**
  * Adopts the listening sockets a parent process passed: systemd socket activation
- * (LISTEN_PID/LISTEN_FDS, fds from 3) or, failing that, fd 0 when it is a listening socket
+ * (LISTEN_PID/LISTEN_FDS, fds from 3; the LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES variables
+ * are then removed from the environment) or, failing that, fd 0 when it is a listening socket
  * (how web servers and spawn-fcgi start FastCGI programs). Returns the number of sockets
- * adopted (0 when there are none) or a negative error.
- *
- * The errors are FCR_EINVAL for a NULL `srv` and FCR_ENOMEM. After systemd activation the
- * LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES variables are removed from the environment.
+ * adopted (0 when there are none), FCR_EINVAL for a NULL `srv`, or FCR_ENOMEM.
  */
 int fcr_server_listen_inherited(fcr_server *srv);
 
@@ -181,10 +175,9 @@ int fcr_server_adopt(fcr_server *srv, int fd);
  * waiting): those may send that one request (it is served; others are answered OVERLOADED),
  * and are closed when nothing comes for about a second. In-flight requests finish; each
  * connection closes after its last response. `on_drained` (optional) is called once when no
- * connection is left. Idempotent.
- *
- * A later call replaces `on_drained` and `arg`. NULL `srv` is ignored. The server is not
- * freed: call fcr_server_free() (for example from `on_drained`, or after the loop returned).
+ * connection is left; a later call replaces `on_drained` and `arg`, and is otherwise
+ * idempotent. NULL `srv` is ignored. The server is not freed: call fcr_server_free() (for
+ * example from `on_drained`, or after the loop returned).
  */
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg),
                          void *arg);
@@ -197,18 +190,16 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
 void fcr_server_free(fcr_server *srv);
 
 /**
- * Runs the loop until SIGTERM or SIGINT, then shuts down gracefully (up to `grace` seconds
- * for in-flight requests) and returns 0. Installs its own signal watchers on the loop.
- *
- * A second signal stops at once. The loop also returns when nothing keeps it running (no
- * listener or connection left). The signal watchers are removed before returning; the server
- * stays the caller's to free. Returns FCR_EINVAL for a NULL `srv`.
- *
+ * Runs the loop until SIGTERM or SIGINT, then shuts down gracefully (up to `grace` seconds for
+ * in-flight requests; a second signal stops at once) and returns 0; the loop also returns when
+ * nothing keeps it running (no listener or connection left). Its own signal watchers are
+ * installed on the loop and removed before returning; the server stays the caller's to free.
  * SIGHUP, when its disposition is the default (which would end the process and lose the
  * requests in flight), is logged as a warning and otherwise ignored while the loop runs: a
  * single process has no way to restart gracefully (fcr_server_run_workers() does). SIGPIPE at
  * its default disposition is set to ignored, for good, so that a log write to a closed stderr
- * pipe cannot kill the server. Dispositions the program set itself are left alone.
+ * pipe cannot kill the server. Dispositions the program set itself are left alone. Returns
+ * FCR_EINVAL for a NULL `srv`.
  */
 int fcr_server_run(fcr_server *srv, double grace);
 
@@ -334,7 +325,8 @@ void fcr_req_resume_input(fcr_req *req);
 
 /**
  * Application data slot for the request: stores `data` (not owned: the application frees what
- * it points to). Inside an app the slot belongs to the framework.
+ * it points to). The slot is the application's, also inside an app: the framework keeps its
+ * own request data elsewhere. NULL `req` is ignored.
  */
 void fcr_req_set_userdata(fcr_req *req, void *data);
 /** The pointer last stored with fcr_req_set_userdata(), or NULL. */
@@ -399,18 +391,14 @@ int fcr_req_finish(fcr_req *req, uint32_t app_status);
 
 /* ---- CGI params as HTTP names them --------------------------------------------------- */
 
-/**
- * REQUEST_METHOD, or NULL when the web server sent none. Lives as long
- * as the request.
- */
+/** REQUEST_METHOD, or NULL when the web server sent none. Lives as long as the request. */
 const char *fcr_req_method(const fcr_req *req);
 
 /**
  * The request header `name` by its HTTP name, case-insensitive: "Content-Type" and
  * "Content-Length" read CONTENT_TYPE and CONTENT_LENGTH (NULL when empty), any other name N
  * reads HTTP_N with letters upper-cased and '-' as '_' ("X-Token" -> HTTP_X_TOKEN). NULL when
- * absent or when `name` is not an HTTP token. Lives as long as the
- * request.
+ * absent or when `name` is not an HTTP token. Lives as long as the request.
  */
 const char *fcr_req_header(const fcr_req *req, const char *name);
 

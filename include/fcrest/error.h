@@ -20,9 +20,6 @@ extern "C" {
  * The error codes as an X-macro: `FCR_ERRNO_MAP(X)` expands to `X(NAME, CODE, TEXT)` once per
  * code, where `FCR_##NAME` is the ::fcr_err constant, `CODE` its (negative) value and `TEXT`
  * what fcr_strerror() returns for it.
- *
- * Every fcrest function that can fail returns 0 (or a non-negative count) on success and one of
- * these negative codes on failure; functions returning pointers return NULL.
  */
 #define FCR_ERRNO_MAP(X)                                                                           \
     X(ENOMEM, -1, "out of memory")                                                                 \

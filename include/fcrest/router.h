@@ -176,7 +176,6 @@ typedef struct fcr_match {
  * `*m` filled (params only when FOUND), or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an
  * invalid argument (NULL `r` or `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0,
  * `method` not one fcr_method bit or 0); on error `*m` is NOT_FOUND with no target and no params.
- *
  * The params' names are owned by the router and their values live in `scratch`: they are valid
  * while both are (until the router is freed and `scratch` reused).
  */

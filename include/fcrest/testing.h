@@ -64,10 +64,10 @@ typedef struct fcr_test_res {
  * Runs `req` through `app` without a network listener: a server on a private loop gets one
  * end of a socketpair, the request goes in as FastCGI records and the answer is parsed into
  * `*res` (which the caller frees with fcr_test_res_free, also on failure). Async handlers run
- * on that loop (fcr_req_loop). Returns 0; FCR_ETIMEDOUT when no END_REQUEST came within 30
- * seconds; FCR_EPROTO for a malformed answer; FCR_EINVAL; FCR_ENOMEM; FCR_EIO.
- * FCR_EINVAL for a NULL argument or an app that is mounted in another. `app` and `req` are
- * only read.
+ * on that loop (fcr_req_loop). `app` and `req` are only read. Returns 0; FCR_ETIMEDOUT when no
+ * END_REQUEST came within 30 seconds; FCR_EPROTO for a malformed answer; FCR_EINVAL for a NULL
+ * argument, an invalid request (a role out of range, a header without ':', a param without
+ * '=') or an app that is mounted in another; FCR_ENOMEM; FCR_EIO.
  */
 int fcr_app_test(fcr_app *app, const fcr_test_req *req, fcr_test_res *res);
 

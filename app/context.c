@@ -1,0 +1,313 @@
+/* The request context's life: creation (or reuse of a finished one), the output of the response
+ * (serialisation into STDOUT, waiting for the connection to drain), and the free. */
+#include "app_int.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+/* Bytes handed to the core per write; it frames them into records itself. */
+#define WRITE_CHUNK (256u * 1024u)
+
+double fcr__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- Creation and free ------------------------------------------------------------- */
+
+fcr__ctx *fcr__ctx_of(const fcr_req *req)
+{
+    if (!req)
+        return NULL;
+    fcr__ctx *c = fcr__req_fwdata(req);
+    if (!c || c->magic != FCR__CTX_MAGIC)
+        return NULL;
+    return c;
+}
+
+static void release_ctx(void *ctx)
+{
+    fcr__ctx_free(ctx);
+}
+
+fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
+{
+    fcr__ctx *ctx = app->spare;
+    if (ctx) {
+        app->spare = ctx->next_spare;
+        app->nspare--;
+    } else if (!(ctx = malloc(sizeof *ctx))) {
+        return NULL;
+    }
+    /* Everything but the arena's block starts zeroed. */
+    memset(ctx, 0, offsetof(fcr__ctx, arena_mem));
+    fcr__arena_init(&ctx->arena, ctx->arena_mem, sizeof ctx->arena_mem);
+    ctx->magic = FCR__CTX_MAGIC;
+    ctx->app = app;
+    ctx->req = req;
+    ctx->loop = fcr_server_loop(fcr_req_server(req));
+    fcr__res_init(&ctx->res, ctx);
+    ctx->method = fcr_req_param(req, "REQUEST_METHOD");
+    ctx->no_body = ctx->method && strcmp(ctx->method, "HEAD") == 0;
+    fcr__req_set_fwdata(req, ctx, release_ctx);
+    return ctx;
+}
+
+void fcr__ctx_free(fcr__ctx *ctx)
+{
+    if (!ctx)
+        return;
+    fcr__res_release(&ctx->res);
+    json_decref(ctx->json);
+    free(ctx->json_error);
+    fcr__arena_free(&ctx->arena);
+    ctx->magic = 0;
+    /* Kept for the app's next request; fcr_app_free() frees the spares. */
+    fcr_app *app = ctx->app;
+    if (app && app->nspare < FCR__CTX_SPARES) {
+        ctx->next_spare = app->spare;
+        app->spare = ctx;
+        app->nspare++;
+        return;
+    }
+    free(ctx);
+}
+
+/* ---- Output --------------------------------------------------------------------------- */
+
+static bool status_has_body(int status)
+{
+    return status != 204 && status != 304;
+}
+
+/* Appends the string `s` at p + n, NUL-terminated (the next append overwrites the NUL); returns
+ * the new length. The caller sized `p` with room for the NUL. */
+static size_t put_str(char *p, size_t n, const char *s)
+{
+    size_t len = strlen(s);
+    memcpy(p + n, s, len + 1);
+    return n + len;
+}
+
+/* Appends `v` in decimal at p + n; returns the new length. */
+static size_t put_uint(char *p, size_t n, size_t v)
+{
+    char digits[24];
+    size_t k = 0;
+    do {
+        digits[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (k)
+        p[n++] = digits[--k];
+    return n;
+}
+
+/* Builds the CGI header block in the arena. */
+static int build_head(fcr__ctx *ctx)
+{
+    fcr_res *res = &ctx->res;
+    size_t blen = res->body ? res->body->buf.len : 0;
+    bool body_allowed = status_has_body(res->status);
+    const char *user_cl = fcr_res_header(res, "Content-Length");
+    /* A HEAD handler may state the length of the body it does not send. */
+    bool keep_cl = user_cl && ctx->no_body && blen == 0;
+    bool add_ct = body_allowed && blen > 0 && !fcr_res_header(res, "Content-Type");
+
+    const char *reason = fcr_status_reason(res->status);
+    /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
+    size_t cap = 32 + strlen(reason) + 48 + 48 + 2;
+    const fcr__kv *h = res->h.v;
+    for (size_t i = 0; i < res->h.n; i++) {
+        /* Names and values are never NULL (header_add checks them). */
+        // NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker)
+        cap += strlen(h[i].name) + strlen(h[i].value) + 4;
+    }
+    char *p = fcr__arena_alloc(&ctx->arena, cap);
+    if (!p)
+        return FCR_ENOMEM;
+    /* Built by hand rather than with snprintf: this runs for every response. */
+    size_t n = put_str(p, 0, "Status: ");
+    n = put_uint(p, n, (size_t)(res->status < 0 ? 0 : res->status));
+    p[n++] = ' ';
+    n = put_str(p, n, reason);
+    n = put_str(p, n, "\r\n");
+    for (size_t i = 0; i < res->h.n; i++) {
+        if (strcasecmp(h[i].name, "Content-Length") == 0 && (!keep_cl || !body_allowed))
+            continue;
+        n = put_str(p, n, h[i].name);
+        n = put_str(p, n, ": ");
+        n = put_str(p, n, h[i].value);
+        n = put_str(p, n, "\r\n");
+    }
+    if (add_ct)
+        n = put_str(p, n, "Content-Type: application/octet-stream\r\n");
+    if (body_allowed && !keep_cl) {
+        n = put_str(p, n, "Content-Length: ");
+        n = put_uint(p, n, blen);
+        n = put_str(p, n, "\r\n");
+    }
+    n = put_str(p, n, "\r\n");
+    ctx->head = p;
+    ctx->head_len = n;
+    ctx->head_off = 0;
+    ctx->body_off = 0;
+    ctx->body_end = (body_allowed && !ctx->no_body) ? blen : 0;
+    return 0;
+}
+
+/* Appends `len` bytes of `s` to `out` (holding `n` of `cap` bytes, room kept for a NUL) with
+ * control bytes and backslashes (and, with `words`, spaces and double quotes) as \xNN. */
+static size_t escape_into(char *out, size_t n, size_t cap, const char *s, size_t len, bool words)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len && n + 5 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || c == '\\' || (words && (c == ' ' || c == '"'))) {
+            out[n++] = '\\';
+            out[n++] = 'x';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    return n;
+}
+
+void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap)
+{
+    const char *m = ctx->method ? ctx->method : "-";
+    size_t mlen = strlen(m);
+    size_t n = escape_into(out, 0, cap < 64 ? cap : 64, m, mlen, false);
+    if (n + 1 < cap)
+        out[n++] = ' ';
+    n = escape_into(out, n, cap, ctx->path, ctx->path_len, false);
+    out[n] = '\0';
+}
+
+/* The access log line of a request (see fcr_app_set_access_log). */
+static void access_log(fcr__ctx *ctx)
+{
+    char what[600];
+    size_t n = 0;
+    const char *m = ctx->method ? ctx->method : "-";
+    n = escape_into(what, n, 64, m, strlen(m), true);
+    memcpy(what + n, " path=", 6);
+    n += 6;
+    n = escape_into(what, n, sizeof what, ctx->path, ctx->path_len, true);
+    what[n] = '\0';
+    double ms = (fcr__now() - ctx->start) * 1000.0;
+    fcr_log(FCR_LOG_INFO, "access method=%s status=%d bytes=%zu ms=%.3f id=%s%s", what,
+            ctx->res.status, ctx->body_off, ms, fcr_req_request_id(ctx->req),
+            fcr_req_aborted(ctx->req) ? " aborted" : "");
+}
+
+static void finish(fcr__ctx *ctx)
+{
+    fcr_req *req = ctx->req;
+    if (ctx->app->access_log && fcr_log_level() >= FCR_LOG_INFO)
+        access_log(ctx);
+    ev_timer_stop(ctx->loop, &ctx->resume);
+    fcr_req_on_drain(req, NULL);
+    fcr_req_on_abort(req, NULL);
+    fcr__req_set_fwdata(req, NULL, NULL);
+    fcr__ctx_free(ctx);
+    fcr_req_finish(req, 0);
+}
+
+static void pump(fcr__ctx *ctx);
+
+static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    pump((fcr__ctx *)((char *)w - offsetof(fcr__ctx, resume)));
+}
+
+/* The output goes on from the loop, not from inside the core's drain callback: a write that
+ * meets a full queue again there would re-register the callback while the core is still
+ * calling drain callbacks. */
+static void on_drain(fcr_req *req)
+{
+    fcr__ctx *ctx = fcr__ctx_of(req);
+    if (ctx)
+        ev_timer_start(ctx->loop, &ctx->resume);
+}
+
+static void on_abort(fcr_req *req)
+{
+    fcr__ctx *ctx = fcr__ctx_of(req);
+    if (ctx)
+        finish(ctx);
+}
+
+/* Writes what the connection takes; waits for the drain callback on FCR_EAGAIN; finishes the
+ * request when all is queued or nothing more can be sent. */
+static void pump(fcr__ctx *ctx)
+{
+    for (;;) {
+        int rc;
+        if (ctx->head_off < ctx->head_len) {
+            size_t n = ctx->head_len - ctx->head_off;
+            rc = fcr_req_write(ctx->req, ctx->head + ctx->head_off, n);
+            if (rc == 0)
+                ctx->head_off += n;
+        } else if (ctx->body_off < ctx->body_end) {
+            fcr__body *b = ctx->res.body;
+            size_t n = ctx->body_end - ctx->body_off;
+            if (n > WRITE_CHUNK)
+                n = WRITE_CHUNK;
+            if (!b->heap) {
+                /* A small body in the arena: copied, it need not outlive the context. */
+                rc = fcr_req_write(ctx->req, b->buf.p + ctx->body_off, n);
+            } else {
+                b->refs++;
+                /* On error the core calls the release function (dropping our extra
+                 * reference). */
+                rc = fcr_req_write_ref(ctx->req, b->buf.p + ctx->body_off, n, fcr__body_unref, b);
+            }
+            if (rc == 0)
+                ctx->body_off += n;
+        } else {
+            break;
+        }
+        if (rc == FCR_EAGAIN) {
+            fcr_req_on_abort(ctx->req, on_abort);
+            fcr_req_on_drain(ctx->req, on_drain);
+            return;
+        }
+        if (rc < 0)
+            break;
+    }
+    finish(ctx);
+}
+
+void fcr__ctx_output(fcr__ctx *ctx)
+{
+    ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
+    ctx->state = FCR__ST_OUTPUT;
+    ctx->sent = true;
+    if (fcr_log_level() >= FCR_LOG_DEBUG) {
+        char what[600];
+        fcr__describe(ctx, what, sizeof what);
+        fcr_log(FCR_LOG_DEBUG, "%s -> %d", what, ctx->res.status);
+    }
+    if (fcr_req_aborted(ctx->req)) {
+        finish(ctx);
+        return;
+    }
+    if (build_head(ctx) < 0) {
+        /* Out of memory: a fixed answer needs no allocation. */
+        static const char oom[] = "Status: 500 Internal Server Error\r\n"
+                                  "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";
+        ctx->head = (char *)oom;
+        ctx->head_len = sizeof oom - 1;
+        ctx->head_off = ctx->body_off = ctx->body_end = 0;
+    }
+    pump(ctx);
+}
