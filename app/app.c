@@ -629,7 +629,8 @@ static void run_responder(fcr_ctx *ctx, bool too_big)
         return;
     }
     fcr_match *m = &ctx->match;
-    int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, m, scratch, cap);
+    int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, FCR_MATCH_DECODE, m,
+                              scratch, cap);
     if (rc < 0) {
         set_failure(ctx, rc, "routing");
         fcr__ctx_send(ctx);
@@ -730,7 +731,7 @@ static void on_params(fcr_req *req, void *data)
             fcr_match m;
             if (scratch &&
                 fcr_router_match(app->router, method_bit(fcr_req_param(req, "REQUEST_METHOD")),
-                                 path, plen, &m, scratch, cap) == 0 &&
+                                 path, plen, FCR_MATCH_DECODE, &m, scratch, cap) == 0 &&
                 m.status == FCR_MATCH_FOUND)
                 route = m.target;
             if (scratch != sscratch)
