@@ -349,18 +349,23 @@ static size_t body_limit(const fcr_app *app, const fcr_route *route)
 /* Computes the routing path into memory from `arena` (when NULL: into the `scap` bytes at
  * `sbuf` when it fits, else malloc): `*full` gets the buffer (to free when it is not `sbuf`,
  * in the malloc case), `*path`/`*plen` the routing path, `*base_len` the length of the
- * stripped prefix. Returns 0 or FCR_ENOMEM. */
+ * stripped prefix, `*flags` the fcr_router_match() flags for that path. Path params are
+ * decoded once: SCRIPT_NAME + PATH_INFO come decoded by the web server (params verbatim),
+ * REQUEST_URI comes as the client sent it (FCR_MATCH_DECODE). Returns 0 or FCR_ENOMEM. */
 static int routing_path(const fcr_app *app, const fcr_req *req, fcr_arena *arena, char *sbuf,
-                        size_t scap, char **full, const char **path, size_t *plen, size_t *base_len)
+                        size_t scap, char **full, const char **path, size_t *plen, size_t *base_len,
+                        unsigned *flags)
 {
     size_t sl = 0, pl = 0;
     const char *sn = NULL, *pi = NULL;
+    *flags = 0;
     if (!app->route_on_uri) {
         sn = fcr_req_paramn(req, "SCRIPT_NAME", 11, &sl);
         pi = fcr_req_paramn(req, "PATH_INFO", 9, &pl);
     }
     if (!sn && !pi) {
         /* Authorizer requests carry neither; routing on REQUEST_URI was asked for. */
+        *flags = FCR_MATCH_DECODE;
         sn = fcr_req_paramn(req, "REQUEST_URI", 11, &sl);
         const char *q = sn ? memchr(sn, '?', sl) : NULL;
         if (q)
@@ -437,7 +442,8 @@ static fcr_ctx *ctx_new(fcr_app *app, fcr_req *req)
     char *full;
     const char *path;
     size_t plen, base_len;
-    if (routing_path(app, req, &ctx->arena, NULL, 0, &full, &path, &plen, &base_len) < 0) {
+    if (routing_path(app, req, &ctx->arena, NULL, 0, &full, &path, &plen, &base_len,
+                     &ctx->path_flags) < 0) {
         fcr__ctx_free(ctx);
         return NULL;
     }
@@ -629,7 +635,7 @@ static void run_responder(fcr_ctx *ctx, bool too_big)
         return;
     }
     fcr_match *m = &ctx->match;
-    int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, FCR_MATCH_DECODE, m,
+    int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, ctx->path_flags, m,
                               scratch, cap);
     if (rc < 0) {
         set_failure(ctx, rc, "routing");
@@ -725,13 +731,15 @@ static void on_params(fcr_req *req, void *data)
         char *full = NULL;
         const char *path;
         size_t plen, base_len;
-        if (routing_path(app, req, NULL, sbuf, sizeof sbuf, &full, &path, &plen, &base_len) == 0) {
+        unsigned flags;
+        if (routing_path(app, req, NULL, sbuf, sizeof sbuf, &full, &path, &plen, &base_len,
+                         &flags) == 0) {
             size_t cap = plen + FCR_MAX_PATH_PARAMS + 1;
             char *scratch = cap <= sizeof sscratch ? sscratch : malloc(cap);
             fcr_match m;
             if (scratch &&
                 fcr_router_match(app->router, method_bit(fcr_req_param(req, "REQUEST_METHOD")),
-                                 path, plen, FCR_MATCH_DECODE, &m, scratch, cap) == 0 &&
+                                 path, plen, flags, &m, scratch, cap) == 0 &&
                 m.status == FCR_MATCH_FOUND)
                 route = m.target;
             if (scratch != sscratch)
