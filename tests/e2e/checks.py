@@ -321,6 +321,19 @@ def path_params(t, c, name, server, raw):
     t.check(p + f"/p/a%00b: refused by the web server itself with {status}",
             _server_page(r, status), r)
 
+    # An escape that decodes to invalid UTF-8: lighttpd refuses it with 400; behind the others
+    # the decoded path cannot match a UTF-8 pattern (404), and the raw one gives a value the
+    # example cannot put in JSON (its 400).
+    r = c.request("GET", "/p/%FF")
+    if server == "lighttpd":
+        t.check(p + "/p/%FF: refused by lighttpd itself with 400", _server_page(r, 400), r)
+    elif not raw:
+        t.check(p + "/p/%FF: decoded to a byte that is not UTF-8, no route: 404 problem+json",
+                problem_ok(r, 404), r)
+    else:
+        t.check(p + "/p/%FF: raw in REQUEST_URI, the value is byte 0xFF: the handler's 400",
+                problem_ok(r, 400), r)
+
     r = c.request("GET", "/p/")
     t.check(p + "/p/ (no value): 404 problem+json", problem_ok(r, 404), r)
 
