@@ -133,6 +133,7 @@ struct fcr__ctx {
     const char *method;
     const char *path; /* routing path (NUL-terminated; path_len bytes) */
     size_t path_len;
+    unsigned path_flags; /* for fcr_router_match: FCR_MATCH_DECODE when `path` is raw */
     const char *base;
     bool no_body;    /* HEAD: Content-Length but no body */
     bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */

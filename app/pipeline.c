@@ -23,19 +23,23 @@ static size_t body_limit(const fcr_app *app, const fcr_route *route)
 /* ---- Routing path --------------------------------------------------------------------- */
 
 /* Computes the routing path into memory from `arena`: `*full` gets the whole path,
- * `*path`/`*plen` the routing path, `*base_len` the length of the stripped prefix. Returns 0 or
- * FCR_ENOMEM. */
+ * `*path`/`*plen` the routing path, `*base_len` the length of the stripped prefix, `*flags` the
+ * fcr_router_match() flags for that path. Path params are decoded once: SCRIPT_NAME +
+ * PATH_INFO come decoded by the web server (params verbatim), REQUEST_URI comes as the client
+ * sent it (FCR_MATCH_DECODE). Returns 0 or FCR_ENOMEM. */
 static int routing_path(const fcr_app *app, const fcr_req *req, fcr__arena *arena, char **full,
-                        const char **path, size_t *plen, size_t *base_len)
+                        const char **path, size_t *plen, size_t *base_len, unsigned *flags)
 {
     size_t sl = 0, pl = 0;
     const char *sn = NULL, *pi = NULL;
+    *flags = 0;
     if (!app->route_on_uri) {
         sn = fcr_req_paramn(req, "SCRIPT_NAME", 11, &sl);
         pi = fcr_req_paramn(req, "PATH_INFO", 9, &pl);
     }
     if (!sn && !pi) {
         /* Authorizer requests carry neither; routing on REQUEST_URI was asked for. */
+        *flags = FCR_MATCH_DECODE;
         sn = fcr_req_paramn(req, "REQUEST_URI", 11, &sl);
         const char *q = sn ? memchr(sn, '?', sl) : NULL;
         if (q)
@@ -86,7 +90,7 @@ static fcr__ctx *ctx_start(fcr_app *app, fcr_req *req)
     char *full;
     const char *path;
     size_t plen, base_len;
-    if (routing_path(app, req, &ctx->arena, &full, &path, &plen, &base_len) < 0) {
+    if (routing_path(app, req, &ctx->arena, &full, &path, &plen, &base_len, &ctx->path_flags) < 0) {
         fcr__ctx_free(ctx);
         return NULL;
     }
@@ -262,7 +266,8 @@ static int route_request(fcr__ctx *ctx)
     if (!scratch)
         return FCR_ENOMEM;
     fcr_match *m = &ctx->match;
-    int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, m, scratch, cap);
+    int rc = fcr_router_match(ctx->app->router, mbit, ctx->path, ctx->path_len, ctx->path_flags, m,
+                              scratch, cap);
     if (rc < 0)
         return rc;
     ctx->routed = true;

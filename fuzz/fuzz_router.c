@@ -1,13 +1,14 @@
 /* libFuzzer target for router path matching and percent-decoding.
  *
- * Input: one byte choosing the method (a single fcr_method bit, or 0 for an unknown method),
- * then the raw path. The path is looked up in a fixed router (literal, digit, catch-all,
- * multi-param, alternation, optional and UTF-8 routes, and a mounted router) with an ample and
- * a too small scratch buffer, and the answer is checked against what the routes allow: a
- * found route's params are the percent-decoding of the path's bytes where the route says they
- * are (decoded here by a reference decoder), a 405 names the allowed methods without the one
- * asked for. fcr_percent_decode() itself runs over the path in both '+' modes, in place and
- * not, against the reference decoder. */
+ * Input: one byte choosing the method (its value mod 10: a single fcr_method bit, or 0 for an
+ * unknown method) and the decoding (FCR_MATCH_DECODE when its value / 10 is even, else params
+ * verbatim), then the path. The path is looked up in a fixed router (literal, digit,
+ * catch-all, multi-param, alternation, optional and UTF-8 routes, and a mounted router) with
+ * an ample and a too small scratch buffer, and the answer is checked against what the routes
+ * allow: a found route's params are the path's bytes where the route says they are,
+ * percent-decoded (by a reference decoder here) with FCR_MATCH_DECODE and verbatim without,
+ * and a 405 names the allowed methods without the one asked for. fcr_percent_decode() itself
+ * runs over the path in both '+' modes, in place and not, against the reference decoder. */
 #include <fcrest/router.h>
 
 #include <stdbool.h>
@@ -58,6 +59,8 @@ static int hexval(unsigned char c)
     return -1;
 }
 
+static bool decode; /* the lookup of this input has FCR_MATCH_DECODE */
+
 /* Reference decoder: returns the decoded length, or -1 for a bad escape. */
 static long ref_decode(const uint8_t *in, size_t len, uint8_t *out, bool plus)
 {
@@ -87,14 +90,19 @@ static const fcr_path_param *param(const fcr_match *m, const char *name)
     return NULL;
 }
 
-/* The param `name` must be the decoding of the `len` path bytes at `raw`. */
+/* The param `name` must be the `len` path bytes at `raw`: decoded with FCR_MATCH_DECODE,
+ * verbatim without. */
 static void check_param(const fcr_match *m, const char *name, const uint8_t *raw, size_t len)
 {
     const fcr_path_param *p = param(m, name);
     must(p != NULL);
     uint8_t *ref = malloc(len + 1);
     must(ref != NULL);
-    long n = ref_decode(raw, len, ref, false);
+    long n = (long)len;
+    if (decode)
+        n = ref_decode(raw, len, ref, false);
+    else
+        memcpy(ref, raw, len);
     must(n >= 0 && (size_t)n == p->len && memcmp(ref, p->value, p->len) == 0);
     must(p->value[p->len] == '\0');
     must(memchr(p->value, '\0', p->len) == NULL); /* a param is a whole C string */
@@ -199,6 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     unsigned sel = data[0] % 10;
     unsigned method = sel == 9 ? 0 : 1u << sel;
+    decode = (data[0] / 10) % 2 == 0;
+    unsigned flags = decode ? FCR_MATCH_DECODE : 0;
     const uint8_t *path = data + 1;
     size_t len = size - 1;
 
@@ -208,7 +218,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *scratch = malloc(cap);
     must(scratch != NULL);
     fcr_match m;
-    int rc = fcr_router_match(router, method, (const char *)path, len, &m, scratch, cap);
+    int rc = fcr_router_match(router, method, (const char *)path, len, flags, &m, scratch, cap);
     if (method == 0) {
         must(rc == FCR_EINVAL || rc == 0);
     } else {
@@ -245,8 +255,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             char *small = malloc(need - 1);
             must(small != NULL);
             fcr_match m2;
-            must(fcr_router_match(router, method, (const char *)path, len, &m2, small, need - 1) ==
-                 FCR_ETOOBIG);
+            must(fcr_router_match(router, method, (const char *)path, len, flags, &m2, small,
+                                  need - 1) == FCR_ETOOBIG);
             must(m2.status == FCR_MATCH_NOT_FOUND && m2.nparams == 0 && m2.target == NULL);
             free(small);
         }

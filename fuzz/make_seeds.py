@@ -4,6 +4,8 @@
 fuzz/corpus/parser/: inputs for fuzz_parser: 5 control bytes (pause mode, four piece sizes)
 followed by a FastCGI byte stream as a web server sends it.
 fuzz/corpus/nv/: name-value streams (PARAMS content, GET_VALUES queries, edge cases).
+fuzz/corpus/router_diff/: route tables and paths for fuzz_router_diff, one item a line
+("r<methods> <pattern>", "m<prefix>" ... "e", "?<path>"; see fuzz/fuzz_router_diff.c).
 
 Run from anywhere: python3 fuzz/make_seeds.py
 """
@@ -145,6 +147,51 @@ def nv_seeds():
     }
 
 
+def router_diff_seeds():
+    def lines(*items):
+        return ("\n".join(items) + "\n").encode("utf-8")
+    return {
+        # A REST service: literal-prefixed routes, filed under their first segment.
+        "notes": lines(
+            "rG /health", "rGP /notes", "rGUD /notes/(?<id>[0-9]+)", "rO /notes/(?<id>[0-9]+)",
+            "rG /notes/(?<id>[0-9]+)/tags/(?<tag>[^/]+)",
+            "?/health", "?/notes", "?/notes/42", "?/notes/abc", "?/notes/7/tags/caf%C3%A9",
+            "?/notes/7/tags/100%", "?/notes/7/tags/%252e", "?/nothing", "?/", "?"),
+        # Param-first and alternation patterns, tried on every lookup, mixed in order with
+        # indexed ones.
+        "generic": lines(
+            "rG /(?<kind>cats|dogs)/(?<name>[^/]+)", "rP /cats/new", "rD /cats/(?<name>[^/]+)",
+            "rG /a|/b", "rG /opt(/(?<tail>.+))?", "rGH (?<all>/.*)",
+            "?/cats/tom", "?/cats/new", "?/dogs/%2e%2e", "?/a", "?/b", "?/opt", "?/opt/x/y",
+            "?/zzz"),
+        # Mounts: nested, at "/", routes before and after them, routes added after the mount.
+        "mounts": lines(
+            "rG /api/status", "m/api", "rG /v1/(?<n>[^/]+)", "rGO /?", "m/v2", "rP /(?<x>.*)",
+            "e", "e", "rGP /api/(?<rest>.*)", "m/", "rH /api/v1/(?<n>[^/]+)", "e", "m/apix",
+            "rG /", "e", "m/bad/", "rG /x", "e",
+            "?/api/status", "?/api/v1/one", "?/api", "?/api/", "?/api/v2/zz", "?/apix",
+            "?/apix/", "?/api/v1/%41"),
+        # HEAD, GET and OPTIONS precedence.
+        "methods": lines(
+            "rG /r", "rH /r", "rO /r", "rGHPUDAOTC /all", "rT /t", "rC /c",
+            "?/r", "?/all", "?/t", "?/c"),
+        # Literal prefixes the index must get right: escapes, quantifiers after the literal,
+        # items that match nothing, case-insensitive parts, UTF-8.
+        "prefixes": lines(
+            "rG /a\\.b", "rG /ab?", "rG /ac(?#x)?", "rG /ad\\E?", "rG \\Q/q\\E/x",
+            "rG /\u00e9?", "rG /(?i)cAsE", "rG /lo(?i)wer", "rG /x{2}", "rG /y\\d",
+            "rG /z(?=z)z", "rG /s\\/t", "rG //(?<e>x)", "rG (?J)/(?:d/(?<i>[0-9]+)|e/(?<i>[a-z]+))",
+            "?/a.b", "?/axb", "?/a", "?/ab", "?/ac", "?/acx", "?/ad", "?/q/x", "?/\u00e9", "?/",
+            "?/CASE", "?/case", "?/loWER", "?/LOWER", "?/xx", "?/x", "?/y1", "?/zz", "?/s/t",
+            "?//x", "?/d/12", "?/e/ab"),
+        # Escapes in params: decoded once with FCR_MATCH_DECODE, verbatim without.
+        "escapes": lines(
+            "rG /p/(?<v>[^/]+)", "rG /p/(?<v>.*)",
+            "?/p/100%", "?/p/100%25", "?/p/%2e%2e", "?/p/%00", "?/p/a\x00b", "?/p/%zz",
+            "?/p/caf%C3%A9", "?/p/%FF", "?/p/a%2Fb"),
+    }
+
+
 def write(subdir, seeds):
     d = os.path.join(HERE, "corpus", subdir)
     os.makedirs(d, exist_ok=True)
@@ -156,3 +203,4 @@ def write(subdir, seeds):
 if __name__ == "__main__":
     write("parser", parser_seeds())
     write("nv", nv_seeds())
+    write("router_diff", router_diff_seeds())

@@ -95,6 +95,8 @@ struct lookup {
     unsigned method;
     unsigned allowed;
     int rank; /* of the winner so far: 0 none, 1 GET serving HEAD, 2 the method itself */
+    /* FCR_MATCH_DECODE: param values are percent-decoded once; without it, taken verbatim. */
+    bool decode;
     fcr_match *m;
     char *scratch;
     size_t cap;
@@ -443,7 +445,18 @@ static bool param_span(const struct route *rt, const struct param_name *pn, cons
     return false;
 }
 
-/* Decodes the params of the route just matched into the caller's scratch. */
+/* True when the `len` bytes at `s` make a param value: with decoding, they decode to a
+ * string without a NUL byte (fcr__percent_valid); verbatim, they hold no NUL byte. Either way
+ * the value is a C string that holds all of its bytes. */
+static bool param_valid(const struct lookup *st, const char *s, size_t len)
+{
+    if (st->decode)
+        return fcr__percent_valid(s, len);
+    return memchr(s, '\0', len) == NULL;
+}
+
+/* Copies the params of the route just matched into the caller's scratch, percent-decoded or
+ * verbatim. */
 static int take_params(struct lookup *st, const struct route *rt, const PCRE2_SIZE *ov,
                        const char *path, size_t len)
 {
@@ -457,9 +470,13 @@ static int take_params(struct lookup *st, const struct route *rt, const PCRE2_SI
         if (st->cap - used < e - s + 1)
             return FCR_ETOOBIG;
         char *out = st->scratch + used;
-        size_t n;
-        if (fcr_percent_decode(path + s, e - s, out, &n, false) < 0) /* validated before */
+        size_t n = e - s;
+        if (!st->decode) {
+            memcpy(out, path + s, n);
+            out[n] = '\0';
+        } else if (fcr_percent_decode(path + s, e - s, out, &n, false) < 0) { /* validated */
             return FCR_EPARSE;
+        }
         m->params[m->nparams++] = (fcr_path_param){rt->names[i].name, out, n};
         used += n + 1;
     }
@@ -480,11 +497,11 @@ static int try_route(fcr_router *r, const struct route *rt, const char *path, si
      * ends early. The start of the match, not ovector[0], which \K moves, is the test. */
     if (pcre2_get_startchar(r->md) != 0 || ov[1] != len)
         return 0;
-    /* A param value that cannot be decoded, or that would decode to a NUL byte, means the
-     * route does not match this path. */
+    /* A param value that cannot be decoded, or that would hold a NUL byte, means the route
+     * does not match this path. */
     for (uint32_t i = 0; i < rt->nnames; i++) {
         size_t s, e;
-        if (param_span(rt, &rt->names[i], ov, len, &s, &e) && !fcr__percent_valid(path + s, e - s))
+        if (param_span(rt, &rt->names[i], ov, len, &s, &e) && !param_valid(st, path + s, e - s))
             return 0;
     }
     st->allowed |= rt->methods;
@@ -542,8 +559,8 @@ static int lookup_router(fcr_router *r, const char *path, size_t len, struct loo
     return 0;
 }
 
-int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, fcr_match *m,
-                     char *scratch, size_t cap)
+int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, unsigned flags,
+                     fcr_match *m, char *scratch, size_t cap)
 {
     if (m == NULL)
         return FCR_EINVAL;
@@ -553,12 +570,18 @@ int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t le
     m->allowed = 0;
     m->nparams = 0;
     if (r == NULL || (path == NULL && len > 0) || (scratch == NULL && cap > 0) ||
-        (method & ~FCR_ANY_METHOD) != 0 || (method & (method - 1)) != 0)
+        (method & ~FCR_ANY_METHOD) != 0 || (method & (method - 1)) != 0 ||
+        (flags & ~(unsigned)FCR_MATCH_DECODE) != 0)
         return FCR_EINVAL;
     if (path == NULL)
         path = "";
 
-    struct lookup st = {.method = method, .m = m, .scratch = scratch, .cap = cap, .mctx = r->mctx};
+    struct lookup st = {.method = method,
+                        .decode = (flags & FCR_MATCH_DECODE) != 0,
+                        .m = m,
+                        .scratch = scratch,
+                        .cap = cap,
+                        .mctx = r->mctx};
     int rc = lookup_router(r, path, len, &st);
     if (rc < 0) {
         m->target = NULL;

@@ -118,9 +118,69 @@ static int echo_request(fcr_req *req, fcr_res *r, void *data)
 START_TEST(method_path_and_params)
 {
     fcr_app_route(app, FCR_GET | FCR_DELETE, "/users/(?<id>[^/]+)", echo_request, NULL);
-    run(&(fcr_test_req){.method = "DELETE", .path = "/users/a%2Fb%20c"});
+    run(&(fcr_test_req){.method = "DELETE", .path = "/users/a b"});
     ck_assert_int_eq(res.status, 200);
-    ck_assert_str_eq(res.body, "method=DELETE path=/users/a%2Fb%20c base= id=a/b c nothing=-");
+    ck_assert_str_eq(res.body, "method=DELETE path=/users/a b base= id=a b nothing=-");
+}
+END_TEST
+
+/* Decode once. The web server percent-decodes the path it passes as SCRIPT_NAME + PATH_INFO
+ * (Apache with proxy-fcgi-pathinfo=unescape, nginx, lighttpd): a param is those bytes as they
+ * are. REQUEST_URI is as the client sent it: a param is decoded once. */
+static void expect_param(const char *script_name, const char *uri, const char *id)
+{
+    const char *params[] = {NULL, NULL, NULL};
+    char sn[128], ru[128];
+    size_t n = 0;
+    if (script_name) {
+        snprintf(sn, sizeof sn, "SCRIPT_NAME=%s", script_name);
+        params[n++] = sn;
+    }
+    snprintf(ru, sizeof ru, "REQUEST_URI=%s", uri);
+    params[n] = ru;
+    run(&(fcr_test_req){.path = "/", .params = params});
+    ck_assert_msg(res.status == 200, "%s / %s: %d %s", script_name ? script_name : "-", uri,
+                  res.status, res.body);
+    char want[256];
+    snprintf(want, sizeof want, "id=%s nothing=-", id);
+    const char *got = strstr(res.body, "id=");
+    ck_assert_msg(got && strcmp(got, want) == 0, "%s / %s: %s", script_name ? script_name : "-",
+                  uri, res.body);
+}
+
+START_TEST(path_params_decoded_once)
+{
+    fcr_app_route(app, FCR_GET, "/p/(?<id>[^/]+)", echo_request, NULL);
+    /* What the web server passes for the client's /p/%252e%252e, /p/100%25, /p/%2541 and
+     * /p/caf%C3%A9. */
+    expect_param("/p/%2e%2e", "/p/%252e%252e", "%2e%2e");
+    expect_param("/p/100%", "/p/100%25", "100%");
+    expect_param("/p/%41", "/p/%2541", "%41");
+    expect_param("/p/%00", "/p/%2500", "%00");
+    expect_param("/p/caf\xc3\xa9", "/p/caf%C3%A9", "caf\xc3\xa9");
+    /* The same behind a prefix, with the path split into SCRIPT_NAME and PATH_INFO. */
+    ck_assert_int_eq(fcr_app_set_prefix(app, "/app"), 0);
+    run(&(fcr_test_req){.path = "/app",
+                        .params = (const char *const[]){"PATH_INFO=/p/%2e%2e",
+                                                        "REQUEST_URI=/app/p/%252e%252e", NULL}});
+    ck_assert_str_eq(res.body, "method=GET path=/p/%2e%2e base=/app id=%2e%2e nothing=-");
+
+    /* Routing on REQUEST_URI: decoded once by the router. */
+    fcr_app_set_route_on_request_uri(app, true);
+    ck_assert_int_eq(fcr_app_set_prefix(app, NULL), 0);
+    expect_param("/p/%2e", "/p/%252e", "%2e");
+    expect_param("/p/caf\xc3\xa9", "/p/caf%C3%A9", "caf\xc3\xa9");
+    expect_param("/p/100%", "/p/100%25?q=%25", "100%");
+    expect_param(NULL, "/p/%2541", "%41");
+    expect_param(NULL, "/p/a%2Fb", "a/b");
+    run(&(fcr_test_req){.path = "/", .params = (const char *const[]){"REQUEST_URI=/p/100%", NULL}});
+    check_problem(404);
+    /* The prefix is stripped from the raw path the same way. */
+    ck_assert_int_eq(fcr_app_set_prefix(app, "/app"), 0);
+    run(&(fcr_test_req){.path = "/",
+                        .params = (const char *const[]){"SCRIPT_NAME=/app/p/%2e%2e",
+                                                        "REQUEST_URI=/app/p/%252e%252e", NULL}});
+    ck_assert_str_eq(res.body, "method=GET path=/p/%252e%252e base=/app id=%2e%2e nothing=-");
 }
 END_TEST
 
@@ -818,6 +878,42 @@ static void server_stop(server_thread *t)
     rmdir(t->dir);
 }
 
+/* A responder request with neither SCRIPT_NAME nor PATH_INFO (which fcr_app_test always
+ * sends) is routed on REQUEST_URI, as the client sent it: its params are decoded once. The
+ * route's own body limit makes the early lookup (before the body) run too. */
+START_TEST(path_params_from_request_uri_without_script_name)
+{
+    fcr_route_set_max_body(fcr_app_route(app, FCR_GET, "/p/(?<id>[^/]+)", echo_request, NULL), 100);
+    server_thread t;
+    server_start(&t);
+    const char *uris[] = {"/p/%252e%252e", "/p/100%25", "/p/caf%C3%A9", "/p/100%"};
+    const char *want[] = {"200 OK:method=GET path=/p/%252e%252e base= id=%2e%2e nothing=-",
+                          "200 OK:method=GET path=/p/100%25 base= id=100% nothing=-",
+                          "200 OK:method=GET path=/p/caf%C3%A9 base= id=caf\xc3\xa9 nothing=-",
+                          "404 Not Found:"};
+    for (size_t i = 0; i < sizeof uris / sizeof uris[0]; i++) {
+        fcl_conn *c = fcl_connect(t.addr, 0);
+        ck_assert_ptr_nonnull(c);
+        const char *params[] = {"REQUEST_METHOD", "GET", "REQUEST_URI", uris[i], NULL};
+        fcl_response r;
+        fcl_response_init(&r, 1);
+        ck_assert_int_eq(fcl_request(c, 1, FCR_RESPONDER, 0, params, NULL, 0, &r), 0);
+        fcl_cgi cgi;
+        ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+        char got[256], status[64];
+        ck_assert(fcl_cgi_header(&cgi, "Status", status, sizeof status));
+        bool text = strncmp(status, "200", 3) == 0;
+        snprintf(got, sizeof got, "%s:%.*s", status, text ? (int)cgi.body_len : 0,
+                 (const char *)cgi.body);
+        ck_assert_str_eq(got, want[i]);
+        fcl_cgi_free(&cgi);
+        fcl_response_free(&r);
+        fcl_close(c);
+    }
+    server_stop(&t);
+}
+END_TEST
+
 START_TEST(too_big_answered_before_the_body_is_sent)
 {
     fcr_route_set_max_body(fcr_app_route(app, FCR_POST, "/small", count_body, NULL), 16);
@@ -1328,10 +1424,11 @@ START_TEST(tutorial_program)
     fcr_route *r = fcr_app_route(app, FCR_GET, "/hello/(?<name>[^/]+)", hello, NULL);
     ck_assert_int_eq(fcr_route_guard(r, check_token, NULL), 0);
     ck_assert_int_eq(fcr_app_set_authorizer(app, check_token, NULL), 0);
-    get("/hello/w%C3%B6rld");
+    /* The client's /hello/w%C3%B6rld, as the web server decodes it. */
+    get("/hello/w\xc3\xb6rld");
     check_problem(401);
     ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer");
-    run(&(fcr_test_req){.path = "/hello/w%C3%B6rld",
+    run(&(fcr_test_req){.path = "/hello/w\xc3\xb6rld",
                         .headers = (const char *const[]){"Authorization: Bearer let-me-in", NULL}});
     ck_assert_int_eq(res.status, 200);
     ck_assert_str_eq(hdr("Content-Type"), "application/json");
@@ -1580,6 +1677,8 @@ int main(void)
     tcase_add_test(tc, method_path_and_params);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);
+    tcase_add_test(tc, path_params_decoded_once);
+    tcase_add_test(tc, path_params_from_request_uri_without_script_name);
     tcase_add_test(tc, query_params);
     tcase_add_test(tc, headers_cookies_raw_params);
     tcase_add_test(tc, form_bodies);

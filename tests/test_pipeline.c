@@ -20,17 +20,17 @@
 /* ---- Counting the router's lookups -------------------------------------------------------- */
 
 int __real_fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len,
-                            fcr_match *m, char *scratch, size_t cap);
+                            unsigned flags, fcr_match *m, char *scratch, size_t cap);
 int __wrap_fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len,
-                            fcr_match *m, char *scratch, size_t cap);
+                            unsigned flags, fcr_match *m, char *scratch, size_t cap);
 
 static unsigned lookups;
 
 int __wrap_fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len,
-                            fcr_match *m, char *scratch, size_t cap)
+                            unsigned flags, fcr_match *m, char *scratch, size_t cap)
 {
     lookups++;
-    return __real_fcr_router_match(r, method, path, len, m, scratch, cap);
+    return __real_fcr_router_match(r, method, path, len, flags, m, scratch, cap);
 }
 
 static fcr_app *app;

@@ -33,9 +33,20 @@ static void add(fcr_router *rt, unsigned methods, const char *pattern, void *tar
     ck_assert_msg(rc == 0, "add %s: %d %s at %zu", pattern, rc, err.message, err.offset);
 }
 
+/* Looks up a raw path (as in REQUEST_URI): params are percent-decoded. */
 static fcr_match_status look(unsigned method, const char *path)
 {
-    int rc = fcr_router_match(r, method, path, strlen(path), &m, scratch, sizeof scratch);
+    int rc = fcr_router_match(r, method, path, strlen(path), FCR_MATCH_DECODE, &m, scratch,
+                              sizeof scratch);
+    ck_assert_int_eq(rc, 0);
+    return m.status;
+}
+
+/* Looks up a path the web server has decoded already (SCRIPT_NAME + PATH_INFO): params are
+ * taken verbatim. */
+static fcr_match_status look_decoded(unsigned method, const char *path, size_t len)
+{
+    int rc = fcr_router_match(r, method, path, len, 0, &m, scratch, sizeof scratch);
     ck_assert_int_eq(rc, 0);
     return m.status;
 }
@@ -224,8 +235,11 @@ START_TEST(unknown_method)
     ck_assert_str_eq(allowed(), "GET, HEAD, OPTIONS");
     ck_assert_int_eq(look(0, "/y"), FCR_MATCH_NOT_FOUND);
     /* Not one method bit. */
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET | FCR_POST, "/x", 2, &m, scratch, 8), FCR_EINVAL);
-    ck_assert_int_eq(fcr_router_match(r, 1u << 12, "/x", 2, &m, scratch, 8), FCR_EINVAL);
+    ck_assert_int_eq(
+        fcr_router_match(r, FCR_GET | FCR_POST, "/x", 2, FCR_MATCH_DECODE, &m, scratch, 8),
+        FCR_EINVAL);
+    ck_assert_int_eq(fcr_router_match(r, 1u << 12, "/x", 2, FCR_MATCH_DECODE, &m, scratch, 8),
+                     FCR_EINVAL);
 }
 END_TEST
 
@@ -307,7 +321,9 @@ START_TEST(utf8_and_nul_bytes)
      * fcr_req_path_param) and hide its rest: such a path does not match the route. */
     ck_assert_int_eq(look(FCR_GET, "/w/a%00b"), FCR_MATCH_NOT_FOUND);
     ck_assert_int_eq(look(FCR_GET, "/w/%00"), FCR_MATCH_NOT_FOUND);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/w/a\0b", 6, &m, scratch, sizeof scratch), 0);
+    ck_assert_int_eq(
+        fcr_router_match(r, FCR_GET, "/w/a\0b", 6, FCR_MATCH_DECODE, &m, scratch, sizeof scratch),
+        0);
     ck_assert_int_eq(m.status, FCR_MATCH_NOT_FOUND);
     /* Raw UTF-8 in the path matches; invalid UTF-8 does not, and does no harm. */
     ck_assert_int_eq(look(FCR_GET, "/w/\xc3\xa9"), FCR_MATCH_FOUND);
@@ -328,6 +344,84 @@ START_TEST(bad_escape_is_not_found)
     ck_assert_int_eq(look(FCR_GET, "/w/%zz"), FCR_MATCH_FOUND);
     ck_assert_ptr_eq(m.target, &t2);
     ck_assert_uint_eq(m.nparams, 0);
+}
+END_TEST
+
+/* Decode once: a path the web server decoded is not decoded again. These are the params that
+ * reach a handler of "/p/(?<v>[^/]+)" behind Apache, nginx or lighttpd when the client sends
+ * "/p/%252e%252e", "/p/100%25", "/p/%2541", "/p/%2500" and "/p/caf%C3%A9". */
+START_TEST(decoded_path_params_verbatim)
+{
+    add(r, FCR_GET, "/p/(?<v>[^/]+)", &t1);
+    const struct {
+        const char *path, *value;
+    } cases[] = {
+        {"/p/%2e%2e", "%2e%2e"}, {"/p/100%", "100%"},
+        {"/p/%41", "%41"},       {"/p/%00", "%00"},
+        {"/p/%", "%"},           {"/p/%zz%2", "%zz%2"},
+        {"/p/a+b", "a+b"},       {"/p/caf\xc3\xa9", "caf\xc3\xa9"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_int_eq(look_decoded(FCR_GET, cases[i].path, strlen(cases[i].path)),
+                         FCR_MATCH_FOUND);
+        ck_assert_ptr_eq(m.target, &t1);
+        ck_assert_uint_eq(m.nparams, 1);
+        ck_assert_str_eq(fcr_match_param(&m, "v"), cases[i].value);
+        ck_assert_uint_eq(m.params[0].len, strlen(cases[i].value));
+    }
+    /* A NUL byte still makes the value no C string: the route does not match, and adds
+     * nothing to the Allow set. */
+    ck_assert_int_eq(look_decoded(FCR_GET, "/p/a\0b", 6), FCR_MATCH_NOT_FOUND);
+    ck_assert_int_eq(look_decoded(FCR_POST, "/p/a\0b", 6), FCR_MATCH_NOT_FOUND);
+    ck_assert_int_eq(look_decoded(FCR_GET, "/p/\0", 4), FCR_MATCH_NOT_FOUND);
+    add(r, FCR_GET, "/p/.*", &t2);
+    ck_assert_int_eq(look_decoded(FCR_GET, "/p/a\0b", 6), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t2);
+    /* Patterns see the same bytes: '%' needs no escape of its own. */
+    add(r, FCR_GET, "/pct/(?<n>[0-9]+)%", &t3);
+    ck_assert_int_eq(look_decoded(FCR_GET, "/pct/100%", 9), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t3);
+    ck_assert_str_eq(fcr_match_param(&m, "n"), "100");
+}
+END_TEST
+
+START_TEST(raw_path_params_decoded_once)
+{
+    add(r, FCR_GET, "/p/(?<v>[^/]+)", &t1);
+    const struct {
+        const char *path, *value;
+    } cases[] = {
+        {"/p/%252e%252e", "%2e%2e"}, {"/p/100%25", "100%"},           {"/p/%2541", "%41"},
+        {"/p/%2500", "%00"},         {"/p/caf%C3%A9", "caf\xc3\xa9"}, {"/p/a%2Fb", "a/b"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ck_assert_int_eq(look(FCR_GET, cases[i].path), FCR_MATCH_FOUND);
+        ck_assert_str_eq(fcr_match_param(&m, "v"), cases[i].value);
+    }
+    /* Invalid escapes and %00 are no value there. */
+    ck_assert_int_eq(look(FCR_GET, "/p/100%"), FCR_MATCH_NOT_FOUND);
+    ck_assert_int_eq(look(FCR_GET, "/p/%00"), FCR_MATCH_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(match_flags)
+{
+    add(r, FCR_GET, "/p/(?<v>[^/]+)", &t1);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/p/x", 4, 2, &m, scratch, sizeof scratch),
+                     FCR_EINVAL);
+    ck_assert_int_eq(m.status, FCR_MATCH_NOT_FOUND);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/p/x", 4, FCR_MATCH_DECODE | 0x100u, &m, scratch,
+                                      sizeof scratch),
+                     FCR_EINVAL);
+    /* A mounted router gets the same flags. */
+    fcr_router *child = fcr_router_new();
+    add(child, FCR_GET, "/q/(?<v>.+)", &t2);
+    ck_assert_int_eq(fcr_router_mount(r, "/api", child), 0);
+    ck_assert_int_eq(look_decoded(FCR_GET, "/api/q/%2F%25", 13), FCR_MATCH_FOUND);
+    ck_assert_ptr_eq(m.target, &t2);
+    ck_assert_str_eq(fcr_match_param(&m, "v"), "%2F%25");
+    ck_assert_int_eq(look(FCR_GET, "/api/q/%2F%25"), FCR_MATCH_FOUND);
+    ck_assert_str_eq(fcr_match_param(&m, "v"), "/%");
 }
 END_TEST
 
@@ -363,20 +457,26 @@ START_TEST(scratch_too_small)
     add(r, FCR_GET, "/n/(?<a>[a-z]+)/(?<b>[a-z]+)", &t1);
     const char *p = "/n/abcd/efgh";
     /* Needs "abcd\0efgh\0": 10 bytes. */
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), &m, scratch, 9), FCR_ETOOBIG);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), FCR_MATCH_DECODE, &m, scratch, 9),
+                     FCR_ETOOBIG);
     ck_assert_int_eq(m.status, FCR_MATCH_NOT_FOUND);
     ck_assert_ptr_null(m.target);
     ck_assert_uint_eq(m.nparams, 0);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), &m, scratch, 10), 0);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), FCR_MATCH_DECODE, &m, scratch, 10),
+                     0);
     ck_assert_str_eq(fcr_match_param(&m, "b"), "efgh");
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), &m, NULL, 0), FCR_ETOOBIG);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), FCR_MATCH_DECODE, &m, NULL, 0),
+                     FCR_ETOOBIG);
     /* No params: no scratch needed. */
     add(r, FCR_GET, "/plain", &t2);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/plain", 6, &m, NULL, 0), 0);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/plain", 6, FCR_MATCH_DECODE, &m, NULL, 0), 0);
     ck_assert_int_eq(m.status, FCR_MATCH_FOUND);
     /* The documented bound: len + FCR_MAX_PATH_PARAMS. */
     char small[sizeof "/n/abcd/efgh" - 1 + FCR_MAX_PATH_PARAMS];
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), &m, small, sizeof small), 0);
+    ck_assert_int_eq(
+        fcr_router_match(r, FCR_GET, p, strlen(p), FCR_MATCH_DECODE, &m, small, sizeof small), 0);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), 0, &m, small, sizeof small), 0);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, p, strlen(p), 0, &m, scratch, 9), FCR_ETOOBIG);
 }
 END_TEST
 
@@ -509,9 +609,11 @@ START_TEST(anchored_both_ends)
     ck_assert_int_eq(look(FCR_GET, "abc/"), FCR_MATCH_NOT_FOUND);
     ck_assert_int_eq(look(FCR_GET, ""), FCR_MATCH_NOT_FOUND);
     /* The length is what counts, not a NUL. */
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/a\0b", 4, &m, scratch, sizeof scratch), 0);
+    ck_assert_int_eq(
+        fcr_router_match(r, FCR_GET, "/a\0b", 4, FCR_MATCH_DECODE, &m, scratch, sizeof scratch), 0);
     ck_assert_int_eq(m.status, FCR_MATCH_NOT_FOUND);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/ab", 2, &m, scratch, sizeof scratch), 0);
+    ck_assert_int_eq(
+        fcr_router_match(r, FCR_GET, "/ab", 2, FCR_MATCH_DECODE, &m, scratch, sizeof scratch), 0);
     ck_assert_int_eq(m.status, FCR_MATCH_FOUND);
     ck_assert_ptr_eq(m.target, &t1);
 }
@@ -546,11 +648,15 @@ END_TEST
 
 START_TEST(invalid_arguments)
 {
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, NULL, 1, &m, scratch, 8), FCR_EINVAL);
-    ck_assert_int_eq(fcr_router_match(NULL, FCR_GET, "/", 1, &m, scratch, 8), FCR_EINVAL);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/", 1, NULL, scratch, 8), FCR_EINVAL);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/", 1, &m, NULL, 8), FCR_EINVAL);
-    ck_assert_int_eq(fcr_router_match(r, FCR_GET, NULL, 0, &m, NULL, 0), 0);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, NULL, 1, FCR_MATCH_DECODE, &m, scratch, 8),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_router_match(NULL, FCR_GET, "/", 1, FCR_MATCH_DECODE, &m, scratch, 8),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/", 1, FCR_MATCH_DECODE, NULL, scratch, 8),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, "/", 1, FCR_MATCH_DECODE, &m, NULL, 8),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_router_match(r, FCR_GET, NULL, 0, FCR_MATCH_DECODE, &m, NULL, 0), 0);
     ck_assert_int_eq(m.status, FCR_MATCH_NOT_FOUND);
     ck_assert_ptr_null(fcr_match_param(NULL, "x"));
     ck_assert_ptr_null(fcr_match_param(&m, NULL));
@@ -662,6 +768,9 @@ static Suite *router_suite(void)
     tcase_add_test(tc, encoded_slash_stays_in_param);
     tcase_add_test(tc, utf8_and_nul_bytes);
     tcase_add_test(tc, bad_escape_is_not_found);
+    tcase_add_test(tc, decoded_path_params_verbatim);
+    tcase_add_test(tc, raw_path_params_decoded_once);
+    tcase_add_test(tc, match_flags);
     tcase_add_test(tc, multiple_params);
     tcase_add_test(tc, duplicate_names);
     tcase_add_test(tc, scratch_too_small);

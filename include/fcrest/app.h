@@ -231,8 +231,10 @@ int fcr_app_set_prefix(fcr_app *app, const char *prefix);
 
 /**
  * Routes on the path of REQUEST_URI (up to '?', as sent, not decoded) instead of
- * SCRIPT_NAME + PATH_INFO when `on` is true (false goes back). The prefix is stripped the same
- * way. NULL `app` is ignored.
+ * SCRIPT_NAME + PATH_INFO (which the web server has decoded) when `on` is true (false goes
+ * back). Patterns then run on the raw path and path params are percent-decoded once after the
+ * match (fcr_req_path_param()). The prefix is stripped the same way, compared with the raw
+ * bytes. NULL `app` is ignored.
  */
 void fcr_app_set_route_on_request_uri(fcr_app *app, bool on);
 
@@ -371,8 +373,14 @@ const char *fcr_req_path(const fcr_req *req);
 const char *fcr_req_base_path(const fcr_req *req);
 
 /**
- * The percent-decoded value of the route's named capture `name`, or NULL. The value holds no
- * NUL byte: a path whose param would decode to one does not match the route (see
+ * The value of the route's named capture `name`, or NULL: the client's bytes decoded exactly
+ * once. By default the app routes on SCRIPT_NAME + PATH_INFO, which the web server has
+ * percent-decoded already, and the value is those bytes verbatim ("%" is an ordinary byte: a
+ * client's "/p/100%25" gives "100%", "/p/%252e" gives "%2e"). When it routes on REQUEST_URI
+ * (fcr_app_set_route_on_request_uri(), or a request that has neither SCRIPT_NAME nor
+ * PATH_INFO), which comes as the client sent it, the value is percent-decoded once ("caf%C3%A9"
+ * gives "café"). '+' stays '+'. The value holds no NUL byte: a path whose param would hold or
+ * decode to one, or (from REQUEST_URI) holds an invalid escape, does not match the route (see
  * fcr_router_match()). Owned by the request.
  */
 const char *fcr_req_path_param(const fcr_req *req, const char *name);

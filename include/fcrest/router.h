@@ -17,6 +17,12 @@
  * '|', and every mount with a prefix other than "/", is filed under that segment. A lookup
  * runs only the patterns filed under its path's first segment plus those of the other
  * routes (such as `"/(?<kind>a|b)/..."` or `"/notes(/.*)?"`), however many routes there are.
+ *
+ * Decoding: patterns always run on the bytes of the path as the caller passes it. A path param
+ * is decoded exactly once, wherever that happens: the caller of fcr_router_match() says whether
+ * the path is still percent-encoded as the client sent it (FCR_MATCH_DECODE, such as the path
+ * of REQUEST_URI: the router decodes each value once) or was decoded already (0, such as the
+ * SCRIPT_NAME + PATH_INFO a web server passes: each value is taken verbatim).
  */
 #ifndef FCREST_ROUTER_H
 #define FCREST_ROUTER_H
@@ -93,17 +99,17 @@ void fcr_router_free(fcr_router *r);
 
 /**
  * Adds a route: `methods` (a non-empty set of fcr_method bits) and `pattern`, a PCRE2 regular
- * expression matched against the whole raw path (compiled with PCRE2_ANCHORED and
- * PCRE2_ENDANCHORED, so "/a" matches neither "/ab" nor "/x/a", and a match must start at the
- * path's first byte and end at its last even with backtracking verbs such as (*ACCEPT), which
- * PCRE2's JIT does not always hold to those options; UTF-8 mode, where a path that is
- * not valid UTF-8 cannot match a pattern that needs a character there; `\C` refused),
- * JIT-compiled now (interpreted where PCRE2 has no JIT). Named captures `(?<name>...)` become
- * path params, at most FCR_MAX_PATH_PARAMS distinct names. `target` is returned by lookups;
- * the router does not own it. Routes are tried in registration order. Returns 0; FCR_EPARSE for
- * an invalid pattern or one with too many names (with `err`, if not NULL, holding PCRE2's
- * message and the offset in `pattern`); FCR_EINVAL for an empty method set, bits outside
- * FCR_ANY_METHOD or a NULL pattern; FCR_ENOMEM.
+ * expression matched against the bytes of the whole path given to fcr_router_match() (compiled
+ * with PCRE2_ANCHORED and PCRE2_ENDANCHORED, so "/a" matches neither "/ab" nor "/x/a", and a
+ * match must start at the path's first byte and end at its last even with backtracking verbs
+ * such as (*ACCEPT), which PCRE2's JIT does not always hold to those options; UTF-8 mode, where
+ * a path that is not valid UTF-8 cannot match a pattern that needs a character there; `\C`
+ * refused), JIT-compiled now (interpreted where PCRE2 has no JIT). Named captures
+ * `(?<name>...)` become path params, at most FCR_MAX_PATH_PARAMS distinct names. `target` is
+ * returned by lookups; the router does not own it. Routes are tried in registration order.
+ * Returns 0; FCR_EPARSE for an invalid pattern or one with too many names (with `err`, if not
+ * NULL, holding PCRE2's message and the offset in `pattern`); FCR_EINVAL for an empty method
+ * set, bits outside FCR_ANY_METHOD or a NULL pattern; FCR_ENOMEM.
  */
 int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *target,
                    fcr_router_error *err);
@@ -126,15 +132,18 @@ int fcr_router_mount(fcr_router *r, const char *prefix, fcr_router *child);
 #define FCR_MAX_PATH_PARAMS 16
 
 /**
- * One path param: NUL-terminated name (owned by the router) and percent-decoded value (in the
- * caller's scratch buffer, NUL-terminated, may contain NUL bytes when %00 was sent, and any
- * other bytes: it is not checked to be UTF-8). '+' stays '+'. A named group that did not take
- * part in the match (an optional part of the pattern) gives no param. When several groups
- * share a name, the first one set gives the value.
+ * One path param: NUL-terminated name (owned by the router) and value (in the caller's scratch
+ * buffer, NUL-terminated, holding no NUL byte before its end). The value is the bytes of the
+ * path the named group matched, decoded once: percent-decoded when fcr_router_match() was
+ * given FCR_MATCH_DECODE ("caf%C3%A9" gives "café", "%252e" gives "%2e"), and verbatim
+ * without it ("%2e%2e" stays "%2e%2e", "100%" is "100%"). '+' stays '+'. The value may hold
+ * any other byte and is not checked to be UTF-8. A named group that did not take part in the
+ * match (an optional part of the pattern) gives no param. When several groups share a name,
+ * the first one set gives the value.
  */
 typedef struct fcr_path_param {
     const char *name;  /**< the capture's name, NUL-terminated, owned by the router */
-    const char *value; /**< the decoded value in the caller's scratch buffer, NUL-terminated */
+    const char *value; /**< the value (decoded once), in the caller's scratch buffer */
     size_t len;        /**< bytes in `value`, not counting the terminating NUL */
 } fcr_path_param;
 
@@ -157,34 +166,47 @@ typedef struct fcr_match {
     unsigned allowed;        /**< methods any route serves for this path (with HEAD when GET is
                                   there, and OPTIONS); set for every status but NOT_FOUND */
     size_t nparams;          /**< number of entries of `params` in use (FOUND only) */
-    fcr_path_param params[FCR_MAX_PATH_PARAMS]; /**< the path params of the match */
+    fcr_path_param params[FCR_MAX_PATH_PARAMS]; /**< the path params of the match, each value
+                                                     decoded once (see ::fcr_path_param) */
 } fcr_match;
 
-/**
- * Looks up `path` (`len` bytes, raw as sent: the patterns run on the raw bytes, so "%2F" never
- * matches a '/' in a pattern; percent-decoding applies to param values only, after the match)
- * for `method` (one fcr_method bit; 0 for an unknown method, which gives NOT_ALLOWED or
- * NOT_FOUND). A route whose param value holds an invalid escape ('%' not followed by two hex
- * digits) or would decode to a NUL byte ("%00", or a NUL byte itself) does not match that
- * path: with no other route, the answer is NOT_FOUND (404). So every param value is a C
- * string that holds all of its bytes.
- * A route whose pattern hits a PCRE2 resource limit does not match either. Decoded param
- * values are written into `scratch` (`cap` bytes; len + FCR_MAX_PATH_PARAMS always suffices
- * when named groups do not overlap, as in any usual route; (len + 1) * FCR_MAX_PATH_PARAMS
- * always suffices). Allocates nothing (where PCRE2 has no JIT, its interpreter sizes its
- * backtracking frames on the first lookups that need them and then reuses them). Returns 0 with
- * `*m` filled (params only when FOUND), or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an
- * invalid argument (NULL `r` or `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0,
- * `method` not one fcr_method bit or 0); on error `*m` is NOT_FOUND with no target and no params.
- * The params' names are owned by the router and their values live in `scratch`: they are valid
- * while both are (until the router is freed and `scratch` reused).
- */
-int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, fcr_match *m,
-                     char *scratch, size_t cap);
+/** Flags of fcr_router_match(): how the path it is given is encoded. */
+enum fcr_match_flag {
+    /** The path is raw, percent-encoded as the client sent it (the path of REQUEST_URI):
+        param values are percent-decoded once. Without it the path was decoded already (the
+        SCRIPT_NAME + PATH_INFO of a web server) and values are taken verbatim. */
+    FCR_MATCH_DECODE = 1u << 0,
+};
 
 /**
- * Returns the (decoded, NUL-terminated) value of path param `name` in `m`, or NULL when `m`
- * has no such param (or either argument is NULL).
+ * Looks up `path` (`len` bytes) for `method` (one fcr_method bit; 0 for an unknown method,
+ * which gives NOT_ALLOWED or NOT_FOUND). The patterns run on the bytes as given, so with a
+ * raw path "%2F" never matches a '/' in a pattern. `flags` (0 or FCR_MATCH_DECODE) says
+ * whether the path is still percent-encoded, and so what a param value is: with
+ * FCR_MATCH_DECODE each value is percent-decoded once after the match, and a route whose value
+ * holds an invalid escape ('%' not followed by two hex digits) or would decode to a NUL byte
+ * ("%00", or a NUL byte itself) does not match that path; with 0 each value is the matched
+ * bytes verbatim ('%' is an ordinary byte: "100%" is a value), and a route whose value holds a
+ * NUL byte does not match that path. With no other route, such a path is NOT_FOUND (404), so
+ * every param value is a C string that holds all of its bytes.
+ * A route whose pattern hits a PCRE2 resource limit does not match either. Param values are
+ * written into `scratch` (`cap` bytes; len + FCR_MAX_PATH_PARAMS always suffices when named
+ * groups do not overlap, as in any usual route; (len + 1) * FCR_MAX_PATH_PARAMS always
+ * suffices). Allocates nothing (where PCRE2 has no JIT, its interpreter sizes its backtracking
+ * frames on the first lookups that need them and then reuses them). Returns 0 with `*m` filled
+ * (params only when FOUND), or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an invalid
+ * argument (NULL `r` or `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0, `method`
+ * not one fcr_method bit or 0, a bit in `flags` other than FCR_MATCH_DECODE); on error `*m` is
+ * NOT_FOUND with no target and no params. The params' names are owned by the router and their values live in `scratch`: they are valid
+ * while both are (until the router is freed and `scratch` reused).
+ */
+int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, unsigned flags,
+                     fcr_match *m, char *scratch, size_t cap);
+
+/**
+ * Returns the value of path param `name` in `m` (NUL-terminated, decoded once as
+ * ::fcr_path_param says: percent-decoded when the lookup had FCR_MATCH_DECODE, verbatim
+ * without it), or NULL when `m` has no such param (or either argument is NULL).
  */
 const char *fcr_match_param(const fcr_match *m, const char *name);
 

@@ -26,7 +26,10 @@ typedef struct fcr_test_req {
     fcr_role role;      /**< 0: FCR_RESPONDER */
     const char *method; /**< REQUEST_METHOD; NULL: "GET" */
     /** "/notes?limit=2": SCRIPT_NAME (the part before '?'), QUERY_STRING and REQUEST_URI;
-        NULL: "/" */
+        NULL: "/". The app routes on SCRIPT_NAME, which a web server sends percent-decoded:
+        write the path decoded ("/notes/café" for a client's "/notes/caf%C3%A9"), as path
+        params are taken from it verbatim; with fcr_app_set_route_on_request_uri() the app
+        routes on REQUEST_URI, which is raw, and decodes params once. */
     const char *path;
     /** NULL-terminated "Name: value" strings: CONTENT_TYPE, CONTENT_LENGTH or HTTP_NAME
         params */

@@ -260,6 +260,84 @@ def unicode_paths(t, c, name, slash_decoded=False):
     t.check(p + "DELETE through a percent-encoded id", r.status == 204, r)
 
 
+# What the client sends after /p/ and the path param the app must see: the client's bytes
+# decoded exactly once, whether the web server decoded the path (SCRIPT_NAME + PATH_INFO) or
+# the app decodes REQUEST_URI's raw path itself.
+DECODE_ONCE = [
+    ("100%25", "100%"),
+    ("%252e%252e", "%2e%2e"),
+    ("%2541", "%41"),
+    ("caf%C3%A9", "caf\u00e9"),
+    ("%E2%9C%93%20ok+1", "\u2713 ok+1"),
+    ("a%3Fb%23c", "a?b#c"),
+]
+
+
+def _server_page(r, status):
+    """An answer the web server made itself (its own HTML page), not the app's JSON."""
+    ctype = (r.header("content-type") or "").split(";")[0].strip()
+    return r.status == status and ctype == "text/html"
+
+
+def path_params(t, c, name, server, raw):
+    """examples/pathparam behind a web server (apache, nginx or lighttpd, as deploy/ configures
+    it): GET /p/<v> answers {"v": <v>}. A path param equals the client's bytes decoded once.
+    raw: the app routes on REQUEST_URI (--route-on-request-uri) instead of the decoded
+    SCRIPT_NAME + PATH_INFO. Escapes that the web servers treat differently are checked for
+    what each one does."""
+    p = f"{name}: "
+
+    def value(r):
+        return r.json().get("v") if r.status == 200 and is_json(r) else None
+
+    for sent, want in DECODE_ONCE:
+        r = c.request("GET", f"/p/{sent}")
+        t.check(p + f"/p/{sent} reaches the handler as {want!r}", value(r) == want, r)
+
+    r = c.request("GET", "/p/a%2Fb")
+    if server == "apache":
+        t.check(p + "/p/a%2Fb: refused by Apache itself with its 404 page (AllowEncodedSlashes Off)",
+                _server_page(r, 404), r)
+    elif not raw:
+        t.check(p + "/p/a%2Fb: decoded to /p/a/b by the web server, no route: 404 problem+json",
+                problem_ok(r, 404), r)
+    else:
+        t.check(p + "/p/a%2Fb: raw in REQUEST_URI, reaches the handler as 'a/b'",
+                value(r) == "a/b", r)
+
+    # A dot segment, encoded: every server decodes it and removes it with the segment before
+    # it, so the app sees the mount's root; REQUEST_URI keeps it, and the param is "..".
+    r = c.request("GET", "/p/%2e%2e")
+    if not raw:
+        t.check(p + "/p/%2e%2e: the web server removes the dot segment: 404 problem+json",
+                problem_ok(r, 404), r)
+    else:
+        t.check(p + "/p/%2e%2e: raw in REQUEST_URI, reaches the handler as '..'",
+                value(r) == "..", r)
+
+    # An encoded NUL never reaches the app: Apache answers 404, nginx and lighttpd 400.
+    r = c.request("GET", "/p/a%00b")
+    status = 404 if server == "apache" else 400
+    t.check(p + f"/p/a%00b: refused by the web server itself with {status}",
+            _server_page(r, status), r)
+
+    # An escape that decodes to invalid UTF-8: lighttpd refuses it with 400; behind the others
+    # the decoded path cannot match a UTF-8 pattern (404), and the raw one gives a value the
+    # example cannot put in JSON (its 400).
+    r = c.request("GET", "/p/%FF")
+    if server == "lighttpd":
+        t.check(p + "/p/%FF: refused by lighttpd itself with 400", _server_page(r, 400), r)
+    elif not raw:
+        t.check(p + "/p/%FF: decoded to a byte that is not UTF-8, no route: 404 problem+json",
+                problem_ok(r, 404), r)
+    else:
+        t.check(p + "/p/%FF: raw in REQUEST_URI, the value is byte 0xFF: the handler's 400",
+                problem_ok(r, 400), r)
+
+    r = c.request("GET", "/p/")
+    t.check(p + "/p/ (no value): 404 problem+json", problem_ok(r, 404), r)
+
+
 def _utf8(b):
     try:
         b.decode("utf-8")

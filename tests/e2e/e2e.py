@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end tests: the notes service behind real Apache httpd, nginx and lighttpd, each
 started here on loopback ports with the configuration files of deploy/ (filled in only with
-ports and paths), and stopped afterwards. Usage: e2e.py --notes PATH/TO/notes
+ports and paths), and stopped afterwards; and examples/pathparam behind the same files, for
+what a path param is. Usage: e2e.py --notes PATH/TO/notes --pathparam PATH/TO/pathparam
 
 Prints one line per check and ends with "e2e: N passed, M failed"."""
 import argparse
@@ -30,8 +31,9 @@ BALANCER_RETRY = 2  # seconds; deploy/apache/notes-balancer.conf documents 5 by 
 
 
 class Suite:
-    def __init__(self, notes, tmp, results):
+    def __init__(self, notes, tmp, results, pathparam=None):
         self.notes = notes
+        self.pathparam = pathparam
         self.tmp = tmp
         self.t = results
         self.procs = Procs()
@@ -41,10 +43,10 @@ class Suite:
     # ---- starting things -------------------------------------------------------------------
 
     def app(self, name, listen, extra=(), tokens=TOKENS, env=None, as_nobody=False,
-            log_level="info"):
+            log_level="info", prog=None):
         log = os.path.join(self.tmp, f"{name}.log")
-        argv = [self.notes, "--listen", listen, "--prefix", MOUNT, "--log-level", log_level,
-                "--grace", "5", *extra]
+        argv = [prog or self.notes, "--listen", listen, "--prefix", MOUNT, "--log-level",
+                log_level, "--grace", "5", *extra]
         if as_nobody:
             argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv]
         e = {"NOTES_TOKENS": tokens}
@@ -292,6 +294,39 @@ class Suite:
         t.check("FCGI_WEB_SERVER_ADDRS: unix socket peers are refused when it is set",
                 fcgi_get(sock, MOUNT + "/health") is None, "answered")
 
+    def path_params(self):
+        """Decode once: examples/pathparam behind each web server as deploy/ configures it
+        (Apache with proxy-fcgi-pathinfo=unescape over a unix socket, nginx, lighttpd with its
+        authorizer), routing on SCRIPT_NAME + PATH_INFO and with --route-on-request-uri. A
+        path param is the client's bytes decoded once either way."""
+        t = self.t
+        if not t.check("pathparams: examples/pathparam is built",
+                       self.pathparam and os.access(self.pathparam, os.X_OK), self.pathparam):
+            return
+        for mode, extra in (("", []), ("uri", ["--route-on-request-uri"])):
+            sfx = f"-{mode}" if mode else ""
+            name = f" ({mode})" if mode else ""
+            # Apache, as deploy/apache/notes-unix.conf: the app runs unprivileged on a unix
+            # socket the Apache workers may use.
+            run = os.path.join(self.tmp, f"run-pathparam{sfx}")
+            os.makedirs(run)
+            chown_nobody(run)
+            sock = os.path.join(run, "notes.sock")
+            self.app(f"pathparam-apache{sfx}", f"unix:{sock}", ["--socket-mode", "0660", *extra],
+                     as_nobody=True, prog=self.pathparam)
+            c, _, lw = self.apache(f"apache-pathparam{sfx}", "notes-unix.conf",
+                                   {"NOTES_SOCKET": sock})
+            checks.path_params(t, c, f"apache{name}", "apache", bool(extra))
+            port = free_port()
+            self.app(f"pathparam-nginx{sfx}", f"tcp:127.0.0.1:{port}", extra, prog=self.pathparam)
+            c, _, _ = self.nginx(f"nginx-pathparam{sfx}", port)
+            checks.path_params(t, c, f"nginx{name}", "nginx", bool(extra))
+            port = free_port()
+            self.app(f"pathparam-lighttpd{sfx}", f"tcp:127.0.0.1:{port}", extra,
+                     prog=self.pathparam)
+            c, _, _ = self.lighttpd(f"lighttpd-pathparam{sfx}", port, port)
+            checks.path_params(t, c, f"lighttpd{name}", "lighttpd", bool(extra))
+
     def balancer(self):
         t = self.t
         p1, p2 = free_port(), free_port()
@@ -420,6 +455,7 @@ def _summary(statuses):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--notes", required=True)
+    ap.add_argument("--pathparam", help="examples/pathparam, for the pathparams phase")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--only", default="", help="comma-separated phases to run")
     args = ap.parse_args()
@@ -432,10 +468,12 @@ def main():
     tmp = tempfile.mkdtemp(prefix="fcrest-e2e-")
     os.chmod(tmp, 0o755)  # the web servers' workers run as nobody
     results = Results()
-    suite = Suite(os.path.abspath(args.notes), tmp, results)
+    suite = Suite(os.path.abspath(args.notes), tmp, results,
+                  os.path.abspath(args.pathparam) if args.pathparam else None)
     phases = [("docs", suite.docs), ("apache-unix", suite.apache_unix),
               ("apache-tcp", suite.apache_tcp), ("apache-authz", lambda: suite.authz_split("apache")),
               ("nginx", suite.nginx_phase), ("lighttpd", suite.lighttpd_phase),
+              ("pathparams", suite.path_params),
               ("balancer", suite.balancer), ("systemd", suite.systemd)]
     only = set(filter(None, args.only.split(",")))
     t0 = time.time()
