@@ -160,7 +160,11 @@ void fcr__ctx_fail(fcr__ctx *ctx, int rc, const char *what)
 {
     char req[600], line[1024];
     fcr__describe(ctx, req, sizeof req);
-    int n = snprintf(line, sizeof line, "%s: %s failed: %s (%s)\n", req, what, fcr_err_name(rc),
+    int n;
+    if (rc == FCR_HANDLER_ERROR) /* the error verdicts name no cause */
+        n = snprintf(line, sizeof line, "%s: %s failed\n", req, what);
+    else
+        n = snprintf(line, sizeof line, "%s: %s failed: %s (%s)\n", req, what, fcr_err_name(rc),
                      fcr_strerror(rc));
     if (n > 0) {
         size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;

@@ -620,6 +620,33 @@ static int failing(fcr_req *req, fcr_res *r, void *data)
     return FCR_EIO;
 }
 
+static fcr_handler_result failing_verdict(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)r, (void)data;
+    return FCR_HANDLER_ERROR;
+}
+
+static fcr_before_result failing_before(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)r, (void)data;
+    return FCR_BEFORE_ERROR;
+}
+
+/* The error verdicts fail the request without naming a cause (none is out of memory). */
+START_TEST(error_verdicts_give_500_without_a_made_up_cause)
+{
+    fcr_app_route(app, FCR_GET, "/v", failing_verdict, NULL);
+    fcr_route *r = fcr_app_route(app, FCR_GET, "/b", fixed_body, NULL);
+    fcr_route_before(r, failing_before, NULL);
+    get("/v");
+    check_problem(500);
+    ck_assert_str_eq(res.err, "GET /v: handler failed\n");
+    get("/b");
+    check_problem(500);
+    ck_assert_str_eq(res.err, "GET /b: before-middleware failed\n");
+}
+END_TEST
+
 START_TEST(handler_error_gives_500_and_stderr)
 {
     fcr_app_route(app, FCR_GET, "/fail", failing, NULL);
@@ -1697,6 +1724,7 @@ int main(void)
     tcase_add_test(tc, head_has_no_body);
     tcase_add_test(tc, not_found_not_allowed_options);
     tcase_add_test(tc, handler_error_gives_500_and_stderr);
+    tcase_add_test(tc, error_verdicts_give_500_without_a_made_up_cause);
     tcase_add_test(tc, bad_pattern_refused);
     tcase_add_test(tc, run_options);
     tcase_add_test(tc, request_log_and_id);

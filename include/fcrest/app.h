@@ -74,26 +74,29 @@ typedef struct fcr_auth fcr_auth;
  * that a compiler warns (gcc: -Wenum-conversion, in -Wextra) when a callback declared with
  * its verdict type returns a constant of another kind. Every verdict type also takes any
  * negative fcr_err code held in an `int` (such as the result of a failed call): the request
- * then fails with 500 problem+json and the code's name is logged.
+ * then fails with 500 problem+json and the code's name is logged. The error verdicts
+ * (FCR_HANDLER_ERROR, FCR_BEFORE_ERROR, FCR_AUTH_ERROR) are a value of their own, apart from
+ * every fcr_err code, so the log says "failed" without naming a cause the callback did not
+ * give.
  */
 typedef enum fcr_handler_result {
-    FCR_HANDLER_ERROR = -1, /**< failure: answer 500 problem+json */
-    FCR_DONE = 0,           /**< `res` is the answer: the framework sends it */
-    FCR_ASYNC = 1,          /**< the response is sent later with fcr_res_send() */
+    FCR_HANDLER_ERROR = -1000, /**< failure: answer 500 problem+json */
+    FCR_DONE = 0,              /**< `res` is the answer: the framework sends it */
+    FCR_ASYNC = 1,             /**< the response is sent later with fcr_res_send() */
 } fcr_handler_result;
 
 /** What a before-middleware (fcr_before_mw) returns; see fcr_handler_result for errors. */
 typedef enum fcr_before_result {
-    FCR_BEFORE_ERROR = -1, /**< failure: answer 500 problem+json */
-    FCR_CONTINUE = 0,      /**< go on with the request */
-    FCR_STOP = 1,          /**< `res` is the answer: skip the handler */
+    FCR_BEFORE_ERROR = -1000, /**< failure: answer 500 problem+json */
+    FCR_CONTINUE = 0,         /**< go on with the request */
+    FCR_STOP = 1,             /**< `res` is the answer: skip the handler */
 } fcr_before_result;
 
 /** What an authorizer (fcr_authorizer) returns; see fcr_handler_result for errors. */
 typedef enum fcr_auth_result {
-    FCR_AUTH_ERROR = -1, /**< failure: answer 500 problem+json */
-    FCR_ALLOW = 0,       /**< let the request through */
-    FCR_DENY = 1,        /**< `res` is the denial */
+    FCR_AUTH_ERROR = -1000, /**< failure: answer 500 problem+json */
+    FCR_ALLOW = 0,          /**< let the request through */
+    FCR_DENY = 1,           /**< `res` is the denial */
 } fcr_auth_result;
 
 /** Body limit of an app that sets none (bytes). */
