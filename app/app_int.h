@@ -139,8 +139,9 @@ struct fcr__ctx {
     bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
     bool send_asked;
     bool sent;
-    bool routed;  /* ctx->match holds the request's match (it is routed once) */
-    bool too_big; /* the declared body exceeds the limit: 413 after the before-middleware */
+    bool routed;     /* ctx->match holds the request's match (it is routed once) */
+    bool too_big;    /* the declared body exceeds the limit: 413 after the before-middleware */
+    bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
     fcr__arena arena;
     fcr_res res;
     fcr__kv_list query, form, cookies, vars;

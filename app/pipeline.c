@@ -237,6 +237,13 @@ static void run_chain(fcr__ctx *ctx, fcr_handler handler, void *data, bool too_b
         send_problem(ctx, 415, detail);
         return;
     }
+    if (ctx->bad_length) {
+        send_problem(ctx, 400,
+                     fcr_req_role(ctx->req) == FCR_FILTER
+                         ? "CONTENT_LENGTH or FCGI_DATA_LENGTH is not a decimal number of bytes"
+                         : "CONTENT_LENGTH is not a decimal number of bytes");
+        return;
+    }
     if (too_big) {
         char detail[128];
         snprintf(detail, sizeof detail, "the request body exceeds the limit of %zu bytes",
@@ -326,15 +333,21 @@ static int discard_input(fcr_req *req, fcr_stream stream, const void *buf, size_
     return 0;
 }
 
-/* Declared length in `name`: 0 when absent or empty, SIZE_MAX when malformed or huge. */
-static size_t declared_len(const fcr_req *req, const char *name)
+/* Declared length in `name`: 0 when absent or empty, SIZE_MAX when over SIZE_MAX. A value
+ * that is not a decimal number of bytes ("-1", "abc", "1.5") sets `*malformed` and gives 0. */
+static size_t declared_len(const fcr_req *req, const char *name, bool *malformed)
 {
     const char *v = fcr_req_param(req, name);
     if (!v || !*v)
         return 0;
     unsigned long long n;
-    if (fcr__parse_uint(v, SIZE_MAX, &n) < 0)
+    int rc = fcr__parse_uint(v, SIZE_MAX, &n);
+    if (rc == FCR_ETOOBIG)
         return SIZE_MAX;
+    if (rc < 0) {
+        *malformed = true;
+        return 0;
+    }
     return (size_t)n;
 }
 
@@ -364,14 +377,19 @@ static void on_params(fcr_req *req, void *data)
     if (role == FCR_RESPONDER && app->limits_below)
         (void)route_request(ctx); /* on failure, run_responder routes again and reports it */
     size_t limit = body_limit(app, ctx->route);
-    size_t declared = declared_len(req, "CONTENT_LENGTH");
+    bool malformed = false;
+    size_t declared = declared_len(req, "CONTENT_LENGTH", &malformed);
     if (role == FCR_FILTER) {
-        size_t d = declared_len(req, "FCGI_DATA_LENGTH");
+        size_t d = declared_len(req, "FCGI_DATA_LENGTH", &malformed);
         if (d > declared)
             declared = d;
     }
-    /* Refused before the body is read: the input is discarded and on_request answers 413 at
-     * once (after the before-middleware). */
+    /* Refused before the body is read: the input is discarded and on_request answers 400 or
+     * 413 at once (after the before-middleware). */
+    if (malformed && fcr_req_stream_input(req, discard_input) == 0) {
+        ctx->bad_length = true;
+        return;
+    }
     if (declared > limit && fcr_req_stream_input(req, discard_input) == 0) {
         ctx->too_big = true;
         return;

@@ -821,12 +821,25 @@ START_TEST(too_big_with_content_length)
     ck_assert_str_eq(res.body, "100");
     run(&(fcr_test_req){.method = "POST", .path = "/big", .body = body, .body_len = 101});
     check_problem(413);
-    /* A declared length that is absurd or malformed is refused the same way. */
+    /* A declared length beyond any limit is refused the same way. */
     run(&(fcr_test_req){.method = "POST",
                         .path = "/big",
                         .params =
                             (const char *const[]){"CONTENT_LENGTH=99999999999999999999999", NULL}});
     check_problem(413);
+    /* One that is not a number of bytes is a bad request, whatever the limit. */
+    const char *const malformed[] = {"CONTENT_LENGTH=-1", "CONTENT_LENGTH=abc",
+                                     "CONTENT_LENGTH=1.5", "CONTENT_LENGTH=+5",
+                                     "CONTENT_LENGTH= 5"};
+    for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
+        run(&(fcr_test_req){.method = "POST",
+                            .path = "/big",
+                            .body = body,
+                            .body_len = 5,
+                            .no_content_length = true,
+                            .params = (const char *const[]){malformed[i], NULL}});
+        ck_assert_msg(strstr(check_problem(400), "CONTENT_LENGTH") != NULL, "%s", malformed[i]);
+    }
     /* Unknown paths get their 404, not a 413. */
     run(&(fcr_test_req){.method = "POST", .path = "/none", .body = body, .body_len = 200});
     check_problem(404);

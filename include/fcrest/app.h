@@ -218,9 +218,10 @@ int fcr_app_set_filter(fcr_app *app, fcr_handler fn, void *data);
  * Sets the body limit (bytes, > 0) of the app's routes that set none (a mounted app's own
  * limit beats its parent's). A request whose CONTENT_LENGTH (FILTER: FCGI_DATA_LENGTH) exceeds
  * the limit of its route is answered 413 problem+json without its body being read; a body
- * without CONTENT_LENGTH is cut off and answered 413 as soon as it grows past the limit. Both
- * answers come after the before-middleware and the route's media type check (415). Returns 0
- * or FCR_EINVAL.
+ * without CONTENT_LENGTH is cut off and answered 413 as soon as it grows past the limit. A
+ * CONTENT_LENGTH (or FCGI_DATA_LENGTH) that is not a decimal number ("-1", "abc") is answered
+ * 400 problem+json, its body unread. These answers come after the before-middleware and the
+ * route's media type check (415). Returns 0 or FCR_EINVAL.
  */
 int fcr_app_set_max_body(fcr_app *app, size_t max);
 
