@@ -51,7 +51,9 @@ fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
     r->role = role;
     r->flags = flags;
     r->refs = 1;
-    r->begin_time = ev_now(c->srv->loop);
+    /* The input timeout counts from the first byte of the request: a BEGIN_REQUEST record that
+     * took its time to arrive has used part of it already. */
+    r->begin_time = c->partial_since ? c->partial_since : ev_now(c->srv->loop);
     r->max_body = c->srv->cfg.limits.max_body;
     r->content_length = -1;
     return r;

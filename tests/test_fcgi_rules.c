@@ -1262,6 +1262,47 @@ START_TEST(trickling_request_is_closed_at_its_input_deadline)
 }
 END_TEST
 
+static void input_timeout_2s(fcr_server_config *cfg)
+{
+    cfg->limits.input_timeout = 2;
+}
+
+/* The input timeout counts from the request's first byte: a BEGIN_REQUEST record trickled in
+ * over most of it does not earn the request a fresh one. */
+START_TEST(input_deadline_counts_from_the_first_byte_of_begin)
+{
+    start_with(input_timeout_2s);
+    fcl_conn *c = conn();
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_begin(&b, 1, FCR_RESPONDER, FCGI_KEEP_CONN);
+    double t0 = fcl_now();
+    for (size_t i = 0; i < b.len; i++) { /* 16 bytes, 100 ms apart: 1.5 s */
+        ck_assert_int_eq(fcl_send(c, b.data + i, 1), 0);
+        if (i + 1 < b.len)
+            ck_assert(fcl_idle_for(c, 0.1));
+    }
+    int closed = -1;
+    while (fcl_now() - t0 < 8) { /* then a PARAMS byte every 200 ms */
+        if (fcl_send(c, "\1\4\0\1\0\1\0\0\1", 9) != 0) {
+            closed = 0;
+            break;
+        }
+        if (!fcl_idle_for(c, 0.2)) {
+            closed = fcl_wait_eof(c, 1);
+            break;
+        }
+    }
+    double held = fcl_now() - t0;
+    fcl_buf_free(&b);
+    fcl_close(c);
+    stop();
+    ck_assert_int_eq(closed, 0);
+    /* Deadline at 2 s, checked once a second: closed by 3 s (not at 1.5 + 2 s and after). */
+    ck_assert_msg(held < 3.4, "closed after %.2f s", held);
+}
+END_TEST
+
 static void tcp_only_allowed(fcr_server_config *cfg)
 {
     cfg->web_server_addrs = "127.0.0.1, ::1";
@@ -1504,6 +1545,7 @@ static Suite *suite(void)
         T(idle_keep_alive_connection_is_closed_at_its_timeout),
         T(get_values_does_not_keep_an_idle_connection_open),
         T(trickling_request_is_closed_at_its_input_deadline),
+        T(input_deadline_counts_from_the_first_byte_of_begin),
         T(web_server_addrs_refuses_other_peers_and_unix_ones),
         T(malformed_web_server_addrs_is_refused_at_creation),
         T(at_the_connection_cap_the_oldest_idle_connection_makes_room),
