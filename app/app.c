@@ -279,6 +279,14 @@ int fcr_app_set_max_body(fcr_app *app, size_t max)
     return 0;
 }
 
+int fcr_app_set_max_output_memory(fcr_app *app, size_t max)
+{
+    if (!app || max == 0)
+        return FCR_EINVAL;
+    app->max_output_memory = max;
+    return 0;
+}
+
 int fcr_app_set_prefix(fcr_app *app, const char *prefix)
 {
     if (!app)

@@ -61,6 +61,10 @@ struct fcr_app {
     void *authz_data;
     fcr_handler filter;
     void *filter_data;
+    size_t max_output_memory; /* 0: FCR_DEFAULT_MAX_OUTPUT_MEMORY */
+    size_t output_held;       /* bytes of answer bodies held until their connections take them */
+    double held_log_at;       /* when a 503 for the output memory was last logged */
+    unsigned long held_unlogged;
     char *error;            /* first failed registration */
     struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
@@ -91,6 +95,8 @@ typedef struct fcr__body {
     unsigned refs;
     bool heap;    /* the struct and data are malloc'd and reference-counted */
     fcr__buf buf; /* a NUL byte is kept after the body */
+    size_t *held; /* the serving app's output_held, which counts `counted` bytes for it */
+    size_t counted;
 } fcr__body;
 
 struct fcr_auth {

@@ -287,6 +287,47 @@ static void pump(fcr__ctx *ctx)
     finish(ctx);
 }
 
+/* An answer whose body is held in memory until the connection takes it counts against the
+ * serving app's output memory; one that would take the app past it is replaced with 503
+ * problem+json and Retry-After (unless nothing else is held: one answer always gets through).
+ * Clients that do not read then hold at most that much memory of the worker, however many
+ * they are. Returns false when the answer was replaced. */
+static bool hold_body(fcr__ctx *ctx)
+{
+    fcr__body *b = ctx->res.body;
+    if (!b || !b->heap || b->held || ctx->body_end == 0)
+        return true;
+    fcr_app *app = ctx->app;
+    size_t max = app->max_output_memory ? app->max_output_memory : FCR_DEFAULT_MAX_OUTPUT_MEMORY;
+    size_t size = b->buf.cap;
+    if (app->output_held == 0 || (app->output_held <= max && size <= max - app->output_held)) {
+        app->output_held += size;
+        b->held = &app->output_held;
+        b->counted = size;
+        return true;
+    }
+    double now = fcr__now();
+    if (now - app->held_log_at >= 1.0) {
+        char what[600];
+        fcr__describe(ctx, what, sizeof what);
+        fcr_log(FCR_LOG_WARN,
+                "%s: answered 503: answers waiting for slow clients hold %zu bytes, and this "
+                "one (%zu) would pass the output memory limit of %zu (%lu more since the last "
+                "line)",
+                what, app->output_held, size, max, app->held_unlogged);
+        app->held_log_at = now;
+        app->held_unlogged = 0;
+    } else {
+        app->held_unlogged++;
+    }
+    fcr__res_reset(&ctx->res);
+    if (fcr__res_set_status_problem(&ctx->res, 503,
+                                    "the server is short of memory for answers; try again") < 0 ||
+        fcr_res_set_header(&ctx->res, "Retry-After", "1") < 0)
+        fcr__res_reset(&ctx->res);
+    return false;
+}
+
 void fcr__ctx_output(fcr__ctx *ctx)
 {
     ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
@@ -301,7 +342,10 @@ void fcr__ctx_output(fcr__ctx *ctx)
         finish(ctx);
         return;
     }
-    if (build_head(ctx) < 0) {
+    int built = build_head(ctx);
+    if (built == 0 && !hold_body(ctx))
+        built = build_head(ctx);
+    if (built < 0) {
         /* Out of memory: a fixed answer needs no allocation. */
         static const char oom[] = "Status: 500 Internal Server Error\r\n"
                                   "Content-Type: text/plain\r\nContent-Length: 0\r\n\r\n";

@@ -100,6 +100,8 @@ void fcr__body_unref(void *arg)
 {
     fcr__body *b = arg;
     if (b && --b->refs == 0) {
+        if (b->held)
+            *b->held -= b->counted;
         fcr__buf_free(&b->buf);
         free(b);
     }

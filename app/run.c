@@ -28,6 +28,7 @@ typedef struct run_cfg {
     double idle_timeout, input_timeout, output_timeout; /* 0: the core's default */
     unsigned max_conns, max_reqs, max_reqs_per_conn;    /* 0: the core's default */
     size_t max_output_queue;                            /* 0: the core's default */
+    size_t max_output_memory;                           /* 0: the app's default */
     size_t max_name_len, max_value_len;                 /* 0: the core's default */
     size_t max_params_bytes, max_params;                /* 0: the core's default */
 } run_cfg;
@@ -62,6 +63,8 @@ static void usage(FILE *f, const char *prog)
             "  --max-requests-per-conn N  requests in progress on one connection (default 32)\n"
             "  --max-output-queue BYTES  output queued per connection before writes wait,\n"
             "                          suffix k, m or g (default 1m)\n"
+            "  --max-output-memory BYTES  answer bodies held for clients still reading them,\n"
+            "                          per worker, suffix k, m or g (default 64m); more: 503\n"
             "  --max-param-name BYTES  bytes in one param name (a header name), suffix k, m\n"
             "                          or g (default 1k); more: 431\n"
             "  --max-param-value BYTES  bytes in one param value (a header value), suffix k,\n"
@@ -77,7 +80,7 @@ static void usage(FILE *f, const char *prog)
             "FCREST_ACCESS_LOG=1, FCREST_SHUTDOWN_TIMEOUT (or FCREST_GRACE),\n"
             "FCREST_IDLE_TIMEOUT, FCREST_INPUT_TIMEOUT, FCREST_OUTPUT_TIMEOUT,\n"
             "FCREST_MAX_CONNS, FCREST_MAX_REQUESTS, FCREST_MAX_REQUESTS_PER_CONN,\n"
-            "FCREST_MAX_OUTPUT_QUEUE, FCREST_MAX_PARAM_NAME, FCREST_MAX_PARAM_VALUE,\n"
+            "FCREST_MAX_OUTPUT_QUEUE, FCREST_MAX_OUTPUT_MEMORY, FCREST_MAX_PARAM_NAME, FCREST_MAX_PARAM_VALUE,\n"
             "FCREST_MAX_PARAMS_BYTES, FCREST_MAX_PARAMS; the command line wins.\n",
             prog);
 }
@@ -163,6 +166,11 @@ static int apply(run_cfg *c, const char *prog, const char *opt, const char *valu
         if (fcr__parse_size(value, &n) < 0 || n < 65536 + 16)
             return bad(prog, opt, value);
         c->max_output_queue = n;
+    } else if (strcmp(opt, "--max-output-memory") == 0) {
+        size_t n;
+        if (fcr__parse_size(value, &n) < 0 || n == 0)
+            return bad(prog, opt, value);
+        c->max_output_memory = n;
     } else if (strcmp(opt, "--max-param-name") == 0 || strcmp(opt, "--max-param-value") == 0) {
         size_t n; /* a FastCGI name or value length has 31 bits */
         if (fcr__parse_size(value, &n) < 0 || n == 0 || n > MAX_NV_LEN)
@@ -227,6 +235,7 @@ static int read_env(run_cfg *c, const char *prog)
         {"FCREST_MAX_REQUESTS", "--max-requests"},
         {"FCREST_MAX_REQUESTS_PER_CONN", "--max-requests-per-conn"},
         {"FCREST_MAX_OUTPUT_QUEUE", "--max-output-queue"},
+        {"FCREST_MAX_OUTPUT_MEMORY", "--max-output-memory"},
         {"FCREST_MAX_PARAM_NAME", "--max-param-name"},
         {"FCREST_MAX_PARAM_VALUE", "--max-param-value"},
         {"FCREST_MAX_PARAMS_BYTES", "--max-params-bytes"},
@@ -348,6 +357,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         fcr_log_set_level(c.log_level);
     if (c.max_body)
         fcr_app_set_max_body(app, c.max_body);
+    if (c.max_output_memory)
+        fcr_app_set_max_output_memory(app, c.max_output_memory);
     if (c.prefix && (rc = fcr_app_set_prefix(app, c.prefix)) < 0) {
         free(c.env_listen);
         return rc;

@@ -1539,6 +1539,68 @@ START_TEST(user_slot_is_the_users)
 }
 END_TEST
 
+/* Sends GET `path` on a new connection that reads nothing more than asked. */
+static fcl_conn *send_get(const char *addr, const char *path, int rcvbuf)
+{
+    fcl_conn *c = fcl_connect(addr, rcvbuf);
+    ck_assert_ptr_nonnull(c);
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_request(&b, 1, FCR_RESPONDER, 0,
+                    (const char *const[]){"REQUEST_METHOD", "GET", "SCRIPT_NAME", path, NULL}, NULL,
+                    0, NULL, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_buf_free(&b);
+    return c;
+}
+
+/* The status line of the answer on `c`, read whole. */
+static int answer_status(fcl_conn *c, char *retry_after, size_t cap)
+{
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    int status = atoi(cgi.head + 8);
+    if (retry_after && !fcl_cgi_header(&cgi, "Retry-After", retry_after, cap))
+        retry_after[0] = '\0';
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    return status;
+}
+
+/* Answers waiting for clients that do not read hold at most the output memory: past it, 503
+ * with Retry-After; once the memory is free again, the same answer goes out. */
+START_TEST(slow_readers_hold_at_most_the_output_memory)
+{
+    fcr_app_route(app, FCR_GET, "/big", big_answer, NULL); /* 5 MiB */
+    ck_assert_int_eq(fcr_app_set_max_output_memory(app, 0), FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_set_max_output_memory(app, 8u << 20), 0);
+    server_thread t;
+    server_start(&t);
+    fcl_conn *stuck = send_get(t.addr, "/big", 4096); /* reads nothing: holds 5 MiB */
+    fcl_record first;
+    ck_assert_int_eq(fcl_read_record(stuck, &first), 1); /* its answer has begun */
+    fcl_record_free(&first);
+    char retry[16];
+    fcl_conn *second = send_get(t.addr, "/big", 0);
+    ck_assert_int_eq(answer_status(second, retry, sizeof retry), 503);
+    ck_assert_str_eq(retry, "1");
+    fcl_close(second);
+    fcl_close(stuck); /* its answer's memory is released */
+    double t0 = fcl_now();
+    int status = 0;
+    while (status != 200 && fcl_now() - t0 < 10) {
+        fcl_conn *third = send_get(t.addr, "/big", 0);
+        status = answer_status(third, NULL, 0);
+        fcl_close(third);
+    }
+    ck_assert_int_eq(status, 200);
+    server_stop(&t);
+}
+END_TEST
+
 static int send_rc = 1;
 
 static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1775,6 +1837,7 @@ int main(void)
     tcase_add_test(tc, large_answer_waits_for_drain);
     tcase_add_test(tc, user_slot_is_the_users);
     tcase_add_test(tc, client_gone_during_async_and_output);
+    tcase_add_test(tc, slow_readers_hold_at_most_the_output_memory);
     tcase_add_test(tc, async_answer_after_server_freed);
     tcase_add_test(tc, contexts_reused_and_bodies_grown);
     suite_add_tcase(s, tc);

@@ -102,6 +102,9 @@ typedef enum fcr_auth_result {
 /** Body limit of an app that sets none (bytes). */
 #define FCR_DEFAULT_MAX_BODY (1024u * 1024u)
 
+/** Output memory of an app that sets none (bytes): see fcr_app_set_max_output_memory(). */
+#define FCR_DEFAULT_MAX_OUTPUT_MEMORY (64u * 1024u * 1024u)
+
 /**
  * A route handler, also the FILTER role handler. It fills `res` and returns FCR_DONE (the
  * framework sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send()
@@ -226,6 +229,19 @@ int fcr_app_set_filter(fcr_app *app, fcr_handler fn, void *data);
 int fcr_app_set_max_body(fcr_app *app, size_t max);
 
 /**
+ * Sets the most memory (bytes, > 0; default FCR_DEFAULT_MAX_OUTPUT_MEMORY) the app's answers may
+ * hold while their connections take them. An answer's body stays in memory until the web server
+ * has read it all; a client (or web server) that reads slowly or not at all keeps it there, up
+ * to the output timeout. An answer that would take the bodies held past this limit is replaced
+ * by 503 problem+json with `Retry-After: 1`, and a warning is logged (once a second at most);
+ * when nothing else is held, an answer of any size goes out. Small bodies (up to about 1 KiB,
+ * kept in the request's own memory) and the bytes queued on a connection (bounded by
+ * max_output_queue) do not count. The setting of the app a server serves counts. Returns 0 or
+ * FCR_EINVAL (NULL `app`, zero).
+ */
+int fcr_app_set_max_output_memory(fcr_app *app, size_t max);
+
+/**
  * Sets the prefix stripped from the routing path ("/app"; "" or NULL for none). A path that
  * does not start with it (followed by '/' or its end) is routed unchanged; an empty rest
  * becomes "/". The string is copied. Returns 0, FCR_EINVAL (not starting with '/'), or
@@ -289,6 +305,8 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *                          connection (default 32, at most 65535)
  *   --max-output-queue BYTES  FCREST_MAX_OUTPUT_QUEUE    output queued per connection before
  *                          writes wait (default 1m, at least 65552)
+ *   --max-output-memory BYTES  FCREST_MAX_OUTPUT_MEMORY  see fcr_app_set_max_output_memory
+ *                          (default 64m)
  *   --max-param-name BYTES FCREST_MAX_PARAM_NAME           bytes in one param name
  *                          (default 1k)
  *   --max-param-value BYTES  FCREST_MAX_PARAM_VALUE        bytes in one param value, such as
