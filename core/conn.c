@@ -446,11 +446,11 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
     if (c->state != FCR__CONN_OPEN)
         return 0;
     if (find_req(c, id)) {
-        fcr_log(FCR_LOG_WARN, "BEGIN_REQUEST for active request id %u", id);
+        fcr__log_peer(c->srv, FCR_LOG_WARN, "BEGIN_REQUEST for active request id %u", id);
         return FCR_EPROTO;
     }
     if (role < 1 || role > 3 || !(srv->cfg.roles & FCR_ROLE_BIT(role))) {
-        fcr_log(FCR_LOG_INFO, "request %u: role %u not served", id, role);
+        fcr__log_peer(c->srv, FCR_LOG_INFO, "request %u: role %u not served", id, role);
         end_record(c, id, FCGI_UNKNOWN_ROLE, flags);
         return 0;
     }
@@ -463,8 +463,9 @@ static int on_begin(void *ctx, uint16_t id, uint16_t role, uint8_t flags)
     bool last_call = srv->shutting_down && c->last_call && c->nreqs == 0;
     if (c->nreqs >= lim->max_reqs_per_conn || srv->stats.active_reqs >= lim->max_reqs ||
         (srv->shutting_down && !last_call)) {
-        fcr_log(FCR_LOG_WARN, "request %u: overloaded (%u on this connection, %u in all)", id,
-                c->nreqs, srv->stats.active_reqs);
+        fcr__log_peer(c->srv, FCR_LOG_WARN,
+                      "request %u: overloaded (%u on this connection, %u in all)", id, c->nreqs,
+                      srv->stats.active_reqs);
         end_record(c, id, FCGI_OVERLOADED, flags);
         return 0;
     }
@@ -500,7 +501,7 @@ static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, s
         return 0;
     }
     if (!(r->state & FCR__REQ_PARAMS_DONE)) {
-        fcr_log(FCR_LOG_WARN, "request %u: input stream before PARAMS ended", id);
+        fcr__log_peer(c->srv, FCR_LOG_WARN, "request %u: input stream before PARAMS ended", id);
         return FCR_EPROTO;
     }
     int idx = type == FCGI_DATA ? 1 : 0;
@@ -678,7 +679,7 @@ void fcr__conn_close(fcr__conn *c, const char *why)
     }
     fcr_server *srv = c->srv;
     if (why)
-        fcr_log(FCR_LOG_INFO, "closing connection: %s", why);
+        fcr__log_peer(c->srv, FCR_LOG_INFO, "closing connection: %s", why);
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
     c->in_feed = true; /* callbacks below must not close again */
@@ -688,14 +689,15 @@ void fcr__conn_close(fcr__conn *c, const char *why)
     while (c->reqs) {
         fcr_req *r = c->reqs;
         if (r->content_length >= 0)
-            fcr_log(FCR_LOG_INFO,
-                    "request %u aborted: connection closed (%s) with %zu of %lld body bytes "
-                    "received",
-                    r->id, why ? why : "by the web server", r->body[0].len, r->content_length);
+            fcr__log_peer(c->srv, FCR_LOG_INFO,
+                          "request %u aborted: connection closed (%s) with %zu of %lld body bytes "
+                          "received",
+                          r->id, why ? why : "by the web server", r->body[0].len,
+                          r->content_length);
         else
-            fcr_log(FCR_LOG_INFO,
-                    "request %u aborted: connection closed (%s) with %zu body bytes received",
-                    r->id, why ? why : "by the web server", r->body[0].len);
+            fcr__log_peer(c->srv, FCR_LOG_INFO,
+                          "request %u aborted: connection closed (%s) with %zu body bytes received",
+                          r->id, why ? why : "by the web server", r->body[0].len);
         fcr__req_abort(r, false);
     }
     for (fcr__conn **pp = &srv->flush_list; *pp; pp = &(*pp)->wnext) {

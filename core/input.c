@@ -9,7 +9,8 @@ int fcr__req_params_chunk(fcr_req *r, const uint8_t *buf, size_t len)
 {
     const fcr_limits *lim = &r->srv->cfg.limits;
     if (len > lim->max_params_bytes - r->pbuf.len) {
-        fcr_log(FCR_LOG_WARN, "request %u: params exceed %zu bytes", r->id, lim->max_params_bytes);
+        fcr__log_peer(r->srv, FCR_LOG_WARN, "request %u: params exceed %zu bytes", r->id,
+                      lim->max_params_bytes);
         fcr__req_reject(r, "431 Request Header Fields Too Large");
         return 0;
     }
@@ -100,8 +101,8 @@ int fcr__req_params_end(fcr_req *r)
     while ((st = fcr__nv_next(r->pbuf.p, r->pbuf.len, &off, &name, &nlen, &value, &vlen)) ==
            FCR__NV_OK) {
         if (nlen > lim->max_name_len || vlen > lim->max_value_len || ++count > lim->max_params) {
-            fcr_log(FCR_LOG_WARN, "request %u: a param exceeds the name, value or count limit",
-                    r->id);
+            fcr__log_peer(r->srv, FCR_LOG_WARN,
+                          "request %u: a param exceeds the name, value or count limit", r->id);
             fcr__req_reject(r, "431 Request Header Fields Too Large");
             return 1;
         }
@@ -124,7 +125,8 @@ int fcr__req_params_end(fcr_req *r)
         p->vlen = vlen;
     }
     if (st == FCR__NV_TRUNCATED) {
-        fcr_log(FCR_LOG_WARN, "request %u: truncated name-value pair in PARAMS", r->id);
+        fcr__log_peer(r->srv, FCR_LOG_WARN, "request %u: truncated name-value pair in PARAMS",
+                      r->id);
         return FCR_EPROTO;
     }
     r->state |= FCR__REQ_PARAMS_DONE;
@@ -141,8 +143,8 @@ int fcr__req_body_chunk(fcr_req *r, int idx, const uint8_t *buf, size_t len)
     if (len > r->max_body - b->len) {
         r->input_error = FCR_ETOOBIG;
         r->state |= FCR__REQ_DISCARD;
-        fcr_log(FCR_LOG_WARN, "request %u: %s exceeds %zu bytes", r->id, idx ? "DATA" : "STDIN",
-                r->max_body);
+        fcr__log_peer(r->srv, FCR_LOG_WARN, "request %u: %s exceeds %zu bytes", r->id,
+                      idx ? "DATA" : "STDIN", r->max_body);
         return 1; /* deliver now */
     }
     size_t clip = r->max_body;

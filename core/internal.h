@@ -165,10 +165,13 @@ struct fcr_server {
     bool accept_paused;  /* by the connection cap, or by the supervisor */
     bool accept_backoff; /* accept() ran out of descriptors or memory: retried soon */
     ev_timer accept_retry;
-    double accept_log_at;         /* when an accept failure was last logged */
+    double accept_log_at;          /* when an accept failure was last logged */
     unsigned long accept_unlogged; /* failures since, not logged */
     double evict_log_at;           /* when an eviction at the cap was last logged */
     unsigned long evict_unlogged;
+    double peer_log_tokens; /* fcr__log_peer's bucket */
+    double peer_log_at;
+    unsigned long peer_log_dropped;
     bool shutting_down;
     fcr__conn *conns;      /* most recently active first */
     fcr__conn *conns_tail; /* least recently active */
@@ -225,6 +228,12 @@ void fcr__conn_sweep(fcr__conn *c, double now);
 
 /* server.c */
 void fcr__server_conn_closed(fcr_server *srv);
+/* fcr_log() for a line about what one peer did (a protocol violation, a refused connection, a
+ * closed connection): at most PEER_LOG_RATE such lines a second per server, in bursts of up to
+ * PEER_LOG_BURST; the lines over that are counted, and the next line that passes says how many
+ * were left out. A peer that keeps misbehaving cannot fill the log. */
+void fcr__log_peer(fcr_server *srv, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void fcr__server_mark_dirty(fcr_server *srv, fcr_req *r);
 void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
 

@@ -250,8 +250,8 @@ static bool accept_some(fcr_listener *l, int max)
         if (!fcr__allow_check(srv, (struct sockaddr *)&ss, len)) {
             char peer[INET6_ADDRSTRLEN];
             describe_peer((struct sockaddr *)&ss, peer, sizeof peer);
-            fcr_log(FCR_LOG_WARN, "refused connection from %s (not in FCGI_WEB_SERVER_ADDRS)",
-                    peer);
+            fcr__log_peer(srv, FCR_LOG_WARN,
+                          "refused connection from %s (not in FCGI_WEB_SERVER_ADDRS)", peer);
             close(fd);
             continue;
         }

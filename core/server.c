@@ -1,6 +1,8 @@
 /* The server: configuration, the flush step before the loop blocks, timeouts, shutdown. */
 #include "internal.h"
 
+#include <stdarg.h>
+
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -127,6 +129,34 @@ static void sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
+#define PEER_LOG_RATE  20.0
+#define PEER_LOG_BURST 100.0
+
+void fcr__log_peer(fcr_server *srv, int level, const char *fmt, ...)
+{
+    if (level > fcr_log_level())
+        return;
+    double now = ev_now(srv->loop);
+    srv->peer_log_tokens += (now - srv->peer_log_at) * PEER_LOG_RATE;
+    if (srv->peer_log_tokens > PEER_LOG_BURST)
+        srv->peer_log_tokens = PEER_LOG_BURST;
+    srv->peer_log_at = now;
+    if (srv->peer_log_tokens < 1.0) {
+        srv->peer_log_dropped++;
+        return;
+    }
+    srv->peer_log_tokens -= 1.0;
+    if (srv->peer_log_dropped) {
+        fcr_log(FCR_LOG_WARN, "%lu lines about misbehaving or closed connections left out",
+                srv->peer_log_dropped);
+        srv->peer_log_dropped = 0;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    fcr_vlog(level, fmt, ap);
+    va_end(ap);
+}
+
 void fcr__server_conn_closed(fcr_server *srv)
 {
     fcr__listeners_conn_closed(srv);
@@ -157,7 +187,7 @@ static void fit_nofile(unsigned *max_conns)
     if (rl.rlim_cur >= want)
         return;
     unsigned fit = rl.rlim_cur > RESERVED_FDS * 2 ? (unsigned)(rl.rlim_cur - RESERVED_FDS)
-                                                   : (unsigned)(rl.rlim_cur / 2);
+                                                  : (unsigned)(rl.rlim_cur / 2);
     if (fit == 0)
         fit = 1;
     fcr_log(FCR_LOG_WARN,
@@ -180,6 +210,8 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
         goto fail;
     srv->loop = loop;
     srv->cfg = *cfg;
+    srv->peer_log_tokens = PEER_LOG_BURST;
+    srv->peer_log_at = ev_now(loop);
     srv->cfg.web_server_addrs = NULL;
     const char *allow =
         cfg->web_server_addrs ? cfg->web_server_addrs : getenv("FCGI_WEB_SERVER_ADDRS");
@@ -220,7 +252,6 @@ fail:
         *err = e;
     return NULL;
 }
-
 
 void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, void *arg), void *arg)
 {

@@ -330,6 +330,48 @@ START_TEST(descriptor_limit_lowers_the_cap_and_silent_floods_do_not_lock_clients
 }
 END_TEST
 
+/* Many connections breaking the protocol cannot fill the log: lines about misbehaving peers are
+ * rate-limited, and a line says how many were left out. */
+START_TEST(misbehaving_peers_cannot_fill_the_log)
+{
+    start_child(&(child_opts){0});
+    double t0 = fcl_now();
+    enum { STORM = 600 };
+    for (int i = 0; i < STORM; i++) {
+        fcl_conn *c = fcl_connect(C.addr, 0);
+        ck_assert_ptr_nonnull(c);
+        static const uint8_t bad_version[8] = {9, 1, 0, 1, 0, 8, 0, 0};
+        ck_assert_int_eq(fcl_send(c, bad_version, sizeof bad_version), 0);
+        ck_assert_int_eq(fcl_wait_eof(c, 5), 0); /* closed for the violation */
+        fcl_close(c);
+    }
+    /* A well-behaved request after the storm is served. */
+    fcl_conn *ok = send_request();
+    assert_answered(ok, 2);
+    fcl_close(ok);
+    /* A second later the budget has room again: the next line says what was left out. (Time
+     * passing is what is tested here, not an event to wait for.) */
+    usleep(1200000);
+    fcl_conn *late = fcl_connect(C.addr, 0);
+    ck_assert_ptr_nonnull(late);
+    static const uint8_t bad[8] = {9, 1, 0, 1, 0, 8, 0, 0};
+    ck_assert_int_eq(fcl_send(late, bad, sizeof bad), 0);
+    ck_assert_int_eq(fcl_wait_eof(late, 5), 0);
+    fcl_close(late);
+    double elapsed = fcl_now() - t0;
+    char *log = read_log(NULL);
+    ck_assert_msg(strstr(log, "lines about misbehaving or closed connections left out") != NULL,
+                  "no line tells what was left out");
+    unsigned lines = count_in(log, "\n");
+    fprintf(stderr, "storm: %d bad connections in %.2f s, %u log lines\n", STORM, elapsed, lines);
+    ck_assert_msg(lines <= 110 + (unsigned)(25 * elapsed), "%u log lines for %d connections",
+                  lines, STORM);
+    free(log);
+    stop_child();
+    log = NULL;
+}
+END_TEST
+
 /* ---- restarts under keep-alive load ---------------------------------------------------- */
 
 static int children_of(pid_t parent, pid_t *out, int max)
@@ -481,6 +523,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, accept_out_of_descriptors_pauses_instead_of_spinning);
     tcase_add_test(tc, descriptor_limit_lowers_the_cap_and_silent_floods_do_not_lock_clients_out);
+    tcase_add_test(tc, misbehaving_peers_cannot_fill_the_log);
     tcase_add_test(tc, restarts_under_keep_alive_load_lose_no_request);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
