@@ -7,6 +7,7 @@
 #include <fcrest/testing.h>
 
 #include "core/fcgi.h"
+#include "core/addr.h"
 #include "core/mem.h"
 
 #include <ev.h>
@@ -443,27 +444,12 @@ static int connect_addr(const char *addr)
     }
     if (strncmp(addr, "tcp:", 4) != 0)
         return FCR_EADDR;
-    char host[256];
-    const char *h = addr + 4;
-    const char *port;
-    if (*h == '[') {
-        const char *e = strchr(h, ']');
-        if (!e || e[1] != ':' || (size_t)(e - h - 1) >= sizeof host)
-            return FCR_EADDR;
-        memcpy(host, h + 1, (size_t)(e - h - 1));
-        host[e - h - 1] = '\0';
-        port = e + 2;
-    } else {
-        const char *c = strrchr(h, ':');
-        if (!c || (size_t)(c - h) >= sizeof host)
-            return FCR_EADDR;
-        memcpy(host, h, (size_t)(c - h));
-        host[c - h] = '\0';
-        port = c + 1;
-    }
+    char host[256], port[8];
+    if (fcr__hostport_split(addr + 4, host, sizeof host, port, sizeof port) < 0)
+        return FCR_EADDR;
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;
-    if (!*port || getaddrinfo(host, port, &hints, &ai) != 0)
+    if (getaddrinfo(host, port, &hints, &ai) != 0)
         return FCR_EADDR;
     int fd = FCR_EIO;
     for (struct addrinfo *a = ai; a; a = a->ai_next) {

@@ -1,6 +1,7 @@
 /* Listeners: unix and TCP sockets, inherited sockets (fd 0, systemd), the web server allow-list,
  * accepting up to the connection cap. */
 #include "internal.h"
+#include "addr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -562,30 +563,10 @@ static int listen_tcp_host(fcr_server *srv, const char *host, const char *port, 
 
 static int listen_tcp(fcr_server *srv, const char *hostport)
 {
-    char host[256];
-    const char *port;
-    if (hostport[0] == '[') {
-        const char *end = strchr(hostport, ']');
-        if (!end || end[1] != ':' || (size_t)(end - hostport - 1) >= sizeof host)
-            return FCR_EADDR;
-        memcpy(host, hostport + 1, (size_t)(end - hostport - 1));
-        host[end - hostport - 1] = '\0';
-        port = end + 2;
-    } else {
-        const char *colon = strrchr(hostport, ':');
-        if (!colon || (size_t)(colon - hostport) >= sizeof host)
-            return FCR_EADDR;
-        memcpy(host, hostport, (size_t)(colon - hostport));
-        host[colon - hostport] = '\0';
-        port = colon + 1;
-    }
-    if (!*port || strspn(port, "0123456789") != strlen(port))
+    char host[256], port[8];
+    if (fcr__hostport_split(hostport, host, sizeof host, port, sizeof port) < 0)
         return FCR_EADDR;
-    errno = 0;
-    unsigned long number = strtoul(port, NULL, 10);
-    if (errno || number > 65535) /* getaddrinfo would take it modulo 65536 */
-        return FCR_EADDR;
-    return listen_tcp_host(srv, host, port, number == 0, hostport);
+    return listen_tcp_host(srv, host, port, strtoul(port, NULL, 10) == 0, hostport);
 }
 
 static bool is_listening_socket(int fd)
