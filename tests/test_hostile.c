@@ -184,9 +184,8 @@ static double child_cpu(void)
     ck_assert_ptr_nonnull(p);
     unsigned long utime = 0, stime = 0;
     /* After ")": state, then fields 4..13, then utime (14) and stime (15). */
-    ck_assert_int_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
-                            &stime),
-                     2);
+    ck_assert_int_eq(
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime), 2);
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
@@ -259,7 +258,8 @@ START_TEST(accept_out_of_descriptors_pauses_instead_of_spinning)
         char *l = read_log(NULL);
         int st = -1;
         pid_t w = waitpid(C.pid, &st, WNOHANG);
-        ck_abort_msg("answered or closed while out of descriptors (child %d status %d):\n%s", (int)w, st, l);
+        ck_abort_msg("answered or closed while out of descriptors (child %d status %d):\n%s",
+                     (int)w, st, l);
     }
     double cpu = child_cpu() - cpu0, wall = fcl_now() - t0;
     size_t logsize;
@@ -364,8 +364,8 @@ START_TEST(misbehaving_peers_cannot_fill_the_log)
                   "no line tells what was left out");
     unsigned lines = count_in(log, "\n");
     fprintf(stderr, "storm: %d bad connections in %.2f s, %u log lines\n", STORM, elapsed, lines);
-    ck_assert_msg(lines <= 110 + (unsigned)(25 * elapsed), "%u log lines for %d connections",
-                  lines, STORM);
+    ck_assert_msg(lines <= 110 + (unsigned)(25 * elapsed), "%u log lines for %d connections", lines,
+                  STORM);
     free(log);
     stop_child();
     log = NULL;
@@ -445,10 +445,10 @@ static void *ka_thread(void *arg)
         fcl_response_init(&r, 1);
         int sent = fcl_send_buf(c, &req);
         int got = sent == 0 ? fcl_await(c, &r, 1) : -1;
-        int outcome = got == 0 && r.protocol_status == 0 ? KA_OK
-                      : got == 0 && r.protocol_status == 2 ? KA_OVERLOADED
+        int outcome = got == 0 && r.protocol_status == 0                   ? KA_OK
+                      : got == 0 && r.protocol_status == 2                 ? KA_OVERLOADED
                       : got < 0 && (errno == EPIPE || errno == ECONNRESET) ? KA_LOST
-                                                                          : KA_OTHER;
+                                                                           : KA_OTHER;
         if (sent != 0 && (errno == EPIPE || errno == ECONNRESET))
             outcome = KA_LOST;
         atomic_fetch_add(&l->counts[outcome], 1);

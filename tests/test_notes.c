@@ -442,7 +442,9 @@ START_TEST(list_pages_hold_at_most_1000_notes)
         const char *q;
         size_t n;
         long first;
-    } pages[] = {{"", 1000, 1}, {"?limit=5000", 1000, 1}, {"?offset=1000", 3, 1001},
+    } pages[] = {{"", 1000, 1},
+                 {"?limit=5000", 1000, 1},
+                 {"?offset=1000", 3, 1001},
                  {"?offset=2&limit=1000", 1000, 3}};
     for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
         char path[64];

@@ -197,8 +197,9 @@ enum fcr_match_flag {
  * (params only when FOUND), or FCR_ETOOBIG when scratch is too small, FCR_EINVAL for an invalid
  * argument (NULL `r` or `m`, NULL `path` with len > 0, NULL `scratch` with cap > 0, `method`
  * not one fcr_method bit or 0, a bit in `flags` other than FCR_MATCH_DECODE); on error `*m` is
- * NOT_FOUND with no target and no params. The params' names are owned by the router and their values live in `scratch`: they are valid
- * while both are (until the router is freed and `scratch` reused).
+ * NOT_FOUND with no target and no params. The params' names are owned by the router and their
+ * values live in `scratch`: they are valid while both are (until the router is freed and `scratch`
+ * reused).
  */
 int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, unsigned flags,
                      fcr_match *m, char *scratch, size_t cap);
