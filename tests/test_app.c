@@ -4,8 +4,10 @@
  * that shows a 413 comes before the body is sent drives a real socket with the test client. */
 #include <check.h>
 #include <ev.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -479,7 +481,7 @@ static int problem_handler(fcr_req *req, fcr_res *r, void *data)
         json_t *ext = json_pack("{s:s, s:i, s:s}", "title", "not overridable", "balance", 30,
                                 "instance", "/account/12345");
         return fcr_res_set_problem_new(r, 403, "https://example.com/probs/out-of-credit",
-                                   "Your current balance is 30", ext);
+                                       "Your current balance is 30", ext);
     }
     return fcr_res_set_problem(r, 401, "token %s is unknown", "abc");
 }
@@ -773,6 +775,11 @@ typedef struct server_thread {
     struct ev_loop *loop;
     fcr_server *srv;
     ev_async stop;
+    ev_async probe; /* copies the server's counters on its own thread (server_stats) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fcr_server_stats st;
+    bool probed;
     pthread_t th;
     char dir[64];
     char addr[128];
@@ -782,6 +789,43 @@ static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w, (void)revents;
     ev_break(loop, EVBREAK_ALL);
+}
+
+static void probe_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct server_thread *t = w->data;
+    pthread_mutex_lock(&t->mu);
+    fcr_server_get_stats(t->srv, &t->st);
+    t->probed = true;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The server's counters, read on the server's thread. */
+static fcr_server_stats server_stats(server_thread *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->probed = false;
+    ev_async_send(t->loop, &t->probe);
+    while (!t->probed)
+        pthread_cond_wait(&t->cv, &t->mu);
+    fcr_server_stats st = t->st;
+    pthread_mutex_unlock(&t->mu);
+    return st;
+}
+
+/* Waits up to 20 s until the server has no connection and no request left. */
+static void wait_server_idle(server_thread *t)
+{
+    double deadline = fcl_now() + 20;
+    fcr_server_stats st = server_stats(t);
+    while (st.conns > 0 || st.active_reqs > 0) {
+        ck_assert_msg(fcl_now() < deadline, "%u connections, %u requests still open after 20 s",
+                      st.conns, st.active_reqs);
+        poll(NULL, 0, 1);
+        st = server_stats(t);
+    }
 }
 
 static void *server_main(void *arg)
@@ -803,6 +847,11 @@ static void server_start(server_thread *t)
     ck_assert_int_eq(fcr_server_listen(t->srv, t->addr), 0);
     ev_async_init(&t->stop, stop_cb);
     ev_async_start(t->loop, &t->stop);
+    ev_async_init(&t->probe, probe_cb);
+    t->probe.data = t;
+    ev_async_start(t->loop, &t->probe);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
     ck_assert_int_eq(pthread_create(&t->th, NULL, server_main, t), 0);
 }
 
@@ -810,6 +859,8 @@ static void server_stop(server_thread *t)
 {
     ev_async_send(t->loop, &t->stop);
     pthread_join(t->th, NULL);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
     fcr_server_free(t->srv);
     ev_loop_destroy(t->loop);
     char path[160];
@@ -1375,7 +1426,6 @@ START_TEST(large_answer_waits_for_drain)
 }
 END_TEST
 
-
 /* The user's slot is the user's: a handler that keeps its own pointer there loses nothing of
  * the framework (path, query, params, arena, and the drain of a large answer). */
 static int userdata_value;
@@ -1403,7 +1453,8 @@ START_TEST(user_slot_is_the_users)
 }
 END_TEST
 
-static int send_rc = 1;
+static atomic_int send_rc = 1;
+static atomic_int slow_entered;
 
 static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1418,6 +1469,7 @@ static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int slow_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)data;
+    slow_entered++;
     later *l = calloc(1, sizeof *l);
     l->res = r;
     ev_timer_init(&l->t, late_cb, 0.1, 0.);
@@ -1425,9 +1477,21 @@ static int slow_handler(fcr_req *req, fcr_res *r, void *data)
     return FCR_ASYNC;
 }
 
-/* Sends GET `path` on a new connection and closes it without reading. */
+/* Polls `cond` every millisecond for up to 20 s. */
+#define WAIT_FOR(cond, what)                                                                       \
+    do {                                                                                           \
+        double deadline_ = fcl_now() + 20;                                                         \
+        while (!(cond)) {                                                                          \
+            ck_assert_msg(fcl_now() < deadline_, "waited 20 s for %s", what);                      \
+            poll(NULL, 0, 1);                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Sends GET `path` on a new connection, waits until the server is at work on it (the slow
+ * handler ran, or, for another path, the answer began), and closes it without reading. */
 static void hang_up(const char *addr, const char *path, int rcvbuf)
 {
+    int entered = slow_entered;
     fcl_conn *c = fcl_connect(addr, rcvbuf);
     ck_assert_ptr_nonnull(c);
     fcl_buf b;
@@ -1437,7 +1501,13 @@ static void hang_up(const char *addr, const char *path, int rcvbuf)
                     0, NULL, 0);
     ck_assert_int_eq(fcl_send_buf(c, &b), 0);
     fcl_buf_free(&b);
-    usleep(50000);
+    if (strcmp(path, "/slow") == 0) {
+        WAIT_FOR(slow_entered > entered, "the slow handler");
+    } else {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        ck_assert_msg(c->rx.len > c->rx_off || poll(&p, 1, 20000) == 1,
+                      "the answer did not begin within 20 s");
+    }
     fcl_close(c);
 }
 
@@ -1468,17 +1538,18 @@ START_TEST(client_gone_during_async_and_output)
     fcr_app_route(app, FCR_GET, "/ok", traced_handler, NULL);
     server_thread t;
     server_start(&t);
+    send_rc = 1;
     /* The client leaves while the handler is pending: its late send reports the abort and
      * releases everything (the sanitizers check). */
     hang_up(t.addr, "/slow", 0);
-    usleep(200000);
+    WAIT_FOR(send_rc != 1, "the late send");
+    ck_assert_int_eq(send_rc, FCR_ECLOSED);
     still_serving(t.addr);
     /* The client leaves while the answer waits for the output queue to drain. */
     hang_up(t.addr, "/big", 4096);
-    usleep(100000);
+    wait_server_idle(&t);
     still_serving(t.addr);
     server_stop(&t);
-    ck_assert_int_eq(send_rc, FCR_ECLOSED);
 }
 END_TEST
 
@@ -1513,7 +1584,8 @@ START_TEST(contexts_reused_and_bodies_grown)
 {
     /* A body limit of its own: the path is also routed before the body is read. */
     ck_assert_int_eq(
-        fcr_route_set_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20), 0);
+        fcr_route_set_max_body(fcr_app_route(app, FCR_GET, "/grow", grow_answer, NULL), 1u << 20),
+        0);
     char long_path[400];
     memset(long_path, 'p', sizeof long_path - 1);
     long_path[0] = '/';
