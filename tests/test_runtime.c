@@ -463,6 +463,40 @@ static double rss_of(pid_t pid)
     return kb * 1024.0;
 }
 
+/* Sockets `pid` has open (/proc/PID/fd). */
+static int sockets_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char fd[320], target[64];
+        snprintf(fd, sizeof fd, "%s/%s", path, e->d_name);
+        ssize_t len = readlink(fd, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strncmp(target, "socket:", 7) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits until a single-process server `pid` has closed every connection: its one socket left
+ * is the listener. */
+static void wait_connections_closed(pid_t pid)
+{
+    double deadline = now() + (under_valgrind() ? 60 : 20);
+    int n;
+    while ((n = sockets_of(pid)) > 1) {
+        ck_assert_msg(now() < deadline, "%d connections still open", n - 1);
+        sleep_s(0.002);
+    }
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -841,6 +875,22 @@ START_TEST(sighup_single_process)
 }
 END_TEST
 
+/* Waits until the log holds `needle` at least `n` times. */
+static void wait_log_count(const char *needle, int n, double timeout)
+{
+    double deadline = now() + timeout;
+    for (;;) {
+        char *log = read_log();
+        int have = count_in(log, needle);
+        free(log);
+        if (have >= n)
+            return;
+        ck_assert_msg(now() < deadline, "the log has \"%s\" %d times after %.0f s, wanted %d",
+                      needle, have, timeout, n);
+        sleep_s(0.005);
+    }
+}
+
 static int wait_generation(pid_t sup, const pid_t *old, int nold, pid_t *out, int want,
                            double timeout)
 {
@@ -879,7 +929,8 @@ START_TEST(sighup_under_load)
     load l = {.addr = app_addr, .params = P("/hello"), .expect = "Hello, world!"};
     load ls = {.addr = app_addr,
                .params = ((const char *const[]){"REQUEST_METHOD", "GET", "SCRIPT_NAME", "/slow",
-                                                "QUERY_STRING", "ms=1500", NULL})};
+                                                "QUERY_STRING", "ms=1500", NULL}),
+               .tracked = true};
     load_start(&l, 3);
     if (_i == 1)
         load_start(&ls, 3);
@@ -889,14 +940,22 @@ START_TEST(sighup_under_load)
     ck_assert_int_eq(wait_generation(app_pid, gen0, 2, gen1, 2, 15), 2);
     load_wait_ok(&l, load_count(&l, O_OK) + 100, 20);
     if (_i == 1) {
-        /* Each slow thread now waits on a new-generation worker. */
-        load_wait_ok(&ls, load_count(&ls, O_OK) + 3, 20);
-        sleep_s(0.2);
+        /* Each slow thread now has a request in flight on a new-generation worker. */
+        deadline = now() + 20;
+        for (int k = 0; k < ls.nthreads; k++) {
+            while (!contains(gen1, 2, (pid_t)atomic_load(&ls.inflight_pid[k])) && now() < deadline)
+                sleep_s(0.002);
+            ck_assert_msg(now() < deadline, "slow thread %d has no request on a new worker", k);
+        }
     }
     kill(app_pid, SIGHUP);
-    sleep_s(0.05);
-    if (_i == 1)
+    if (_i == 1) {
+        /* A third SIGHUP while the second restart's old workers still finish their slow
+         * requests: sent once the second restart has begun (two signals sent at once would be
+         * one). */
+        wait_log_count("SIGHUP: starting new workers", 2, 20);
         kill(app_pid, SIGHUP);
+    }
     int starts = _i == 1 ? 3 : 2;
     char *log = NULL;
     deadline = now() + 20;
@@ -978,8 +1037,8 @@ START_TEST(sigkill_one_worker)
             served = now() - mark;
         }
     }
-    while (now() - mark < 1.5)
-        sleep_s(0.02);
+    /* The load goes on: the other workers and the replacement answer. */
+    load_wait_ok(&l, load_count(&l, O_OK) + 12, 20);
     load_stop(&l);
     unsigned failed = 0, others = 0, victims_done = 0;
     for (size_t i = 0; i < l.nrecs; i++) {
@@ -1034,6 +1093,7 @@ typedef struct trickle {
     size_t sent[TRICKLERS];
     double first_byte[TRICKLERS];
     double closed[TRICKLERS];
+    atomic_int rounds; /* rounds of one byte to each connection done */
     atomic_bool stop;
 } trickle;
 
@@ -1067,8 +1127,10 @@ static void *trickle_thread(void *arg)
             }
             open++;
         }
-        if (send_now)
+        if (send_now) {
             next += 1.0;
+            atomic_fetch_add(&t->rounds, 1);
+        }
         if (open == 0)
             break;
         sleep_s(0.02);
@@ -1114,12 +1176,16 @@ START_TEST(trickling_clients)
     }
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, trickle_thread, &t), 0);
-    sleep_s(1.3); /* every connection is now part-way through a request */
+    /* Every connection is part-way through a request once two bytes went to each. */
+    double deadline = now() + 20;
+    while (atomic_load(&t.rounds) < 2 && now() < deadline)
+        sleep_s(0.01);
+    ck_assert_int_ge(atomic_load(&t.rounds), 2);
     for (int i = 0; i < SAMPLES; i++)
         loaded[i] = request_latency(app_addr);
     double m0 = median(base, SAMPLES), m1 = median(loaded, SAMPLES);
     /* All should be closed by the input timeout plus the once-a-second sweep. */
-    double deadline = now() + input_timeout + 4;
+    deadline = now() + input_timeout + 4;
     bool all = false;
     while (!all && now() < deadline) {
         sleep_s(0.1);
@@ -1187,7 +1253,7 @@ START_TEST(stalled_reader)
      * a large answer's: that would hide what the stalled one costs). */
     for (int k = 0; k < 20; k++)
         request_latency(app_addr);
-    sleep_s(0.3);
+    wait_connections_closed(app_pid);
     double rss0 = rss_of(app_pid);
     fcl_conn *c = fcl_connect(app_addr, 4096);
     ck_assert_ptr_nonnull(c);
@@ -1216,7 +1282,7 @@ START_TEST(stalled_reader)
         }
     }
     fcl_close(c);
-    sleep_s(0.3);
+    wait_connections_closed(app_pid);
     double after = rss_of(app_pid);
     /* The whole answer reaches a client that reads. */
     c = fcl_connect(app_addr, 0);
@@ -1304,17 +1370,32 @@ static void flood(int *fds, flood_stats *fs)
             }
         }
     }
-    /* Nothing more comes. */
-    sleep_s(0.2);
+    /* Nothing more comes: a GET_VALUES sent after the BEGINs is answered after every answer
+     * to them. */
+    fcl_buf q, gv;
+    fcl_buf_init(&q);
+    fcl_buf_init(&gv);
+    fcl_nv_adds(&q, "FCGI_MPXS_CONNS", "");
+    fcl_put_record(&gv, FCGI_GET_VALUES, 0, q.data, q.len, 0);
     for (int i = 0; i < FLOOD_CONNS; i++) {
+        ck_assert_int_eq(fcl_send_buf(cs[i], &gv), 0);
+        cs[i]->timeout = 20;
         fcl_record r;
-        cs[i]->timeout = 0.001;
-        while (fcl_read_record(cs[i], &r) == 1) {
+        for (;;) {
+            ck_assert_int_eq(fcl_read_record(cs[i], &r), 1);
+            if (r.h.type == FCGI_GET_VALUES_RESULT) {
+                fcl_record_free(&r);
+                break;
+            }
+            ck_assert_int_eq(r.h.type, FCGI_END_REQUEST);
+            ck_assert_int_eq(r.content[4], FCGI_OVERLOADED);
             over[i]++;
             total++;
             fcl_record_free(&r);
         }
     }
+    fcl_buf_free(&q);
+    fcl_buf_free(&gv);
     memset(fs, 0, sizeof *fs);
     fs->min_overloaded_per_conn = FLOOD_IDS;
     for (int i = 0; i < FLOOD_CONNS; i++) {
@@ -1336,7 +1417,7 @@ START_TEST(begin_flood)
     start_app(build_path("examples/hello"), args, app_addr);
     for (int i = 0; i < 50; i++)
         request_latency(app_addr);
-    sleep_s(0.2);
+    wait_connections_closed(app_pid);
     double rss0 = rss_of(app_pid), rss[2], peak[2];
     for (int round = 0; round < 2; round++) {
         int fds[FLOOD_CONNS];
@@ -1363,7 +1444,7 @@ START_TEST(begin_flood)
             r = request(app_addr, P("/hello"), "Hello, world!");
         } while (r.outcome != O_OK && now() < deadline && (sleep_s(0.02), true));
         ck_assert_msg(r.outcome == O_OK, "not served after the flood");
-        sleep_s(0.2);
+        wait_connections_closed(app_pid);
         rss[round] = rss_of(app_pid);
     }
     fprintf(stderr,
