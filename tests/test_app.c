@@ -312,7 +312,7 @@ static int user_handler(fcr_req *req, fcr_res *r, void *data)
     return 0;
 }
 
-START_TEST(user_vars_and_memory)
+START_TEST(vars_user_and_arena_allocations)
 {
     fcr_app_route(app, FCR_GET, "/u", user_handler, NULL);
     run(&(fcr_test_req){.path = "/u", .params = (const char *const[]){"FROM_SERVER=yes", NULL}});
@@ -463,7 +463,7 @@ static int json_ownership(fcr_req *req, fcr_res *r, void *data)
     return fcr_res_set_json_new(r, 201, o);
 }
 
-START_TEST(json_responses_follow_new_rule)
+START_TEST(json_set_borrows_and_set_new_takes_the_reference)
 {
     fcr_app_route(app, FCR_GET, "/j", json_ownership, NULL);
     get("/j");
@@ -598,7 +598,7 @@ START_TEST(bad_pattern_refused)
 }
 END_TEST
 
-START_TEST(run_options)
+START_TEST(bad_options_and_listeners_are_refused)
 {
     char *help[] = {"test", "--help", NULL};
     ck_assert_int_eq(fcr_app_run(app, 2, help), 0);
@@ -678,7 +678,7 @@ START_TEST(request_log_and_id)
 }
 END_TEST
 
-START_TEST(runtime_options)
+START_TEST(timeout_option_values_are_checked)
 {
     static const char *const bad[][2] = {
         {"--input-timeout", "0"},        {"--idle-timeout", "-1"}, {"--output-timeout", "x"},
@@ -1656,7 +1656,7 @@ int main(void)
     tcase_add_test(tc, headers_cookies_raw_params);
     tcase_add_test(tc, form_bodies);
     tcase_add_test(tc, json_body_and_position_of_errors);
-    tcase_add_test(tc, user_vars_and_memory);
+    tcase_add_test(tc, vars_user_and_arena_allocations);
     tcase_add_test(tc, hostile_params);
     suite_add_tcase(s, tc);
 
@@ -1665,15 +1665,15 @@ int main(void)
     tcase_add_test(tc, status_with_reason_phrase);
     tcase_add_test(tc, headers_body_and_injection);
     tcase_add_test(tc, text_and_redirect);
-    tcase_add_test(tc, json_responses_follow_new_rule);
+    tcase_add_test(tc, json_set_borrows_and_set_new_takes_the_reference);
     tcase_add_test(tc, problem_json_shape);
     tcase_add_test(tc, head_has_no_body);
     tcase_add_test(tc, not_found_not_allowed_options);
     tcase_add_test(tc, handler_error_gives_500_and_stderr);
     tcase_add_test(tc, bad_pattern_refused);
-    tcase_add_test(tc, run_options);
+    tcase_add_test(tc, bad_options_and_listeners_are_refused);
     tcase_add_test(tc, request_log_and_id);
-    tcase_add_test(tc, runtime_options);
+    tcase_add_test(tc, timeout_option_values_are_checked);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");

@@ -1233,7 +1233,7 @@ END_TEST
  * connection costs is the queue: at most the 1 MiB cap); 1 the app answering an 8 MiB body
  * (the body is the handler's; the connection adds at most the cap, and everything is freed
  * when the stalled connection is closed). */
-START_TEST(stalled_reader)
+START_TEST(stalled_reader_costs_at_most_the_output_cap_and_is_closed)
 {
     const double output_timeout = 2.0;
     const double cap = 1 * MIB; /* the default max_output_queue */
@@ -1411,7 +1411,7 @@ static void flood(int *fds, flood_stats *fs)
     }
 }
 
-START_TEST(begin_flood)
+START_TEST(begin_flood_is_capped_and_memory_stays_flat)
 {
     const char *args[] = {"--listen", app_addr, "--log-level", "error", NULL};
     start_app(build_path("examples/hello"), args, app_addr);
@@ -1661,8 +1661,8 @@ int main(int argc, char **argv)
     ADD(sighup_single_process, 1);
     ADD(sigkill_one_worker, 1);
     ADD(trickling_clients, 1);
-    ADD(stalled_reader, 2);
-    ADD(begin_flood, 1);
+    ADD(stalled_reader_costs_at_most_the_output_cap_and_is_closed, 2);
+    ADD(begin_flood_is_capped_and_memory_stays_flat, 1);
     ADD(access_log, 3);
     ADD(timeout_options, 1);
     ADD(limit_options, 1);
