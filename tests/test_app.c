@@ -1553,6 +1553,62 @@ START_TEST(client_gone_during_async_and_output)
 }
 END_TEST
 
+/* ---- fcr_test_send ---------------------------------------------------------------------- */
+
+static int send_target(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    size_t len;
+    const char *body = fcr_req_body(req, FCR_STDIN, &len);
+    const char *q = fcr_req_query(req, "q");
+    const char *token = fcr_req_header(req, "X-Token");
+    fcr_res_set_header(r, "X-Id", fcr_req_path_param(req, "id"));
+    fcr_res_set_status(r, 201);
+    return fcr_res_printf(r, "%s q=%s token=%s type=%d body=%.*s", fcr_req_method(req), q ? q : "-",
+                          token ? token : "-", fcr_req_content_type_is(req, "text/plain"), (int)len,
+                          body) < 0
+               ? FCR_ENOMEM
+               : 0;
+}
+
+/* fcr_test_send sends one request to an application listening on an address and parses its
+ * answer; an address nobody listens on, or a malformed one, is an error. */
+START_TEST(test_send_asks_a_running_server)
+{
+    fcr_app_route(app, FCR_POST, "/send/(?<id>[0-9]+)", send_target, NULL);
+    server_thread t;
+    server_start(&t);
+    const char *const headers[] = {"X-Token: abc", "Content-Type: text/plain", NULL};
+    fcr_test_res tr;
+    ck_assert_int_eq(fcr_test_send(t.addr,
+                                   &(fcr_test_req){.method = "POST",
+                                                   .path = "/send/42?q=1",
+                                                   .headers = headers,
+                                                   .body = "hello"},
+                                   &tr),
+                     0);
+    ck_assert_int_eq(tr.status, 201);
+    ck_assert_str_eq(fcr_test_res_header(&tr, "x-id"), "42");
+    ck_assert_str_eq(tr.body, "POST q=1 token=abc type=1 body=hello");
+    ck_assert_int_eq(tr.protocol_status, 0);
+    ck_assert_uint_eq(tr.app_status, 0);
+    fcr_test_res_free(&tr);
+    /* The same server again: a path it does not know. */
+    ck_assert_int_eq(fcr_test_send(t.addr, &(fcr_test_req){.path = "/other"}, &tr), 0);
+    ck_assert_int_eq(tr.status, 404);
+    ck_assert_str_eq(fcr_test_res_header(&tr, "Content-Type"), "application/problem+json");
+    fcr_test_res_free(&tr);
+    server_stop(&t);
+    /* Nobody listens there any more. */
+    int rc = fcr_test_send(t.addr, &(fcr_test_req){.path = "/send/1"}, &tr);
+    ck_assert_msg(rc == FCR_EIO || rc == FCR_EADDR, "fcr_test_send to a closed address: %d", rc);
+    fcr_test_res_free(&tr);
+    ck_assert_int_eq(fcr_test_send("nonsense", &(fcr_test_req){0}, &tr), FCR_EADDR);
+    ck_assert_int_eq(fcr_test_send(NULL, &(fcr_test_req){0}, &tr), FCR_EINVAL);
+    fcr_test_res_free(&tr);
+}
+END_TEST
+
 static bool handler_ran;
 
 static int slow_and_flag(fcr_req *req, fcr_res *r, void *data)
@@ -1707,6 +1763,7 @@ int main(void)
     tcase_add_test(tc, large_answer_waits_for_drain);
     tcase_add_test(tc, user_slot_is_the_users);
     tcase_add_test(tc, client_gone_during_async_and_output);
+    tcase_add_test(tc, test_send_asks_a_running_server);
     tcase_add_test(tc, async_answer_after_server_freed);
     tcase_add_test(tc, contexts_reused_and_bodies_grown);
     suite_add_tcase(s, tc);
