@@ -3,8 +3,8 @@
  * The input is a request body. fcr__json_parse (the parser behind fcr_req_parse_json) must either
  * give a value that survives a dump and reload unchanged, or say where the text is invalid.
  * The same body then goes through the whole request path: fcr_app_test sends it as a POST to
- * an app whose handler answers fcr_req_parse_json's value, or lets fcr_req_parse_json fill in its 400
- * problem+json, and the answer must agree with the direct parse: 200 with an equal value, or
+ * an app whose handler answers fcr_req_parse_json's value, or lets fcr_req_parse_json fill in its
+ * 400 problem+json, and the answer must agree with the direct parse: 200 with an equal value, or
  * 400 whose detail is the parser's message (or the stand-in for a message that is not
  * UTF-8). */
 #include "app/app_int.h"
