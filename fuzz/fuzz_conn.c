@@ -600,6 +600,15 @@ static bool step(fcr_server *srv, size_t baseline, size_t max_write)
     return moved > 0;
 }
 
+/* Sends everything pending (reading all the while). */
+static void send_all(fcr_server *srv, size_t baseline)
+{
+    for (unsigned i = 0; cs.tx.len > 0 && !cs.closed; i++) {
+        must(i < MAX_ITERATIONS, "the server stopped reading", cs.tx.len, cs.tx.off);
+        step(srv, baseline, SIZE_MAX);
+    }
+}
+
 /* Runs until nothing moves for a few iterations and no timer of the app is pending. */
 static void settle(fcr_server *srv, size_t baseline)
 {
@@ -825,13 +834,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     if (!cs.half) {
-        /* Send what is pending, finish the record the input stopped in, abort every request
-         * begun, and wait. */
-        for (unsigned i = 0; cs.tx.len > 0 && !cs.closed; i++) {
-            must(i < MAX_ITERATIONS, "the server stopped reading", cs.tx.len, cs.tx.off);
-            step(srv, baseline, SIZE_MAX);
-        }
+        /* Send what is pending and the end of the record the input stopped in (which may
+         * begin a request), abort every request begun, and wait. */
+        send_all(srv, baseline);
         complete_record();
+        send_all(srv, baseline);
         for (size_t i = 0; i < cs.nids; i++)
             record(&cs.tx, FCGI_ABORT_REQUEST, cs.ids[i], NULL, 0, 0);
     }
