@@ -6,6 +6,9 @@ followed by a FastCGI byte stream as a web server sends it.
 fuzz/corpus/nv/: name-value streams (PARAMS content, GET_VALUES queries, edge cases).
 fuzz/corpus/router_diff/: route tables and paths for fuzz_router_diff, one item a line
 ("r<methods> <pattern>", "m<prefix>" ... "e", "?<path>"; see fuzz/fuzz_router_diff.c).
+fuzz/corpus/conn/: programs for fuzz_conn (see the opcodes in fuzz/fuzz_conn.c): whole
+requests to each route and role, multiplexed, split into small writes, aborted, management
+records between them, a half-close, protocol errors.
 
 Run from anywhere: python3 fuzz/make_seeds.py
 """
@@ -200,7 +203,85 @@ def write(subdir, seeds):
             f.write(data)
 
 
+# fuzz_conn opcodes (the byte's value modulo 8).
+OP_RECORD, OP_WRITE, OP_LOOP, OP_RAW, OP_REQUEST, OP_HALF_CLOSE = 0, 3, 4, 5, 6, 7
+CONN_PATHS = ["/sync", "/async", "/async?big=1", "/big", "/json", "/guarded/ab", "/guarded/AB",
+              "/nope", "/sync?stop=1", "/sync?fail=1", "/", "/sync/x"]
+CONN_METHODS = ["GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "get", ""]
+
+
+def conn_request(path, method="GET", rid=1, role=RESPONDER, keep=True, chunk=0, pad=0,
+                 body=b"", token=False, no_length=False):
+    """OP_REQUEST: one whole request (see gen_request in fuzz_conn.c)."""
+    sel = (0 if role == RESPONDER else role) | (chunk << 2) | (0x10 if keep else 0) | (pad << 5)
+    sel |= (0x40 if token else 0) | (0x80 if no_length else 0)
+    assert len(body) < 64
+    # An id byte below 128 gives id % 4; 0x80 takes the next two bytes as the id.
+    ids = bytes([rid]) if rid < 4 else bytes([0x80, rid >> 8, rid & 0xff])
+    return (bytes([OP_REQUEST, sel & 0xff]) + ids + bytes([len(body)]) + body
+            + bytes([CONN_PATHS.index(path), CONN_METHODS.index(method)]))
+
+
+def conn_raw(data):
+    """OP_RAW pieces of at most 63 bytes."""
+    out = b""
+    for i in range(0, len(data), 63):
+        piece = data[i:i + 63]
+        out += bytes([OP_RAW, len(piece)]) + piece
+    return out
+
+
+def conn_write(n=0):
+    """OP_WRITE: n * 37 bytes of what is pending (0: everything), then one loop iteration."""
+    return bytes([OP_WRITE, n])
+
+
+def conn_loop(n=1):
+    return bytes([OP_LOOP, n - 1])
+
+
+def conn_seeds():
+    query = nv("FCGI_MAX_CONNS", "") + nv("FCGI_MAX_REQS", "") + nv("FCGI_MPXS_CONNS", "")
+    s = {}
+    for i, path in enumerate(CONN_PATHS):
+        name = path.strip("/").replace("/", "_").replace("?", "_").replace("=", "") or "root"
+        s["get_" + name] = (
+            conn_request(path, token=i % 2 == 0) + conn_write() + conn_loop(4))
+    s["post_json"] = conn_request("/json", "POST", body=b'{"a": [1, 2, {"b": null}]}') + conn_loop(2)
+    s["post_bad_json"] = conn_request("/json", "PUT", body=b'{"a": ', chunk=1) + conn_loop(2)
+    s["multiplexed"] = (conn_request("/async", rid=1) + conn_request("/big", rid=2)
+                        + conn_request("/sync", "POST", rid=3, body=b"abc", chunk=2, pad=3)
+                        + conn_request("/async?big=1", rid=4) + conn_loop(3))
+    s["overloaded"] = b"".join(conn_request("/async", rid=i) for i in range(1, 7)) + conn_loop(2)
+    s["small_writes"] = (conn_request("/sync", "POST", body=b"x" * 40, chunk=1, pad=7)
+                         + conn_write(1) * 30 + conn_loop(2))
+    s["filter"] = conn_request("/sync", rid=2, role=FILTER, body=b"filter me") + conn_loop(2)
+    s["authorizer"] = (conn_request("/sync", rid=5, role=AUTHORIZER, token=True)
+                       + conn_request("/sync", rid=6, role=AUTHORIZER) + conn_loop(2))
+    s["keep_conn_0"] = conn_request("/sync", keep=False) + conn_loop(3) + conn_request("/sync", rid=2)
+    s["abort_mid_request"] = (conn_raw(begin(1, flags=1) + record(PARAMS, 1, nv("SCRIPT_NAME", "/sync")))
+                              + conn_loop(1) + conn_raw(record(ABORT, 1)) + conn_loop(2))
+    s["abort_async"] = (conn_request("/async", rid=3) + conn_write() + conn_raw(record(ABORT, 3))
+                        + conn_loop(3))
+    s["abort_big"] = conn_request("/big", rid=3) + conn_loop(1) + conn_raw(record(ABORT, 3)) + conn_loop(3)
+    s["management"] = (conn_raw(begin(1, flags=1) + record(PARAMS, 1, nv("SCRIPT_NAME", "/sync"))
+                                + record(GET_VALUES, 0, query) + record(PARAMS, 1)
+                                + record(42, 0, b"xyz") + record(STDOUT, 0) + record(STDIN, 1)))
+    s["half_close"] = conn_request("/async", rid=1) + conn_write() + bytes([OP_HALF_CLOSE, 8])
+    s["half_close_mid_record"] = conn_raw(begin(1, flags=1)[:11]) + bytes([OP_HALF_CLOSE, 0])
+    s["begin_twice"] = conn_request("/async", rid=1) + conn_raw(begin(1, flags=1)) + conn_loop(2)
+    s["bad_version"] = conn_raw(record(PARAMS, 1, version=2)) + conn_loop(1)
+    s["bad_params"] = (conn_raw(begin(1, flags=1) + record(PARAMS, 1, b"\x80\x00\x00\x05\x01abc")
+                                + record(PARAMS, 1) + record(STDIN, 1)) + conn_loop(2))
+    s["stdin_before_params_end"] = conn_raw(begin(1, flags=1) + record(STDIN, 1, b"x")) + conn_loop(1)
+    s["unknown_roles"] = (conn_raw(begin(1, role=0, flags=1) + begin(2, role=7) + begin(3, role=65535))
+                          + conn_loop(1))
+    s["records"] = bytes([OP_RECORD, 0, 1, 0, 1, 1]) + bytes([OP_RECORD, 1, 1, 0, 2, 1, 1, 4, 0])
+    return s
+
+
 if __name__ == "__main__":
     write("parser", parser_seeds())
     write("nv", nv_seeds())
     write("router_diff", router_diff_seeds())
+    write("conn", conn_seeds())

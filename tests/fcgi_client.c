@@ -271,6 +271,11 @@ fcl_conn *fcl_connect(const char *addr, int rcvbuf)
     }
     if (fd < 0)
         return NULL;
+    return fcl_adopt(fd);
+}
+
+fcl_conn *fcl_adopt(int fd)
+{
     int fl = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, fl | O_NONBLOCK);
     fcl_conn *c = calloc(1, sizeof *c);

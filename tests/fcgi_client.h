@@ -97,6 +97,10 @@ typedef struct fcl_conn {
  * early). Returns NULL with errno set on failure. */
 fcl_conn *fcl_connect(const char *addr, int rcvbuf);
 
+/* Takes over an already connected stream socket `fd` (one end of a socketpair, say) and sets it
+ * non-blocking. Returns NULL with errno set when out of memory (fd is then closed). */
+fcl_conn *fcl_adopt(int fd);
+
 /* Closes the socket and frees everything. NULL is ignored. */
 void fcl_close(fcl_conn *c);
 

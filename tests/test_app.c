@@ -4,8 +4,10 @@
  * that shows a 413 comes before the body is sent drives a real socket with the test client. */
 #include <check.h>
 #include <ev.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -370,7 +372,7 @@ static int user_handler(fcr_req *req, fcr_res *r, void *data)
     return 0;
 }
 
-START_TEST(user_vars_and_memory)
+START_TEST(vars_user_and_arena_allocations)
 {
     fcr_app_route(app, FCR_GET, "/u", user_handler, NULL);
     run(&(fcr_test_req){.path = "/u", .params = (const char *const[]){"FROM_SERVER=yes", NULL}});
@@ -521,7 +523,7 @@ static int json_ownership(fcr_req *req, fcr_res *r, void *data)
     return fcr_res_set_json_new(r, 201, o);
 }
 
-START_TEST(json_responses_follow_new_rule)
+START_TEST(json_set_borrows_and_set_new_takes_the_reference)
 {
     fcr_app_route(app, FCR_GET, "/j", json_ownership, NULL);
     get("/j");
@@ -683,7 +685,7 @@ START_TEST(bad_pattern_refused)
 }
 END_TEST
 
-START_TEST(run_options)
+START_TEST(bad_options_and_listeners_are_refused)
 {
     char *help[] = {"test", "--help", NULL};
     ck_assert_int_eq(fcr_app_run(app, 2, help), 0);
@@ -763,7 +765,7 @@ START_TEST(request_log_and_id)
 }
 END_TEST
 
-START_TEST(runtime_options)
+START_TEST(timeout_option_values_are_checked)
 {
     static const char *const bad[][2] = {
         {"--input-timeout", "0"},        {"--idle-timeout", "-1"}, {"--output-timeout", "x"},
@@ -873,6 +875,11 @@ typedef struct server_thread {
     struct ev_loop *loop;
     fcr_server *srv;
     ev_async stop;
+    ev_async probe; /* copies the server's counters on its own thread (server_stats) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    fcr_server_stats st;
+    bool probed;
     pthread_t th;
     char dir[64];
     char addr[128];
@@ -882,6 +889,43 @@ static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w, (void)revents;
     ev_break(loop, EVBREAK_ALL);
+}
+
+static void probe_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct server_thread *t = w->data;
+    pthread_mutex_lock(&t->mu);
+    fcr_server_get_stats(t->srv, &t->st);
+    t->probed = true;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* The server's counters, read on the server's thread. */
+static fcr_server_stats server_stats(server_thread *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->probed = false;
+    ev_async_send(t->loop, &t->probe);
+    while (!t->probed)
+        pthread_cond_wait(&t->cv, &t->mu);
+    fcr_server_stats st = t->st;
+    pthread_mutex_unlock(&t->mu);
+    return st;
+}
+
+/* Waits up to 20 s until the server has no connection and no request left. */
+static void wait_server_idle(server_thread *t)
+{
+    double deadline = fcl_now() + 20;
+    fcr_server_stats st = server_stats(t);
+    while (st.conns > 0 || st.active_reqs > 0) {
+        ck_assert_msg(fcl_now() < deadline, "%u connections, %u requests still open after 20 s",
+                      st.conns, st.active_reqs);
+        poll(NULL, 0, 1);
+        st = server_stats(t);
+    }
 }
 
 static void *server_main(void *arg)
@@ -903,6 +947,11 @@ static void server_start(server_thread *t)
     ck_assert_int_eq(fcr_server_listen(t->srv, t->addr), 0);
     ev_async_init(&t->stop, stop_cb);
     ev_async_start(t->loop, &t->stop);
+    ev_async_init(&t->probe, probe_cb);
+    t->probe.data = t;
+    ev_async_start(t->loop, &t->probe);
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
     ck_assert_int_eq(pthread_create(&t->th, NULL, server_main, t), 0);
 }
 
@@ -910,6 +959,8 @@ static void server_stop(server_thread *t)
 {
     ev_async_send(t->loop, &t->stop);
     pthread_join(t->th, NULL);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
     fcr_server_free(t->srv);
     ev_loop_destroy(t->loop);
     char path[160];
@@ -1601,7 +1652,8 @@ START_TEST(slow_readers_hold_at_most_the_output_memory)
 }
 END_TEST
 
-static int send_rc = 1;
+static atomic_int send_rc = 1;
+static atomic_int slow_entered;
 
 static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1616,6 +1668,7 @@ static void late_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static int slow_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)data;
+    slow_entered++;
     later *l = calloc(1, sizeof *l);
     l->res = r;
     ev_timer_init(&l->t, late_cb, 0.1, 0.);
@@ -1623,9 +1676,21 @@ static int slow_handler(fcr_req *req, fcr_res *r, void *data)
     return FCR_ASYNC;
 }
 
-/* Sends GET `path` on a new connection and closes it without reading. */
+/* Polls `cond` every millisecond for up to 20 s. */
+#define WAIT_FOR(cond, what)                                                                       \
+    do {                                                                                           \
+        double deadline_ = fcl_now() + 20;                                                         \
+        while (!(cond)) {                                                                          \
+            ck_assert_msg(fcl_now() < deadline_, "waited 20 s for %s", what);                      \
+            poll(NULL, 0, 1);                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* Sends GET `path` on a new connection, waits until the server is at work on it (the slow
+ * handler ran, or, for another path, the answer began), and closes it without reading. */
 static void hang_up(const char *addr, const char *path, int rcvbuf)
 {
+    int entered = slow_entered;
     fcl_conn *c = fcl_connect(addr, rcvbuf);
     ck_assert_ptr_nonnull(c);
     fcl_buf b;
@@ -1635,7 +1700,13 @@ static void hang_up(const char *addr, const char *path, int rcvbuf)
                     0, NULL, 0);
     ck_assert_int_eq(fcl_send_buf(c, &b), 0);
     fcl_buf_free(&b);
-    usleep(50000);
+    if (strcmp(path, "/slow") == 0) {
+        WAIT_FOR(slow_entered > entered, "the slow handler");
+    } else {
+        struct pollfd p = {c->fd, POLLIN, 0};
+        ck_assert_msg(c->rx.len > c->rx_off || poll(&p, 1, 20000) == 1,
+                      "the answer did not begin within 20 s");
+    }
     fcl_close(c);
 }
 
@@ -1666,17 +1737,74 @@ START_TEST(client_gone_during_async_and_output)
     fcr_app_route(app, FCR_GET, "/ok", traced_handler, NULL);
     server_thread t;
     server_start(&t);
+    send_rc = 1;
     /* The client leaves while the handler is pending: its late send reports the abort and
      * releases everything (the sanitizers check). */
     hang_up(t.addr, "/slow", 0);
-    usleep(200000);
+    WAIT_FOR(send_rc != 1, "the late send");
+    ck_assert_int_eq(send_rc, FCR_ECLOSED);
     still_serving(t.addr);
     /* The client leaves while the answer waits for the output queue to drain. */
     hang_up(t.addr, "/big", 4096);
-    usleep(100000);
+    wait_server_idle(&t);
     still_serving(t.addr);
     server_stop(&t);
-    ck_assert_int_eq(send_rc, FCR_ECLOSED);
+}
+END_TEST
+
+/* ---- fcr_test_send ---------------------------------------------------------------------- */
+
+static int send_target(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    size_t len;
+    const char *body = fcr_req_body(req, FCR_STDIN, &len);
+    const char *q = fcr_req_query(req, "q");
+    const char *token = fcr_req_header(req, "X-Token");
+    fcr_res_set_header(r, "X-Id", fcr_req_path_param(req, "id"));
+    fcr_res_set_status(r, 201);
+    return fcr_res_printf(r, "%s q=%s token=%s type=%d body=%.*s", fcr_req_method(req), q ? q : "-",
+                          token ? token : "-", fcr_req_content_type_is(req, "text/plain"), (int)len,
+                          body) < 0
+               ? FCR_ENOMEM
+               : 0;
+}
+
+/* fcr_test_send sends one request to an application listening on an address and parses its
+ * answer; an address nobody listens on, or a malformed one, is an error. */
+START_TEST(test_send_asks_a_running_server)
+{
+    fcr_app_route(app, FCR_POST, "/send/(?<id>[0-9]+)", send_target, NULL);
+    server_thread t;
+    server_start(&t);
+    const char *const headers[] = {"X-Token: abc", "Content-Type: text/plain", NULL};
+    fcr_test_res tr;
+    ck_assert_int_eq(fcr_test_send(t.addr,
+                                   &(fcr_test_req){.method = "POST",
+                                                   .path = "/send/42?q=1",
+                                                   .headers = headers,
+                                                   .body = "hello"},
+                                   &tr),
+                     0);
+    ck_assert_int_eq(tr.status, 201);
+    ck_assert_str_eq(fcr_test_res_header(&tr, "x-id"), "42");
+    ck_assert_str_eq(tr.body, "POST q=1 token=abc type=1 body=hello");
+    ck_assert_int_eq(tr.protocol_status, 0);
+    ck_assert_uint_eq(tr.app_status, 0);
+    fcr_test_res_free(&tr);
+    /* The same server again: a path it does not know. */
+    ck_assert_int_eq(fcr_test_send(t.addr, &(fcr_test_req){.path = "/other"}, &tr), 0);
+    ck_assert_int_eq(tr.status, 404);
+    ck_assert_str_eq(fcr_test_res_header(&tr, "Content-Type"), "application/problem+json");
+    fcr_test_res_free(&tr);
+    server_stop(&t);
+    /* Nobody listens there any more. */
+    int rc = fcr_test_send(t.addr, &(fcr_test_req){.path = "/send/1"}, &tr);
+    ck_assert_msg(rc == FCR_EIO || rc == FCR_EADDR, "fcr_test_send to a closed address: %d", rc);
+    fcr_test_res_free(&tr);
+    ck_assert_int_eq(fcr_test_send("nonsense", &(fcr_test_req){0}, &tr), FCR_EADDR);
+    ck_assert_int_eq(fcr_test_send(NULL, &(fcr_test_req){0}, &tr), FCR_EINVAL);
+    fcr_test_res_free(&tr);
 }
 END_TEST
 
@@ -1785,7 +1913,7 @@ int main(void)
     tcase_add_test(tc, headers_cookies_raw_params);
     tcase_add_test(tc, form_bodies);
     tcase_add_test(tc, json_body_and_position_of_errors);
-    tcase_add_test(tc, user_vars_and_memory);
+    tcase_add_test(tc, vars_user_and_arena_allocations);
     tcase_add_test(tc, hostile_params);
     suite_add_tcase(s, tc);
 
@@ -1794,16 +1922,16 @@ int main(void)
     tcase_add_test(tc, status_with_reason_phrase);
     tcase_add_test(tc, headers_body_and_injection);
     tcase_add_test(tc, text_and_redirect);
-    tcase_add_test(tc, json_responses_follow_new_rule);
+    tcase_add_test(tc, json_set_borrows_and_set_new_takes_the_reference);
     tcase_add_test(tc, problem_json_shape);
     tcase_add_test(tc, head_has_no_body);
     tcase_add_test(tc, not_found_not_allowed_options);
     tcase_add_test(tc, handler_error_gives_500_and_stderr);
     tcase_add_test(tc, error_verdicts_give_500_without_a_made_up_cause);
     tcase_add_test(tc, bad_pattern_refused);
-    tcase_add_test(tc, run_options);
+    tcase_add_test(tc, bad_options_and_listeners_are_refused);
     tcase_add_test(tc, request_log_and_id);
-    tcase_add_test(tc, runtime_options);
+    tcase_add_test(tc, timeout_option_values_are_checked);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");
@@ -1838,6 +1966,7 @@ int main(void)
     tcase_add_test(tc, user_slot_is_the_users);
     tcase_add_test(tc, client_gone_during_async_and_output);
     tcase_add_test(tc, slow_readers_hold_at_most_the_output_memory);
+    tcase_add_test(tc, test_send_asks_a_running_server);
     tcase_add_test(tc, async_answer_after_server_freed);
     tcase_add_test(tc, contexts_reused_and_bodies_grown);
     suite_add_tcase(s, tc);

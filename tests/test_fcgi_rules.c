@@ -551,14 +551,34 @@ START_TEST(truncated_length_prefix_at_end_of_params_is_an_error)
 }
 END_TEST
 
-START_TEST(huge_declared_name_length_allocates_nothing_and_fails_cleanly)
+/* The peak of this process's virtual memory (VmPeak), in bytes. */
+static unsigned long long vm_peak(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f) && sscanf(line, "VmPeak: %llu kB", &kb) != 1)
+        ;
+    fclose(f);
+    ck_assert_uint_gt(kb, 0);
+    return kb * 1024;
+}
+
+/* A declared length is checked against the bytes that can still arrive before anything is
+ * reserved for it: the process's peak of virtual memory (which an allocation of 2 GiB would
+ * raise, used or not) grows by less than 1 GiB, the server's thread included. */
+START_TEST(huge_declared_name_length_is_not_allocated_and_closes_the_connection)
 {
     fcl_buf b;
     fcl_buf_init(&b);
     fcl_put_begin(&b, 1, FCR_RESPONDER, FCGI_KEEP_CONN);
     /* name length 0x7fffffff, value length 0x7fffffff, then the end of PARAMS */
     fcl_put_stream(&b, FCGI_PARAMS, 1, "\xff\xff\xff\xff\xff\xff\xff\xff", 8, 0, 0, true);
+    unsigned long long before = vm_peak();
     bad_then_new_connection_serves(&b);
+    unsigned long long grew = vm_peak() - before;
+    ck_assert_msg(grew < (1ull << 30), "the peak of virtual memory grew by %llu MiB", grew >> 20);
     fcl_buf_free(&b);
 }
 END_TEST
@@ -1516,7 +1536,7 @@ static Suite *suite(void)
         T(begin_request_content_not_8_bytes_closes_the_connection),
         T(second_begin_for_active_id_is_a_protocol_error),
         T(truncated_length_prefix_at_end_of_params_is_an_error),
-        T(huge_declared_name_length_allocates_nothing_and_fails_cleanly),
+        T(huge_declared_name_length_is_not_allocated_and_closes_the_connection),
         T(stdin_before_params_end_is_a_protocol_error),
         T(records_for_inactive_ids_are_ignored),
         T(unknown_role_gets_unknown_role_without_stdout),

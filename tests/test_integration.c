@@ -10,12 +10,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -299,6 +302,60 @@ static void send_buf(fcl_conn *c, const fcl_buf *b)
 static void await(fcl_conn *c, fcl_response *rs, size_t n)
 {
     ck_assert_msg(fcl_await(c, rs, n) == 0, "await: %s", strerror(errno));
+}
+
+/* Bytes sent on `c` that echo has not read yet, or -1 when that cannot be told. A unix socket
+ * says it itself (SIOCOUTQ: what the peer has not consumed); over TCP it is what is still in
+ * our send queue plus the receive queue of echo's socket (/proc/net/tcp). */
+static long peer_unread(const fcl_conn *c)
+{
+    struct sockaddr_storage me;
+    socklen_t len = sizeof me;
+    int queued;
+    if (getsockname(c->fd, (struct sockaddr *)&me, &len) < 0 || ioctl(c->fd, SIOCOUTQ, &queued) < 0)
+        return -1;
+    if (me.ss_family == AF_UNIX)
+        return queued;
+    struct sockaddr_in peer;
+    len = sizeof peer;
+    if (me.ss_family != AF_INET || getpeername(c->fd, (struct sockaddr *)&peer, &len) < 0)
+        return -1;
+    unsigned my_port = ntohs(((const struct sockaddr_in *)&me)->sin_port);
+    unsigned echo_port = ntohs(peer.sin_port);
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    long unread = -1;
+    while (unread < 0 && fgets(line, sizeof line, f)) {
+        unsigned la, lp, ra, rp, st, tx, rx;
+        if (sscanf(line, " %*u: %X:%X %X:%X %X %X:%X", &la, &lp, &ra, &rp, &st, &tx, &rx) == 7 &&
+            lp == echo_port && rp == my_port)
+            unread = (long)rx + queued;
+    }
+    fclose(f);
+    return unread;
+}
+
+/* Waits until echo has read every byte sent on `c`. */
+static void wait_read_by_echo(const fcl_conn *c)
+{
+    double deadline = fcl_now() + 20;
+    long n;
+    while ((n = peer_unread(c)) != 0) {
+        ck_assert_msg(n > 0, "cannot tell how much of its input echo has read");
+        ck_assert_msg(fcl_now() < deadline, "echo left %ld bytes unread for 20 s", n);
+        poll(NULL, 0, 1);
+    }
+}
+
+/* Waits until echo has begun to answer on `c` (bytes are there to read). */
+static void wait_answer_begun(const fcl_conn *c)
+{
+    if (c->rx.len > c->rx_off)
+        return;
+    struct pollfd p = {c->fd, POLLIN, 0};
+    ck_assert_msg(poll(&p, 1, 20000) == 1, "echo did not begin to answer within 20 s");
 }
 
 /* ---- a minimal strict JSON reader (the tests do not link jansson) ------------------------ */
@@ -1103,7 +1160,8 @@ START_TEST(stalled_reader_does_not_block_others)
     fcl_put_request(&b, 1, ROLE_RESPONDER, KEEP, params, in, n, NULL, 0);
     send_buf(stuck, &b);
     fcl_buf_free(&b);
-    sleep_ms(100);
+    /* The answer has begun: it stalls now, 8 MiB against a reader that does not read. */
+    wait_answer_begun(stuck);
     /* Meanwhile others are served. */
     fcl_conn *other = conn();
     other->timeout = 10;
@@ -1421,9 +1479,9 @@ START_TEST(record_header_split_across_writes)
         size_t n = record_ends(&b, &ends);
         size_t from = 0;
         for (size_t i = 0; i < n; i++) {
-            /* Header bytes [0, at), a pause, then the rest of the record. */
+            /* Header bytes [0, at), read by echo, then the rest of the record. */
             ck_assert_int_eq(fcl_send(c, b.data + from, at), 0);
-            sleep_ms(3);
+            wait_read_by_echo(c);
             ck_assert_int_eq(fcl_send(c, b.data + from + at, ends[i] - from - at), 0);
             from = ends[i];
         }
@@ -1601,8 +1659,10 @@ START_TEST(aborted_output_stops_at_end_request)
     fcl_put_request(&b, 1, ROLE_RESPONDER, KEEP, params, in1, n, NULL, 0);
     fcl_put_request(&b, 2, ROLE_RESPONDER, KEEP, params, in2, n, NULL, 0);
     send_buf(c, &b);
-    /* Both answers are stuck in a full output queue now; abort the first. */
-    sleep_ms(200);
+    /* Once echo has read both requests and begun the first answer, both answers are stuck in
+     * a full output queue; abort the first. */
+    wait_read_by_echo(c);
+    wait_answer_begun(c);
     fcl_buf_clear(&b);
     fcl_put_abort(&b, 1);
     send_buf(c, &b);

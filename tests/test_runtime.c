@@ -36,6 +36,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -105,8 +106,32 @@ static int h_big(fcr_req *req, fcr_res *res, void *data)
     return rc;
 }
 
+/* FCR_RT_STOP_FORKS_AFTER=N: every process this one forks after its first N stops itself
+ * (SIGSTOP) before fork() returns in it, so that a worker started by a restart never reports
+ * that it accepts, until the test sends it SIGCONT. */
+static int forks;
+static int stop_forks_after = -1;
+
+static void count_fork(void)
+{
+    forks++;
+}
+
+static void stop_late_child(void)
+{
+    if (stop_forks_after >= 0 && forks > stop_forks_after) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        raise(SIGSTOP);
+    }
+}
+
 static int serve_app(int argc, char **argv)
 {
+    const char *stop = getenv("FCR_RT_STOP_FORKS_AFTER");
+    if (stop) {
+        stop_forks_after = atoi(stop);
+        pthread_atfork(count_fork, NULL, stop_late_child);
+    }
     fcr_app *app = fcr_app_new();
     if (!app)
         return 1;
@@ -167,13 +192,17 @@ static void core_request(fcr_req *req, void *data)
             return;
         }
         free(p);
+    } else if (path && strcmp(path, "/pid") == 0) {
+        fcr_req_printf(req, "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n%ld",
+                       (long)getpid());
     } else {
         fcr_req_printf(req, "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nHello, world!");
     }
     fcr_req_finish(req, 0);
 }
 
-static int serve_core(const char *addr, double output_timeout)
+/* With `workers` > 1 the server runs in that many worker processes (fcr_server_run_workers). */
+static int serve_core(const char *addr, double output_timeout, unsigned workers)
 {
     memset(big_src, 'y', sizeof big_src); /* resident from the start */
     fcr_log_set_level(FCR_LOG_WARN);
@@ -185,7 +214,7 @@ static int serve_core(const char *addr, double output_timeout)
     fcr_server *srv = fcr_server_new(loop, &cfg, NULL);
     if (!srv || fcr_server_listen(srv, addr) < 0)
         return 1;
-    fcr_server_run(srv, 2.0);
+    fcr_server_run_workers(srv, workers, 2.0);
     fcr_server_free(srv);
     ev_loop_destroy(loop);
     return 0;
@@ -199,6 +228,9 @@ static char tmpdir[96];
 static char sock_path[128];
 static char app_addr[160];
 static char log_path[128];
+
+/* FCREST_LISTEN for the next program start_app starts (it starts them without one). */
+static const char *child_listen_env;
 
 static bool under_valgrind(void)
 {
@@ -299,6 +331,8 @@ static void start_app(const char *prog, const char *const *args, const char *add
         }
         unsetenv("FCREST_LISTEN");
         unsetenv("FCREST_WORKERS");
+        if (child_listen_env)
+            setenv("FCREST_LISTEN", child_listen_env, 1);
         execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -362,6 +396,8 @@ static void teardown(void)
         waitpid(app_pid, NULL, 0);
         app_pid = -1;
     }
+    child_listen_env = NULL;
+    unsetenv("FCR_RT_STOP_FORKS_AFTER");
     if (getenv("FCR_KEEP_LOGS") == NULL)
         unlink(log_path);
     unlink(sock_path);
@@ -461,6 +497,40 @@ static double rss_of(pid_t pid)
     fclose(f);
     ck_assert(kb >= 0);
     return kb * 1024.0;
+}
+
+/* Sockets `pid` has open (/proc/PID/fd). */
+static int sockets_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+    DIR *d = opendir(path);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char fd[320], target[64];
+        snprintf(fd, sizeof fd, "%s/%s", path, e->d_name);
+        ssize_t len = readlink(fd, target, sizeof target - 1);
+        if (len > 0) {
+            target[len] = '\0';
+            n += strncmp(target, "socket:", 7) == 0;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits until a single-process server `pid` has closed every connection: its one socket left
+ * is the listener. */
+static void wait_connections_closed(pid_t pid)
+{
+    double deadline = now() + (under_valgrind() ? 60 : 20);
+    int n;
+    while ((n = sockets_of(pid)) > 1) {
+        ck_assert_msg(now() < deadline, "%d connections still open", n - 1);
+        sleep_s(0.002);
+    }
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -841,6 +911,22 @@ START_TEST(sighup_single_process)
 }
 END_TEST
 
+/* Waits until the log holds `needle` at least `n` times. */
+static void wait_log_count(const char *needle, int n, double timeout)
+{
+    double deadline = now() + timeout;
+    for (;;) {
+        char *log = read_log();
+        int have = count_in(log, needle);
+        free(log);
+        if (have >= n)
+            return;
+        ck_assert_msg(now() < deadline, "the log has \"%s\" %d times after %.0f s, wanted %d",
+                      needle, have, timeout, n);
+        sleep_s(0.005);
+    }
+}
+
 static int wait_generation(pid_t sup, const pid_t *old, int nold, pid_t *out, int want,
                            double timeout)
 {
@@ -879,7 +965,8 @@ START_TEST(sighup_under_load)
     load l = {.addr = app_addr, .params = P("/hello"), .expect = "Hello, world!"};
     load ls = {.addr = app_addr,
                .params = ((const char *const[]){"REQUEST_METHOD", "GET", "SCRIPT_NAME", "/slow",
-                                                "QUERY_STRING", "ms=1500", NULL})};
+                                                "QUERY_STRING", "ms=1500", NULL}),
+               .tracked = true};
     load_start(&l, 3);
     if (_i == 1)
         load_start(&ls, 3);
@@ -889,14 +976,22 @@ START_TEST(sighup_under_load)
     ck_assert_int_eq(wait_generation(app_pid, gen0, 2, gen1, 2, 15), 2);
     load_wait_ok(&l, load_count(&l, O_OK) + 100, 20);
     if (_i == 1) {
-        /* Each slow thread now waits on a new-generation worker. */
-        load_wait_ok(&ls, load_count(&ls, O_OK) + 3, 20);
-        sleep_s(0.2);
+        /* Each slow thread now has a request in flight on a new-generation worker. */
+        deadline = now() + 20;
+        for (int k = 0; k < ls.nthreads; k++) {
+            while (!contains(gen1, 2, (pid_t)atomic_load(&ls.inflight_pid[k])) && now() < deadline)
+                sleep_s(0.002);
+            ck_assert_msg(now() < deadline, "slow thread %d has no request on a new worker", k);
+        }
     }
     kill(app_pid, SIGHUP);
-    sleep_s(0.05);
-    if (_i == 1)
+    if (_i == 1) {
+        /* A third SIGHUP while the second restart's old workers still finish their slow
+         * requests: sent once the second restart has begun (two signals sent at once would be
+         * one). */
+        wait_log_count("SIGHUP: starting new workers", 2, 20);
         kill(app_pid, SIGHUP);
+    }
     int starts = _i == 1 ? 3 : 2;
     char *log = NULL;
     deadline = now() + 20;
@@ -978,8 +1073,8 @@ START_TEST(sigkill_one_worker)
             served = now() - mark;
         }
     }
-    while (now() - mark < 1.5)
-        sleep_s(0.02);
+    /* The load goes on: the other workers and the replacement answer. */
+    load_wait_ok(&l, load_count(&l, O_OK) + 12, 20);
     load_stop(&l);
     unsigned failed = 0, others = 0, victims_done = 0;
     for (size_t i = 0; i < l.nrecs; i++) {
@@ -1034,6 +1129,7 @@ typedef struct trickle {
     size_t sent[TRICKLERS];
     double first_byte[TRICKLERS];
     double closed[TRICKLERS];
+    atomic_int rounds; /* rounds of one byte to each connection done */
     atomic_bool stop;
 } trickle;
 
@@ -1067,8 +1163,10 @@ static void *trickle_thread(void *arg)
             }
             open++;
         }
-        if (send_now)
+        if (send_now) {
             next += 1.0;
+            atomic_fetch_add(&t->rounds, 1);
+        }
         if (open == 0)
             break;
         sleep_s(0.02);
@@ -1114,12 +1212,16 @@ START_TEST(trickling_clients)
     }
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, trickle_thread, &t), 0);
-    sleep_s(1.3); /* every connection is now part-way through a request */
+    /* Every connection is part-way through a request once two bytes went to each. */
+    double deadline = now() + 20;
+    while (atomic_load(&t.rounds) < 2 && now() < deadline)
+        sleep_s(0.01);
+    ck_assert_int_ge(atomic_load(&t.rounds), 2);
     for (int i = 0; i < SAMPLES; i++)
         loaded[i] = request_latency(app_addr);
     double m0 = median(base, SAMPLES), m1 = median(loaded, SAMPLES);
     /* All should be closed by the input timeout plus the once-a-second sweep. */
-    double deadline = now() + input_timeout + 4;
+    deadline = now() + input_timeout + 4;
     bool all = false;
     while (!all && now() < deadline) {
         sleep_s(0.1);
@@ -1167,7 +1269,7 @@ END_TEST
  * connection costs is the queue: at most the 1 MiB cap); 1 the app answering an 8 MiB body
  * (the body is the handler's; the connection adds at most the cap, and everything is freed
  * when the stalled connection is closed). */
-START_TEST(stalled_reader)
+START_TEST(stalled_reader_costs_at_most_the_output_cap_and_is_closed)
 {
     const double output_timeout = 2.0;
     const double cap = 1 * MIB; /* the default max_output_queue */
@@ -1187,7 +1289,7 @@ START_TEST(stalled_reader)
      * a large answer's: that would hide what the stalled one costs). */
     for (int k = 0; k < 20; k++)
         request_latency(app_addr);
-    sleep_s(0.3);
+    wait_connections_closed(app_pid);
     double rss0 = rss_of(app_pid);
     fcl_conn *c = fcl_connect(app_addr, 4096);
     ck_assert_ptr_nonnull(c);
@@ -1216,7 +1318,7 @@ START_TEST(stalled_reader)
         }
     }
     fcl_close(c);
-    sleep_s(0.3);
+    wait_connections_closed(app_pid);
     double after = rss_of(app_pid);
     /* The whole answer reaches a client that reads. */
     c = fcl_connect(app_addr, 0);
@@ -1304,17 +1406,32 @@ static void flood(int *fds, flood_stats *fs)
             }
         }
     }
-    /* Nothing more comes. */
-    sleep_s(0.2);
+    /* Nothing more comes: a GET_VALUES sent after the BEGINs is answered after every answer
+     * to them. */
+    fcl_buf q, gv;
+    fcl_buf_init(&q);
+    fcl_buf_init(&gv);
+    fcl_nv_adds(&q, "FCGI_MPXS_CONNS", "");
+    fcl_put_record(&gv, FCGI_GET_VALUES, 0, q.data, q.len, 0);
     for (int i = 0; i < FLOOD_CONNS; i++) {
+        ck_assert_int_eq(fcl_send_buf(cs[i], &gv), 0);
+        cs[i]->timeout = 20;
         fcl_record r;
-        cs[i]->timeout = 0.001;
-        while (fcl_read_record(cs[i], &r) == 1) {
+        for (;;) {
+            ck_assert_int_eq(fcl_read_record(cs[i], &r), 1);
+            if (r.h.type == FCGI_GET_VALUES_RESULT) {
+                fcl_record_free(&r);
+                break;
+            }
+            ck_assert_int_eq(r.h.type, FCGI_END_REQUEST);
+            ck_assert_int_eq(r.content[4], FCGI_OVERLOADED);
             over[i]++;
             total++;
             fcl_record_free(&r);
         }
     }
+    fcl_buf_free(&q);
+    fcl_buf_free(&gv);
     memset(fs, 0, sizeof *fs);
     fs->min_overloaded_per_conn = FLOOD_IDS;
     for (int i = 0; i < FLOOD_CONNS; i++) {
@@ -1330,13 +1447,13 @@ static void flood(int *fds, flood_stats *fs)
     }
 }
 
-START_TEST(begin_flood)
+START_TEST(begin_flood_is_capped_and_memory_stays_flat)
 {
     const char *args[] = {"--listen", app_addr, "--log-level", "error", NULL};
     start_app(build_path("examples/hello"), args, app_addr);
     for (int i = 0; i < 50; i++)
         request_latency(app_addr);
-    sleep_s(0.2);
+    wait_connections_closed(app_pid);
     double rss0 = rss_of(app_pid), rss[2], peak[2];
     for (int round = 0; round < 2; round++) {
         int fds[FLOOD_CONNS];
@@ -1363,7 +1480,7 @@ START_TEST(begin_flood)
             r = request(app_addr, P("/hello"), "Hello, world!");
         } while (r.outcome != O_OK && now() < deadline && (sleep_s(0.02), true));
         ck_assert_msg(r.outcome == O_OK, "not served after the flood");
-        sleep_s(0.2);
+        wait_connections_closed(app_pid);
         rss[round] = rss_of(app_pid);
     }
     fprintf(stderr,
@@ -1594,6 +1711,213 @@ START_TEST(param_limit_options)
 }
 END_TEST
 
+/* ==== The supervisor ===================================================================== */
+
+/* The pid that answers GET /pid, or 0 when the request failed. */
+static pid_t answering_pid(const char *addr)
+{
+    result r = request(addr, P("/pid"), NULL);
+    return r.outcome == O_OK ? (pid_t)atol(r.body) : 0;
+}
+
+/* The pid that answers GET /pid within `timeout` seconds, or 0. */
+static pid_t pid_within(const char *addr, double timeout)
+{
+    fcl_conn *c = fcl_connect(addr, 0);
+    if (!c)
+        return 0;
+    c->timeout = timeout;
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    pid_t pid = 0;
+    if (fcl_request(c, 1, FCR_RESPONDER, 0, P("/pid"), NULL, 0, &r) == 0) {
+        fcl_cgi cgi;
+        if (fcl_cgi_parse(&r, &cgi) == 0) {
+            char s[32] = "";
+            memcpy(s, cgi.body, cgi.body_len < sizeof s - 1 ? cgi.body_len : sizeof s - 1);
+            pid = (pid_t)atol(s);
+            fcl_cgi_free(&cgi);
+        }
+    }
+    fcl_response_free(&r);
+    fcl_close(c);
+    return pid;
+}
+
+/* Waits until the supervisor has `n` live children; returns them in `out` (sorted). */
+static void wait_children(pid_t sup, int n, pid_t *out, double timeout)
+{
+    double deadline = now() + timeout;
+    while (children_of(sup, out, 16) != n && now() < deadline)
+        sleep_s(0.005);
+    ck_assert_int_eq(children_of(sup, out, 16), n);
+}
+
+/* fcr_server_run_workers on the core API: a worker killed with SIGKILL is replaced by a new
+ * process that answers. */
+START_TEST(core_workers_replace_a_worker_killed_with_sigkill)
+{
+    const char *args[] = {"--serve-core", app_addr, "30", "2", NULL};
+    start_app(self_exe(), args, app_addr);
+    pid_t workers[16], after[16];
+    wait_children(app_pid, 2, workers, 10);
+    pid_t first = answering_pid(app_addr);
+    ck_assert_msg(contains(workers, 2, first), "pid %ld answered, not a worker", (long)first);
+    ck_assert_int_eq(kill(first, SIGKILL), 0);
+    /* A new pid answers; the other worker is the same process. */
+    double deadline = now() + (under_valgrind() ? 60 : 10);
+    pid_t fresh = 0;
+    while (!fresh && now() < deadline) {
+        pid_t p = answering_pid(app_addr);
+        if (p > 0 && !contains(workers, 2, p))
+            fresh = p;
+    }
+    ck_assert_msg(fresh > 0, "no new worker answered after the kill");
+    wait_children(app_pid, 2, after, 10);
+    ck_assert(contains(after, 2, fresh));
+    ck_assert(contains(after, 2, workers[0] == first ? workers[1] : workers[0]));
+    char *log = read_log();
+    char want[96];
+    snprintf(want, sizeof want, "worker %ld killed by signal 9", (long)first);
+    ck_assert_msg(strstr(log, want) != NULL, "the supervisor did not log '%s':\n%s", want, log);
+    free(log);
+    stop_app();
+}
+END_TEST
+
+/* SIGHUP starts new workers and retires the old ones once every new one reports that it
+ * accepts, or after 5 s. Here the new workers stop themselves right after the fork (before
+ * they can report): the old ones serve alone until the supervisor gives up waiting, about 5 s
+ * after the signal, logs it and retires them; requests that arrive meanwhile wait in the
+ * listening socket's queue and are answered once the new workers go on (SIGCONT). */
+START_TEST(restart_retires_the_old_workers_5_s_after_new_ones_fail_to_report)
+{
+    setenv("FCR_RT_STOP_FORKS_AFTER", "2", 1);
+    const char *args[] = {"--serve-app", "--listen",    app_addr, "--workers",
+                          "2",           "--log-level", "info",   NULL};
+    start_app(self_exe(), args, app_addr);
+    pid_t gen0[16], all[16], gen1[16];
+    wait_children(app_pid, 2, gen0, 10);
+    double hup = now();
+    kill(app_pid, SIGHUP);
+    wait_children(app_pid, 4, all, 10);
+    int n1 = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!contains(gen0, 2, all[i]))
+            gen1[n1++] = all[i];
+    }
+    ck_assert_int_eq(n1, 2);
+    /* While the supervisor waits, the old workers answer every request. Once it gave up
+     * waiting, they stop accepting: a request that got no answer within a second must have
+     * come after the log line. */
+    static const char gave_up_line[] = "new workers not ready after 5 s: retiring the old ones";
+    unsigned served = 0;
+    char *log = NULL;
+    for (;;) {
+        pid_t p = pid_within(app_addr, under_valgrind() ? 10 : 1);
+        free(log);
+        log = read_log();
+        bool done = strstr(log, gave_up_line) != NULL;
+        if (p == 0 && done)
+            break;
+        ck_assert_msg(contains(gen0, 2, p), "pid %ld answered during the wait", (long)p);
+        served++;
+        if (done)
+            break;
+        ck_assert_msg(now() - hup < 20, "no ready timeout 20 s after SIGHUP:\n%s", log);
+        sleep_s(0.05);
+    }
+    double gave_up = now() - hup;
+    free(log);
+    ck_assert_msg(gave_up >= 4.9, "the old workers were retired %.2f s after SIGHUP", gave_up);
+    /* The old workers leave; the stopped new ones are all that is left. */
+    double deadline = now() + 20;
+    while (children_of(app_pid, all, 16) != 2 && now() < deadline)
+        sleep_s(0.01);
+    ck_assert_int_eq(children_of(app_pid, all, 16), 2);
+    ck_assert(contains(all, 2, gen1[0]) && contains(all, 2, gen1[1]));
+    /* A request now waits in the queue; the new workers go on and answer it. */
+    fcl_conn *c = fcl_connect(app_addr, 0);
+    ck_assert_ptr_nonnull(c);
+    fcl_buf b;
+    fcl_buf_init(&b);
+    fcl_put_request(&b, 1, FCR_RESPONDER, 0, P("/pid"), NULL, 0, NULL, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_buf_free(&b);
+    kill(gen1[0], SIGCONT);
+    kill(gen1[1], SIGCONT);
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+    fcl_cgi cgi;
+    ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+    char pid[32] = "";
+    memcpy(pid, cgi.body, cgi.body_len < sizeof pid - 1 ? cgi.body_len : sizeof pid - 1);
+    ck_assert_msg(contains(gen1, 2, (pid_t)atol(pid)), "pid %s answered the queued request", pid);
+    fcl_cgi_free(&cgi);
+    fcl_response_free(&r);
+    fcl_close(c);
+    fprintf(stderr,
+            "ready timeout: %u answers from the old workers during the wait, retired %.2f s "
+            "after SIGHUP; the queued request answered by new worker %s\n",
+            served, gave_up, pid);
+    stop_app();
+}
+END_TEST
+
+/* FCREST_LISTEN holds several addresses, comma-separated: fcr_app_run listens on each. The
+ * command line replaces it. */
+START_TEST(fcrest_listen_comma_separated)
+{
+    char tcp[64], both[256];
+    snprintf(tcp, sizeof tcp, "tcp:127.0.0.1:%d", free_tcp_port());
+    snprintf(both, sizeof both, "%s,%s", app_addr, tcp);
+    child_listen_env = both;
+    const char *none[] = {"--log-level", "warn", NULL};
+    start_app(build_path("examples/hello"), none, app_addr);
+    ck_assert_int_eq(request(app_addr, P("/hello"), "Hello, world!").outcome, O_OK);
+    ck_assert_int_eq(request(tcp, P("/hello"), "Hello, world!").outcome, O_OK);
+    stop_app();
+    /* --listen wins over the variable. */
+    char other[sizeof tmpdir + 16];
+    snprintf(other, sizeof other, "unix:%s/other.sock", tmpdir);
+    const char *cli[] = {"--listen", other, "--log-level", "warn", NULL};
+    start_app(build_path("examples/hello"), cli, other);
+    ck_assert_int_eq(request(other, P("/hello"), "Hello, world!").outcome, O_OK);
+    ck_assert_int_eq(request(app_addr, P("/hello"), NULL).outcome, O_REFUSED);
+    ck_assert_int_eq(request(tcp, P("/hello"), NULL).outcome, O_REFUSED);
+    stop_app();
+    unlink(other + 5);
+}
+END_TEST
+
+/* --listen fd:N serves a listening socket the program inherited as descriptor N. */
+START_TEST(listen_fd_n)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0); /* inherited: no close-on-exec */
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(sock_path), sizeof sun.sun_path);
+    memcpy(sun.sun_path, sock_path, strlen(sock_path) + 1);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    ck_assert_int_eq(listen(fd, 64), 0);
+    /* Not 0, 1 or 2: those become /dev/null and the log in the child. */
+    int n = fcntl(fd, F_DUPFD, 10);
+    ck_assert_int_ge(n, 10);
+    close(fd);
+    char spec[32];
+    snprintf(spec, sizeof spec, "fd:%d", n);
+    const char *args[] = {"--listen", spec, "--log-level", "warn", NULL};
+    start_app(build_path("examples/hello"), args, app_addr);
+    close(n); /* the program's copy is the only one left */
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(request(app_addr, P("/hello"), "Hello, world!").outcome, O_OK);
+    stop_app();
+    /* A descriptor that is not a listening socket is refused at start. */
+    assert_refused("--listen", "fd:1");
+}
+END_TEST
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
     (void)st, (void)type, (void)ftw;
@@ -1606,7 +1930,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "--serve-app") == 0)
         return serve_app(argc - 1, argv + 1);
     if (argc > 3 && strcmp(argv[1], "--serve-core") == 0)
-        return serve_core(argv[2], atof(argv[3]));
+        return serve_core(argv[2], atof(argv[3]), argc > 4 ? (unsigned)atoi(argv[4]) : 1);
     signal(SIGPIPE, SIG_IGN);
     /* A failed check ends a test's process at once (no teardown): its programs stop through
      * PR_SET_PDEATHSIG, its files go with this directory. */
@@ -1628,12 +1952,16 @@ int main(int argc, char **argv)
     ADD(sighup_single_process, 1);
     ADD(sigkill_one_worker, 1);
     ADD(trickling_clients, 1);
-    ADD(stalled_reader, 2);
-    ADD(begin_flood, 1);
+    ADD(stalled_reader_costs_at_most_the_output_cap_and_is_closed, 2);
+    ADD(begin_flood_is_capped_and_memory_stays_flat, 1);
     ADD(access_log, 3);
     ADD(timeout_options, 1);
     ADD(limit_options, 1);
     ADD(param_limit_options, 1);
+    ADD(core_workers_replace_a_worker_killed_with_sigkill, 1);
+    ADD(restart_retires_the_old_workers_5_s_after_new_ones_fail_to_report, 1);
+    ADD(fcrest_listen_comma_separated, 1);
+    ADD(listen_fd_n, 1);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
