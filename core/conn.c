@@ -1,4 +1,5 @@
-/* Connections: reading and parsing, request dispatch, the output queue, timeouts. */
+/* Connections: reading and parsing, request dispatch, closing and timeouts (the output queue is
+ * in outq.c). */
 #include "internal.h"
 
 #include <netinet/in.h>
@@ -11,7 +12,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define MAX_IOV 64
 /* After a KEEP_CONN=0 response the peer may still be sending a body the application refused
  * (413): read and discard up to the body limit (at least 64 KiB) for up to 5 s, so that its
  * writes do not fail and it sees the response instead of a reset. */
@@ -23,7 +23,6 @@
 #define SHUTDOWN_IDLE_SECONDS 1.0
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents);
-static void write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 fcr__conn *fcr__conn_new(fcr_server *srv, int fd)
 {
@@ -35,7 +34,7 @@ fcr__conn *fcr__conn_new(fcr_server *srv, int fd)
     c->state = FCR__CONN_OPEN;
     fcr__parser_init(&c->parser);
     ev_io_init(&c->rio, read_cb, fd, EV_READ);
-    ev_io_init(&c->wio, write_cb, fd, EV_WRITE);
+    ev_io_init(&c->wio, fcr__conn_write_cb, fd, EV_WRITE);
     c->rio.data = c->wio.data = c;
     c->last_activity = c->out_progress = ev_now(srv->loop);
     c->last_call = srv->shutting_down; /* let in before the listeners closed */
@@ -76,12 +75,10 @@ void fcr__conn_touch(fcr__conn *c)
     srv->conns = c;
 }
 
-static bool queue_empty(const fcr__conn *c);
-
 fcr__conn *fcr__conn_oldest_idle(fcr_server *srv)
 {
     for (fcr__conn *c = srv->conns_tail; c; c = c->prev) {
-        if (c->state == FCR__CONN_OPEN && c->nreqs == 0 && queue_empty(c) && !c->in_feed)
+        if (c->state == FCR__CONN_OPEN && c->nreqs == 0 && fcr__conn_queue_empty(c) && !c->in_feed)
             return c;
     }
     return NULL;
@@ -94,104 +91,6 @@ static fcr_req *find_req(const fcr__conn *c, uint16_t id)
             return r;
     }
     return NULL;
-}
-
-/* ---- output queue ----------------------------------------------------------------------- */
-
-static bool queue_empty(const fcr__conn *c)
-{
-    return c->shead == c->segs.n;
-}
-
-static fcr__seg *seg_at(const fcr__conn *c, size_t i)
-{
-    return (fcr__seg *)c->segs.v + i;
-}
-
-int fcr__conn_reserve(fcr__conn *c, size_t nsegs)
-{
-    if (c->segs.cap - c->segs.n >= nsegs)
-        return 0;
-    if (c->shead > 0) { /* compact */
-        memmove(c->segs.v, seg_at(c, c->shead), (c->segs.n - c->shead) * sizeof(fcr__seg));
-        c->segs.n -= c->shead;
-        c->shead = 0;
-    }
-    return fcr__vec_reserve(&c->segs, NULL, sizeof(fcr__seg), c->segs.n + nsegs);
-}
-
-int fcr__conn_push(fcr__conn *c, const uint8_t *ptr, size_t len, void (*release)(void *), void *arg)
-{
-    if (fcr__conn_reserve(c, 1) != 0) {
-        if (release)
-            release(arg);
-        fcr__conn_fail(c, "out of memory");
-        return FCR_ENOMEM;
-    }
-    if (queue_empty(c))
-        c->out_progress = ev_now(c->srv->loop);
-    *seg_at(c, c->segs.n++) = (fcr__seg){ptr, len, release, arg};
-    c->queued += len;
-    return 0;
-}
-
-static void push_record(fcr__conn *c, const uint8_t *rec, size_t len)
-{
-    uint8_t *copy = malloc(len);
-    if (!copy) {
-        fcr__conn_fail(c, "out of memory");
-        return;
-    }
-    memcpy(copy, rec, len);
-    if (fcr__conn_push(c, copy, len, free, copy) == 0)
-        fcr__conn_want_flush(c);
-}
-
-void fcr__conn_want_flush(fcr__conn *c)
-{
-    if (!c->in_flush_list) {
-        c->in_flush_list = true;
-        c->wnext = c->srv->flush_list;
-        c->srv->flush_list = c;
-    }
-}
-
-void fcr__conn_fail(fcr__conn *c, const char *why)
-{
-    if (!c->doomed)
-        c->doomed = why;
-    fcr__conn_want_flush(c);
-}
-
-/* Releases the segments covered by `n` written bytes (and empty segments reached). */
-static void advance(fcr__conn *c, size_t n)
-{
-    c->queued -= n;
-    while (c->shead < c->segs.n) {
-        fcr__seg *s = seg_at(c, c->shead);
-        size_t left = s->len - c->soff;
-        if (n < left) {
-            c->soff += n;
-            return;
-        }
-        n -= left;
-        c->soff = 0;
-        c->shead++;
-        if (s->release)
-            s->release(s->arg);
-    }
-    c->shead = c->segs.n = 0;
-}
-
-static void release_all(fcr__conn *c)
-{
-    while (c->shead < c->segs.n) {
-        fcr__seg *s = seg_at(c, c->shead++);
-        if (s->release)
-            s->release(s->arg);
-    }
-    fcr__vec_free(&c->segs);
-    c->shead = c->soff = 0;
 }
 
 /* Input is read while the connection is open (or still has requests receiving input after a
@@ -225,7 +124,7 @@ void fcr__conn_resume(fcr__conn *c)
     update_reading(c);
 }
 
-static void start_drain(fcr__conn *c)
+void fcr__conn_start_drain(fcr__conn *c)
 {
     /* Half-close, then read and discard what the peer still sends (bounded), so that closing
      * with unread input does not make the kernel send a reset. */
@@ -237,123 +136,6 @@ static void start_drain(fcr__conn *c)
     c->pending = NULL;
     c->pend_len = c->pend_off = 0;
     update_reading(c);
-}
-
-/* Runs the drain callbacks of the connection's requests, each at most once per flush (a
- * callback that fills the queue again registers itself for the next one), while the queue stays
- * below half the cap. The list is walked again after each call, as a callback may finish
- * requests. */
-static void call_drain_callbacks(fcr__conn *c, size_t low)
-{
-    unsigned epoch = ++c->drain_epoch;
-    for (fcr_req *r = c->reqs; r && c->queued < low && !c->doomed;) {
-        if (r->on_drain && r->drain_epoch != epoch) {
-            void (*cb)(fcr_req *) = r->on_drain;
-            r->on_drain = NULL;
-            r->drain_epoch = epoch;
-            cb(r);
-            r = c->reqs;
-        } else {
-            r = r->next;
-        }
-    }
-}
-
-/* TCP_CORK on or off: while on, the kernel holds partial segments, so that the last answer of
- * a retiring connection and the FIN that follows it leave in one segment (shutdown() sends
- * what is held). A web server that checks a pooled connection before reusing it then always
- * sees the close with the answer, never after it has sent its next request. */
-static void set_cork(fcr__conn *c, bool on)
-{
-    int v = on;
-    if (c->tcp && c->corked != on && setsockopt(c->fd, IPPROTO_TCP, TCP_CORK, &v, sizeof v) == 0)
-        c->corked = on;
-}
-
-void fcr__conn_flush(fcr__conn *c)
-{
-    if (c->doomed) {
-        fcr__conn_close(c, c->doomed);
-        return;
-    }
-    struct ev_loop *loop = c->srv->loop;
-    if (c->retiring && c->state == FCR__CONN_CLOSE_AFTER_FLUSH && c->nreqs == 0)
-        set_cork(c, true);
-    bool blocked = false;
-    while (!queue_empty(c)) {
-        struct iovec iov[MAX_IOV];
-        int n = 0;
-        size_t total = 0;
-        for (size_t i = c->shead; i < c->segs.n && n < MAX_IOV; i++) {
-            const fcr__seg *s = seg_at(c, i);
-            size_t off = (i == c->shead) ? c->soff : 0;
-            if (s->len - off == 0)
-                continue;
-            iov[n].iov_base = (void *)(s->ptr + off);
-            iov[n].iov_len = s->len - off;
-            total += iov[n].iov_len;
-            n++;
-        }
-        if (n == 0) {
-            advance(c, 0);
-            continue;
-        }
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                blocked = true;
-                break;
-            }
-            fcr__conn_close(c, strerror(errno));
-            return;
-        }
-        c->out_progress = ev_now(loop);
-        advance(c, (size_t)w);
-        if ((size_t)w < total) {
-            blocked = true;
-            break;
-        }
-    }
-    if (blocked)
-        ev_io_start(loop, &c->wio);
-    else
-        ev_io_stop(loop, &c->wio);
-
-    size_t cap = c->srv->cfg.limits.max_output_queue;
-    if (c->queued >= cap) {
-        c->paused_output = true;
-    } else if (c->queued < cap / 2) {
-        c->paused_output = false;
-        call_drain_callbacks(c, cap / 2);
-    }
-    if (c->doomed) {
-        fcr__conn_close(c, c->doomed);
-        return;
-    }
-    if (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && queue_empty(c) && c->nreqs == 0) {
-        /* A connection retiring for a shutdown on which a next request has already arrived (or
-         * begun to) serves it first: closing now would read it only to drop it. */
-        if (c->retiring && (c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {
-            set_cork(c, false);
-            c->state = FCR__CONN_OPEN;
-            c->last_call = true;
-            update_reading(c);
-            return;
-        }
-        start_drain(c);
-        return;
-    }
-    update_reading(c);
-}
-
-static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    fcr__conn_flush(w->data);
 }
 
 /* ---- requests on the connection --------------------------------------------------------- */
@@ -433,7 +215,7 @@ static void end_record(fcr__conn *c, uint16_t id, uint8_t protocol_status, uint8
 {
     uint8_t rec[16];
     fcr__end_request_encode(rec, id, 0, protocol_status);
-    push_record(c, rec, sizeof rec);
+    fcr__conn_push_record(c, rec, sizeof rec);
     if (!(flags & FCGI_KEEP_CONN) && c->nreqs == 0 && c->state == FCR__CONN_OPEN)
         c->state = FCR__CONN_CLOSE_AFTER_FLUSH;
 }
@@ -562,11 +344,11 @@ static int on_management(void *ctx, uint8_t type, const uint8_t *content, size_t
         uint8_t out[128];
         size_t n = fcr__get_values_result(content, len, &v, out, sizeof out);
         if (n)
-            push_record(c, out, n);
+            fcr__conn_push_record(c, out, n);
     } else {
         uint8_t rec[16];
         fcr__unknown_type_encode(rec, type);
-        push_record(c, rec, sizeof rec);
+        fcr__conn_push_record(c, rec, sizeof rec);
     }
     return 0;
 }
@@ -684,7 +466,7 @@ void fcr__conn_close(fcr__conn *c, const char *why)
     ev_io_stop(srv->loop, &c->wio);
     c->in_feed = true; /* callbacks below must not close again */
     /* Output first: queued segments may point into requests' memory. */
-    release_all(c);
+    fcr__conn_release_all(c);
     c->queued = 0;
     while (c->reqs) {
         fcr_req *r = c->reqs;
@@ -730,7 +512,7 @@ void fcr__conn_sweep(fcr__conn *c, double now)
             fcr__conn_close(c, NULL);
         return;
     }
-    if (!queue_empty(c) && now - c->out_progress > lim->output_timeout) {
+    if (!fcr__conn_queue_empty(c) && now - c->out_progress > lim->output_timeout) {
         fcr__conn_close(c, "output stalled past the output timeout");
         return;
     }
@@ -742,7 +524,7 @@ void fcr__conn_sweep(fcr__conn *c, double now)
             return;
         }
     }
-    if (c->nreqs == 0 && queue_empty(c)) {
+    if (c->nreqs == 0 && fcr__conn_queue_empty(c)) {
         /* At shutdown a connection kept for its first request gets a short while to send it. */
         if (c->srv->shutting_down && c->partial_since == 0 &&
             now - c->last_activity > SHUTDOWN_IDLE_SECONDS) {

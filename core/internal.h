@@ -1,6 +1,5 @@
 /* Internal: structures shared by the core's request, connection, listener and server code.
- * Names are internal (fcr__, FCR__; fcr_req and fcr_server complete the public opaque types),
- * except fcr_listener and fcr_allow, which listen.c still uses under those names. */
+ * Names are internal (fcr__, FCR__; fcr_req and fcr_server complete the public opaque types). */
 #ifndef FCR__CORE_INTERNAL_H
 #define FCR__CORE_INTERNAL_H
 
@@ -17,7 +16,7 @@
 #include "mem.h"
 
 typedef struct fcr__conn fcr__conn;
-typedef struct fcr_listener fcr_listener;
+typedef struct fcr__listener fcr__listener;
 
 /* Released requests kept for reuse, with their PARAMS buffer, params block and output buffer.
  * The pool outlives its server while requests the application holds are alive: a request
@@ -138,8 +137,8 @@ struct fcr__conn {
     double partial_since;
 };
 
-struct fcr_listener {
-    fcr_listener *next;
+struct fcr__listener {
+    fcr__listener *next;
     fcr_server *srv;
     int fd;
     ev_io io;
@@ -150,18 +149,18 @@ struct fcr_listener {
 
 /* One allow-list entry, or a peer's address brought to the same form: AF_INET with the address
  * in addr[0..3] (IPv4-mapped IPv6 addresses too), or AF_INET6. */
-typedef struct fcr_allow {
+typedef struct fcr__allow {
     int family;
     uint8_t addr[16];
-} fcr_allow;
+} fcr__allow;
 
 struct fcr_server {
     struct ev_loop *loop;
     fcr_server_config cfg;
-    fcr_allow *allow;
+    fcr__allow *allow;
     size_t nallow;
     bool allow_set;
-    fcr_listener *listeners;
+    fcr__listener *listeners;
     bool accept_paused;  /* by the connection cap, or by the supervisor */
     bool accept_backoff; /* accept() ran out of descriptors or memory: retried soon */
     ev_timer accept_retry;
@@ -225,6 +224,19 @@ void fcr__conn_flush(fcr__conn *c);
 void fcr__conn_remove_req(fcr__conn *c, fcr_req *r);
 void fcr__conn_resume(fcr__conn *c);
 void fcr__conn_sweep(fcr__conn *c, double now);
+/* Half-closes `c` and reads and discards what the peer still sends (bounded), so that closing
+ * with unread input does not make the kernel send a reset. */
+void fcr__conn_start_drain(fcr__conn *c);
+
+/* outq.c */
+bool fcr__conn_queue_empty(const fcr__conn *c);
+/* Queues a copy of the record `rec` (`len` bytes) and asks for a flush; out of memory dooms
+ * the connection. */
+void fcr__conn_push_record(fcr__conn *c, const uint8_t *rec, size_t len);
+/* Releases every queued segment (the connection is closing). */
+void fcr__conn_release_all(fcr__conn *c);
+/* The write watcher's callback: flushes the queue. */
+void fcr__conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 /* server.c */
 void fcr__server_conn_closed(fcr_server *srv);
@@ -240,7 +252,7 @@ void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
 /* listen.c */
 /* True when bytes wait unread on the socket `fd`. */
 bool fcr__input_waiting(int fd);
-int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n);
+int fcr__allow_parse(const char *list, fcr__allow **out, size_t *n);
 bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_t len);
 void fcr__listeners_pause(fcr_server *srv, bool pause);
 /* The accept_retry timer's callback: ends a pause after accept() ran out of resources. */

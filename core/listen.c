@@ -36,7 +36,7 @@ static int set_nonblock(int fd)
 
 /* An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is the IPv4 address a.b.c.d: entries and peers
  * are both brought to this one form before they are compared. */
-static void canonical_addr(fcr_allow *a)
+static void canonical_addr(fcr__allow *a)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     if (a->family == AF_INET6 && memcmp(a->addr, mapped, sizeof mapped) == 0) {
@@ -46,12 +46,12 @@ static void canonical_addr(fcr_allow *a)
     }
 }
 
-int fcr__allow_parse(const char *list, fcr_allow **out, size_t *n)
+int fcr__allow_parse(const char *list, fcr__allow **out, size_t *n)
 {
     size_t cap = 1;
     for (const char *p = list; *p; p++)
         cap += (*p == ',');
-    fcr_allow *a = calloc(cap, sizeof *a);
+    fcr__allow *a = calloc(cap, sizeof *a);
     if (!a)
         return FCR_ENOMEM;
     size_t count = 0;
@@ -102,7 +102,7 @@ bool fcr__allow_check(const fcr_server *srv, const struct sockaddr *sa, socklen_
 {
     if (!srv->allow_set)
         return true;
-    fcr_allow peer = {.family = sa->sa_family};
+    fcr__allow peer = {.family = sa->sa_family};
     if (sa->sa_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in))
         memcpy(peer.addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
     else if (sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6))
@@ -136,7 +136,7 @@ static void describe_peer(const struct sockaddr *sa, char *buf, size_t cap)
 static void listeners_watch(fcr_server *srv)
 {
     bool on = !srv->accept_paused && !srv->accept_backoff;
-    for (fcr_listener *l = srv->listeners; l; l = l->next) {
+    for (fcr__listener *l = srv->listeners; l; l = l->next) {
         if (on)
             ev_io_start(srv->loop, &l->io);
         else
@@ -221,7 +221,7 @@ static void evict_idle(fcr_server *srv)
  * when an idle one can make room for it, and that one is closed once the new one is in hand.
  * Returns false when accepting was paused: at the cap with every connection busy, or after
  * accept() ran out of resources. */
-static bool accept_some(fcr_listener *l, int max)
+static bool accept_some(fcr__listener *l, int max)
 {
     fcr_server *srv = l->srv;
     for (int i = 0; i < max; i++) {
@@ -280,10 +280,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* A listener for `fd`, not started yet, or NULL when out of memory. `owner`: the socket was
  * created here (not inherited). */
-static fcr_listener *listener_new(fcr_server *srv, int fd, const char *unlink_path, bool owner,
+static fcr__listener *listener_new(fcr_server *srv, int fd, const char *unlink_path, bool owner,
                                   bool tcp)
 {
-    fcr_listener *l = calloc(1, sizeof *l);
+    fcr__listener *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
     if (unlink_path && !(l->unlink_path = strdup(unlink_path))) {
@@ -300,14 +300,14 @@ static fcr_listener *listener_new(fcr_server *srv, int fd, const char *unlink_pa
 }
 
 /* Frees a listener that was never started, closing its descriptor. */
-static void listener_free(fcr_listener *l)
+static void listener_free(fcr__listener *l)
 {
     close(l->fd);
     free(l->unlink_path);
     free(l);
 }
 
-static void listener_start(fcr_server *srv, fcr_listener *l)
+static void listener_start(fcr_server *srv, fcr__listener *l)
 {
     set_nonblock(l->fd);
     l->next = srv->listeners;
@@ -318,7 +318,7 @@ static void listener_start(fcr_server *srv, fcr_listener *l)
 
 static int add_listener(fcr_server *srv, int fd, const char *unlink_path, bool owner, bool tcp)
 {
-    fcr_listener *l = listener_new(srv, fd, unlink_path, owner, tcp);
+    fcr__listener *l = listener_new(srv, fd, unlink_path, owner, tcp);
     if (!l)
         return FCR_ENOMEM;
     listener_start(srv, l);
@@ -328,7 +328,7 @@ static int add_listener(fcr_server *srv, int fd, const char *unlink_path, bool o
 void fcr__listeners_close(fcr_server *srv)
 {
     while (srv->listeners) {
-        fcr_listener *l = srv->listeners;
+        fcr__listener *l = srv->listeners;
         srv->listeners = l->next;
         ev_io_stop(srv->loop, &l->io);
         close(l->fd);
@@ -358,7 +358,7 @@ static int refuse_new_connections(int fd)
 void fcr__listeners_retire(fcr_server *srv, bool accept_queued)
 {
     pid_t self = getpid();
-    for (fcr_listener *l = srv->listeners; l; l = l->next) {
+    for (fcr__listener *l = srv->listeners; l; l = l->next) {
         if (l->owner != self)
             continue;
         if (l->unlink_path) {
@@ -369,7 +369,7 @@ void fcr__listeners_retire(fcr_server *srv, bool accept_queued)
             fcr_log(FCR_LOG_WARN, "cannot filter new connections at shutdown: %s", strerror(errno));
         }
     }
-    for (fcr_listener *l = srv->listeners; l && accept_queued; l = l->next) {
+    for (fcr__listener *l = srv->listeners; l && accept_queued; l = l->next) {
         if (!accept_some(l, INT_MAX))
             break;
     }
@@ -489,7 +489,7 @@ static int listen_tcp_host(fcr_server *srv, const char *host, const char *port, 
     struct addrinfo *res;
     if (getaddrinfo(host[0] ? host : NULL, port, &hints, &res) != 0)
         return FCR_EADDR;
-    fcr_listener *mine = NULL; /* opened here, linked by next, started at the end */
+    fcr__listener *mine = NULL; /* opened here, linked by next, started at the end */
     size_t nls = 0;
     int e = 0, saved = EADDRNOTAVAIL;
     in_port_t shared = 0; /* network order: the port the first socket got, with port 0 */
@@ -533,7 +533,7 @@ static int listen_tcp_host(fcr_server *srv, const char *host, const char *port, 
             shared = ss.ss_family == AF_INET ? ((struct sockaddr_in *)(void *)&ss)->sin_port
                                              : ((struct sockaddr_in6 *)(void *)&ss)->sin6_port;
         }
-        fcr_listener *l = listener_new(srv, fd, NULL, true, true);
+        fcr__listener *l = listener_new(srv, fd, NULL, true, true);
         if (!l) {
             close(fd);
             e = FCR_ENOMEM;
@@ -549,7 +549,7 @@ static int listen_tcp_host(fcr_server *srv, const char *host, const char *port, 
         e = FCR_EIO;
     }
     while (mine) {
-        fcr_listener *l = mine;
+        fcr__listener *l = mine;
         mine = l->next;
         if (e)
             listener_free(l);

@@ -46,7 +46,8 @@
  * (::fcr_handler_result, ::fcr_before_result, ::fcr_auth_result).
  *
  * @par NULL and const
- * Every reader accepts a NULL object and returns NULL, 0 or false; every function that changes
+ * Every reader accepts a NULL object and returns NULL, 0 or false (but a reader whose value is
+ * an error code, fcr_req_input_error(), which says FCR_EINVAL); every function that changes
  * something returns FCR_EINVAL for a NULL object. Readers take `const` handles, also those
  * that parse on first use (fcr_req_query()).
  *

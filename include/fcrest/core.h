@@ -295,7 +295,8 @@ const void *fcr_req_body(const fcr_req *req, fcr_stream stream, size_t *len);
 
 /**
  * 0 when the input was received whole; FCR_ETOOBIG when a body exceeded its limit (the rest is
- * discarded and on_request ran early); FCR_ECLOSED when the request was aborted.
+ * discarded and on_request ran early); FCR_ECLOSED when the request was aborted; FCR_EINVAL
+ * for a NULL `req`.
  */
 int fcr_req_input_error(const fcr_req *req);
 
