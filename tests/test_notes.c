@@ -459,6 +459,7 @@ START_TEST(list_pages_hold_at_most_1000_notes)
                          pages[i].first);
         json_decref(j);
     }
+    stop();
 }
 END_TEST
 
