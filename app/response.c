@@ -1,6 +1,10 @@
 /* Responses: status, headers, body, JSON and problem+json (the output is in context.c). */
 #include "app_int.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -96,26 +100,39 @@ static fcr__body *body_get(fcr_res *res)
     return res->body;
 }
 
+/* A freed body at least this large gives its pages back to the system. */
+#define TRIM_AFTER (1024u * 1024u)
+
 void fcr__body_unref(void *arg)
 {
     fcr__body *b = arg;
     if (b && --b->refs == 0) {
         if (b->held)
             *b->held -= b->counted;
+        bool big = b->buf.cap >= TRIM_AFTER;
         fcr__buf_free(&b->buf);
         free(b);
+#ifdef __GLIBC__
+        /* glibc serves a large block from the heap once one of that size was freed (its mmap
+         * threshold follows the frees), and a freed one then stays in the process's RSS: give
+         * the pages back, so that answers that came and went do not keep their memory. */
+        if (big)
+            malloc_trim(0);
+#else
+        (void)big;
+#endif
     }
 }
 
 /* Makes room for `more` bytes (and a NUL) after the body, which it creates when missing. */
-static int body_reserve(fcr_res *res, size_t more)
+static int body_reserve_to(fcr_res *res, size_t more, bool exact)
 {
     fcr__body *b = body_get(res);
     if (more > SIZE_MAX - b->buf.len - 1)
         return FCR_ENOMEM;
     size_t need = b->buf.len + more + 1;
     if (b->heap)
-        return fcr__buf_reserve(&b->buf, NULL, need, 256, SIZE_MAX);
+        return fcr__buf_reserve(&b->buf, NULL, need, 256, exact ? need : SIZE_MAX);
     if (need <= ARENA_BODY_MAX)
         return fcr__buf_reserve(&b->buf, &res->ctx->arena, need, 256, ARENA_BODY_MAX);
     /* Too big for the arena: a reference-counted body that queued output can hold. */
@@ -123,7 +140,7 @@ static int body_reserve(fcr_res *res, size_t more)
     if (!h)
         return FCR_ENOMEM;
     *h = (fcr__body){.refs = 1, .heap = true};
-    if (fcr__buf_reserve(&h->buf, NULL, need, 2 * ARENA_BODY_MAX, SIZE_MAX) < 0) {
+    if (fcr__buf_reserve(&h->buf, NULL, need, 2 * ARENA_BODY_MAX, exact ? need : SIZE_MAX) < 0) {
         free(h);
         return FCR_ENOMEM;
     }
@@ -132,6 +149,13 @@ static int body_reserve(fcr_res *res, size_t more)
     h->buf.len = b->buf.len;
     res->body = h;
     return 0;
+}
+
+/* Room for `more` bytes after the body: appends grow it by doubling; a whole body of known
+ * size (exact) takes just what it needs, as a large answer is held until it is sent. */
+static int body_reserve(fcr_res *res, size_t more)
+{
+    return body_reserve_to(res, more, false);
 }
 
 /* ---- Response object ------------------------------------------------------------------ */
@@ -147,8 +171,14 @@ void fcr__res_reset(fcr_res *res)
 {
     res->status = 200;
     res->h.n = 0;
-    if (res->body)
+    if (res->body && res->body->heap) {
+        /* A large body goes at once: the answer that replaces it (a problem, a denial) is
+         * small, and must not keep the old body's memory for as long as it is being sent. */
+        fcr__body_unref(res->body);
+        res->body = NULL;
+    } else if (res->body) {
         res->body->buf.len = 0;
+    }
 }
 
 void fcr__res_release(fcr_res *res)
@@ -265,7 +295,7 @@ int fcr_res_set_body(fcr_res *res, const void *buf, size_t len)
     if (!res || (!buf && len))
         return FCR_EINVAL;
     fcr__body *b = body_get(res);
-    if (len > b->buf.len && body_reserve(res, len - b->buf.len) < 0)
+    if (len > b->buf.len && body_reserve_to(res, len - b->buf.len, true) < 0)
         return FCR_ENOMEM;
     res->body->buf.len = 0;
     return fcr_res_append(res, buf, len);
@@ -304,7 +334,7 @@ static int set_all(fcr_res *res, int status, const char *ctype, const char *body
     if (!res || status < 200 || status > 599)
         return FCR_EINVAL;
     fcr__body *b = body_get(res);
-    if (len > b->buf.len && body_reserve(res, len - b->buf.len) < 0)
+    if (len > b->buf.len && body_reserve_to(res, len - b->buf.len, true) < 0)
         return FCR_ENOMEM;
     int rc = fcr_res_set_header(res, "Content-Type", ctype);
     if (rc < 0)
@@ -325,16 +355,27 @@ int fcr_res_set_json(fcr_res *res, int status, const json_t *json)
 {
     if (!res || !json)
         return FCR_EINVAL;
+    if (status < 200 || status > 599)
+        return FCR_EINVAL;
+    /* Measured, then serialised straight into the body: no copy of a large answer. */
     size_t len = json_dumpb(json, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
     if (len == 0)
         return FCR_EINVAL;
-    char *buf = malloc(len);
-    if (!buf)
+    fcr__body *b = body_get(res);
+    if (len > b->buf.len && body_reserve_to(res, len - b->buf.len, true) < 0)
         return FCR_ENOMEM;
-    json_dumpb(json, buf, len, JSON_COMPACT | JSON_ENCODE_ANY);
-    int rc = set_all(res, status, "application/json", buf, len);
-    free(buf);
-    return rc;
+    int rc = fcr_res_set_header(res, "Content-Type", "application/json");
+    if (rc < 0)
+        return rc;
+    res->status = status;
+    b = res->body;
+    if (json_dumpb(json, (char *)b->buf.p, len, JSON_COMPACT | JSON_ENCODE_ANY) != len) {
+        b->buf.len = 0;
+        return FCR_ENOMEM;
+    }
+    b->buf.len = len;
+    b->buf.p[len] = '\0';
+    return 0;
 }
 
 int fcr_res_set_json_new(fcr_res *res, int status, json_t *json)

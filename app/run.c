@@ -3,6 +3,10 @@
 
 #include <ev.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +68,7 @@ static void usage(FILE *f, const char *prog)
             "  --max-output-queue BYTES  output queued per connection before writes wait,\n"
             "                          suffix k, m or g (default 1m)\n"
             "  --max-output-memory BYTES  answer bodies held for clients still reading them,\n"
-            "                          per worker, suffix k, m or g (default 64m); more: 503\n"
+            "                          per worker, suffix k, m or g (default 32m); more: 503\n"
             "  --max-param-name BYTES  bytes in one param name (a header name), suffix k, m\n"
             "                          or g (default 1k); more: 431\n"
             "  --max-param-value BYTES  bytes in one param value (a header value), suffix k,\n"
@@ -348,6 +352,14 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         free(c.env_listen);
         return rc;
     }
+#ifdef __GLIBC__
+    /* glibc serves blocks of the size last freed from the heap (its mmap threshold follows the
+     * frees), where a freed one stays in the process's memory. A fixed threshold maps every
+     * block of 1 MiB or more, so that a large answer gives its memory back once sent. The
+     * program's own choice (MALLOC_MMAP_THRESHOLD_) is kept. */
+    if (!getenv("MALLOC_MMAP_THRESHOLD_"))
+        mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+#endif
     const char *e = fcr_app_error(app);
     if (e) {
         fprintf(stderr, "%s: not starting: %s\n", prog, e);

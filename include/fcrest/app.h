@@ -103,7 +103,7 @@ typedef enum fcr_auth_result {
 #define FCR_DEFAULT_MAX_BODY (1024u * 1024u)
 
 /** Output memory of an app that sets none (bytes): see fcr_app_set_max_output_memory(). */
-#define FCR_DEFAULT_MAX_OUTPUT_MEMORY (64u * 1024u * 1024u)
+#define FCR_DEFAULT_MAX_OUTPUT_MEMORY (32u * 1024u * 1024u)
 
 /**
  * A route handler, also the FILTER role handler. It fills `res` and returns FCR_DONE (the
@@ -306,7 +306,7 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  *   --max-output-queue BYTES  FCREST_MAX_OUTPUT_QUEUE    output queued per connection before
  *                          writes wait (default 1m, at least 65552)
  *   --max-output-memory BYTES  FCREST_MAX_OUTPUT_MEMORY  see fcr_app_set_max_output_memory
- *                          (default 64m)
+ *                          (default 32m)
  *   --max-param-name BYTES FCREST_MAX_PARAM_NAME           bytes in one param name
  *                          (default 1k)
  *   --max-param-value BYTES  FCREST_MAX_PARAM_VALUE        bytes in one param value, such as
