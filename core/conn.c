@@ -525,9 +525,14 @@ void fcr__conn_sweep(fcr__conn *c, double now)
         }
     }
     if (c->nreqs == 0 && fcr__conn_queue_empty(c)) {
-        /* At shutdown a connection kept for its first request gets a short while to send it. */
-        if (c->srv->shutting_down && c->partial_since == 0 &&
-            now - c->last_activity > SHUTDOWN_IDLE_SECONDS) {
+        /* At a restart it is handed over as soon as it is idle (and waits while the channel
+         * is full); at a stop a connection kept for its first request gets a short while to
+         * send it. */
+        if (c->srv->handing_over) {
+            if (c->state == FCR__CONN_OPEN && fcr__conn_hand_over(c))
+                return;
+        } else if (c->srv->shutting_down && c->partial_since == 0 &&
+                   now - c->last_activity > SHUTDOWN_IDLE_SECONDS) {
             fcr__conn_close(c, NULL);
             return;
         }

@@ -181,6 +181,14 @@ struct fcr_server {
     ev_timer sweep;
     ev_signal sigterm, sigint, sighup;
     ev_timer grace;
+    /* A worker's channel to its supervisor (-1: none): connections handed over at a restart
+     * travel on it (core/handoff.c). */
+    int chan;
+    ev_io chan_rio;    /* messages from the supervisor */
+    ev_io chan_wio;    /* the channel has room again after it was full */
+    bool handing_over; /* retired by a restart: idle connections go to the new workers */
+    bool chan_full;    /* a hand-over found the channel full: chan_wio waits for room */
+    unsigned long handed_over;
     uint8_t *rbuf;
     size_t rbuf_cap;
     fcr__req_pool *pool;
@@ -240,6 +248,9 @@ void fcr__conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 /* server.c */
 void fcr__server_conn_closed(fcr_server *srv);
+/* The supervisor retires the worker for a restart: a graceful stop, with its connections
+ * handed over to the new workers instead of closed. */
+void fcr__server_retire(fcr_server *srv);
 /* fcr_log() for a line about what one peer did (a protocol violation, a refused connection, a
  * closed connection): at most PEER_LOG_RATE such lines a second per server, in bursts of up to
  * PEER_LOG_BURST; the lines over that are counted, and the next line that passes says how many
@@ -249,7 +260,36 @@ void fcr__log_peer(fcr_server *srv, int level, const char *fmt, ...)
 void fcr__server_mark_dirty(fcr_server *srv, fcr_req *r);
 void fcr__server_unmark_dirty(fcr_server *srv, fcr_req *r);
 
+/* handoff.c */
+/* Messages on the channel between a worker and its supervisor: one byte, and for
+ * FCR__MSG_CONN a descriptor. */
+enum {
+    FCR__MSG_READY = 'R',  /* worker: it accepts connections */
+    FCR__MSG_CONN = 'C',   /* a connection handed over (old worker -> supervisor -> new one) */
+    FCR__MSG_RETIRE = 'T', /* supervisor: a restart retires the worker */
+};
+/* Sends message `type` with the descriptor `fd` (-1: none) without blocking. Returns 0, or -1
+ * with errno (EAGAIN: the channel is full). */
+int fcr__chan_send(int chan, int type, int fd);
+/* Receives one message without blocking: returns its type with the descriptor it carried in
+ * `*fd` (-1: none; it is close-on-exec), 0 when the other side is gone, -1 with errno (EAGAIN:
+ * nothing there). */
+int fcr__chan_recv(int chan, int *fd);
+/* Starts reading the server's channel, when it has one (fcr_server_run). */
+void fcr__chan_start(fcr_server *srv);
+void fcr__chan_stop(fcr_server *srv);
+/* In a worker retired by a restart, hands `c` over to the supervisor when it is idle between
+ * requests: nothing begun, nothing queued, no record or input read in part. Returns true when
+ * it did: `c` is then closed here (without a shutdown: the socket lives on) and freed. Returns
+ * false otherwise, also when the channel is full (the connection is tried again when there
+ * is room) or broken (hand-over ends for the worker: connections close as in a stop). */
+bool fcr__conn_hand_over(fcr__conn *c);
+
 /* listen.c */
+/* Serves a connection a retiring worker handed over, as one accepted here (it passed the
+ * allow-list when it was first accepted). At the connection cap an idle connection makes room;
+ * with none, the connection, idle itself, is closed (the web server reconnects). */
+void fcr__conn_adopt(fcr_server *srv, int fd);
 /* True when bytes wait unread on the socket `fd`. */
 bool fcr__input_waiting(int fd);
 int fcr__allow_parse(const char *list, fcr__allow **out, size_t *n);

@@ -281,7 +281,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 /* A listener for `fd`, not started yet, or NULL when out of memory. `owner`: the socket was
  * created here (not inherited). */
 static fcr__listener *listener_new(fcr_server *srv, int fd, const char *unlink_path, bool owner,
-                                  bool tcp)
+                                   bool tcp)
 {
     fcr__listener *l = calloc(1, sizeof *l);
     if (!l)
@@ -625,6 +625,37 @@ int fcr_server_listen_inherited(fcr_server *srv)
         return e ? e : 1;
     }
     return 0;
+}
+
+void fcr__conn_adopt(fcr_server *srv, int fd)
+{
+    if (srv->stats.conns >= srv->cfg.limits.max_conns) {
+        if (!fcr__conn_oldest_idle(srv)) {
+            fcr_log(FCR_LOG_WARN,
+                    "connection cap %u reached: a connection handed over by a retiring worker "
+                    "is closed",
+                    srv->cfg.limits.max_conns);
+            close(fd);
+            return;
+        }
+        evict_idle(srv);
+    }
+    set_nonblock(fd);
+    struct sockaddr_storage ss = {0};
+    socklen_t len = sizeof ss;
+    bool tcp = getsockname(fd, (struct sockaddr *)&ss, &len) == 0 &&
+               (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+    if (tcp) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    fcr__conn *c = fcr__conn_new(srv, fd);
+    if (!c) {
+        fcr_log(FCR_LOG_ERROR, "out of memory for a connection handed over");
+        close(fd);
+        return;
+    }
+    c->tcp = tcp;
 }
 
 int fcr_server_adopt(fcr_server *srv, int fd)

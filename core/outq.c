@@ -208,7 +208,23 @@ void fcr__conn_flush(fcr__conn *c)
         fcr__conn_close(c, c->doomed);
         return;
     }
-    if (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && fcr__conn_queue_empty(c) && c->nreqs == 0) {
+    bool done = fcr__conn_queue_empty(c) && c->nreqs == 0;
+    if (done && c->srv->handing_over &&
+        (c->state == FCR__CONN_OPEN || (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && c->retiring))) {
+        /* A restart: the connection goes to a new worker, with whatever the web server sent
+         * meanwhile. Not yet when it is in the middle of a record or the channel is full: it
+         * is served meanwhile as a connection kept at shutdown for its next request. */
+        set_cork(c, false);
+        if (fcr__conn_hand_over(c))
+            return;
+        if (c->srv->handing_over) {
+            c->state = FCR__CONN_OPEN;
+            c->last_call = true;
+            fcr__conn_resume(c);
+            return;
+        }
+    }
+    if (c->state == FCR__CONN_CLOSE_AFTER_FLUSH && done) {
         /* A connection retiring for a shutdown on which a next request has already arrived (or
          * begun to) serves it first: closing now would read it only to drop it. */
         if (c->retiring && (c->pend_len > c->pend_off || fcr__input_waiting(c->fd))) {

@@ -210,6 +210,7 @@ fcr_server *fcr_server_new(struct ev_loop *loop, const fcr_server_config *cfg, i
         goto fail;
     srv->loop = loop;
     srv->cfg = *cfg;
+    srv->chan = -1;
     srv->peer_log_tokens = PEER_LOG_BURST;
     srv->peer_log_at = ev_now(loop);
     srv->cfg.web_server_addrs = NULL;
@@ -275,9 +276,12 @@ void fcr_server_shutdown(fcr_server *srv, void (*on_drained)(fcr_server *srv, vo
             }
         } else if (c->state == FCR__CONN_OPEN) {
             /* An idle connection may be the very one the web server is sending its next
-             * request on: closing it now would lose that request. It gets to send one more,
-             * answered and then closed, or is closed once idle for a short while. */
+             * request on: closing it now would lose that request. At a restart it goes to a
+             * new worker, with that request if it is on its way; otherwise (or while it is in
+             * the middle of a record) it gets to send one more, answered and then closed, or
+             * is closed once idle for a short while. */
             c->last_call = true;
+            fcr__conn_hand_over(c);
         } else {
             fcr__conn_close(c, NULL);
         }
@@ -317,11 +321,26 @@ static void run_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     fcr_server *srv = w->data;
     fcr_log(FCR_LOG_INFO, "signal %d: finishing requests in flight, then exiting", w->signum);
+    if (srv->handing_over) { /* a stop while a restart retires the worker: nothing to hand to */
+        srv->handing_over = false;
+        return;
+    }
     if (srv->shutting_down) { /* a second signal: stop now */
         ev_break(loop, EVBREAK_ONE);
         return;
     }
     ev_timer_start(loop, &srv->grace);
+    fcr_server_shutdown(srv, run_drained, NULL);
+}
+
+void fcr__server_retire(fcr_server *srv)
+{
+    if (srv->shutting_down)
+        return;
+    fcr_log(FCR_LOG_INFO, "retired by a restart: handing connections over to the new workers "
+                          "and finishing requests in flight");
+    srv->handing_over = true;
+    ev_timer_start(srv->loop, &srv->grace);
     fcr_server_shutdown(srv, run_drained, NULL);
 }
 
@@ -372,9 +391,13 @@ int fcr_server_run(fcr_server *srv, double grace)
      * written with MSG_NOSIGNAL already). */
     if (signal_is_default(SIGPIPE))
         signal(SIGPIPE, SIG_IGN);
+    fcr__chan_start(srv);
     ev_run(loop, 0);
+    fcr__chan_stop(srv);
     fcr_log(FCR_LOG_INFO, "served %llu requests on %llu connections",
             (unsigned long long)srv->stats.requests, (unsigned long long)srv->stats.accepted);
+    if (srv->handed_over)
+        fcr_log(FCR_LOG_INFO, "handed %lu connection(s) over to the new workers", srv->handed_over);
     ev_signal_stop(loop, &srv->sigterm);
     ev_signal_stop(loop, &srv->sigint);
     if (watch_hup)

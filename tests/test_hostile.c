@@ -4,7 +4,11 @@
  *     serves again once descriptors are free;
  *   - a descriptor limit below the connection cap lowers the cap, so that the cap (where idle
  *     connections make room for new ones) comes before the descriptors run out;
- *   - a flood of connections that never send anything does not lock a new client out.
+ *   - a flood of connections that never send anything does not lock a new client out;
+ *   - restarts under keep-alive load lose no request, also of a client that reuses a connection
+ *     without checking it: the old workers hand their connections over to the new ones (the
+ *     same connections, thousands at once, also while the new workers are stalled); a stop
+ *     closes them.
  */
 #include <check.h>
 #include <dirent.h>
@@ -52,11 +56,20 @@ static struct {
 static int fillers[4096];
 static int nfillers;
 
+/* Answers "ok", or with SCRIPT_NAME /pid the process id of the worker that answered. */
 static void on_request(fcr_req *req, void *data)
 {
     (void)data;
     static const char ok[] = "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nok";
-    fcr_req_write(req, ok, sizeof ok - 1);
+    const char *script = fcr_req_param(req, "SCRIPT_NAME");
+    if (script && strcmp(script, "/pid") == 0) {
+        char pid[96];
+        int n = snprintf(pid, sizeof pid, "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n%ld",
+                         (long)getpid());
+        fcr_req_write(req, pid, (size_t)n);
+    } else {
+        fcr_req_write(req, ok, sizeof ok - 1);
+    }
     fcr_req_finish(req, 0);
 }
 
@@ -426,6 +439,7 @@ typedef struct ka_load {
     atomic_uint counts[KA_N];
     pthread_t th[16];
     int n;
+    bool check; /* look for a close before reusing a connection */
 } ka_load;
 
 /* True when the application has closed `c` (checked without blocking). */
@@ -438,7 +452,9 @@ static bool ka_closed(const fcl_conn *c)
 
 /* One web-server-like connection: a request with KEEP_CONN, its answer, the next request at
  * once; a new connection when the application closed this one. A request whose connection
- * ended before its END_REQUEST is lost. */
+ * ended before its END_REQUEST is lost. With `check`, a kept connection is checked for a close
+ * before it is reused, as Apache does; without, the next request goes out right after the
+ * answer, as bench/fcgi_load and nginx's upstream keepalive may do. */
 static void *ka_thread(void *arg)
 {
     ka_load *l = arg;
@@ -452,7 +468,7 @@ static void *ka_thread(void *arg)
             continue;
         }
         c->timeout = 20;
-        if (ka_closed(c)) { /* as Apache checks a pooled connection before reusing it */
+        if (l->check && ka_closed(c)) {
             fcl_close(c);
             c = NULL;
             continue;
@@ -479,55 +495,235 @@ static void *ka_thread(void *arg)
     return NULL;
 }
 
-/* Five SIGHUPs under keep-alive load on 16 TCP connections, with a client that checks a pooled
- * connection before reusing it as Apache does: every request is answered. The retiring workers
- * serve a request that already arrived instead of dropping it, leave idle connections open for
- * the request that may be on its way, and send the FIN with their last answer. */
-START_TEST(restarts_under_keep_alive_load_lose_no_request)
+/* Waits until the supervisor's workers are two processes none of which is in `old` (two pids),
+ * and stores them in `gen`. */
+static bool wait_new_generation(const pid_t *old, pid_t *gen, double timeout)
 {
-    start_child(&(child_opts){.workers = 2, .tcp = true});
-    pid_t gen[16], next[16];
+    pid_t next[16];
+    double deadline = fcl_now() + timeout;
+    while (fcl_now() < deadline) {
+        int n = children_of(C.pid, next, 16);
+        bool fresh = n == 2;
+        for (int i = 0; i < n && fresh; i++)
+            fresh = next[i] != old[0] && next[i] != old[1];
+        if (fresh) {
+            memcpy(gen, next, 2 * sizeof *gen);
+            return true;
+        }
+        usleep(10000);
+    }
+    return false;
+}
+
+static void wait_two_workers(pid_t *gen)
+{
     double deadline = fcl_now() + 10;
     while (children_of(C.pid, gen, 16) != 2 && fcl_now() < deadline)
         usleep(10000);
     ck_assert_int_eq(children_of(C.pid, gen, 16), 2);
+}
+
+/* Five SIGHUPs to a server with two workers under keep-alive load on 16 connections. */
+static void restarts_under_load(const child_opts *o, bool check)
+{
+    start_child(o);
+    pid_t gen[16];
+    wait_two_workers(gen);
     ka_load l = {0};
     l.n = 16;
+    l.check = check;
     for (int i = 0; i < l.n; i++)
         ck_assert_int_eq(pthread_create(&l.th[i], NULL, ka_thread, &l), 0);
     for (int round = 0; round < 5; round++) {
         unsigned before = atomic_load(&l.counts[KA_OK]);
-        deadline = fcl_now() + 10;
+        double deadline = fcl_now() + 10;
         while (atomic_load(&l.counts[KA_OK]) < before + 2000 && fcl_now() < deadline)
             usleep(2000);
         kill(C.pid, SIGHUP);
         /* The next generation: two workers, none of the old ones. */
-        deadline = fcl_now() + 20;
-        bool fresh = false;
-        while (!fresh && fcl_now() < deadline) {
-            usleep(10000);
-            int n = children_of(C.pid, next, 16);
-            fresh = n == 2;
-            for (int i = 0; i < n && fresh; i++)
-                fresh = next[i] != gen[0] && next[i] != gen[1];
-        }
-        ck_assert_msg(fresh, "round %d: the old workers did not go", round);
-        memcpy(gen, next, sizeof gen);
+        ck_assert_msg(wait_new_generation(gen, gen, 20), "round %d: the old workers did not go",
+                      round);
     }
     unsigned before = atomic_load(&l.counts[KA_OK]);
-    deadline = fcl_now() + 10;
+    double deadline = fcl_now() + 10;
     while (atomic_load(&l.counts[KA_OK]) < before + 2000 && fcl_now() < deadline)
         usleep(2000);
     atomic_store(&l.stop, true);
     for (int i = 0; i < l.n; i++)
         pthread_join(l.th[i], NULL);
-    fprintf(stderr, "restarts: %u answered, %u lost, %u overloaded, %u other\n",
+    fprintf(stderr, "restarts (%s, %s): %u answered, %u lost, %u overloaded, %u other\n",
+            o->tcp ? "tcp" : "unix", check ? "checking" : "not checking",
             atomic_load(&l.counts[KA_OK]), atomic_load(&l.counts[KA_LOST]),
             atomic_load(&l.counts[KA_OVERLOADED]), atomic_load(&l.counts[KA_OTHER]));
     ck_assert_uint_eq(atomic_load(&l.counts[KA_LOST]), 0);
     ck_assert_uint_eq(atomic_load(&l.counts[KA_OVERLOADED]), 0);
     ck_assert_uint_eq(atomic_load(&l.counts[KA_OTHER]), 0);
     stop_child();
+}
+
+/* Five SIGHUPs under keep-alive load on 16 TCP connections, with a client that checks a pooled
+ * connection before reusing it as Apache does: every request is answered. */
+START_TEST(restarts_under_keep_alive_load_lose_no_request)
+{
+    restarts_under_load(&(child_opts){.workers = 2, .tcp = true}, true);
+}
+END_TEST
+
+/* The same on a unix socket with a client that sends its next request right after an answer,
+ * without checking the connection: the retiring workers hand their connections over to the new
+ * ones instead of closing them, so no request meets a closed connection. */
+START_TEST(restarts_lose_no_request_of_a_client_that_does_not_check)
+{
+    restarts_under_load(&(child_opts){.workers = 2}, false);
+}
+END_TEST
+
+/* Sends a /pid request on `c` and returns the pid in its answer (0 when there is none). */
+static long ask_pid(fcl_conn *c)
+{
+    static const char *const params[] = {"REQUEST_METHOD", "GET", "SCRIPT_NAME", "/pid", NULL};
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    long pid = 0;
+    if (fcl_request(c, 1, 1, 1 /* KEEP_CONN */, params, NULL, 0, &r) == 0 &&
+        r.protocol_status == 0) {
+        fcl_cgi cgi;
+        if (fcl_cgi_parse(&r, &cgi) == 0) {
+            char num[32] = "";
+            size_t n = cgi.body_len < sizeof num - 1 ? cgi.body_len : sizeof num - 1;
+            memcpy(num, cgi.body, n);
+            pid = strtol(num, NULL, 10);
+            fcl_cgi_free(&cgi);
+        }
+    }
+    fcl_response_free(&r);
+    return pid;
+}
+
+static bool is_one_of(long pid, const pid_t *set, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (set[i] == pid)
+            return true;
+    }
+    return false;
+}
+
+/* Waits until the log holds `what` `count` times. */
+static bool wait_log(const char *what, unsigned count, double timeout)
+{
+    double deadline = fcl_now() + timeout;
+    for (;;) {
+        char *log = read_log(NULL);
+        unsigned n = count_in(log, what);
+        free(log);
+        if (n >= count)
+            return true;
+        if (fcl_now() > deadline)
+            return false;
+        usleep(20000);
+    }
+}
+
+/* `n` kept-alive connections served by workers of the old generation are served, after a
+ * restart, by ones of the new generation: the same connections, never closed in between. With
+ * `stall_new`, the new workers are stopped (SIGSTOP) while the old ones hand over, and
+ * continued a second later. */
+static void restart_hands_over(int n, bool stall_new)
+{
+    start_child(&(child_opts){.workers = 2});
+    pid_t old[16], gen[16];
+    wait_two_workers(old);
+    fcl_conn **c = calloc((size_t)n, sizeof *c);
+    ck_assert_ptr_nonnull(c);
+    for (int i = 0; i < n; i++) {
+        c[i] = fcl_connect(C.addr, 0);
+        ck_assert_ptr_nonnull(c[i]);
+        c[i]->timeout = 10;
+        long pid = ask_pid(c[i]);
+        ck_assert_msg(is_one_of(pid, old, 2), "answered by %ld, not an old worker", pid);
+    }
+    kill(C.pid, SIGHUP);
+    if (stall_new) {
+        pid_t all[16], stalled[2];
+        int nstalled = 0;
+        double deadline = fcl_now() + 10;
+        while (nstalled < 2 && fcl_now() < deadline) {
+            int k = children_of(C.pid, all, 16);
+            for (int i = 0; i < k && nstalled < 2; i++) {
+                if (!is_one_of(all[i], old, 2) && !is_one_of(all[i], stalled, nstalled)) {
+                    kill(all[i], SIGSTOP);
+                    stalled[nstalled++] = all[i];
+                }
+            }
+        }
+        ck_assert_int_eq(nstalled, 2);
+        /* Retired once the new workers are ready, or after 5 s without. */
+        ck_assert(wait_log("retired by a restart", 2, 10));
+        usleep(1000000);
+        for (int i = 0; i < nstalled; i++)
+            kill(stalled[i], SIGCONT);
+    }
+    ck_assert_msg(wait_new_generation(old, gen, 20), "the old workers did not go");
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(!ka_closed(c[i]), "connection %d was closed", i);
+        long pid = ask_pid(c[i]);
+        ck_assert_msg(is_one_of(pid, gen, 2), "connection %d answered by %ld, not a new worker", i,
+                      pid);
+    }
+    for (int i = 0; i < n; i++)
+        fcl_close(c[i]);
+    free(c);
+    stop_child();
+}
+
+START_TEST(a_restart_hands_kept_connections_to_the_new_workers)
+{
+    restart_hands_over(8, false);
+}
+END_TEST
+
+/* Thousands at once: more than the channels hold, so the retiring workers and the supervisor
+ * wait for room on them; the more so with the new workers stopped for a while. */
+START_TEST(a_restart_hands_over_thousands_of_idle_connections)
+{
+    bool stall_new = _i == 1;
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rlim_t want = 3000 + 64;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    restart_hands_over(rl.rlim_cur >= want ? 3000 : (int)rl.rlim_cur - 64, stall_new);
+}
+END_TEST
+
+/* SIGTERM stops the workers and hands nothing over: a kept-alive idle connection is closed,
+ * and the supervisor exits. */
+START_TEST(a_stop_closes_kept_connections)
+{
+    start_child(&(child_opts){.workers = 2});
+    pid_t gen[16];
+    wait_two_workers(gen);
+    fcl_conn *c = fcl_connect(C.addr, 0);
+    ck_assert_ptr_nonnull(c);
+    c->timeout = 10;
+    ck_assert(is_one_of(ask_pid(c), gen, 2));
+    kill(C.pid, SIGTERM);
+    ck_assert_int_eq(fcl_wait_eof(c, 10), 0);
+    fcl_close(c);
+    int st;
+    ck_assert_int_eq(waitpid(C.pid, &st, 0), C.pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server child ended with %d", st);
+    char *log = read_log(NULL);
+    ck_assert_msg(strstr(log, "handing") == NULL, "%s", log);
+    free(log);
+    char path[160];
+    snprintf(path, sizeof path, "%s/s", C.dir);
+    unlink(path);
+    unlink(C.log);
+    rmdir(C.dir);
 }
 END_TEST
 
@@ -541,6 +737,10 @@ int main(void)
     tcase_add_test(tc, descriptor_limit_lowers_the_cap_and_silent_floods_do_not_lock_clients_out);
     tcase_add_test(tc, misbehaving_peers_cannot_fill_the_log);
     tcase_add_test(tc, restarts_under_keep_alive_load_lose_no_request);
+    tcase_add_test(tc, restarts_lose_no_request_of_a_client_that_does_not_check);
+    tcase_add_test(tc, a_restart_hands_kept_connections_to_the_new_workers);
+    tcase_add_loop_test(tc, a_restart_hands_over_thousands_of_idle_connections, 0, 2);
+    tcase_add_test(tc, a_stop_closes_kept_connections);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -214,8 +214,12 @@ int fcr_server_run(fcr_server *srv, double grace);
  *     sockets and passes SIGTERM on; each worker finishes its requests for up to `grace`
  *     seconds; stragglers are killed 5 s after that; a second signal kills the workers;
  *   - SIGHUP starts `n` new workers and, once each reports that it is accepting (or after
- *     5 s), sends the old ones SIGTERM: they stop accepting and finish their requests (killed
- *     `grace` + 5 s later); a SIGHUP while old workers still finish waits for them and then
+ *     5 s), retires the old ones: they stop accepting, finish their requests and pass each
+ *     connection, at a moment it is idle between requests, through the supervisor to a new
+ *     worker, which serves its next request. A restart closes no connection, so a request the
+ *     web server sends meanwhile waits in the socket for the new worker instead of being lost.
+ *     A connection not idle within `grace` seconds is closed as at a stop (the old worker is
+ *     killed 5 s later); a SIGHUP while old workers still finish waits for them and then
  *     restarts once more.
  *
  * Workers ignore SIGHUP and stop gracefully when the supervisor dies. Use a stop method that
