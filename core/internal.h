@@ -168,6 +168,10 @@ struct fcr_server {
     unsigned long accept_unlogged; /* failures since, not logged */
     double evict_log_at;           /* when an eviction at the cap was last logged */
     unsigned long evict_unlogged;
+    fcr_worker_start_fn worker_start; /* fcr_server_on_worker() */
+    fcr_worker_stop_fn worker_stop;
+    void *worker_data;
+    bool worker_started;    /* the start hook ran and succeeded in this process */
     double peer_log_tokens; /* fcr__log_peer's bucket */
     double peer_log_at;
     unsigned long peer_log_dropped;
@@ -248,6 +252,9 @@ void fcr__conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 
 /* server.c */
 void fcr__server_conn_closed(fcr_server *srv);
+/* Runs the worker start hook (fcr_server_on_worker) once in this process. Returns 0, or the
+ * hook's negative result (logged). */
+int fcr__server_worker_start(fcr_server *srv);
 /* The supervisor retires the worker for a restart: a graceful stop, with its connections
  * handed over to the new workers instead of closed. */
 void fcr__server_retire(fcr_server *srv);
@@ -267,6 +274,7 @@ enum {
     FCR__MSG_READY = 'R',  /* worker: it accepts connections */
     FCR__MSG_CONN = 'C',   /* a connection handed over (old worker -> supervisor -> new one) */
     FCR__MSG_RETIRE = 'T', /* supervisor: a restart retires the worker */
+    FCR__MSG_START_FAILED = 'F', /* worker: its start hook failed; it ends */
 };
 /* Sends message `type` with the descriptor `fd` (-1: none) without blocking. Returns 0, or -1
  * with errno (EAGAIN: the channel is full). */

@@ -368,10 +368,39 @@ static void run_grace(struct ev_loop *loop, ev_timer *w, int revents)
     ev_break(loop, EVBREAK_ONE);
 }
 
+void fcr_server_on_worker(fcr_server *srv, fcr_worker_start_fn start, fcr_worker_stop_fn stop,
+                          void *data)
+{
+    if (!srv)
+        return;
+    srv->worker_start = start;
+    srv->worker_stop = stop;
+    srv->worker_data = data;
+}
+
+int fcr__server_worker_start(fcr_server *srv)
+{
+    if (srv->worker_started)
+        return 0;
+    if (srv->worker_start) {
+        int rc = srv->worker_start(srv, srv->worker_data);
+        if (rc < 0) {
+            fcr_log(FCR_LOG_ERROR, "the worker's start hook failed: %s (%s); not serving",
+                    fcr_err_name(rc), fcr_strerror(rc));
+            return rc;
+        }
+    }
+    srv->worker_started = true;
+    return 0;
+}
+
 int fcr_server_run(fcr_server *srv, double grace)
 {
     if (!srv)
         return FCR_EINVAL;
+    int started = fcr__server_worker_start(srv);
+    if (started < 0)
+        return started;
     struct ev_loop *loop = srv->loop;
     ev_signal_init(&srv->sigterm, run_signal, SIGTERM);
     ev_signal_init(&srv->sigint, run_signal, SIGINT);
@@ -403,6 +432,8 @@ int fcr_server_run(fcr_server *srv, double grace)
     if (watch_hup)
         ev_signal_stop(loop, &srv->sighup);
     ev_timer_stop(loop, &srv->grace);
+    if (srv->worker_stop)
+        srv->worker_stop(srv, srv->worker_data);
     return 0;
 }
 

@@ -23,10 +23,11 @@
 typedef struct worker {
     pid_t pid;
     double started;
-    bool retiring; /* asked to stop by a restart: not replaced */
-    bool ready;    /* reported that it accepts connections */
-    bool full;     /* its channel is full: wio waits for room */
-    int chan;      /* the supervisor's end of its channel (-1: none) */
+    bool retiring;     /* asked to stop by a restart: not replaced */
+    bool ready;        /* reported that it accepts connections */
+    bool full;         /* its channel is full: wio waits for room */
+    bool start_failed; /* its start hook failed */
+    int chan;          /* the supervisor's end of its channel (-1: none) */
     ev_io rio, wio;
     ev_child child;
 } worker;
@@ -40,6 +41,8 @@ typedef struct supervisor {
     bool stopping;
     bool restarting;  /* new workers started; the old ones wait for them to be ready */
     bool hup_pending; /* a SIGHUP waits for old workers to leave free slots */
+    bool ever_ready;  /* a worker has reported that it accepts */
+    bool gave_up;     /* the first workers could not start: everything stops, FCR_EIO */
     double backoff;
     fcr__vec held;     /* of int: connections handed over, waiting for a new worker */
     unsigned next_new; /* where the round-robin over the new workers goes on */
@@ -190,7 +193,10 @@ static void read_channel(supervisor *s, worker *w, bool all)
         }
         if (type == FCR__MSG_READY) {
             w->ready = true;
+            s->ever_ready = true;
             maybe_retire_old(s);
+        } else if (type == FCR__MSG_START_FAILED) {
+            w->start_failed = true;
         }
     }
     forward_held(s);
@@ -267,6 +273,7 @@ static bool spawn(supervisor *s, unsigned i, bool *is_child)
     w->retiring = false;
     w->ready = false;
     w->full = false;
+    w->start_failed = false;
     w->chan = sv[0];
     ev_io_init(&w->rio, chan_read_cb, w->chan, EV_READ);
     ev_io_init(&w->wio, chan_write_cb, w->chan, EV_WRITE);
@@ -367,6 +374,17 @@ static void child_cb(struct ev_loop *loop, ev_child *c, int revents)
     w->ready = false;
     if (s->stopping && live_workers(s) == 0) {
         ev_break(loop, EVBREAK_ONE);
+        return;
+    }
+    if (replace && w->start_failed && !s->ever_ready) {
+        /* No worker has ever started: retrying would fail the same way, forever. */
+        fcr_log(FCR_LOG_ERROR, "no worker could start: stopping");
+        s->gave_up = true;
+        s->stopping = true;
+        ev_timer_stop(loop, &s->respawn);
+        signal_all(s, SIGTERM, false);
+        if (live_workers(s) == 0)
+            ev_break(loop, EVBREAK_ONE);
         return;
     }
     if (!replace) {
@@ -530,6 +548,12 @@ int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace)
         ev_run(loop, 0);
     if (child || in_worker) {
         free(s.w);
+        int started = fcr__server_worker_start(srv);
+        if (started < 0) {
+            (void)fcr__chan_send(s.own_chan, FCR__MSG_START_FAILED, -1);
+            close(s.own_chan);
+            return started;
+        }
         fcr__listeners_pause(srv, false);
         /* The listeners are watched: connections are taken from the next loop iteration on. */
         (void)fcr__chan_send(s.own_chan, FCR__MSG_READY, -1);
@@ -543,5 +567,5 @@ int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace)
     signal_all(&s, SIGKILL, false);
     close_supervisor_fds(&s);
     free(s.w);
-    return 0;
+    return s.gave_up ? FCR_EIO : 0;
 }

@@ -230,6 +230,34 @@ int fcr_server_run(fcr_server *srv, double grace);
  */
 int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace);
 
+/**
+ * A worker start hook: runs in every process that serves (each worker of
+ * fcr_server_run_workers() right after its fork, or the one process of fcr_server_run()),
+ * before it accepts, with the server (whose loop, fcr_server_loop(), is the worker's). It
+ * opens what each worker needs of its own (a database connection, a file) and returns 0, or a
+ * negative fcr_err code: the process then serves nothing and ends (see fcr_server_on_worker()).
+ */
+typedef int (*fcr_worker_start_fn)(fcr_server *srv, void *data);
+
+/**
+ * A worker stop hook: runs once the worker's loop has ended, after its last request, in every
+ * process whose start hook succeeded.
+ */
+typedef void (*fcr_worker_stop_fn)(fcr_server *srv, void *data);
+
+/**
+ * Sets the hooks that run in every process that serves (either may be NULL; a later call
+ * replaces them; `data` is passed to both). `start` runs after the fork and before the process
+ * accepts; `stop` after its last request. When `start` fails, fcr_server_run() returns its
+ * code without serving; a worker of fcr_server_run_workers() ends likewise (the function
+ * returns the code in that process), and the supervisor restarts it with a growing delay, or,
+ * when no worker has ever started since the supervisor began, stops the others and returns
+ * FCR_EIO, so that a program whose workers cannot start exits instead of retrying forever.
+ * NULL `srv` is ignored.
+ */
+void fcr_server_on_worker(fcr_server *srv, fcr_worker_start_fn start, fcr_worker_stop_fn stop,
+                          void *data);
+
 /** True in a worker process started by fcr_server_run_workers(). */
 bool fcr_is_worker(void);
 
