@@ -324,7 +324,12 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  * (fcr_server_run_workers): SIGTERM/SIGINT stop gracefully (exit 0 after the last request or
  * the shutdown timeout), SIGHUP starts N new workers and retires the old ones once the new ones
  * accept, a worker that dies is replaced. Every process returns from fcr_app_run.
- * Options take their value as `--opt VALUE` or `--opt=VALUE`. Returns 0 after a clean stop or
+ * The program's own options (fcr_app_add_option()) are parsed with these, their values kept for
+ * fcr_app_option(), and --help lists them after these. The server's limits and socket mode
+ * start from the configuration set with fcr_app_set_server_config() (else
+ * fcr_server_config_init()'s), and the options above override those they set.
+ * Options take their value as `--opt VALUE` or `--opt=VALUE`; an unknown option is refused.
+ * Returns 0 after a clean stop or
  * after --help (usage on stdout); FCR_EINVAL for a bad option or value (message and usage on
  * stderr) or when a registration failed (fcr_app_error); FCR_EADDR or FCR_EIO when a listener
  * cannot be opened or there is none; FCR_ENOMEM. The app stays owned by the caller.
