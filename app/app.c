@@ -69,6 +69,7 @@ void fcr_app_free(fcr_app *app)
     fcr__vec_free(&app->after);
     free(app->prefix);
     free(app->error);
+    fcr__run_free(app->run);
     free(app);
 }
 

@@ -68,7 +68,12 @@ struct fcr_app {
     char *error;            /* first failed registration */
     struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
+    struct fcr__run *run; /* the program's options and base server configuration, or NULL */
 };
+
+/* Frees what fcr_app_add_option() and fcr_app_set_server_config() keep (run.c); NULL is
+ * ignored. */
+void fcr__run_free(struct fcr__run *run);
 
 /* ---- Per-request context -------------------------------------------------------------- */
 

@@ -1,4 +1,7 @@
-/* fcr_app_run(): configuration from the environment and the command line, listeners, workers. */
+/* fcr_app_run(): configuration from the environment and the command line, listeners, workers.
+ * One table (`opts`) holds fcrest's own options: it drives the parser, the environment, the
+ * usage text and the rows of docs/configuration.md (tests/check_docs.py compares them). A
+ * program adds options of its own (fcr_app_add_option), parsed by the same code. */
 #include "app_int.h"
 
 #include <ev.h>
@@ -8,93 +11,202 @@
 #endif
 
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_LISTEN 16
-#define MAX_NV_LEN 0x7fffffffu /* the largest length a FastCGI name-value pair can carry */
+#define MAX_LISTEN  16
+#define MAX_NV_LEN  0x7fffffffu /* the largest length a FastCGI name-value pair can carry */
+#define MAX_SECONDS 86400.0
 
-typedef struct run_cfg {
+/* How a value is read. */
+typedef enum kind {
+    K_LISTEN,  /* an address; repeatable; the variable holds several, comma-separated */
+    K_UINT,    /* a decimal number in [min, max] */
+    K_SIZE,    /* bytes with an optional suffix k, m or g, in [min, max] */
+    K_SECONDS, /* decimal seconds up to a day, above 0 (min 0: zero allowed) */
+    K_OCTAL,   /* an octal mode up to `max` */
+    K_LEVEL,   /* a log level name */
+    K_PATH,    /* empty, or a path starting with '/' */
+    K_STRING,  /* anything */
+    K_FLAG,    /* no value; its variable turns it on with any value but "0" */
+} kind;
+
+typedef struct opt_def {
+    const char *name; /* "--max-body" */
+    const char *arg;  /* "BYTES"; NULL for a flag */
+    const char *env;  /* "FCREST_MAX_BODY" */
+    const char *def;  /* the default shown in --help, or NULL */
+    const char *help;
+    kind kind;
+    unsigned long long min, max;
+    const char *alias, *alias_env; /* another name of the same setting, or NULL */
+} opt_def;
+
+enum {
+    O_LISTEN,
+    O_WORKERS,
+    O_SOCKET_MODE,
+    O_MAX_BODY,
+    O_LOG_LEVEL,
+    O_PREFIX,
+    O_ROUTE_ON_URI,
+    O_ACCESS_LOG,
+    O_SHUTDOWN_TIMEOUT,
+    O_IDLE_TIMEOUT,
+    O_INPUT_TIMEOUT,
+    O_OUTPUT_TIMEOUT,
+    O_MAX_CONNS,
+    O_MAX_REQS,
+    O_MAX_REQS_PER_CONN,
+    O_MAX_OUTPUT_QUEUE,
+    O_MAX_OUTPUT_MEMORY,
+    O_MAX_PARAM_NAME,
+    O_MAX_PARAM_VALUE,
+    O_MAX_PARAMS_BYTES,
+    O_MAX_PARAMS,
+    O_COUNT
+};
+
+static const opt_def opts[O_COUNT] = {
+    [O_LISTEN] = {"--listen", "ADDR", "FCREST_LISTEN", NULL,
+                  "unix:PATH, tcp:HOST:PORT or fd:N (repeatable); without it, the socket "
+                  "inherited from the web server or systemd",
+                  K_LISTEN, 0, 0, NULL, NULL},
+    [O_WORKERS] = {"--workers", "N", "FCREST_WORKERS", "1", "worker processes", K_UINT, 1, 1024,
+                   NULL, NULL},
+    [O_SOCKET_MODE] = {"--socket-mode", "OCTAL", "FCREST_SOCKET_MODE", "0660",
+                       "mode of created unix sockets", K_OCTAL, 0, 07777, NULL, NULL},
+    [O_MAX_BODY] = {"--max-body", "BYTES", "FCREST_MAX_BODY", "1m",
+                    "request body limit, suffix k, m or g", K_SIZE, 1, SIZE_MAX, NULL, NULL},
+    [O_LOG_LEVEL] = {"--log-level", "LEVEL", "FCREST_LOG_LEVEL", "info",
+                     "error, warn, info or debug", K_LEVEL, 0, 0, NULL, NULL},
+    [O_PREFIX] = {"--prefix", "PATH", "FCREST_PREFIX", NULL,
+                  "prefix stripped from the routing path", K_PATH, 0, 0, NULL, NULL},
+    [O_ROUTE_ON_URI] = {"--route-on-request-uri", NULL, "FCREST_ROUTE_ON_REQUEST_URI", NULL,
+                        "route on REQUEST_URI instead of SCRIPT_NAME + PATH_INFO", K_FLAG, 0, 0,
+                        NULL, NULL},
+    [O_ACCESS_LOG] = {"--access-log", NULL, "FCREST_ACCESS_LOG", NULL,
+                      "log one info line per request (method, path, status, body bytes, "
+                      "duration, request id)",
+                      K_FLAG, 0, 0, NULL, NULL},
+    [O_SHUTDOWN_TIMEOUT] = {"--shutdown-timeout", "SECONDS", "FCREST_SHUTDOWN_TIMEOUT", "10",
+                            "time in-flight requests get after SIGTERM or a restart (--grace "
+                            "and FCREST_GRACE are the same)",
+                            K_SECONDS, 0, 0, "--grace", "FCREST_GRACE"},
+    [O_IDLE_TIMEOUT] = {"--idle-timeout", "SECONDS", "FCREST_IDLE_TIMEOUT", "60",
+                        "close a connection idle this long", K_SECONDS, 1, 0, NULL, NULL},
+    [O_INPUT_TIMEOUT] = {"--input-timeout", "SECONDS", "FCREST_INPUT_TIMEOUT", "30",
+                         "a request's input must be complete this long after it began", K_SECONDS,
+                         1, 0, NULL, NULL},
+    [O_OUTPUT_TIMEOUT] = {"--output-timeout", "SECONDS", "FCREST_OUTPUT_TIMEOUT", "30",
+                          "close a connection whose output makes no progress this long", K_SECONDS,
+                          1, 0, NULL, NULL},
+    [O_MAX_CONNS] = {"--max-conns", "N", "FCREST_MAX_CONNS", "4096",
+                     "open connections per worker; accepting pauses at the cap", K_UINT, 1, 1000000,
+                     NULL, NULL},
+    [O_MAX_REQS] = {"--max-requests", "N", "FCREST_MAX_REQUESTS", "4096",
+                    "requests in progress per worker; more are answered FCGI_OVERLOADED", K_UINT, 1,
+                    1000000, NULL, NULL},
+    /* request ids are 16-bit: more cannot be in progress */
+    [O_MAX_REQS_PER_CONN] = {"--max-requests-per-conn", "N", "FCREST_MAX_REQUESTS_PER_CONN", "32",
+                             "requests in progress on one connection", K_UINT, 1, 65535, NULL,
+                             NULL},
+    /* at least one whole record, so that a response can always make progress */
+    [O_MAX_OUTPUT_QUEUE] = {"--max-output-queue", "BYTES", "FCREST_MAX_OUTPUT_QUEUE", "1m",
+                            "output queued per connection before writes wait, suffix k, m or g",
+                            K_SIZE, 65536 + 16, SIZE_MAX, NULL, NULL},
+    [O_MAX_OUTPUT_MEMORY] = {"--max-output-memory", "BYTES", "FCREST_MAX_OUTPUT_MEMORY", "32m",
+                             "answer bodies held for clients still reading them, per worker, "
+                             "suffix k, m or g; more: 503",
+                             K_SIZE, 1, SIZE_MAX, NULL, NULL},
+    /* a FastCGI name or value length has 31 bits */
+    [O_MAX_PARAM_NAME] = {"--max-param-name", "BYTES", "FCREST_MAX_PARAM_NAME", "1k",
+                          "bytes in one param name (a header name), suffix k, m or g; more: 431",
+                          K_SIZE, 1, MAX_NV_LEN, NULL, NULL},
+    [O_MAX_PARAM_VALUE] = {"--max-param-value", "BYTES", "FCREST_MAX_PARAM_VALUE", "32k",
+                           "bytes in one param value (a header value), suffix k, m or g; "
+                           "more: 431",
+                           K_SIZE, 1, MAX_NV_LEN, NULL, NULL},
+    [O_MAX_PARAMS_BYTES] = {"--max-params-bytes", "BYTES", "FCREST_MAX_PARAMS_BYTES", "64k",
+                            "encoded params of one request, all headers and CGI variables "
+                            "together, suffix k, m or g, above the name and value limits; "
+                            "more: 431",
+                            K_SIZE, 1, SIZE_MAX, NULL, NULL},
+    [O_MAX_PARAMS] = {"--max-params", "N", "FCREST_MAX_PARAMS", "256",
+                      "params of one request; more: 431", K_UINT, 1, 1000000, NULL, NULL},
+};
+
+/* ---- A program's own options ------------------------------------------------------------ */
+
+typedef struct prog_opt {
+    opt_def d;   /* name, arg, env, def and help are copies owned here */
+    char *value; /* after fcr_app_run parsed: the value in force (NULL: none, a flag off) */
+    bool parsed;
+} prog_opt;
+
+struct fcr__run {
+    prog_opt *v;
+    size_t n;
+    fcr_server_config base;
+    char *base_addrs; /* copy of base.web_server_addrs */
+    bool has_base;
+};
+
+void fcr__run_free(struct fcr__run *run)
+{
+    if (!run)
+        return;
+    for (size_t i = 0; i < run->n; i++) {
+        prog_opt *o = &run->v[i];
+        free((char *)o->d.name);
+        free((char *)o->d.arg);
+        free((char *)o->d.env);
+        free((char *)o->d.def);
+        free((char *)o->d.help);
+        free(o->value);
+    }
+    free(run->v);
+    free(run->base_addrs);
+    free(run);
+}
+
+static struct fcr__run *run_of(fcr_app *app)
+{
+    if (!app->run)
+        app->run = calloc(1, sizeof *app->run);
+    return app->run;
+}
+
+static const prog_opt *find_prog(const struct fcr__run *run, const char *name, size_t len)
+{
+    for (size_t i = 0; run && i < run->n; i++)
+        if (strlen(run->v[i].d.name) == len && memcmp(run->v[i].d.name, name, len) == 0)
+            return &run->v[i];
+    return NULL;
+}
+
+/* ---- Parsing ---------------------------------------------------------------------------- */
+
+typedef struct val {
+    bool set;
+    const char *str; /* the text as given; for a flag "1" when on, NULL when off */
+    unsigned long long n;
+    double s;
+    int level;
+} val;
+
+typedef struct parse_state {
+    const char *prog;
+    val v[O_COUNT];
+    val *pv; /* one per program option */
+    const struct fcr__run *run;
     const char *listen[MAX_LISTEN];
     size_t nlisten;
     char *env_listen; /* copy of FCREST_LISTEN split in place */
-    unsigned long workers;
-    unsigned socket_mode;
-    bool socket_mode_set;
-    size_t max_body;
-    int log_level;
-    bool log_level_set;
-    const char *prefix;
-    bool route_on_uri;
-    bool access_log;
-    double grace;
-    double idle_timeout, input_timeout, output_timeout; /* 0: the core's default */
-    unsigned max_conns, max_reqs, max_reqs_per_conn;    /* 0: the core's default */
-    size_t max_output_queue;                            /* 0: the core's default */
-    size_t max_output_memory;                           /* 0: the app's default */
-    size_t max_name_len, max_value_len;                 /* 0: the core's default */
-    size_t max_params_bytes, max_params;                /* 0: the core's default */
-} run_cfg;
-
-static void usage(FILE *f, const char *prog)
-{
-    fprintf(f,
-            "Usage: %s [OPTION]...\n"
-            "Serves a FastCGI application.\n"
-            "\n"
-            "  --listen ADDR           unix:PATH, tcp:HOST:PORT or fd:N (repeatable); without\n"
-            "                          it, the socket inherited from the web server or systemd\n"
-            "  --workers N             worker processes (default 1)\n"
-            "  --socket-mode OCTAL     mode of created unix sockets (default 0660)\n"
-            "  --max-body BYTES        request body limit, suffix k, m or g (default 1m)\n"
-            "  --log-level LEVEL       error, warn, info (default) or debug\n"
-            "  --prefix PATH           prefix stripped from the routing path\n"
-            "  --route-on-request-uri  route on REQUEST_URI instead of SCRIPT_NAME + PATH_INFO\n"
-            "  --access-log            log one info line per request (method, path, status,\n"
-            "                          body bytes, duration, request id)\n"
-            "  --shutdown-timeout SECONDS  time in-flight requests get after SIGTERM or a\n"
-            "                          restart (default 10; --grace is the same)\n"
-            "  --idle-timeout SECONDS  close a connection idle this long (default 60)\n"
-            "  --input-timeout SECONDS a request's input must be complete this long after it\n"
-            "                          began (default 30)\n"
-            "  --output-timeout SECONDS  close a connection whose output makes no progress\n"
-            "                          this long (default 30)\n"
-            "  --max-conns N           open connections per worker; accepting pauses at the\n"
-            "                          cap (default 4096)\n"
-            "  --max-requests N        requests in progress per worker; more are answered\n"
-            "                          FCGI_OVERLOADED (default 4096)\n"
-            "  --max-requests-per-conn N  requests in progress on one connection (default 32)\n"
-            "  --max-output-queue BYTES  output queued per connection before writes wait,\n"
-            "                          suffix k, m or g (default 1m)\n"
-            "  --max-output-memory BYTES  answer bodies held for clients still reading them,\n"
-            "                          per worker, suffix k, m or g (default 32m); more: 503\n"
-            "  --max-param-name BYTES  bytes in one param name (a header name), suffix k, m\n"
-            "                          or g (default 1k); more: 431\n"
-            "  --max-param-value BYTES  bytes in one param value (a header value), suffix k,\n"
-            "                          m or g (default 32k); more: 431\n"
-            "  --max-params-bytes BYTES  encoded params of one request, all headers and CGI\n"
-            "                          variables together, suffix k, m or g (default 64k),\n"
-            "                          above the name and value limits; more: 431\n"
-            "  --max-params N          params of one request (default 256); more: 431\n"
-            "  --help                  this text\n"
-            "\n"
-            "Environment: FCREST_LISTEN (comma-separated), FCREST_WORKERS, FCREST_SOCKET_MODE,\n"
-            "FCREST_MAX_BODY, FCREST_LOG_LEVEL, FCREST_PREFIX, FCREST_ROUTE_ON_REQUEST_URI=1,\n"
-            "FCREST_ACCESS_LOG=1, FCREST_SHUTDOWN_TIMEOUT (or FCREST_GRACE),\n"
-            "FCREST_IDLE_TIMEOUT, FCREST_INPUT_TIMEOUT, FCREST_OUTPUT_TIMEOUT,\n"
-            "FCREST_MAX_CONNS, FCREST_MAX_REQUESTS, FCREST_MAX_REQUESTS_PER_CONN,\n"
-            "FCREST_MAX_OUTPUT_QUEUE, FCREST_MAX_OUTPUT_MEMORY, FCREST_MAX_PARAM_NAME, "
-            "FCREST_MAX_PARAM_VALUE,\n"
-            "FCREST_MAX_PARAMS_BYTES, FCREST_MAX_PARAMS; the command line wins.\n",
-            prog);
-}
-
-static int bad(const char *prog, const char *opt, const char *value)
-{
-    fprintf(stderr, "%s: invalid value for %s: '%s'\n", prog, opt, value ? value : "");
-    return FCR_EINVAL;
-}
+} parse_state;
 
 /* Seconds: a decimal number up to a day, positive (or zero when `zero_ok`). */
 static int parse_seconds(const char *value, bool zero_ok, double *out)
@@ -102,227 +214,427 @@ static int parse_seconds(const char *value, bool zero_ok, double *out)
     char *end;
     errno = 0;
     double v = strtod(value, &end);
-    if (!*value || *end || errno || !(v >= 0 && v <= 86400) || (v == 0 && !zero_ok))
+    if (!*value || *end || errno || !(v >= 0 && v <= MAX_SECONDS) || (v == 0 && !zero_ok))
         return FCR_EINVAL;
     *out = v;
     return 0;
 }
 
-/* Applies one setting; `from_env` keeps env listen addresses apart from command-line ones. */
-static int apply(run_cfg *c, const char *prog, const char *opt, const char *value)
+/* Reads `value` as `d` says into `v` (not for K_LISTEN). Returns 0 or FCR_EINVAL. */
+static int parse_value(const opt_def *d, const char *value, val *v)
 {
-    if (strcmp(opt, "--listen") == 0) {
-        if (!*value || c->nlisten == MAX_LISTEN)
-            return bad(prog, opt, value);
-        c->listen[c->nlisten++] = value;
-    } else if (strcmp(opt, "--workers") == 0) {
-        unsigned long long n;
-        if (fcr__parse_uint(value, 1024, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        c->workers = (unsigned long)n;
-    } else if (strcmp(opt, "--socket-mode") == 0) {
+    val r = {.set = true, .str = value};
+    switch (d->kind) {
+    case K_UINT:
+        if (fcr__parse_uint(value, d->max, &r.n) < 0 || r.n < d->min)
+            return FCR_EINVAL;
+        break;
+    case K_SIZE: {
+        size_t z;
+        if (fcr__parse_size(value, &z) < 0 || z < d->min || z > d->max)
+            return FCR_EINVAL;
+        r.n = z;
+        break;
+    }
+    case K_SECONDS:
+        if (parse_seconds(value, d->min == 0, &r.s) < 0)
+            return FCR_EINVAL;
+        break;
+    case K_OCTAL: {
         char *end;
         errno = 0;
         unsigned long m = strtoul(value, &end, 8);
-        if (!*value || *end || errno || m > 07777)
-            return bad(prog, opt, value);
-        c->socket_mode = (unsigned)m;
-        c->socket_mode_set = true;
-    } else if (strcmp(opt, "--max-body") == 0) {
-        size_t n;
-        if (fcr__parse_size(value, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        c->max_body = n;
-    } else if (strcmp(opt, "--log-level") == 0) {
-        if (fcr_log_level_parse(value, &c->log_level) < 0)
-            return bad(prog, opt, value);
-        c->log_level_set = true;
-    } else if (strcmp(opt, "--prefix") == 0) {
-        if (*value && *value != '/')
-            return bad(prog, opt, value);
-        c->prefix = value;
-    } else if (strcmp(opt, "--grace") == 0 || strcmp(opt, "--shutdown-timeout") == 0) {
-        if (parse_seconds(value, true, &c->grace) < 0)
-            return bad(prog, opt, value);
-    } else if (strcmp(opt, "--idle-timeout") == 0) {
-        if (parse_seconds(value, false, &c->idle_timeout) < 0)
-            return bad(prog, opt, value);
-    } else if (strcmp(opt, "--input-timeout") == 0) {
-        if (parse_seconds(value, false, &c->input_timeout) < 0)
-            return bad(prog, opt, value);
-    } else if (strcmp(opt, "--output-timeout") == 0) {
-        if (parse_seconds(value, false, &c->output_timeout) < 0)
-            return bad(prog, opt, value);
-    } else if (strcmp(opt, "--max-conns") == 0 || strcmp(opt, "--max-requests") == 0) {
-        unsigned long long n;
-        if (fcr__parse_uint(value, 1000000, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        if (strcmp(opt, "--max-conns") == 0)
-            c->max_conns = (unsigned)n;
-        else
-            c->max_reqs = (unsigned)n;
-    } else if (strcmp(opt, "--max-requests-per-conn") == 0) {
-        unsigned long long n; /* request ids are 16-bit: more cannot be in progress */
-        if (fcr__parse_uint(value, 65535, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        c->max_reqs_per_conn = (unsigned)n;
-    } else if (strcmp(opt, "--max-output-queue") == 0) {
-        size_t n; /* at least one whole record, so that a response can always make progress */
-        if (fcr__parse_size(value, &n) < 0 || n < 65536 + 16)
-            return bad(prog, opt, value);
-        c->max_output_queue = n;
-    } else if (strcmp(opt, "--max-output-memory") == 0) {
-        size_t n;
-        if (fcr__parse_size(value, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        c->max_output_memory = n;
-    } else if (strcmp(opt, "--max-param-name") == 0 || strcmp(opt, "--max-param-value") == 0) {
-        size_t n; /* a FastCGI name or value length has 31 bits */
-        if (fcr__parse_size(value, &n) < 0 || n == 0 || n > MAX_NV_LEN)
-            return bad(prog, opt, value);
-        if (strcmp(opt, "--max-param-name") == 0)
-            c->max_name_len = n;
-        else
-            c->max_value_len = n;
-    } else if (strcmp(opt, "--max-params-bytes") == 0) {
-        size_t n;
-        if (fcr__parse_size(value, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        c->max_params_bytes = n;
-    } else if (strcmp(opt, "--max-params") == 0) {
-        unsigned long long n;
-        if (fcr__parse_uint(value, 1000000, &n) < 0 || n == 0)
-            return bad(prog, opt, value);
-        c->max_params = (size_t)n;
-    } else {
-        fprintf(stderr, "%s: unknown option %s\n", prog, opt);
-        return FCR_EINVAL;
+        if (!*value || *end || errno || m > d->max)
+            return FCR_EINVAL;
+        r.n = m;
+        break;
     }
+    case K_LEVEL:
+        if (fcr_log_level_parse(value, &r.level) < 0)
+            return FCR_EINVAL;
+        break;
+    case K_PATH:
+        if (*value && *value != '/')
+            return FCR_EINVAL;
+        break;
+    case K_FLAG:
+        r.n = strcmp(value, "0") != 0;
+        r.str = r.n ? "1" : NULL;
+        break;
+    case K_STRING:
+    case K_LISTEN:
+        break;
+    }
+    *v = r;
     return 0;
 }
 
-/* The param limits in force (the core's defaults for those not set) must fit together: one
- * name or value cannot take the whole of the params, which also hold the pair's lengths and
- * the web server's other variables. */
-static int check_param_limits(const run_cfg *c, const char *prog)
+static int bad(const char *prog, const char *opt, size_t len, const char *value)
 {
-    fcr_limits d;
-    fcr_limits_default(&d);
-    size_t total = c->max_params_bytes ? c->max_params_bytes : d.max_params_bytes;
-    size_t name = c->max_name_len ? c->max_name_len : d.max_name_len;
-    size_t value = c->max_value_len ? c->max_value_len : d.max_value_len;
-    const char *opt = value >= total  ? "--max-param-value"
-                      : name >= total ? "--max-param-name"
-                                      : NULL;
-    if (!opt)
-        return 0;
-    fprintf(stderr, "%s: %s (%zu) must be below --max-params-bytes (%zu)\n", prog, opt,
-            value >= total ? value : name, total);
+    fprintf(stderr, "%s: invalid value for %.*s: '%s'\n", prog, (int)len, opt, value);
     return FCR_EINVAL;
 }
 
-static int read_env(run_cfg *c, const char *prog)
+/* Sets the option `d` (typed as the `len` bytes at `opt`) to `value`. */
+static int set_opt(parse_state *ps, const opt_def *d, val *v, const char *opt, size_t len,
+                   const char *value)
 {
-    static const struct {
-        const char *env, *opt;
-    } map[] = {
-        {"FCREST_WORKERS", "--workers"},
-        {"FCREST_SOCKET_MODE", "--socket-mode"},
-        {"FCREST_MAX_BODY", "--max-body"},
-        {"FCREST_LOG_LEVEL", "--log-level"},
-        {"FCREST_PREFIX", "--prefix"},
-        {"FCREST_GRACE", "--grace"},
-        {"FCREST_SHUTDOWN_TIMEOUT", "--shutdown-timeout"},
-        {"FCREST_IDLE_TIMEOUT", "--idle-timeout"},
-        {"FCREST_INPUT_TIMEOUT", "--input-timeout"},
-        {"FCREST_OUTPUT_TIMEOUT", "--output-timeout"},
-        {"FCREST_MAX_CONNS", "--max-conns"},
-        {"FCREST_MAX_REQUESTS", "--max-requests"},
-        {"FCREST_MAX_REQUESTS_PER_CONN", "--max-requests-per-conn"},
-        {"FCREST_MAX_OUTPUT_QUEUE", "--max-output-queue"},
-        {"FCREST_MAX_OUTPUT_MEMORY", "--max-output-memory"},
-        {"FCREST_MAX_PARAM_NAME", "--max-param-name"},
-        {"FCREST_MAX_PARAM_VALUE", "--max-param-value"},
-        {"FCREST_MAX_PARAMS_BYTES", "--max-params-bytes"},
-        {"FCREST_MAX_PARAMS", "--max-params"},
-    };
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-        const char *v = getenv(map[i].env);
-        if (v && *v) {
-            int rc = apply(c, prog, map[i].opt, v);
-            if (rc < 0) {
-                fprintf(stderr, "%s: (from %s)\n", prog, map[i].env);
-                return rc;
-            }
-        }
+    if (d->kind == K_LISTEN) {
+        if (!*value || ps->nlisten == MAX_LISTEN)
+            return bad(ps->prog, opt, len, value);
+        ps->listen[ps->nlisten++] = value;
+        v->set = true;
+        return 0;
     }
-    const char *r = getenv("FCREST_ROUTE_ON_REQUEST_URI");
-    if (r && *r && strcmp(r, "0") != 0)
-        c->route_on_uri = true;
-    const char *al = getenv("FCREST_ACCESS_LOG");
-    if (al && *al && strcmp(al, "0") != 0)
-        c->access_log = true;
-    const char *l = getenv("FCREST_LISTEN");
-    if (l && *l) {
-        c->env_listen = strdup(l);
-        if (!c->env_listen)
-            return FCR_ENOMEM;
-        char *save = NULL;
-        for (char *t = strtok_r(c->env_listen, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            while (*t == ' ')
-                t++;
-            if (*t && apply(c, prog, "--listen", t) < 0)
-                return FCR_EINVAL;
-        }
-    }
+    if (parse_value(d, value, v) < 0)
+        return bad(ps->prog, opt, len, value);
     return 0;
 }
 
-static int read_args(run_cfg *c, const char *prog, int argc, char **argv)
+/* The option called by the `len` bytes at `name` (fcrest's or the program's) and its value. */
+static const opt_def *find_opt(parse_state *ps, const char *name, size_t len, val **v)
 {
-    bool cli_listen = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--route-on-request-uri") == 0) {
-            c->route_on_uri = true;
-            continue;
+    for (size_t i = 0; i < O_COUNT; i++) {
+        const opt_def *d = &opts[i];
+        if ((strlen(d->name) == len && memcmp(d->name, name, len) == 0) ||
+            (d->alias && strlen(d->alias) == len && memcmp(d->alias, name, len) == 0)) {
+            *v = &ps->v[i];
+            return d;
         }
-        if (strcmp(a, "--access-log") == 0) {
-            c->access_log = true;
-            continue;
+    }
+    const prog_opt *o = find_prog(ps->run, name, len);
+    if (!o)
+        return NULL;
+    *v = &ps->pv[o - ps->run->v];
+    return &o->d;
+}
+
+/* The variable `env` (an empty one counts as unset) for option `d`. */
+static int read_env_one(parse_state *ps, const opt_def *d, val *v, const char *env)
+{
+    const char *s = env ? getenv(env) : NULL;
+    if (!s || !*s)
+        return 0;
+    int rc = 0;
+    if (d->kind == K_LISTEN) {
+        free(ps->env_listen);
+        ps->env_listen = strdup(s);
+        if (!ps->env_listen)
+            return FCR_ENOMEM;
+        ps->nlisten = 0;
+        char *save = NULL;
+        for (char *t = strtok_r(ps->env_listen, ",", &save); t && rc == 0;
+             t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            if (*t)
+                rc = set_opt(ps, d, v, d->name, strlen(d->name), t);
         }
-        if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "%s: unexpected argument '%s'\n", prog, a);
-            return FCR_EINVAL;
-        }
-        char opt[64];
-        const char *value;
-        const char *eq = strchr(a, '=');
-        if (eq) {
-            size_t n = (size_t)(eq - a);
-            if (n >= sizeof opt)
-                n = sizeof opt - 1;
-            memcpy(opt, a, n);
-            opt[n] = '\0';
-            value = eq + 1;
-        } else {
-            snprintf(opt, sizeof opt, "%s", a);
-            if (i + 1 >= argc) {
-                fprintf(stderr, "%s: %s needs a value\n", prog, a);
-                return FCR_EINVAL;
-            }
-            value = argv[++i];
-        }
-        if (strcmp(opt, "--listen") == 0 && !cli_listen) {
-            c->nlisten = 0; /* the command line replaces FCREST_LISTEN */
-            cli_listen = true;
-        }
-        int rc = apply(c, prog, opt, value);
+    } else {
+        rc = set_opt(ps, d, v, d->name, strlen(d->name), s);
+    }
+    if (rc < 0)
+        fprintf(stderr, "%s: (from %s)\n", ps->prog, env);
+    return rc;
+}
+
+static int read_env(parse_state *ps)
+{
+    for (size_t i = 0; i < O_COUNT; i++) {
+        int rc = read_env_one(ps, &opts[i], &ps->v[i], opts[i].alias_env);
+        if (rc == 0)
+            rc = read_env_one(ps, &opts[i], &ps->v[i], opts[i].env);
+        if (rc < 0)
+            return rc;
+    }
+    for (size_t i = 0; ps->run && i < ps->run->n; i++) {
+        int rc = read_env_one(ps, &ps->run->v[i].d, &ps->pv[i], ps->run->v[i].d.env);
         if (rc < 0)
             return rc;
     }
     return 0;
 }
+
+static int read_args(parse_state *ps, int argc, char **argv)
+{
+    bool cli_listen = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "%s: unexpected argument '%s'\n", ps->prog, a);
+            return FCR_EINVAL;
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        val *v = NULL;
+        const opt_def *d = find_opt(ps, a, len, &v);
+        if (!d) {
+            fprintf(stderr, "%s: unknown option %.*s\n", ps->prog, (int)len, a);
+            return FCR_EINVAL;
+        }
+        if (d->kind == K_FLAG) {
+            if (eq) {
+                fprintf(stderr, "%s: %.*s takes no value\n", ps->prog, (int)len, a);
+                return FCR_EINVAL;
+            }
+            *v = (val){.set = true, .str = "1", .n = 1};
+            continue;
+        }
+        const char *value;
+        if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            fprintf(stderr, "%s: %s needs a value\n", ps->prog, a);
+            return FCR_EINVAL;
+        }
+        if (d->kind == K_LISTEN && !cli_listen) {
+            ps->nlisten = 0; /* the command line replaces FCREST_LISTEN */
+            cli_listen = true;
+        }
+        int rc = set_opt(ps, d, v, a, len, value);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The param limits in force must fit together: one name or value cannot take the whole of
+ * the params, which also hold the pair's lengths and the web server's other variables. */
+static int check_param_limits(const fcr_limits *l, const char *prog)
+{
+    const char *opt = l->max_value_len >= l->max_params_bytes  ? "--max-param-value"
+                      : l->max_name_len >= l->max_params_bytes ? "--max-param-name"
+                                                               : NULL;
+    if (!opt)
+        return 0;
+    fprintf(stderr, "%s: %s (%zu) must be below --max-params-bytes (%zu)\n", prog, opt,
+            l->max_value_len >= l->max_params_bytes ? l->max_value_len : l->max_name_len,
+            l->max_params_bytes);
+    return FCR_EINVAL;
+}
+
+/* Keeps the program options' values in force (fcr_app_option). */
+static int commit_prog(struct fcr__run *run, const val *pv)
+{
+    for (size_t i = 0; run && i < run->n; i++) {
+        prog_opt *o = &run->v[i];
+        const char *s = pv[i].set ? pv[i].str : o->d.def;
+        char *copy = s ? strdup(s) : NULL;
+        if (s && !copy)
+            return FCR_ENOMEM;
+        free(o->value);
+        o->value = copy;
+        o->parsed = true;
+    }
+    return 0;
+}
+
+/* ---- Usage ------------------------------------------------------------------------------ */
+
+#define HELP_INDENT 30
+#define HELP_WIDTH  79
+
+/* One option: its name and argument, then the help text, default and variable, wrapped. */
+static void usage_opt(FILE *f, const opt_def *d)
+{
+    char head[160], text[1024];
+    snprintf(head, sizeof head, "  %s%s%s", d->name, d->arg ? " " : "", d->arg ? d->arg : "");
+    snprintf(text, sizeof text, "%s%s%s%s%s%s%s", d->help ? d->help : "",
+             d->def ? " (default " : "", d->def ? d->def : "", d->def ? ")" : "",
+             d->env ? " [" : "", d->env ? d->env : "", d->env ? "]" : "");
+    fputs(head, f);
+    size_t col = strlen(head);
+    if (col + 1 >= HELP_INDENT) {
+        fputc('\n', f);
+        col = 0;
+    }
+    bool line_start = true;
+    for (const char *p = text; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t w = strcspn(p, " ");
+        if (!w)
+            break;
+        if (!line_start && col + 1 + w > HELP_WIDTH) {
+            fputc('\n', f);
+            col = 0;
+            line_start = true;
+        }
+        if (line_start) {
+            fprintf(f, "%*s", (int)(HELP_INDENT - col), "");
+            col = HELP_INDENT;
+        } else {
+            fputc(' ', f);
+            col++;
+        }
+        fwrite(p, 1, w, f);
+        col += w;
+        p += w;
+        line_start = false;
+    }
+    fputc('\n', f);
+}
+
+static void usage(FILE *f, const char *prog, const struct fcr__run *run)
+{
+    fprintf(f,
+            "Usage: %s [OPTION]...\n"
+            "Serves a FastCGI application.\n"
+            "\n"
+            "Options of fcrest (environment variables in brackets; the command line wins):\n",
+            prog);
+    for (size_t i = 0; i < O_COUNT; i++)
+        usage_opt(f, &opts[i]);
+    static const opt_def help = {"--help", NULL, NULL, NULL, "this text", K_FLAG, 0, 0, NULL, NULL};
+    usage_opt(f, &help);
+    if (run && run->n) {
+        fprintf(f, "\nOptions of %s:\n", prog);
+        for (size_t i = 0; i < run->n; i++)
+            usage_opt(f, &run->v[i].d);
+    }
+    fputs("\nFCREST_LISTEN takes addresses separated by commas; the variable of an option without\n"
+          "a value turns it on with any value but 0.\n",
+          f);
+}
+
+/* ---- Registration ----------------------------------------------------------------------- */
+
+static bool valid_name(const char *s)
+{
+    if (!s || strncmp(s, "--", 2) != 0 || strlen(s) > 64)
+        return false;
+    s += 2;
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-' || *s == '_'))
+            return false;
+    return true;
+}
+
+static bool valid_env(const char *s)
+{
+    if (!*s || (*s >= '0' && *s <= '9') || strncmp(s, "FCREST_", 7) == 0)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+static char *dup_or_null(const char *s, bool *failed)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *failed = true;
+    return d;
+}
+
+int fcr_app_add_option(fcr_app *app, const char *name, fcr_opt_kind okind, const char *arg,
+                       const char *env, const char *def, const char *help)
+{
+    static const kind kinds[] = {
+        [FCR_OPT_STRING] = K_STRING, [FCR_OPT_FLAG] = K_FLAG,       [FCR_OPT_UINT] = K_UINT,
+        [FCR_OPT_SIZE] = K_SIZE,     [FCR_OPT_SECONDS] = K_SECONDS,
+    };
+    static const char *const args[] = {
+        [FCR_OPT_STRING] = "VALUE", [FCR_OPT_FLAG] = NULL,         [FCR_OPT_UINT] = "N",
+        [FCR_OPT_SIZE] = "BYTES",   [FCR_OPT_SECONDS] = "SECONDS",
+    };
+    if (!app || !valid_name(name) || (unsigned)okind > FCR_OPT_SECONDS || (env && !valid_env(env)))
+        return FCR_EINVAL;
+    if (okind == FCR_OPT_FLAG ? arg || def : arg && !*arg)
+        return FCR_EINVAL;
+    opt_def d = {.kind = kinds[okind], .max = okind == FCR_OPT_SIZE ? SIZE_MAX : ULLONG_MAX};
+    val v;
+    if (def && parse_value(&d, def, &v) < 0)
+        return FCR_EINVAL;
+    if (strcmp(name, "--help") == 0)
+        return FCR_EEXIST;
+    for (size_t i = 0; i < O_COUNT; i++)
+        if (strcmp(name, opts[i].name) == 0 || (opts[i].alias && strcmp(name, opts[i].alias) == 0))
+            return FCR_EEXIST;
+    struct fcr__run *run = run_of(app);
+    if (!run)
+        return FCR_ENOMEM;
+    for (size_t i = 0; i < run->n; i++)
+        if (strcmp(run->v[i].d.name, name) == 0 ||
+            (env && run->v[i].d.env && strcmp(run->v[i].d.env, env) == 0))
+            return FCR_EEXIST;
+    prog_opt *nv = realloc(run->v, (run->n + 1) * sizeof *nv);
+    if (!nv)
+        return FCR_ENOMEM;
+    run->v = nv;
+    bool failed = false;
+    d.name = dup_or_null(name, &failed);
+    d.arg = dup_or_null(arg ? arg : args[okind], &failed);
+    d.env = dup_or_null(env, &failed);
+    d.def = dup_or_null(def, &failed);
+    d.help = dup_or_null(help ? help : "", &failed);
+    if (failed) {
+        free((char *)d.name);
+        free((char *)d.arg);
+        free((char *)d.env);
+        free((char *)d.def);
+        free((char *)d.help);
+        return FCR_ENOMEM;
+    }
+    run->v[run->n++] = (prog_opt){.d = d};
+    return 0;
+}
+
+const char *fcr_app_option(const fcr_app *app, const char *name)
+{
+    if (!app || !name)
+        return NULL;
+    const prog_opt *o = find_prog(app->run, name, strlen(name));
+    if (!o)
+        return NULL;
+    return o->parsed ? o->value : o->d.def;
+}
+
+int fcr_app_option_uint(const fcr_app *app, const char *name, unsigned long long *out)
+{
+    if (!app || !name || !out)
+        return FCR_EINVAL;
+    const prog_opt *o = find_prog(app->run, name, strlen(name));
+    if (!o || (o->d.kind != K_UINT && o->d.kind != K_SIZE))
+        return FCR_EINVAL;
+    const char *s = fcr_app_option(app, name);
+    if (!s)
+        return FCR_ENOTFOUND;
+    val v;
+    if (parse_value(&o->d, s, &v) < 0)
+        return FCR_EINVAL; /* not reached: values are checked when they are taken */
+    *out = v.n;
+    return 0;
+}
+
+int fcr_app_set_server_config(fcr_app *app, const fcr_server_config *base)
+{
+    if (!app)
+        return FCR_EINVAL;
+    struct fcr__run *run = run_of(app);
+    if (!run)
+        return FCR_ENOMEM;
+    char *addrs = NULL;
+    if (base && base->web_server_addrs && !(addrs = strdup(base->web_server_addrs)))
+        return FCR_ENOMEM;
+    free(run->base_addrs);
+    run->base_addrs = addrs;
+    run->has_base = base != NULL;
+    if (base) {
+        run->base = *base;
+        run->base.web_server_addrs = addrs;
+    }
+    return 0;
+}
+
+/* ---- Running ---------------------------------------------------------------------------- */
 
 int fcr_app_run(fcr_app *app, int argc, char **argv)
 {
@@ -336,20 +648,57 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         return FCR_EINVAL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout, prog);
+            usage(stdout, prog, app->run);
             return 0;
         }
     }
-    run_cfg c = {.workers = 1, .grace = 10.0};
-    int rc = read_env(&c, prog);
+    parse_state ps = {.prog = prog, .run = app->run};
+    size_t nprog = app->run ? app->run->n : 0;
+    if (nprog && !(ps.pv = calloc(nprog, sizeof *ps.pv)))
+        return FCR_ENOMEM;
+    const val *v = ps.v;
+    fcr_server_config cfg;
+    if (app->run && app->run->has_base)
+        cfg = app->run->base;
+    else
+        fcr_server_config_init(&cfg);
+    int rc = read_env(&ps);
     if (rc == 0)
-        rc = read_args(&c, prog, argc, argv);
+        rc = read_args(&ps, argc, argv);
+    if (rc == 0) {
+        if (v[O_SOCKET_MODE].set)
+            cfg.socket_mode = (unsigned)v[O_SOCKET_MODE].n;
+        if (v[O_IDLE_TIMEOUT].set)
+            cfg.limits.idle_timeout = v[O_IDLE_TIMEOUT].s;
+        if (v[O_INPUT_TIMEOUT].set)
+            cfg.limits.input_timeout = v[O_INPUT_TIMEOUT].s;
+        if (v[O_OUTPUT_TIMEOUT].set)
+            cfg.limits.output_timeout = v[O_OUTPUT_TIMEOUT].s;
+        if (v[O_MAX_CONNS].set)
+            cfg.limits.max_conns = (unsigned)v[O_MAX_CONNS].n;
+        if (v[O_MAX_REQS].set)
+            cfg.limits.max_reqs = (unsigned)v[O_MAX_REQS].n;
+        if (v[O_MAX_REQS_PER_CONN].set)
+            cfg.limits.max_reqs_per_conn = (unsigned)v[O_MAX_REQS_PER_CONN].n;
+        if (v[O_MAX_OUTPUT_QUEUE].set)
+            cfg.limits.max_output_queue = (size_t)v[O_MAX_OUTPUT_QUEUE].n;
+        if (v[O_MAX_PARAM_NAME].set)
+            cfg.limits.max_name_len = (size_t)v[O_MAX_PARAM_NAME].n;
+        if (v[O_MAX_PARAM_VALUE].set)
+            cfg.limits.max_value_len = (size_t)v[O_MAX_PARAM_VALUE].n;
+        if (v[O_MAX_PARAMS_BYTES].set)
+            cfg.limits.max_params_bytes = (size_t)v[O_MAX_PARAMS_BYTES].n;
+        if (v[O_MAX_PARAMS].set)
+            cfg.limits.max_params = (size_t)v[O_MAX_PARAMS].n;
+        rc = check_param_limits(&cfg.limits, prog);
+    }
     if (rc == 0)
-        rc = check_param_limits(&c, prog);
+        rc = commit_prog(app->run, ps.pv);
+    free(ps.pv);
     if (rc < 0) {
         if (rc == FCR_EINVAL)
             fprintf(stderr, "Try '%s --help'.\n", prog);
-        free(c.env_listen);
+        free(ps.env_listen);
         return rc;
     }
 #ifdef __GLIBC__
@@ -363,73 +712,47 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     const char *e = fcr_app_error(app);
     if (e) {
         fprintf(stderr, "%s: not starting: %s\n", prog, e);
-        free(c.env_listen);
+        free(ps.env_listen);
         return FCR_EINVAL;
     }
-    if (c.log_level_set)
-        fcr_log_set_level(c.log_level);
-    if (c.max_body)
-        fcr_app_set_max_body(app, c.max_body);
-    if (c.max_output_memory)
-        fcr_app_set_max_output_memory(app, c.max_output_memory);
-    if (c.prefix && (rc = fcr_app_set_prefix(app, c.prefix)) < 0) {
-        free(c.env_listen);
+    if (v[O_LOG_LEVEL].set)
+        fcr_log_set_level(v[O_LOG_LEVEL].level);
+    if (v[O_MAX_BODY].set)
+        fcr_app_set_max_body(app, (size_t)v[O_MAX_BODY].n);
+    if (v[O_MAX_OUTPUT_MEMORY].set)
+        fcr_app_set_max_output_memory(app, (size_t)v[O_MAX_OUTPUT_MEMORY].n);
+    if (v[O_PREFIX].set && (rc = fcr_app_set_prefix(app, v[O_PREFIX].str)) < 0) {
+        free(ps.env_listen);
         return rc;
     }
-    if (c.route_on_uri)
+    if (v[O_ROUTE_ON_URI].set && v[O_ROUTE_ON_URI].n)
         fcr_app_set_route_on_request_uri(app, true);
-    if (c.access_log)
+    if (v[O_ACCESS_LOG].set && v[O_ACCESS_LOG].n)
         fcr_app_set_access_log(app, true);
 
     struct ev_loop *loop = ev_default_loop(0);
     if (!loop) {
-        free(c.env_listen);
+        free(ps.env_listen);
         return FCR_ENOMEM;
     }
-    fcr_server_config cfg;
-    fcr_server_config_init(&cfg);
-    if (c.socket_mode_set)
-        cfg.socket_mode = c.socket_mode;
-    if (c.idle_timeout > 0)
-        cfg.limits.idle_timeout = c.idle_timeout;
-    if (c.input_timeout > 0)
-        cfg.limits.input_timeout = c.input_timeout;
-    if (c.output_timeout > 0)
-        cfg.limits.output_timeout = c.output_timeout;
-    if (c.max_conns)
-        cfg.limits.max_conns = c.max_conns;
-    if (c.max_reqs)
-        cfg.limits.max_reqs = c.max_reqs;
-    if (c.max_reqs_per_conn)
-        cfg.limits.max_reqs_per_conn = c.max_reqs_per_conn;
-    if (c.max_output_queue)
-        cfg.limits.max_output_queue = c.max_output_queue;
-    if (c.max_name_len)
-        cfg.limits.max_name_len = c.max_name_len;
-    if (c.max_value_len)
-        cfg.limits.max_value_len = c.max_value_len;
-    if (c.max_params_bytes)
-        cfg.limits.max_params_bytes = c.max_params_bytes;
-    if (c.max_params)
-        cfg.limits.max_params = c.max_params;
     int err = 0;
     fcr_server *srv = fcr_app_server_new(app, loop, &cfg, &err);
     if (!srv) {
         fprintf(stderr, "%s: cannot create the server: %s\n", prog, fcr_strerror(err));
-        free(c.env_listen);
+        free(ps.env_listen);
         return err;
     }
     rc = 0;
-    for (size_t i = 0; i < c.nlisten && rc == 0; i++) {
-        rc = fcr_server_listen(srv, c.listen[i]);
+    for (size_t i = 0; i < ps.nlisten && rc == 0; i++) {
+        rc = fcr_server_listen(srv, ps.listen[i]);
         if (rc == FCR_EIO)
-            fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, c.listen[i], strerror(errno));
+            fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, ps.listen[i], strerror(errno));
         else if (rc < 0)
-            fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, c.listen[i], fcr_strerror(rc));
+            fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, ps.listen[i], fcr_strerror(rc));
         else
-            fcr_log(FCR_LOG_INFO, "listening on %s", c.listen[i]);
+            fcr_log(FCR_LOG_INFO, "listening on %s", ps.listen[i]);
     }
-    if (rc == 0 && c.nlisten == 0) {
+    if (rc == 0 && ps.nlisten == 0) {
         rc = fcr_server_listen_inherited(srv);
         if (rc == 0) {
             fprintf(stderr,
@@ -441,9 +764,12 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
             rc = 0;
         }
     }
-    if (rc == 0)
-        rc = fcr_server_run_workers(srv, (unsigned)c.workers, c.grace);
+    if (rc == 0) {
+        unsigned workers = v[O_WORKERS].set ? (unsigned)v[O_WORKERS].n : 1;
+        double grace = v[O_SHUTDOWN_TIMEOUT].set ? v[O_SHUTDOWN_TIMEOUT].s : 10.0;
+        rc = fcr_server_run_workers(srv, workers, grace);
+    }
     fcr_server_free(srv);
-    free(c.env_listen);
+    free(ps.env_listen);
     return rc;
 }

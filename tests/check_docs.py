@@ -31,8 +31,13 @@ return their own kind's constants and fail to compile when they return another k
 before-middleware returning FCR_ASYNC), an FCR_E... constant itself, or when a callback is
 registered as another kind (VERDICT_CASES below).
 
+Then the options of fcr_app_run() (the --help of examples/hello in the build directory) are
+compared with the option table of docs/configuration.md: every option --help lists (but --help
+itself) has a row and every row an option, with the same argument name, the same environment
+variable (the first one the row names) and the default --help shows.
+
 The last line of output is a summary: "docs: N samples compiled (M linked, K run), E excerpts
-found, S skipped, V verdict checks, F failed".
+found, S skipped, V verdict checks, O options checked, F failed".
 
 Usage: check_docs.py --source DIR --build DIR [--cc "COMPILER ..."] [--sanitize LIST]
                      [--lib FILE] [--testing-lib FILE]
@@ -136,6 +141,78 @@ def parse_blocks(text):
             raise ValueError(f"line {start + 1}: the C block is not closed")
         i += 1
         yield start + 1, directives, "\n".join(body) + "\n"
+
+
+def help_options(text):
+    """{option: (argument or None, variable or None, default or None)} from --help output: fcrest's
+    own options, up to the heading of the program's."""
+    found = {}
+    entries = []
+    for line in text.split("\n"):
+        if line.startswith("Options of ") and entries:
+            break
+        m = re.match(r"  (--[a-z0-9_-]+)(?: ([A-Z]+))?(?:\s|$)", line)
+        if m:
+            entries.append([m.group(1), m.group(2), line[m.end():]])
+        elif entries and line.startswith("   "):
+            entries[-1][2] += " " + line.strip()
+    for name, arg, rest in entries:
+        env = re.search(r"\[([A-Z0-9_]+)\]", rest)
+        default = re.search(r"\(default ([^)]+)\)", rest)
+        found[name] = (arg, env.group(1) if env else None, default.group(1) if default else None)
+    return found
+
+
+def doc_options(text):
+    """{option: (argument or None, variable or None, default column)} from the table under
+    "## Options and environment variables" in docs/configuration.md."""
+    section = text.split("## Options and environment variables", 1)[1].split("\n## ", 1)[0]
+    found = {}
+    for line in section.split("\n"):
+        if not line.startswith("| `--"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        m = re.match(r"`(--[a-z0-9_-]+)(?: ([A-Z]+))?`", cells[0])
+        env = re.search(r"`([A-Z][A-Z0-9_]*)`", cells[1])
+        found[m.group(1)] = (m.group(2), env.group(1) if env else None, cells[3])
+    return found
+
+
+def check_options(source, build, fail):
+    """Compares examples/hello --help with docs/configuration.md; returns the options checked."""
+    hello = os.path.join(build, "examples", "hello")
+    where = "docs/configuration.md: options"
+    try:
+        r = subprocess.run([hello, "--help"], capture_output=True, text=True, timeout=30)
+        with open(os.path.join(source, "docs", "configuration.md"), encoding="utf-8") as f:
+            docs = doc_options(f.read())
+    except (OSError, subprocess.TimeoutExpired, IndexError, AttributeError) as e:
+        fail(where, f"cannot compare the options: {e!r}")
+        return 0
+    if r.returncode != 0:
+        fail(where, f"{hello} --help ended with {r.returncode}")
+        return 0
+    helped = help_options(r.stdout)
+    helped.pop("--help", None)
+    if not helped:
+        fail(where, f"no option found in the output of {hello} --help")
+        return 0
+    for name in sorted(set(helped) - set(docs)):
+        fail(where, f"{name} is in --help but has no row")
+    for name in sorted(set(docs) - set(helped)):
+        fail(where, f"{name} has a row but is not in --help")
+    checked = 0
+    for name in sorted(set(helped) & set(docs)):
+        (arg, env, default), (doc_arg, doc_env, doc_default) = helped[name], docs[name]
+        if arg != doc_arg:
+            fail(where, f"{name}: argument {arg} in --help, {doc_arg} in the row")
+        elif env != doc_env:
+            fail(where, f"{name}: variable {env} in --help, {doc_env} in the row")
+        elif default is not None and default not in doc_default:
+            fail(where, f"{name}: default {default} in --help, not in the row's {doc_default!r}")
+        else:
+            checked += 1
+    return checked
 
 
 def pkg_flags(*args):
@@ -292,9 +369,11 @@ def main():
                 fail(f"verdicts: {what}", "compiles, but the compiler must refuse it")
             else:
                 fail(f"verdicts: {what}", "refused for another reason:\n" + err)
+    counts["options"] = check_options(opt.source, opt.build, fail)
     print(f"docs: {counts['compiled']} samples compiled ({counts['linked']} linked, "
           f"{counts['run']} run), {counts['excerpts']} excerpts found, {counts['skipped']} "
-          f"skipped, {counts['verdicts']} verdict checks, {counts['failed']} failed")
+          f"skipped, {counts['verdicts']} verdict checks, {counts['options']} options checked, "
+          f"{counts['failed']} failed")
     return 1 if counts["failed"] else 0
 
 

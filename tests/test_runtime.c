@@ -1918,6 +1918,281 @@ START_TEST(listen_fd_n)
 }
 END_TEST
 
+/* ==== A program's own options ============================================================= */
+
+/* The program of these tests (--serve-opts): the options a notes service declares, answered
+ * back by GET /opt/NAME, and a base server configuration (5 connections, 11 requests). */
+static int h_opt(fcr_req *req, fcr_res *res, void *data)
+{
+    (void)data;
+    char name[64];
+    snprintf(name, sizeof name, "--%s", fcr_req_path_param(req, "name"));
+    const fcr_app *app = fcr_req_app(req);
+    unsigned long long n;
+    if (strcmp(name, "--cache-size") == 0 && fcr_app_option_uint(app, name, &n) == 0)
+        return fcr_res_printf(res, "%llu", n) < 0 ? FCR_HANDLER_ERROR : FCR_DONE;
+    const char *v = fcr_app_option(app, name);
+    return fcr_res_set_text(res, 200, v ? v : "(none)");
+}
+
+static int serve_opts(int argc, char **argv)
+{
+    fcr_app *app = fcr_app_new();
+    if (!app)
+        return 1;
+    fcr_app_route(app, FCR_GET, "/hello", h_hello, NULL);
+    fcr_app_route(app, FCR_GET, "/opt/(?<name>[a-z-]+)", h_opt, NULL);
+    if (fcr_app_add_option(app, "--db", FCR_OPT_STRING, "URL", "NOTES_DB", "sqlite:notes.db",
+                           "the notes database") < 0 ||
+        fcr_app_add_option(app, "--cache-size", FCR_OPT_SIZE, NULL, "MYAPP_CACHE_SIZE", "1m",
+                           "memory for cached notes, suffix k, m or g") < 0 ||
+        fcr_app_add_option(app, "--verbose", FCR_OPT_FLAG, NULL, "MYAPP_VERBOSE", NULL,
+                           "say more") < 0)
+        return 1;
+    fcr_server_config base;
+    fcr_server_config_init(&base);
+    base.limits.max_conns = 5;
+    base.limits.max_reqs = 11;
+    if (fcr_app_set_server_config(app, &base) < 0)
+        return 1;
+    int rc = fcr_app_run(app, argc, argv);
+    fcr_app_free(app);
+    return rc == 0 ? 0 : 1;
+}
+
+/* The body of GET /opt/NAME from the program on app_addr. */
+static const char *opt_value(const char *name)
+{
+    static char body[64];
+    char path[64];
+    snprintf(path, sizeof path, "/opt/%s", name);
+    result r = request(app_addr, P(path), NULL);
+    ck_assert_msg(r.outcome == O_OK, "GET %s: %s", path, r.detail);
+    snprintf(body, sizeof body, "%s", r.body);
+    return body;
+}
+
+/* The program started with `args` (NULL-terminated, after --serve-opts) must refuse to start:
+ * exit status 1. Returns what it wrote (stdout and stderr), malloc'd. */
+static char *opts_refused(const char *const *args)
+{
+    const char *argv[16] = {self_exe(), "--serve-opts", "rt-opts"};
+    int argc = 3;
+    for (int i = 0; args[i] && argc < 15; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(p, &st, 0), p);
+    char *out = read_log();
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1, "not refused (status %#x): %s", st, out);
+    return out;
+}
+
+/* FCGI_MAX_CONNS and FCGI_MAX_REQS as GET_VALUES answers them, "conns reqs". */
+static const char *max_values(void)
+{
+    static char both[64];
+    fcl_conn *c = fcl_connect(app_addr, 0);
+    ck_assert_ptr_nonnull(c);
+    fcl_buf q, b;
+    fcl_buf_init(&q);
+    fcl_buf_init(&b);
+    fcl_nv_adds(&q, "FCGI_MAX_CONNS", "");
+    fcl_nv_adds(&q, "FCGI_MAX_REQS", "");
+    fcl_put_record(&b, FCGI_GET_VALUES, 0, q.data, q.len, 0);
+    ck_assert_int_eq(fcl_send_buf(c, &b), 0);
+    fcl_record rec;
+    ck_assert_int_eq(fcl_read_record(c, &rec), 1);
+    ck_assert_uint_eq(rec.h.type, FCGI_GET_VALUES_RESULT);
+    char conns[24], reqs[24];
+    ck_assert(nv_value(rec.content, rec.h.content_len, "FCGI_MAX_CONNS", conns, sizeof conns));
+    ck_assert(nv_value(rec.content, rec.h.content_len, "FCGI_MAX_REQS", reqs, sizeof reqs));
+    snprintf(both, sizeof both, "%s %s", conns, reqs);
+    fcl_record_free(&rec);
+    fcl_buf_free(&q);
+    fcl_buf_free(&b);
+    fcl_close(c);
+    return both;
+}
+
+/* A program option's value: its default, its variable, the command line (which wins). */
+START_TEST(program_option_values)
+{
+    start_app(self_exe(), (const char *[]){"--serve-opts", "rt-opts", "--listen", app_addr, NULL},
+              app_addr);
+    ck_assert_str_eq(opt_value("db"), "sqlite:notes.db");
+    ck_assert_str_eq(opt_value("cache-size"), "1048576");
+    ck_assert_str_eq(opt_value("verbose"), "(none)");
+    stop_app();
+    setenv("NOTES_DB", "postgresql://db/notes", 1);
+    setenv("MYAPP_CACHE_SIZE", "64k", 1);
+    setenv("MYAPP_VERBOSE", "yes", 1);
+    start_app(self_exe(), (const char *[]){"--serve-opts", "rt-opts", "--listen", app_addr, NULL},
+              app_addr);
+    ck_assert_str_eq(opt_value("db"), "postgresql://db/notes");
+    ck_assert_str_eq(opt_value("cache-size"), "65536");
+    ck_assert_str_eq(opt_value("verbose"), "1");
+    stop_app();
+    start_app(self_exe(),
+              (const char *[]){"--serve-opts", "rt-opts", "--db", "sqlite:/var/lib/notes.db",
+                               "--cache-size=2k", "--listen", app_addr, "--workers", "2", NULL},
+              app_addr);
+    unsetenv("NOTES_DB");
+    unsetenv("MYAPP_CACHE_SIZE");
+    unsetenv("MYAPP_VERBOSE");
+    /* Read in the workers, which were forked after the parse. */
+    ck_assert_str_eq(opt_value("db"), "sqlite:/var/lib/notes.db");
+    ck_assert_str_eq(opt_value("cache-size"), "2048");
+    ck_assert_str_eq(opt_value("verbose"), "1");
+    stop_app();
+}
+END_TEST
+
+/* A bad value is refused at start with the message of fcrest's own options; --help lists the
+ * program's options after fcrest's. */
+START_TEST(program_option_refusals_and_help)
+{
+    char *out = opts_refused((const char *[]){"--listen", app_addr, "--cache-size", "12q", NULL});
+    ck_assert_msg(strstr(out, "rt-opts: invalid value for --cache-size: '12q'\n") &&
+                      strstr(out, "Try 'rt-opts --help'."),
+                  "%s", out);
+    free(out);
+    setenv("MYAPP_CACHE_SIZE", "lots", 1);
+    out = opts_refused((const char *[]){"--listen", app_addr, NULL});
+    unsetenv("MYAPP_CACHE_SIZE");
+    ck_assert_msg(strstr(out, "invalid value for --cache-size: 'lots'\nrt-opts: (from "
+                              "MYAPP_CACHE_SIZE)\n"),
+                  "%s", out);
+    free(out);
+    out = opts_refused((const char *[]){"--listen", app_addr, "--verbose=1", NULL});
+    ck_assert_msg(strstr(out, "--verbose takes no value"), "%s", out);
+    free(out);
+    out = opts_refused((const char *[]){"--listen", app_addr, "--dbx", "1", NULL});
+    ck_assert_msg(strstr(out, "unknown option --dbx"), "%s", out);
+    free(out);
+
+    /* --help: exit 0, usage on stdout. */
+    pid_t p = fork();
+    ck_assert_int_ge(p, 0);
+    if (p == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        dup2(fd, 1);
+        execl(self_exe(), self_exe(), "--serve-opts", "rt-opts", "--help", (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(p, &st, 0), p);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *help = read_log();
+    const char *own = strstr(help, "  --max-params N");
+    const char *heading = strstr(help, "\nOptions of rt-opts:\n");
+    ck_assert_msg(own && heading && own < heading, "%s", help);
+    const char *db = strstr(heading, "\n  --db URL ");
+    ck_assert_msg(db && strstr(db, "the notes database (default sqlite:notes.db)") &&
+                      strstr(db, "[NOTES_DB]"),
+                  "%s", help);
+    ck_assert_msg(strstr(heading, "\n  --cache-size BYTES ") &&
+                      strstr(heading, "[MYAPP_CACHE_SIZE]"),
+                  "%s", help);
+    ck_assert_msg(strstr(heading, "\n  --verbose ") && strstr(heading, "say more [MYAPP_VERBOSE]"),
+                  "%s", help);
+    free(help);
+}
+END_TEST
+
+/* Registration: names, variables and defaults are checked; fcrest's own names are taken. */
+START_TEST(program_option_registration)
+{
+    fcr_app *app = fcr_app_new();
+    ck_assert_ptr_nonnull(app);
+    ck_assert_int_eq(
+        fcr_app_add_option(app, "--max-body", FCR_OPT_SIZE, NULL, "MYAPP_MAX_BODY", NULL, "clash"),
+        FCR_EEXIST);
+    ck_assert_int_eq(fcr_app_add_option(app, "--grace", FCR_OPT_SECONDS, NULL, NULL, NULL, NULL),
+                     FCR_EEXIST);
+    ck_assert_int_eq(fcr_app_add_option(app, "--help", FCR_OPT_FLAG, NULL, NULL, NULL, NULL),
+                     FCR_EEXIST);
+    ck_assert_int_eq(
+        fcr_app_add_option(app, "--db", FCR_OPT_STRING, "URL", "MYAPP_DB", "sqlite:x.db", "db"), 0);
+    ck_assert_int_eq(fcr_app_add_option(app, "--db", FCR_OPT_STRING, NULL, NULL, NULL, NULL),
+                     FCR_EEXIST);
+    ck_assert_int_eq(fcr_app_add_option(app, "--db2", FCR_OPT_STRING, NULL, "MYAPP_DB", NULL, NULL),
+                     FCR_EEXIST);
+    static const char *const bad_names[] = {"db", "-d", "--", "--Db", "--db=x", "--d b", NULL};
+    for (int i = 0; bad_names[i]; i++)
+        ck_assert_msg(fcr_app_add_option(app, bad_names[i], FCR_OPT_STRING, NULL, NULL, NULL,
+                                         NULL) == FCR_EINVAL,
+                      "%s accepted", bad_names[i]);
+    static const char *const bad_envs[] = {"myapp_db", "1DB", "MY-DB", "", "FCREST_DB", NULL};
+    for (int i = 0; bad_envs[i]; i++)
+        ck_assert_msg(fcr_app_add_option(app, "--x", FCR_OPT_STRING, NULL, bad_envs[i], NULL,
+                                         NULL) == FCR_EINVAL,
+                      "%s accepted", bad_envs[i]);
+    ck_assert_int_eq(fcr_app_add_option(app, "--n", FCR_OPT_UINT, NULL, NULL, "-1", NULL),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_add_option(app, "--t", FCR_OPT_SECONDS, NULL, NULL, "1s", NULL),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_add_option(app, "--f", FCR_OPT_FLAG, "ARG", NULL, NULL, NULL),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_add_option(app, "--k", (fcr_opt_kind)99, NULL, NULL, NULL, NULL),
+                     FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_add_option(NULL, "--y", FCR_OPT_STRING, NULL, NULL, NULL, NULL),
+                     FCR_EINVAL);
+    /* Before fcr_app_run: the default. */
+    ck_assert_str_eq(fcr_app_option(app, "--db"), "sqlite:x.db");
+    ck_assert_ptr_null(fcr_app_option(app, "--nope"));
+    ck_assert_ptr_null(fcr_app_option(NULL, "--db"));
+    unsigned long long n = 7;
+    ck_assert_int_eq(fcr_app_option_uint(app, "--db", &n), FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_add_option(app, "--n", FCR_OPT_UINT, NULL, NULL, NULL, NULL), 0);
+    ck_assert_int_eq(fcr_app_option_uint(app, "--n", &n), FCR_ENOTFOUND);
+    ck_assert_int_eq(n, 7);
+    /* Parsed with fcrest's own; a refused start changes nothing. */
+    char *bad[] = {"prog", "--n", "x", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 3, bad), FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_option_uint(app, "--n", &n), FCR_ENOTFOUND);
+    char *good[] = {"prog", "--n", "42", "--db=", "--listen", "nonsense", NULL};
+    ck_assert_int_eq(fcr_app_run(app, 6, good), FCR_EADDR);
+    ck_assert_int_eq(fcr_app_option_uint(app, "--n", &n), 0);
+    ck_assert_int_eq(n, 42);
+    ck_assert_str_eq(fcr_app_option(app, "--db"), "");
+    ck_assert_int_eq(fcr_app_set_server_config(NULL, NULL), FCR_EINVAL);
+    ck_assert_int_eq(fcr_app_set_server_config(app, NULL), 0);
+    fcr_app_free(app);
+}
+END_TEST
+
+/* A base server configuration's limits are in force; the command line overrides them. */
+START_TEST(base_server_config)
+{
+    start_app(self_exe(), (const char *[]){"--serve-opts", "rt-opts", "--listen", app_addr, NULL},
+              app_addr);
+    ck_assert_str_eq(max_values(), "5 11");
+    stop_app();
+    start_app(
+        self_exe(),
+        (const char *[]){"--serve-opts", "rt-opts", "--listen", app_addr, "--max-conns", "7", NULL},
+        app_addr);
+    ck_assert_str_eq(max_values(), "7 11");
+    stop_app();
+    setenv("FCREST_MAX_REQUESTS", "13", 1);
+    start_app(self_exe(), (const char *[]){"--serve-opts", "rt-opts", "--listen", app_addr, NULL},
+              app_addr);
+    unsetenv("FCREST_MAX_REQUESTS");
+    ck_assert_str_eq(max_values(), "5 13");
+    stop_app();
+}
+END_TEST
+
 static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
     (void)st, (void)type, (void)ftw;
@@ -1929,6 +2204,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--serve-app") == 0)
         return serve_app(argc - 1, argv + 1);
+    if (argc > 2 && strcmp(argv[1], "--serve-opts") == 0)
+        return serve_opts(argc - 2, argv + 2); /* argv[2] is the program's name */
     if (argc > 3 && strcmp(argv[1], "--serve-core") == 0)
         return serve_core(argv[2], atof(argv[3]), argc > 4 ? (unsigned)atoi(argv[4]) : 1);
     signal(SIGPIPE, SIG_IGN);
@@ -1962,6 +2239,10 @@ int main(int argc, char **argv)
     ADD(restart_retires_the_old_workers_5_s_after_new_ones_fail_to_report, 1);
     ADD(fcrest_listen_comma_separated, 1);
     ADD(listen_fd_n, 1);
+    ADD(program_option_values, 1);
+    ADD(program_option_refusals_and_help, 1);
+    ADD(program_option_registration, 1);
+    ADD(base_server_config, 1);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

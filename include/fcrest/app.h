@@ -324,12 +324,72 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
  * (fcr_server_run_workers): SIGTERM/SIGINT stop gracefully (exit 0 after the last request or
  * the shutdown timeout), SIGHUP starts N new workers and retires the old ones once the new ones
  * accept, a worker that dies is replaced. Every process returns from fcr_app_run.
- * Options take their value as `--opt VALUE` or `--opt=VALUE`. Returns 0 after a clean stop or
+ * The program's own options (fcr_app_add_option()) are parsed with these, their values kept for
+ * fcr_app_option(), and --help lists them after these. The server's limits and socket mode
+ * start from the configuration set with fcr_app_set_server_config() (else
+ * fcr_server_config_init()'s), and the options above override those they set.
+ * Options take their value as `--opt VALUE` or `--opt=VALUE`; an unknown option is refused.
+ * Returns 0 after a clean stop or
  * after --help (usage on stdout); FCR_EINVAL for a bad option or value (message and usage on
  * stderr) or when a registration failed (fcr_app_error); FCR_EADDR or FCR_EIO when a listener
  * cannot be opened or there is none; FCR_ENOMEM. The app stays owned by the caller.
  */
 int fcr_app_run(fcr_app *app, int argc, char **argv);
+
+/**
+ * How fcr_app_run() reads the value of a program's option (fcr_app_add_option()). A bad value
+ * is refused at start as fcrest's own are: a message naming the option (and the variable, for
+ * one from the environment) on stderr, and FCR_EINVAL.
+ */
+typedef enum fcr_opt_kind {
+    FCR_OPT_STRING, /**< any text (also empty) */
+    FCR_OPT_FLAG,   /**< no value: on when given; its variable turns it on with any value but "0" */
+    FCR_OPT_UINT,   /**< a decimal number, 0 to ULLONG_MAX */
+    FCR_OPT_SIZE,   /**< bytes: a decimal number with an optional suffix k, m or g (x 1024^n) */
+    FCR_OPT_SECONDS, /**< decimal seconds, 0 to 86400 */
+} fcr_opt_kind;
+
+/**
+ * Declares an option of the program that fcr_app_run() parses with its own: `name` ("--db",
+ * "--" then lowercase letters, digits, '-' or '_', at most 64 bytes), its `kind`, the
+ * argument's name in --help (`arg`, "URL"; NULL: VALUE, N, BYTES or SECONDS by kind; NULL for
+ * a flag), the environment variable that sets it (`env`, "NOTES_DB": uppercase letters, digits
+ * and '_', not starting with a digit nor with "FCREST_"; NULL: none), its default (`def`, valid
+ * for `kind`; NULL: none; NULL for a flag) and a one-line `help`. --help lists the program's
+ * options after fcrest's own, under "Options of PROG:". All strings are copied. The value is
+ * read with fcr_app_option(). Returns 0; FCR_EINVAL (NULL `app`, an invalid name, kind,
+ * variable, argument name or default); FCR_EEXIST (the name is fcrest's own option or --help,
+ * or the name or variable is taken by an earlier call); FCR_ENOMEM.
+ */
+int fcr_app_add_option(fcr_app *app, const char *name, fcr_opt_kind kind, const char *arg,
+                       const char *env, const char *def, const char *help);
+
+/**
+ * The value of the program's option `name` (fcr_app_add_option()) in force: after
+ * fcr_app_run() has parsed, the command line's, else the environment variable's, else the
+ * default; before, the default. A flag's value is "1" when on, NULL when off. NULL also for an
+ * option not declared, one without a value or default, or a NULL argument. fcr_app_run()
+ * parses before it opens listeners and forks workers, so handlers read it through
+ * fcr_req_app(). Owned by the app, valid until fcr_app_run() parses again or the app is freed.
+ */
+const char *fcr_app_option(const fcr_app *app, const char *name);
+
+/**
+ * The value of the FCR_OPT_UINT or FCR_OPT_SIZE option `name` (fcr_app_option()) as a number
+ * in `*out` (a size with its suffix applied). Returns 0; FCR_ENOTFOUND when it has no value
+ * (`*out` unchanged); FCR_EINVAL (NULL argument, an option not declared or of another kind).
+ */
+int fcr_app_option_uint(const fcr_app *app, const char *name, unsigned long long *out);
+
+/**
+ * Sets the server configuration fcr_app_run() starts from, as `base` of fcr_app_server_new():
+ * limits, socket mode, multiplexing and web server allow-list (NULL: back to
+ * fcr_server_config_init()'s defaults). The command line and the environment override the
+ * limits and the socket mode they set. `base` is copied, with its allow-list string; its
+ * callbacks and roles are the app's, and its max_body gives way to the app's body limit.
+ * Returns 0, FCR_EINVAL (NULL `app`) or FCR_ENOMEM.
+ */
+int fcr_app_set_server_config(fcr_app *app, const fcr_server_config *base);
 
 /**
  * Turns the access log on or off (default off). When on, every request the app answers adds
