@@ -67,6 +67,8 @@ void fcr_app_free(fcr_app *app)
     }
     fcr__vec_free(&app->before);
     fcr__vec_free(&app->after);
+    fcr__vec_free(&app->worker_start);
+    fcr__vec_free(&app->worker_stop);
     free(app->prefix);
     free(app->error);
     fcr__run_free(app->run);
@@ -319,4 +321,67 @@ void fcr_app_set_access_log(fcr_app *app, bool on)
 {
     if (app)
         app->access_log = on;
+}
+
+/* ---- Worker hooks --------------------------------------------------------------------- */
+
+int fcr_app_on_worker_start(fcr_app *app, int (*fn)(fcr_app *app, struct ev_loop *loop, void *data),
+                            void *data)
+{
+    if (!app || !fn)
+        return FCR_EINVAL;
+    fcr__hook *h = fcr__vec_push(&app->worker_start, NULL, sizeof *h);
+    if (!h)
+        return FCR_ENOMEM;
+    *h = (fcr__hook){.start = fn, .data = data};
+    return 0;
+}
+
+int fcr_app_on_worker_stop(fcr_app *app, void (*fn)(fcr_app *app, struct ev_loop *loop, void *data),
+                           void *data)
+{
+    if (!app || !fn)
+        return FCR_EINVAL;
+    fcr__hook *h = fcr__vec_push(&app->worker_stop, NULL, sizeof *h);
+    if (!h)
+        return FCR_ENOMEM;
+    *h = (fcr__hook){.stop = fn, .data = data};
+    return 0;
+}
+
+/* The stop hooks, last registered first. */
+static void run_stop_hooks(fcr_app *app, struct ev_loop *loop)
+{
+    const fcr__hook *h = app->worker_stop.v;
+    for (size_t i = app->worker_stop.n; i-- > 0;)
+        h[i].stop(app, loop, h[i].data);
+}
+
+static int worker_start(fcr_server *srv, void *data)
+{
+    fcr_app *app = data;
+    struct ev_loop *loop = fcr_server_loop(srv);
+    const fcr__hook *h = app->worker_start.v;
+    for (size_t i = 0; i < app->worker_start.n; i++) {
+        int rc = h[i].start(app, loop, h[i].data);
+        if (rc < 0) {
+            fcr_log(FCR_LOG_ERROR, "worker start hook %zu of %zu failed: %s", i + 1,
+                    app->worker_start.n, fcr_err_name(rc));
+            /* What the hooks before it opened is closed again. */
+            run_stop_hooks(app, loop);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void worker_stop(fcr_server *srv, void *data)
+{
+    run_stop_hooks(data, fcr_server_loop(srv));
+}
+
+void fcr__app_install_worker_hooks(fcr_app *app, fcr_server *srv)
+{
+    if (app->worker_start.n || app->worker_stop.n)
+        fcr_server_on_worker(srv, worker_start, worker_stop, app);
 }

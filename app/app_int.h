@@ -68,8 +68,20 @@ struct fcr_app {
     char *error;            /* first failed registration */
     struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
-    struct fcr__run *run; /* the program's options and base server configuration, or NULL */
+    struct fcr__run *run;  /* the program's options and base server configuration, or NULL */
+    fcr__vec worker_start; /* of fcr__hook: fcr_app_on_worker_start() */
+    fcr__vec worker_stop;  /* of fcr__hook: fcr_app_on_worker_stop() */
 };
+
+/* A worker hook of an app (one of the two kinds). */
+typedef struct fcr__hook {
+    int (*start)(fcr_app *app, struct ev_loop *loop, void *data);
+    void (*stop)(fcr_app *app, struct ev_loop *loop, void *data);
+    void *data;
+} fcr__hook;
+
+/* Makes `srv` run the app's worker hooks (app.c): used by fcr_app_server_new(). */
+void fcr__app_install_worker_hooks(fcr_app *app, fcr_server *srv);
 
 /* Frees what fcr_app_add_option() and fcr_app_set_server_config() keep (run.c); NULL is
  * ignored. */

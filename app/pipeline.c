@@ -458,7 +458,10 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
     cfg.on_request = on_request;
     cfg.data = app;
     cfg.limits.max_body = body_limit(app, NULL);
-    return fcr_server_new(loop, &cfg, err);
+    fcr_server *srv = fcr_server_new(loop, &cfg, err);
+    if (srv)
+        fcr__app_install_worker_hooks(app, srv);
+    return srv;
 }
 
 /* ---- Responses: sending --------------------------------------------------------------- */

@@ -125,6 +125,26 @@ static void stop_late_child(void)
     }
 }
 
+/* Worker hooks of --serve-app: each start and stop is a line in the log; the start fails while
+ * the file FCR_RT_HOOK_FAIL_FILE exists. */
+static int hook_start(fcr_app *app, struct ev_loop *loop, void *data)
+{
+    (void)app, (void)data;
+    const char *fail = getenv("FCR_RT_HOOK_FAIL_FILE");
+    if (!loop || (fail && access(fail, F_OK) == 0)) {
+        fprintf(stderr, "hook start failed pid=%ld\n", (long)getpid());
+        return FCR_EIO;
+    }
+    fprintf(stderr, "hook start pid=%ld\n", (long)getpid());
+    return 0;
+}
+
+static void hook_stop(fcr_app *app, struct ev_loop *loop, void *data)
+{
+    (void)app, (void)loop, (void)data;
+    fprintf(stderr, "hook stop pid=%ld\n", (long)getpid());
+}
+
 static int serve_app(int argc, char **argv)
 {
     const char *stop = getenv("FCR_RT_STOP_FORKS_AFTER");
@@ -139,6 +159,10 @@ static int serve_app(int argc, char **argv)
     fcr_app_route(app, FCR_GET, "/pid", h_pid, NULL);
     fcr_app_route(app, FCR_GET, "/slow", h_slow, NULL);
     fcr_app_route(app, FCR_GET, "/big", h_big, NULL);
+    if (getenv("FCR_RT_HOOKS")) {
+        fcr_app_on_worker_start(app, hook_start, NULL);
+        fcr_app_on_worker_stop(app, hook_stop, NULL);
+    }
     int rc = fcr_app_run(app, argc, argv);
     fcr_app_free(app);
     return rc == 0 ? 0 : 1;
@@ -2200,6 +2224,103 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     return 0;
 }
 
+/* ==== Worker hooks ======================================================================== */
+
+/* The start hook runs once in every worker before it accepts (and in each worker of a restart),
+ * the stop hook once in every worker after its last request. */
+START_TEST(worker_hooks_run_once_per_worker)
+{
+    setenv("FCR_RT_HOOKS", "1", 1);
+    const char *args[] = {"--serve-app", "--listen", app_addr, "--workers", "3", NULL};
+    start_app(self_exe(), args, app_addr);
+    unsetenv("FCR_RT_HOOKS");
+    wait_log_count("hook start pid=", 3, 10);
+    pid_t gen0[16], gen1[16];
+    double deadline = now() + 10;
+    while (children_of(app_pid, gen0, 16) != 3 && now() < deadline)
+        sleep_s(0.01);
+    ck_assert_int_eq(children_of(app_pid, gen0, 16), 3);
+    char *log = read_log();
+    for (int i = 0; i < 3; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "hook start pid=%ld\n", (long)gen0[i]);
+        ck_assert_msg(count_in(log, line) == 1, "worker %ld: \"%s\" not once:\n%s", (long)gen0[i],
+                      line, log);
+    }
+    free(log);
+    result r = request(app_addr, P("/hello"), NULL);
+    ck_assert_int_eq(r.outcome, O_OK);
+    kill(app_pid, SIGHUP);
+    ck_assert_int_eq(wait_generation(app_pid, gen0, 3, gen1, 3, 15), 3);
+    wait_log_count("hook start pid=", 6, 10);
+    wait_log_count("hook stop pid=", 3, 20); /* the retired workers, after their last request */
+    stop_app();
+    log = read_log();
+    ck_assert_int_eq(count_in(log, "hook start pid="), 6);
+    ck_assert_int_eq(count_in(log, "hook stop pid="), 6);
+    ck_assert_int_eq(count_in(log, "hook start failed"), 0);
+    free(log);
+}
+END_TEST
+
+/* A start hook that fails in every worker from the first: the program gives up and exits
+ * non-zero instead of restarting workers forever. */
+START_TEST(worker_start_failing_from_the_first_stops_the_program)
+{
+    char fail[256];
+    snprintf(fail, sizeof fail, "%s/fail", tmpdir);
+    FILE *f = fopen(fail, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    setenv("FCR_RT_HOOKS", "1", 1);
+    setenv("FCR_RT_HOOK_FAIL_FILE", fail, 1);
+    const char *args[] = {"--serve-app", "--listen", app_addr, "--workers", "2", NULL};
+    start_app(self_exe(), args, app_addr);
+    unsetenv("FCR_RT_HOOKS");
+    unsetenv("FCR_RT_HOOK_FAIL_FILE");
+    int st = wait_app(under_valgrind() ? 60 : 15);
+    unlink(fail);
+    ck_assert_msg(st != -1, "the program still runs with workers that cannot start");
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "status %#x", st);
+    char *log = read_log();
+    ck_assert_msg(strstr(log, "no worker could start") != NULL, "%s", log);
+    ck_assert_int_eq(count_in(log, "hook start pid="), 0);
+    free(log);
+}
+END_TEST
+
+/* Once workers have started, a replacement whose start hook fails is restarted with a growing
+ * delay, and serves once its hook succeeds again. */
+START_TEST(worker_start_failing_later_is_retried_with_a_growing_delay)
+{
+    char fail[256];
+    snprintf(fail, sizeof fail, "%s/fail", tmpdir);
+    setenv("FCR_RT_HOOKS", "1", 1);
+    setenv("FCR_RT_HOOK_FAIL_FILE", fail, 1);
+    const char *args[] = {"--serve-app", "--listen", app_addr, "--workers", "2", NULL};
+    start_app(self_exe(), args, app_addr);
+    unsetenv("FCR_RT_HOOKS");
+    unsetenv("FCR_RT_HOOK_FAIL_FILE");
+    wait_log_count("hook start pid=", 2, 10);
+    pid_t w[16];
+    ck_assert_int_eq(children_of(app_pid, w, 16), 2);
+    FILE *f = fopen(fail, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    kill(w[0], SIGKILL);
+    wait_log_count("hook start failed", 2, 10);
+    wait_log_count("restarting the worker in 0.2 s", 1, 10); /* the delay grows */
+    unlink(fail);
+    wait_log_count("hook start pid=", 3, 20);
+    result r = request(app_addr, P("/hello"), NULL);
+    ck_assert_int_eq(r.outcome, O_OK);
+    stop_app();
+    char *log = read_log();
+    ck_assert_int_ge(count_in(log, "hook start failed"), 2);
+    free(log);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--serve-app") == 0)
@@ -2225,6 +2346,9 @@ int main(int argc, char **argv)
     if (!getenv("FCR_RT_ONLY") || strcmp(getenv("FCR_RT_ONLY"), #fn) == 0)                         \
     tcase_add_loop_test(tc, fn, 0, n)
     ADD(sigterm_loses_no_request, 3);
+    ADD(worker_hooks_run_once_per_worker, 1);
+    ADD(worker_start_failing_from_the_first_stops_the_program, 1);
+    ADD(worker_start_failing_later_is_retried_with_a_growing_delay, 1);
     ADD(sighup_under_load, 2);
     ADD(sighup_single_process, 1);
     ADD(sigkill_one_worker, 1);

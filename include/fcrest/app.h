@@ -277,6 +277,29 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
                                int *err);
 
 /**
+ * Adds a hook that runs in every worker process after the fork (and in the one process with
+ * `--workers 1`), with the worker's loop, before it accepts: the place to open what each
+ * worker needs of its own, such as a database connection (a socket opened before
+ * fcr_app_run() forks would be shared by every worker). Hooks run in the order they were
+ * added; one that returns a negative fcr_err code ends that worker (logged): the stop hooks
+ * run first, so what the earlier start hooks opened is closed. The supervisor restarts a
+ * failed worker with a growing delay, and stops with a non-zero result when no worker has ever
+ * started (see fcr_server_on_worker()). `data` is passed to `fn`. The hooks of the app a
+ * server serves count (fcr_app_run(), fcr_app_server_new()). Returns 0, FCR_EINVAL (NULL
+ * `app` or `fn`) or FCR_ENOMEM.
+ */
+int fcr_app_on_worker_start(fcr_app *app, int (*fn)(fcr_app *app, struct ev_loop *loop, void *data),
+                            void *data);
+
+/**
+ * Adds a hook that runs in every worker process once its loop has ended, after its last
+ * request (and when a later start hook failed); stop hooks run last added first. `data` is
+ * passed to `fn`. Returns 0, FCR_EINVAL (NULL `app` or `fn`) or FCR_ENOMEM.
+ */
+int fcr_app_on_worker_stop(fcr_app *app, void (*fn)(fcr_app *app, struct ev_loop *loop, void *data),
+                           void *data);
+
+/**
  * Configures and runs the app until SIGTERM or SIGINT, then stops gracefully. Settings come
  * from the environment, then the command line (which wins):
  * @verbatim
