@@ -82,7 +82,8 @@ typedef struct fcr_auth fcr_auth;
 typedef enum fcr_handler_result {
     FCR_HANDLER_ERROR = -1000, /**< failure: answer 500 problem+json */
     FCR_DONE = 0,              /**< `res` is the answer: the framework sends it */
-    FCR_ASYNC = 1,             /**< the response is sent later with fcr_res_send() */
+    FCR_ASYNC = 1,             /**< the response is sent later: by the done of fcr_defer(), or
+                                    with fcr_res_send() */
 } fcr_handler_result;
 
 /** What a before-middleware (fcr_before_mw) returns; see fcr_handler_result for errors. */
@@ -90,6 +91,7 @@ typedef enum fcr_before_result {
     FCR_BEFORE_ERROR = -1000, /**< failure: answer 500 problem+json */
     FCR_CONTINUE = 0,         /**< go on with the request */
     FCR_STOP = 1,             /**< `res` is the answer: skip the handler */
+    FCR_BEFORE_ASYNC = 2,     /**< the verdict comes from the done of fcr_defer() */
 } fcr_before_result;
 
 /** What an authorizer (fcr_authorizer) returns; see fcr_handler_result for errors. */
@@ -97,6 +99,7 @@ typedef enum fcr_auth_result {
     FCR_AUTH_ERROR = -1000, /**< failure: answer 500 problem+json */
     FCR_ALLOW = 0,          /**< let the request through */
     FCR_DENY = 1,           /**< `res` is the denial */
+    FCR_AUTH_ASYNC = 2,     /**< the verdict comes from the done of fcr_defer() */
 } fcr_auth_result;
 
 /** Body limit of an app that sets none (bytes). */
@@ -138,6 +141,71 @@ typedef int (*fcr_after_mw)(fcr_req *req, fcr_res *res, void *data);
  */
 typedef fcr_auth_result (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
 
+/* ---- Blocking work off the loop -------------------------------------------------------- */
+
+/** Pool threads of an app that sets none: see fcr_app_set_threads(). */
+#define FCR_DEFAULT_THREADS 4u
+/** Most pool threads fcr_app_set_threads() accepts. */
+#define FCR_MAX_THREADS 256u
+/**
+ * Deferrals a pool holds per thread: fcr_defer() refuses (FCR_EAGAIN, 503) when threads x
+ * this many are outstanding (queued, running, or finished with their done not yet run).
+ */
+#define FCR_DEFER_QUEUE_PER_THREAD 64u
+
+/**
+ * Blocking work of fcr_defer(): runs on a pool thread, with the `data` given to fcr_defer().
+ * It must not touch the request or the response, nor call any fcrest function but fcr_log().
+ */
+typedef void (*fcr_work_fn)(void *data);
+
+/**
+ * The continuation of fcr_defer(): runs on the request's loop once the work has returned, with
+ * the request, response and `data` of the deferral. Its return value is taken as the return
+ * value of the callback that deferred: an fcr_handler_result for a handler, an
+ * fcr_before_result for a before-middleware, an fcr_auth_result for an authorizer (whose
+ * fcr_auth handle stays valid until its done returns, for fcr_auth_set_var()). It may defer
+ * again (and return the async verdict again). It always runs, also when the client went away
+ * meanwhile: fcr_req_aborted() is then true, nothing is sent whatever it returns, and it only
+ * has to release `data`.
+ */
+typedef int (*fcr_done_fn)(fcr_req *req, fcr_res *res, void *data);
+
+/**
+ * Runs `work(data)` on the app's thread pool, then `done(req, res, data)` on the loop; see
+ * fcr_work_fn and fcr_done_fn. Called from a handler (which then returns FCR_ASYNC), a
+ * before-middleware (FCR_BEFORE_ASYNC), an authorizer, as a guard or in the AUTHORIZER role
+ * (FCR_AUTH_ASYNC), or from such a callback's done (which returns the async verdict again). The
+ * chain resumes where it stopped: after done's verdict come the next middleware, or the
+ * handler, or the answer. Only work functions may block; everything else runs on the loop.
+ *
+ * The pool belongs to the serving app of the process: made on the first deferral (a program
+ * that never defers starts no thread, and nothing exists before `fcr_app_run` forks workers),
+ * with fcr_app_set_threads() threads and room for threads x FCR_DEFER_QUEUE_PER_THREAD
+ * deferrals. A process forked after its parent made a pool makes its own: work queued in the
+ * parent is not inherited. Completions reach the loop through one ev_async watcher, active only
+ * while deferrals are outstanding: a graceful stop waits for them like for any request in
+ * flight (within the shutdown timeout), and fcr_app_free() runs what is still queued, joins the
+ * threads and runs the remaining done functions (with the requests aborted when their server
+ * was freed first); the pool's loop must still exist then.
+ *
+ * Returns 0: `data` belongs to the deferral until done returns, and the callback must return its
+ * async verdict (another verdict fails the request with 500 once done has run). On failure
+ * done is never called and `data` stays the caller's:
+ *   - FCR_EAGAIN: the pool is full. fcr_defer has put 503 problem+json with `Retry-After: 1` in
+ *     `res` and logged a warning (once a second at most). Returning the async verdict (or the
+ *     error code) sends that 503; a callback may also answer otherwise (FCR_DONE, FCR_STOP,
+ *     FCR_DENY after filling `res`).
+ *   - FCR_ECLOSED: the request was aborted, or the app is being freed.
+ *   - FCR_ENOMEM: out of memory, or no pool thread could be started.
+ *   - FCR_EINVAL: a NULL argument, `res` not the request's, a call outside the callbacks named
+ *     above, a second deferral before done, or a request on another loop while the pool has
+ *     deferrals outstanding from its loop.
+ * After any of these, returning the async verdict or the error code answers the request (503
+ * for FCR_EAGAIN, else 500 problem+json with the code logged).
+ */
+int fcr_defer(fcr_req *req, fcr_res *res, fcr_work_fn work, fcr_done_fn done, void *data);
+
 /* ---- App ------------------------------------------------------------------------------ */
 
 /**
@@ -149,8 +217,9 @@ fcr_app *fcr_app_new(void);
 
 /**
  * Frees the app, its routes, middleware and mounted sub-apps. The app must not be serving
- * (free its servers first) and must not be mounted in another app (the parent frees it). NULL
- * is ignored.
+ * (free its servers first) and must not be mounted in another app (the parent frees it). Its
+ * deferral pool, if one was made in this process, is destroyed first: queued work runs, the
+ * threads are joined and the remaining done functions run (see fcr_defer). NULL is ignored.
  */
 void fcr_app_free(fcr_app *app);
 
@@ -240,6 +309,15 @@ int fcr_app_set_max_body(fcr_app *app, size_t max);
  * FCR_EINVAL (NULL `app`, zero).
  */
 int fcr_app_set_max_output_memory(fcr_app *app, size_t max);
+
+/**
+ * Sets the number of threads (1..FCR_MAX_THREADS; default FCR_DEFAULT_THREADS) of the pool
+ * fcr_defer() runs work on, per worker process; the pool holds up to threads x
+ * FCR_DEFER_QUEUE_PER_THREAD deferrals. The setting of the app a server serves counts, when its
+ * pool is made (the first deferral); a pool already made keeps its threads. Returns 0 or
+ * FCR_EINVAL (NULL `app`, a count out of range).
+ */
+int fcr_app_set_threads(fcr_app *app, unsigned n);
 
 /**
  * Sets the prefix stripped from the routing path ("/app"; "" or NULL for none). A path that
