@@ -10,7 +10,7 @@
  * Request and response handles are valid from the moment a callback receives them until the
  * response is sent (after fcr_res_send() or the handler's return). Every string the request
  * functions return lives in the request's arena and is freed with it. All functions run on
- * the loop's thread; none blocks.
+ * the loop's thread; none blocks. Blocking work goes to a pool thread with fcr_defer().
  *
  * JSON ownership follows jansson: a function whose name ends in `_new` takes over the
  * caller's reference, even when it fails; the others borrow.
