@@ -222,7 +222,7 @@ static int refuse_full(fcr__pool *p, fcr__ctx *ctx)
         char what[600];
         fcr__describe(ctx, what, sizeof what);
         fcr_log(FCR_LOG_WARN,
-                "%s: answered 503: the deferral pool is full (%zu outstanding on %u threads; %lu "
+                "%s: answered 503: the deferral pool is full (%zu outstanding on %u thread(s); %lu "
                 "more since the last line)",
                 what, p->outstanding, p->nthreads, p->full_unlogged);
         p->full_log_at = now;

@@ -353,8 +353,7 @@ void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
     default:
         if (fcr__deferral_verdict(ctx, false, rc, FCR__AT_MISUSE, "deferred callback"))
             return;
-        fcr_log(FCR_LOG_ERROR, "a callback called fcr_defer but did not return its async verdict");
-        fcr__ctx_fail(ctx, FCR_EINVAL, "deferred callback");
+        fcr__ctx_fail(ctx, FCR_EINVAL, "callback that deferred without its async verdict");
         fcr__ctx_send(ctx);
         return;
     }

@@ -778,7 +778,9 @@ int main(void)
     tcase_add_test(tc, deferred_guard_allows_and_denies);
     tcase_add_test(tc, authorizer_role_deferred);
     tcase_add_test(tc, deferred_middleware_continues_and_stops);
+#ifndef __SANITIZE_THREAD__ /* ThreadSanitizer cannot start threads after such a fork */
     tcase_add_test(tc, forked_child_makes_its_own_pool);
+#endif
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sockets");
