@@ -65,7 +65,8 @@ typedef struct fcr_route fcr_route;
 typedef struct fcr_res fcr_res;
 /**
  * An authorizer's result: the variables and user it sets (fcr_auth_set_var(),
- * fcr_auth_set_user()). Opaque; owned by the framework, valid during the authorizer call.
+ * fcr_auth_set_user()). Opaque; owned by the framework, valid during the authorizer call (after
+ * FCR_AUTH_ASYNC, until the done of its fcr_defer() returns).
  */
 typedef struct fcr_auth fcr_auth;
 
@@ -110,16 +111,18 @@ typedef enum fcr_auth_result {
 
 /**
  * A route handler, also the FILTER role handler. It fills `res` and returns FCR_DONE (the
- * framework sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send()
- * later, from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then
- * discards what `res` holds, answers 500 problem+json and writes the error to the request's
- * FCGI_STDERR stream and to the log. `data` is the pointer given at registration.
+ * framework sends `res`), FCR_ASYNC (after fcr_defer(), whose done gives the verdict; or the
+ * handler keeps `req` and `res` and calls fcr_res_send() later, from a watcher on
+ * fcr_req_loop()), or a negative fcr_err code: the framework then discards what `res` holds,
+ * answers 500 problem+json and writes the error to the request's FCGI_STDERR stream and to the
+ * log. `data` is the pointer given at registration.
  */
 typedef fcr_handler_result (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
 
 /**
  * A before-middleware. It returns FCR_CONTINUE, or FCR_STOP after filling `res` (the handler
- * is skipped, the after-middleware still run), or a negative fcr_err code (500).
+ * is skipped, the after-middleware still run), or FCR_BEFORE_ASYNC after fcr_defer() (the done
+ * gives one of the others), or a negative fcr_err code (500).
  */
 typedef fcr_before_result (*fcr_before_mw)(fcr_req *req, fcr_res *res, void *data);
 
@@ -134,9 +137,10 @@ typedef int (*fcr_after_mw)(fcr_req *req, fcr_res *res, void *data);
  * fcr_route_guard) and answers FastCGI AUTHORIZER requests (fcr_app_set_authorizer). It returns
  * FCR_ALLOW, optionally after setting variables with fcr_auth_set_var()/fcr_auth_set_user(),
  * or FCR_DENY after filling `res` with the denial (a denial that leaves the status below 400
- * becomes 403 problem+json), or a negative fcr_err code (500). fcr_req_role() tells where it
- * runs. Inside the app the variables become request variables (fcr_req_var) and the user the
- * authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
+ * becomes 403 problem+json), or FCR_AUTH_ASYNC after fcr_defer() (the done gives the verdict,
+ * and `auth` stays valid until it returns), or a negative fcr_err code (500). fcr_req_role()
+ * tells where it runs. Inside the app the variables become request variables (fcr_req_var) and
+ * the user the authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
  * `Status: 200 OK` with one `Variable-NAME: value` header per variable.
  */
 typedef fcr_auth_result (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
