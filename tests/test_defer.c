@@ -402,6 +402,8 @@ typedef struct server_thread {
     fcr_server *srv;
     ev_async stop;
     ev_async probe;
+    ev_async shut; /* starts a graceful stop on the server's thread */
+    atomic_bool drained;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     fcr_server_stats st;
@@ -415,6 +417,20 @@ static void stop_cb(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w, (void)revents;
     ev_break(loop, EVBREAK_ALL);
+}
+
+static void drained_cb(fcr_server *srv, void *arg)
+{
+    (void)srv;
+    server_thread *t = arg;
+    atomic_store(&t->drained, true);
+}
+
+static void shut_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop, (void)revents;
+    server_thread *t = w->data;
+    fcr_server_shutdown(t->srv, drained_cb, t);
 }
 
 static void probe_cb(struct ev_loop *loop, ev_async *w, int revents)
@@ -462,6 +478,10 @@ static void server_start(server_thread *t)
     ev_async_init(&t->probe, probe_cb);
     t->probe.data = t;
     ev_async_start(t->loop, &t->probe);
+    ev_async_init(&t->shut, shut_cb);
+    t->shut.data = t;
+    ev_async_start(t->loop, &t->shut);
+    atomic_store(&t->drained, false);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     ck_assert_int_eq(pthread_create(&t->th, NULL, server_main, t), 0);
@@ -707,6 +727,39 @@ START_TEST(done_after_client_abort)
 }
 END_TEST
 
+/* A graceful stop waits for a request whose work is queued: it is answered, then the server is
+ * drained. */
+START_TEST(graceful_stop_lets_deferred_work_finish)
+{
+    fcr_app_route(app, FCR_GET, "/slow", deferred_handler, NULL);
+    server_thread t;
+    server_start(&t);
+    gate_set(false);
+    fcl_conn *c = fcl_connect(t.addr, 0);
+    ck_assert_ptr_nonnull(c);
+    send_get(c, 1, "/slow");
+    WAIT_FOR(atomic_load(&work_started) == 1, "the work to start");
+    ev_async_send(t.loop, &t.shut);
+    /* The stop has begun (the socket file is gone) but waits for the request. */
+    char path[160];
+    snprintf(path, sizeof path, "%s/s", t.dir);
+    WAIT_FOR(access(path, F_OK) != 0, "the socket file to go");
+    ck_assert(!atomic_load(&t.drained));
+    gate_set(true);
+    fcl_response r;
+    fcl_response_init(&r, 1);
+    ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+    char got[128];
+    answer_of(&r, got, sizeof got);
+    ck_assert_str_eq(got, "200:out=42 loop=1 pool=1");
+    fcl_response_free(&r);
+    fcl_close(c);
+    WAIT_FOR(atomic_load(&t.drained), "the server to drain");
+    ck_assert_int_eq(atomic_load(&done_aborted), 0);
+    server_stop(&t);
+}
+END_TEST
+
 /* Freeing the server aborts a request whose work still waits; fcr_app_free then lets the work
  * finish, joins the threads and runs done, which sees the abort and frees its data. */
 START_TEST(app_free_finishes_queued_work)
@@ -790,6 +843,7 @@ int main(void)
     tcase_add_test(tc, many_concurrent_deferrals_complete);
     tcase_add_test(tc, full_queue_answers_503);
     tcase_add_test(tc, done_after_client_abort);
+    tcase_add_test(tc, graceful_stop_lets_deferred_work_finish);
     tcase_add_test(tc, app_free_finishes_queued_work);
     suite_add_tcase(s, tc);
 
