@@ -48,6 +48,8 @@ void fcr_app_free(fcr_app *app)
 {
     if (!app)
         return;
+    /* First: the remaining done functions still use the routes and the context spares. */
+    fcr__pool_free(app);
     fcr_app **mounts = app->mounts.v;
     for (size_t i = 0; i < app->mounts.n; i++)
         fcr_app_free(mounts[i]);

@@ -65,6 +65,8 @@ struct fcr_app {
     size_t output_held;       /* bytes of answer bodies held until their connections take them */
     double held_log_at;       /* when a 503 for the output memory was last logged */
     unsigned long held_unlogged;
+    unsigned threads;       /* pool threads; 0: FCR_DEFAULT_THREADS */
+    struct fcr__pool *pool; /* the deferral pool, made on the first fcr_defer (defer.c) */
     char *error;            /* first failed registration */
     struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
@@ -124,6 +126,24 @@ struct fcr_auth {
 
 typedef struct fcr__ctx fcr__ctx;
 
+/* The before-middleware lists that apply to a request, merged by registration order: where a
+ * chain stands (it is kept in the context, so a deferred middleware resumes it). */
+typedef struct fcr__mw_iter {
+    const fcr__vec *l[FCR__MAX_MOUNT_DEPTH + 2]; /* of fcr__mw */
+    size_t pos[FCR__MAX_MOUNT_DEPTH + 2];
+    size_t n;
+} fcr__mw_iter;
+
+/* Where a deferred callback's done gives its verdict (fcr__ctx.at). */
+enum fcr__at {
+    FCR__AT_NONE,
+    FCR__AT_BEFORE,  /* a before-middleware: FCR_CONTINUE, FCR_STOP */
+    FCR__AT_GUARD,   /* an authorizer guarding a route: FCR_ALLOW, FCR_DENY */
+    FCR__AT_HANDLER, /* the handler (or the FILTER handler): FCR_DONE, FCR_ASYNC */
+    FCR__AT_ROLE,    /* the authorizer answering an AUTHORIZER request */
+    FCR__AT_MISUSE,  /* the callback deferred but returned another verdict: 500 after done */
+};
+
 struct fcr_res {
     fcr__ctx *ctx;
     int status;
@@ -140,9 +160,10 @@ struct fcr_res {
 #define FCR__CTX_SPARES 16u
 
 enum fcr__ctx_state {
-    FCR__ST_RUNNING, /* in the framework's pipeline or the handler */
-    FCR__ST_ASYNC,   /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
-    FCR__ST_OUTPUT,  /* writing the response */
+    FCR__ST_RUNNING,  /* in the framework's pipeline or the handler */
+    FCR__ST_ASYNC,    /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
+    FCR__ST_DEFERRED, /* fcr_defer() work is queued or running; its done resumes the chain */
+    FCR__ST_OUTPUT,   /* writing the response */
 };
 
 struct fcr__ctx {
@@ -167,6 +188,17 @@ struct fcr__ctx {
     bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
     fcr__arena arena;
     fcr_res res;
+    /* the chain (run_chain), kept for a deferred middleware's done */
+    fcr__mw_iter it;
+    fcr_handler handler;
+    void *handler_data;
+    bool too_big_chain;
+    /* deferral (fcr_defer) */
+    bool defer_pending;   /* queued by the running callback, or by a done */
+    int defer_err;        /* the last fcr_defer failure of the running callback (FCR_EAGAIN: the
+                             503 is in the response) */
+    int at;               /* enum fcr__at: whose verdict the done gives */
+    struct fcr_auth auth; /* the running authorizer's; kept until a deferred one's done */
     fcr__kv_list query, form, cookies, vars;
     const char *user;
     json_t *json;
@@ -214,14 +246,39 @@ void fcr__ctx_send(fcr__ctx *ctx);
  * replaces the response with 500 problem+json. */
 void fcr__ctx_fail(fcr__ctx *ctx, int rc, const char *what);
 
+/* Runs a deferred callback's `done` and takes its return value as the verdict of the callback
+ * that deferred: the chain goes on where it stopped. After an abort the request is released
+ * instead (nothing is sent). With `ending` (the app is freed) the answer is sent whatever the
+ * verdict. */
+void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending);
+/* Takes a callback's verdict `rc` (`async`: it is the callback kind's async verdict) where it
+ * concerns a deferral: a queued one makes the request wait for its done (which gives the verdict
+ * of kind `at`, or a 500 when the callback returned another verdict); a failed one answered by
+ * the async verdict or by the error itself sends the answer fcr_defer left (503 for a full
+ * queue, else 500 naming `what`). Returns true when the request is taken care of, false when
+ * the verdict is to be handled as usual. */
+bool fcr__deferral_verdict(fcr__ctx *ctx, bool async, int rc, int at, const char *what);
+
+/* ---- Deferral pool (defer.c) ---------------------------------------------------------- */
+
+/* Stops the app's pool: queued work runs, the threads are joined, the completions' done
+ * functions run on the calling thread; then frees it. */
+void fcr__pool_free(fcr_app *app);
+
 /* ---- Authorization (auth.c) ----------------------------------------------------------- */
 
-/* Runs the authorizer `fn` as a guard in the middleware chain: an allow copies its variables
- * and user into the request and gives FCR_CONTINUE; a deny gives FCR_STOP with the denial in the
+/* Calls the authorizer `fn` with a fresh ctx->auth; returns its raw verdict. */
+int fcr__auth_call(fcr__ctx *ctx, fcr_authorizer fn, void *data);
+/* A guard's handling of an authorizer's verdict `rc`: an allow copies the variables and user
+ * into the request and gives FCR_CONTINUE; a deny gives FCR_STOP with the denial in the
  * response (403 problem+json when below 400); else a negative error. */
-int fcr__auth_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data);
-/* Answers a FastCGI AUTHORIZER request with the app's authorizer, and sends the answer. */
+int fcr__auth_guard_verdict(fcr__ctx *ctx, int rc);
+/* Answers a FastCGI AUTHORIZER request with the app's authorizer, and sends the answer (or
+ * waits for a deferred authorizer's done). */
 void fcr__auth_role(fcr__ctx *ctx);
+/* The AUTHORIZER role's handling of the verdict `rc`: the answer is sent, or the request waits
+ * for the done of a deferral. */
+void fcr__auth_role_verdict(fcr__ctx *ctx, int rc);
 
 /* ---- Responses (response.c) ----------------------------------------------------------- */
 

@@ -7,21 +7,27 @@
 
 /* ---- Running authorizers -------------------------------------------------------------- */
 
-int fcr__auth_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data)
+int fcr__auth_call(fcr__ctx *ctx, fcr_authorizer fn, void *data)
 {
-    fcr_auth auth = {.ctx = ctx};
+    ctx->auth = (fcr_auth){.ctx = ctx};
     ctx->in_handler = true;
-    int rc = fn(ctx->req, &ctx->res, &auth, data);
+    int rc = fn(ctx->req, &ctx->res, &ctx->auth, data);
     ctx->in_handler = false;
+    return rc;
+}
+
+int fcr__auth_guard_verdict(fcr__ctx *ctx, int rc)
+{
+    fcr_auth *auth = &ctx->auth;
     if (rc == FCR_ALLOW) {
-        const fcr__kv *vars = auth.vars.kv.v;
-        for (size_t i = 0; i < auth.vars.kv.n; i++) {
+        const fcr__kv *vars = auth->vars.kv.v;
+        for (size_t i = 0; i < auth->vars.kv.n; i++) {
             int e = fcr_req_set_var(ctx->req, vars[i].name, vars[i].value);
             if (e < 0)
                 return e;
         }
-        if (auth.user)
-            ctx->user = auth.user;
+        if (auth->user)
+            ctx->user = auth->user;
         return FCR_CONTINUE;
     }
     if (rc == FCR_DENY) {
@@ -37,15 +43,18 @@ int fcr__auth_guard(fcr__ctx *ctx, fcr_authorizer fn, void *data)
 
 void fcr__auth_role(fcr__ctx *ctx)
 {
+    fcr__auth_role_verdict(ctx, fcr__auth_call(ctx, ctx->app->authz, ctx->app->authz_data));
+}
+
+void fcr__auth_role_verdict(fcr__ctx *ctx, int rc)
+{
+    if (fcr__deferral_verdict(ctx, rc == FCR_AUTH_ASYNC, rc, FCR__AT_ROLE, "authorizer"))
+        return;
     fcr_res *res = &ctx->res;
-    fcr_auth auth = {.ctx = ctx};
-    ctx->in_handler = true;
-    int rc = ctx->app->authz(ctx->req, res, &auth, ctx->app->authz_data);
-    ctx->in_handler = false;
     if (rc == FCR_ALLOW) {
         fcr__res_reset(res);
-        const fcr__kv *vars = auth.vars.kv.v;
-        for (size_t i = 0; i < auth.vars.kv.n && rc == 0; i++) {
+        const fcr__kv *vars = ctx->auth.vars.kv.v;
+        for (size_t i = 0; i < ctx->auth.vars.kv.n && rc == 0; i++) {
             char name[300];
             snprintf(name, sizeof name, "Variable-%s", vars[i].name);
             rc = fcr_res_add_header(res, name, vars[i].value);

@@ -106,11 +106,7 @@ static fcr__ctx *ctx_start(fcr_app *app, fcr_req *req)
 
 /* ---- Middleware iteration: the lists that apply, merged by registration order ---------- */
 
-typedef struct mw_iter {
-    const fcr__vec *l[FCR__MAX_MOUNT_DEPTH + 2]; /* of fcr__mw */
-    size_t pos[FCR__MAX_MOUNT_DEPTH + 2];
-    size_t n;
-} mw_iter;
+typedef fcr__mw_iter mw_iter;
 
 static void iter_init(mw_iter *it, const fcr__ctx *ctx, bool after)
 {
@@ -205,30 +201,88 @@ static void send_problem(fcr__ctx *ctx, int status, const char *detail)
     fcr__ctx_send(ctx);
 }
 
+bool fcr__deferral_verdict(fcr__ctx *ctx, bool async, int rc, int at, const char *what)
+{
+    if (ctx->defer_pending) {
+        ctx->at = async ? at : FCR__AT_MISUSE;
+        ctx->state = FCR__ST_DEFERRED;
+        return true;
+    }
+    int e = ctx->defer_err;
+    ctx->defer_err = 0;
+    if (!e || !(async || rc == e))
+        return false;
+    /* fcr_defer failed and the callback gave up: a full queue left 503 in the response. */
+    if (e != FCR_EAGAIN)
+        fcr__ctx_fail(ctx, e, what);
+    fcr__ctx_send(ctx);
+    return true;
+}
+
+static void chain_next(fcr__ctx *ctx);
+
+/* A before-middleware's (or a guard's, `guard`) verdict `rc`. Returns true when the chain goes
+ * on. */
+static bool before_verdict(fcr__ctx *ctx, int rc, bool guard)
+{
+    bool async = guard ? rc == FCR_AUTH_ASYNC : rc == FCR_BEFORE_ASYNC;
+    if (fcr__deferral_verdict(ctx, async, rc, guard ? FCR__AT_GUARD : FCR__AT_BEFORE,
+                              "before-middleware"))
+        return false;
+    if (guard)
+        rc = fcr__auth_guard_verdict(ctx, rc);
+    if (rc < 0 || (rc != FCR_CONTINUE && rc != FCR_STOP)) {
+        fcr__ctx_fail(ctx, rc < 0 ? rc : FCR_EINVAL, "before-middleware");
+        fcr__ctx_send(ctx);
+        return false;
+    }
+    if (rc == FCR_STOP || ctx->send_asked) {
+        fcr__ctx_send(ctx);
+        return false;
+    }
+    return true;
+}
+
+static void handler_verdict(fcr__ctx *ctx, int rc)
+{
+    if (fcr__deferral_verdict(ctx, rc == FCR_ASYNC, rc, FCR__AT_HANDLER, "handler"))
+        return;
+    if (rc < 0 || (rc != 0 && rc != FCR_ASYNC)) {
+        fcr__ctx_fail(ctx, rc < 0 ? rc : FCR_EINVAL, "handler");
+        fcr__ctx_send(ctx);
+    } else if (rc == 0 || ctx->send_asked) {
+        fcr__ctx_send(ctx);
+    } else {
+        ctx->state = FCR__ST_ASYNC;
+    }
+}
+
 /* Before-middleware, media type, body limit, then `handler`. */
 static void run_chain(fcr__ctx *ctx, fcr_handler handler, void *data, bool too_big)
 {
-    mw_iter it;
-    iter_init(&it, ctx, false);
+    ctx->handler = handler;
+    ctx->handler_data = data;
+    ctx->too_big_chain = too_big;
+    iter_init(&ctx->it, ctx, false);
+    chain_next(ctx);
+}
+
+/* Goes on with the chain from where ctx->it stands. */
+static void chain_next(fcr__ctx *ctx)
+{
     const fcr__mw *m;
-    while ((m = iter_next(&it))) {
+    while ((m = iter_next(&ctx->it))) {
         int rc;
-        if (m->kind == FCR__MW_GUARD) {
-            rc = fcr__auth_guard(ctx, m->auth, m->data);
+        bool guard = m->kind == FCR__MW_GUARD;
+        if (guard) {
+            rc = fcr__auth_call(ctx, m->auth, m->data);
         } else {
             ctx->in_handler = true;
             rc = m->before(ctx->req, &ctx->res, m->data);
             ctx->in_handler = false;
         }
-        if (rc < 0 || (rc != FCR_CONTINUE && rc != FCR_STOP)) {
-            fcr__ctx_fail(ctx, rc < 0 ? rc : FCR_EINVAL, "before-middleware");
-            fcr__ctx_send(ctx);
+        if (!before_verdict(ctx, rc, guard))
             return;
-        }
-        if (rc == FCR_STOP || ctx->send_asked) {
-            fcr__ctx_send(ctx);
-            return;
-        }
     }
     const fcr_route *r = ctx->route;
     if (r && r->consumes && !fcr_req_content_type_is(ctx->req, r->consumes)) {
@@ -244,7 +298,7 @@ static void run_chain(fcr__ctx *ctx, fcr_handler handler, void *data, bool too_b
                          : "CONTENT_LENGTH is not a decimal number of bytes");
         return;
     }
-    if (too_big) {
+    if (ctx->too_big_chain) {
         char detail[128];
         snprintf(detail, sizeof detail, "the request body exceeds the limit of %zu bytes",
                  body_limit(ctx->app, r));
@@ -252,15 +306,56 @@ static void run_chain(fcr__ctx *ctx, fcr_handler handler, void *data, bool too_b
         return;
     }
     ctx->in_handler = true;
-    int rc = handler(ctx->req, &ctx->res, data);
+    int rc = ctx->handler(ctx->req, &ctx->res, ctx->handler_data);
     ctx->in_handler = false;
-    if (rc < 0 || (rc != 0 && rc != FCR_ASYNC)) {
-        fcr__ctx_fail(ctx, rc < 0 ? rc : FCR_EINVAL, "handler");
+    handler_verdict(ctx, rc);
+}
+
+void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
+{
+    ctx->defer_pending = false;
+    ctx->defer_err = 0;
+    ctx->state = FCR__ST_RUNNING;
+    int at = ctx->at;
+    ctx->at = FCR__AT_NONE;
+    ctx->in_handler = true;
+    int rc = done(ctx->req, &ctx->res, data);
+    ctx->in_handler = false;
+    bool aborted = fcr_req_aborted(ctx->req);
+    if (aborted || ending) {
+        /* A handler's done may still answer later with fcr_res_send(), as its handler could. */
+        if (at == FCR__AT_HANDLER && rc == FCR_ASYNC && !ctx->defer_pending && !ctx->defer_err &&
+            !ctx->send_asked) {
+            ctx->state = FCR__ST_ASYNC;
+            return;
+        }
+        if (ctx->defer_pending) /* cannot happen: fcr_defer refuses then */
+            ctx->defer_pending = false;
+        if (aborted)
+            fcr__ctx_output(ctx); /* sends nothing: releases the request */
+        else
+            fcr__ctx_send(ctx);
+        return;
+    }
+    switch (at) {
+    case FCR__AT_BEFORE:
+    case FCR__AT_GUARD:
+        if (before_verdict(ctx, rc, at == FCR__AT_GUARD))
+            chain_next(ctx);
+        return;
+    case FCR__AT_HANDLER:
+        handler_verdict(ctx, rc);
+        return;
+    case FCR__AT_ROLE:
+        fcr__auth_role_verdict(ctx, rc);
+        return;
+    case FCR__AT_MISUSE:
+    default:
+        if (fcr__deferral_verdict(ctx, false, rc, FCR__AT_MISUSE, "deferred callback"))
+            return;
+        fcr__ctx_fail(ctx, FCR_EINVAL, "callback that deferred without its async verdict");
         fcr__ctx_send(ctx);
-    } else if (rc == 0 || ctx->send_asked) {
-        fcr__ctx_send(ctx);
-    } else {
-        ctx->state = FCR__ST_ASYNC;
+        return;
     }
 }
 

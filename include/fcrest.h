@@ -56,6 +56,12 @@
  * functions ending in `_new` take a JSON reference as jansson's do, also when they fail;
  * fcr_app_mount() and fcr_router_mount() always take the mounted object. What a reader returns
  * is owned by the object it was read from and lives as long as it says (usually the request).
+ *
+ * @par Threads
+ * Every function runs on the thread of the loop that serves the request and none blocks. Work
+ * that would block goes to the worker's thread pool with fcr_defer(): its work function runs on
+ * a pool thread and calls no fcrest function but fcr_log(); its done function runs on the loop
+ * again.
  */
 #ifndef FCREST_H
 #define FCREST_H

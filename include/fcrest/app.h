@@ -10,7 +10,7 @@
  * Request and response handles are valid from the moment a callback receives them until the
  * response is sent (after fcr_res_send() or the handler's return). Every string the request
  * functions return lives in the request's arena and is freed with it. All functions run on
- * the loop's thread; none blocks.
+ * the loop's thread; none blocks. Blocking work goes to a pool thread with fcr_defer().
  *
  * JSON ownership follows jansson: a function whose name ends in `_new` takes over the
  * caller's reference, even when it fails; the others borrow.
@@ -65,7 +65,8 @@ typedef struct fcr_route fcr_route;
 typedef struct fcr_res fcr_res;
 /**
  * An authorizer's result: the variables and user it sets (fcr_auth_set_var(),
- * fcr_auth_set_user()). Opaque; owned by the framework, valid during the authorizer call.
+ * fcr_auth_set_user()). Opaque; owned by the framework, valid during the authorizer call (after
+ * FCR_AUTH_ASYNC, until the done of its fcr_defer() returns).
  */
 typedef struct fcr_auth fcr_auth;
 
@@ -82,7 +83,8 @@ typedef struct fcr_auth fcr_auth;
 typedef enum fcr_handler_result {
     FCR_HANDLER_ERROR = -1000, /**< failure: answer 500 problem+json */
     FCR_DONE = 0,              /**< `res` is the answer: the framework sends it */
-    FCR_ASYNC = 1,             /**< the response is sent later with fcr_res_send() */
+    FCR_ASYNC = 1,             /**< the response is sent later: by the done of fcr_defer(), or
+                                    with fcr_res_send() */
 } fcr_handler_result;
 
 /** What a before-middleware (fcr_before_mw) returns; see fcr_handler_result for errors. */
@@ -90,6 +92,7 @@ typedef enum fcr_before_result {
     FCR_BEFORE_ERROR = -1000, /**< failure: answer 500 problem+json */
     FCR_CONTINUE = 0,         /**< go on with the request */
     FCR_STOP = 1,             /**< `res` is the answer: skip the handler */
+    FCR_BEFORE_ASYNC = 2,     /**< the verdict comes from the done of fcr_defer() */
 } fcr_before_result;
 
 /** What an authorizer (fcr_authorizer) returns; see fcr_handler_result for errors. */
@@ -97,6 +100,7 @@ typedef enum fcr_auth_result {
     FCR_AUTH_ERROR = -1000, /**< failure: answer 500 problem+json */
     FCR_ALLOW = 0,          /**< let the request through */
     FCR_DENY = 1,           /**< `res` is the denial */
+    FCR_AUTH_ASYNC = 2,     /**< the verdict comes from the done of fcr_defer() */
 } fcr_auth_result;
 
 /** Body limit of an app that sets none (bytes). */
@@ -107,16 +111,18 @@ typedef enum fcr_auth_result {
 
 /**
  * A route handler, also the FILTER role handler. It fills `res` and returns FCR_DONE (the
- * framework sends `res`), FCR_ASYNC (the handler keeps `req` and `res` and calls fcr_res_send()
- * later, from a watcher on fcr_req_loop()), or a negative fcr_err code: the framework then
- * discards what `res` holds, answers 500 problem+json and writes the error to the request's
- * FCGI_STDERR stream and to the log. `data` is the pointer given at registration.
+ * framework sends `res`), FCR_ASYNC (after fcr_defer(), whose done gives the verdict; or the
+ * handler keeps `req` and `res` and calls fcr_res_send() later, from a watcher on
+ * fcr_req_loop()), or a negative fcr_err code: the framework then discards what `res` holds,
+ * answers 500 problem+json and writes the error to the request's FCGI_STDERR stream and to the
+ * log. `data` is the pointer given at registration.
  */
 typedef fcr_handler_result (*fcr_handler)(fcr_req *req, fcr_res *res, void *data);
 
 /**
  * A before-middleware. It returns FCR_CONTINUE, or FCR_STOP after filling `res` (the handler
- * is skipped, the after-middleware still run), or a negative fcr_err code (500).
+ * is skipped, the after-middleware still run), or FCR_BEFORE_ASYNC after fcr_defer() (the done
+ * gives one of the others), or a negative fcr_err code (500).
  */
 typedef fcr_before_result (*fcr_before_mw)(fcr_req *req, fcr_res *res, void *data);
 
@@ -131,12 +137,78 @@ typedef int (*fcr_after_mw)(fcr_req *req, fcr_res *res, void *data);
  * fcr_route_guard) and answers FastCGI AUTHORIZER requests (fcr_app_set_authorizer). It returns
  * FCR_ALLOW, optionally after setting variables with fcr_auth_set_var()/fcr_auth_set_user(),
  * or FCR_DENY after filling `res` with the denial (a denial that leaves the status below 400
- * becomes 403 problem+json), or a negative fcr_err code (500). fcr_req_role() tells where it
- * runs. Inside the app the variables become request variables (fcr_req_var) and the user the
- * authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
+ * becomes 403 problem+json), or FCR_AUTH_ASYNC after fcr_defer() (the done gives the verdict,
+ * and `auth` stays valid until it returns), or a negative fcr_err code (500). fcr_req_role()
+ * tells where it runs. Inside the app the variables become request variables (fcr_req_var) and
+ * the user the authenticated user (fcr_req_user); in the AUTHORIZER role an allow is answered
  * `Status: 200 OK` with one `Variable-NAME: value` header per variable.
  */
 typedef fcr_auth_result (*fcr_authorizer)(fcr_req *req, fcr_res *res, fcr_auth *auth, void *data);
+
+/* ---- Blocking work off the loop -------------------------------------------------------- */
+
+/** Pool threads of an app that sets none: see fcr_app_set_threads(). */
+#define FCR_DEFAULT_THREADS 4u
+/** Most pool threads fcr_app_set_threads() accepts. */
+#define FCR_MAX_THREADS 256u
+/**
+ * Deferrals a pool holds per thread: fcr_defer() refuses (FCR_EAGAIN, 503) when threads x
+ * this many are outstanding (queued, running, or finished with their done not yet run).
+ */
+#define FCR_DEFER_QUEUE_PER_THREAD 64u
+
+/**
+ * Blocking work of fcr_defer(): runs on a pool thread, with the `data` given to fcr_defer().
+ * It must not touch the request or the response, nor call any fcrest function but fcr_log().
+ */
+typedef void (*fcr_work_fn)(void *data);
+
+/**
+ * The continuation of fcr_defer(): runs on the request's loop once the work has returned, with
+ * the request, response and `data` of the deferral. Its return value is taken as the return
+ * value of the callback that deferred: an fcr_handler_result for a handler, an
+ * fcr_before_result for a before-middleware, an fcr_auth_result for an authorizer (whose
+ * fcr_auth handle stays valid until its done returns, for fcr_auth_set_var()). It may defer
+ * again (and return the async verdict again). It always runs, also when the client went away
+ * meanwhile: fcr_req_aborted() is then true, nothing is sent whatever it returns, and it only
+ * has to release `data`.
+ */
+typedef int (*fcr_done_fn)(fcr_req *req, fcr_res *res, void *data);
+
+/**
+ * Runs `work(data)` on the app's thread pool, then `done(req, res, data)` on the loop; see
+ * fcr_work_fn and fcr_done_fn. Called from a handler (which then returns FCR_ASYNC), a
+ * before-middleware (FCR_BEFORE_ASYNC), an authorizer, as a guard or in the AUTHORIZER role
+ * (FCR_AUTH_ASYNC), or from such a callback's done (which returns the async verdict again). The
+ * chain resumes where it stopped: after done's verdict come the next middleware, or the
+ * handler, or the answer. Only work functions may block; everything else runs on the loop.
+ *
+ * The pool belongs to the serving app of the process: made on the first deferral (a program
+ * that never defers starts no thread, and nothing exists before `fcr_app_run` forks workers),
+ * with fcr_app_set_threads() threads and room for threads x FCR_DEFER_QUEUE_PER_THREAD
+ * deferrals. A process forked after its parent made a pool makes its own: work queued in the
+ * parent is not inherited. Completions reach the loop through one ev_async watcher, active only
+ * while deferrals are outstanding: a graceful stop waits for them like for any request in
+ * flight (within the shutdown timeout), and fcr_app_free() runs what is still queued, joins the
+ * threads and runs the remaining done functions (with the requests aborted when their server
+ * was freed first); the pool's loop must still exist then.
+ *
+ * Returns 0: `data` belongs to the deferral until done returns, and the callback must return its
+ * async verdict (another verdict fails the request with 500 once done has run). On failure
+ * done is never called and `data` stays the caller's:
+ *   - FCR_EAGAIN: the pool is full. fcr_defer has put 503 problem+json with `Retry-After: 1` in
+ *     `res` and logged a warning (once a second at most). Returning the async verdict (or the
+ *     error code) sends that 503; a callback may also answer otherwise (FCR_DONE, FCR_STOP,
+ *     FCR_DENY after filling `res`).
+ *   - FCR_ECLOSED: the request was aborted, or the app is being freed.
+ *   - FCR_ENOMEM: out of memory, or no pool thread could be started.
+ *   - FCR_EINVAL: a NULL argument, `res` not the request's, a call outside the callbacks named
+ *     above, a second deferral before done, or a request on another loop while the pool has
+ *     deferrals outstanding from its loop.
+ * After any of these, returning the async verdict or the error code answers the request (503
+ * for FCR_EAGAIN, else 500 problem+json with the code logged).
+ */
+int fcr_defer(fcr_req *req, fcr_res *res, fcr_work_fn work, fcr_done_fn done, void *data);
 
 /* ---- App ------------------------------------------------------------------------------ */
 
@@ -149,8 +221,9 @@ fcr_app *fcr_app_new(void);
 
 /**
  * Frees the app, its routes, middleware and mounted sub-apps. The app must not be serving
- * (free its servers first) and must not be mounted in another app (the parent frees it). NULL
- * is ignored.
+ * (free its servers first) and must not be mounted in another app (the parent frees it). Its
+ * deferral pool, if one was made in this process, is destroyed first: queued work runs, the
+ * threads are joined and the remaining done functions run (see fcr_defer). NULL is ignored.
  */
 void fcr_app_free(fcr_app *app);
 
@@ -240,6 +313,15 @@ int fcr_app_set_max_body(fcr_app *app, size_t max);
  * FCR_EINVAL (NULL `app`, zero).
  */
 int fcr_app_set_max_output_memory(fcr_app *app, size_t max);
+
+/**
+ * Sets the number of threads (1..FCR_MAX_THREADS; default FCR_DEFAULT_THREADS) of the pool
+ * fcr_defer() runs work on, per worker process; the pool holds up to threads x
+ * FCR_DEFER_QUEUE_PER_THREAD deferrals. The setting of the app a server serves counts, when its
+ * pool is made (the first deferral); a pool already made keeps its threads. Returns 0 or
+ * FCR_EINVAL (NULL `app`, a count out of range).
+ */
+int fcr_app_set_threads(fcr_app *app, unsigned n);
 
 /**
  * Sets the prefix stripped from the routing path ("/app"; "" or NULL for none). A path that
