@@ -48,6 +48,7 @@ typedef struct opt_def {
 enum {
     O_LISTEN,
     O_WORKERS,
+    O_THREADS,
     O_SOCKET_MODE,
     O_MAX_BODY,
     O_LOG_LEVEL,
@@ -77,6 +78,10 @@ static const opt_def opts[O_COUNT] = {
                   K_LISTEN, 0, 0, NULL, NULL},
     [O_WORKERS] = {"--workers", "N", "FCREST_WORKERS", "1", "worker processes", K_UINT, 1, 1024,
                    NULL, NULL},
+    [O_THREADS] = {"--threads", "N", "FCREST_THREADS", "4",
+                   "threads of each worker's pool for blocking work (fcr_defer), made on the "
+                   "first deferral",
+                   K_UINT, 1, 256, NULL, NULL},
     [O_SOCKET_MODE] = {"--socket-mode", "OCTAL", "FCREST_SOCKET_MODE", "0660",
                        "mode of created unix sockets", K_OCTAL, 0, 07777, NULL, NULL},
     [O_MAX_BODY] = {"--max-body", "BYTES", "FCREST_MAX_BODY", "1m",
@@ -721,6 +726,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         fcr_app_set_max_body(app, (size_t)v[O_MAX_BODY].n);
     if (v[O_MAX_OUTPUT_MEMORY].set)
         fcr_app_set_max_output_memory(app, (size_t)v[O_MAX_OUTPUT_MEMORY].n);
+    if (v[O_THREADS].set)
+        fcr_app_set_threads(app, (unsigned)v[O_THREADS].n);
     if (v[O_PREFIX].set && (rc = fcr_app_set_prefix(app, v[O_PREFIX].str)) < 0) {
         free(ps.env_listen);
         return rc;

@@ -2226,6 +2226,20 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
     return 0;
 }
 
+/* --threads takes 1 to 256, from the command line or FCREST_THREADS. */
+START_TEST(threads_option_values_are_checked)
+{
+    static const char *const bad[] = {"0", "257", "x", "-1", ""};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+        assert_refused("--threads", bad[k]);
+    const char *args[] = {"--serve-app", "--listen", app_addr, "--threads", "2", NULL};
+    start_app(self_exe(), args, app_addr);
+    result r = request(app_addr, P("/hello"), NULL);
+    ck_assert_int_eq(r.outcome, O_OK);
+    stop_app();
+}
+END_TEST
+
 /* ==== Worker hooks ======================================================================== */
 
 /* The start hook runs once in every worker before it accepts (and in each worker of a restart),
@@ -2348,6 +2362,7 @@ int main(int argc, char **argv)
     if (!getenv("FCR_RT_ONLY") || strcmp(getenv("FCR_RT_ONLY"), #fn) == 0)                         \
     tcase_add_loop_test(tc, fn, 0, n)
     ADD(sigterm_loses_no_request, 3);
+    ADD(threads_option_values_are_checked, 1);
     ADD(worker_hooks_run_once_per_worker, 1);
     ADD(worker_start_failing_from_the_first_stops_the_program, 1);
     ADD(worker_start_failing_later_is_retried_with_a_growing_delay, 1);

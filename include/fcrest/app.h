@@ -388,6 +388,7 @@ int fcr_app_on_worker_stop(fcr_app *app, void (*fn)(fcr_app *app, struct ev_loop
  *   --listen ADDR          FCREST_LISTEN (comma-separated)  unix:PATH, tcp:HOST:PORT, fd:N;
  *                          repeatable; none: the inherited socket (fd 0, systemd)
  *   --workers N            FCREST_WORKERS
+ *   --threads N            FCREST_THREADS                  see fcr_app_set_threads (default 4)
  *   --socket-mode OCTAL    FCREST_SOCKET_MODE              mode of created unix sockets
  *   --max-body BYTES       FCREST_MAX_BODY                 app body limit (suffix k, m, g)
  *   --log-level LEVEL      FCREST_LOG_LEVEL                error, warn, info, debug
