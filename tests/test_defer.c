@@ -794,6 +794,7 @@ START_TEST(app_free_finishes_queued_work)
 }
 END_TEST
 
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__) /* see main() */
 /* A process forked after its parent made a pool makes its own on its first deferral. */
 START_TEST(forked_child_makes_its_own_pool)
 {
@@ -819,6 +820,7 @@ START_TEST(forked_child_makes_its_own_pool)
     ck_assert_str_eq(res.body, "out=8 loop=1 pool=1");
 }
 END_TEST
+#endif
 
 int main(void)
 {
