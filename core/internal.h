@@ -159,10 +159,7 @@ struct fcr_server {
     fcr_server_config cfg;
     fcr__allow *allow;
     size_t nallow;
-    bool allow_set;
     fcr__listener *listeners;
-    bool accept_paused;  /* by the connection cap, or by the supervisor */
-    bool accept_backoff; /* accept() ran out of descriptors or memory: retried soon */
     ev_timer accept_retry;
     double accept_log_at;          /* when an accept failure was last logged */
     unsigned long accept_unlogged; /* failures since, not logged */
@@ -171,11 +168,9 @@ struct fcr_server {
     fcr_worker_start_fn worker_start; /* fcr_server_on_worker() */
     fcr_worker_stop_fn worker_stop;
     void *worker_data;
-    bool worker_started;    /* the start hook ran and succeeded in this process */
     double peer_log_tokens; /* fcr__log_peer's bucket */
     double peer_log_at;
     unsigned long peer_log_dropped;
-    bool shutting_down;
     fcr__conn *conns;      /* most recently active first */
     fcr__conn *conns_tail; /* least recently active */
     fcr__conn *flush_list;
@@ -185,13 +180,8 @@ struct fcr_server {
     ev_timer sweep;
     ev_signal sigterm, sigint, sighup;
     ev_timer grace;
-    /* A worker's channel to its supervisor (-1: none): connections handed over at a restart
-     * travel on it (core/handoff.c). */
-    int chan;
-    ev_io chan_rio;    /* messages from the supervisor */
-    ev_io chan_wio;    /* the channel has room again after it was full */
-    bool handing_over; /* retired by a restart: idle connections go to the new workers */
-    bool chan_full;    /* a hand-over found the channel full: chan_wio waits for room */
+    ev_io chan_rio; /* messages from the supervisor */
+    ev_io chan_wio; /* the channel has room again after it was full */
     unsigned long handed_over;
     uint8_t *rbuf;
     size_t rbuf_cap;
@@ -199,6 +189,16 @@ struct fcr_server {
     fcr_server_stats stats;
     void (*on_drained)(fcr_server *srv, void *arg);
     void *drained_arg;
+    /* A worker's channel to its supervisor (-1: none): connections handed over at a restart
+     * travel on it (core/handoff.c). */
+    int chan;
+    bool allow_set;
+    bool accept_paused;  /* by the connection cap, or by the supervisor */
+    bool accept_backoff; /* accept() ran out of descriptors or memory: retried soon */
+    bool worker_started; /* the start hook ran and succeeded in this process */
+    bool shutting_down;
+    bool handing_over; /* retired by a restart: idle connections go to the new workers */
+    bool chan_full;    /* a hand-over found the channel full: chan_wio waits for room */
 };
 
 /* request.c */
