@@ -172,7 +172,7 @@ static int apply_limit(fcr_app *app, struct ev_loop *loop, void *data)
 {
     (void)loop;
     unsigned long long max;
-    if (fcr_app_option_uint(app, "max-upload", &max) == 0 && max > 0)
+    if (fcr_app_option_uint(app, "--max-upload", &max) == 0 && max > 0)
         return fcr_route_set_max_body(data, (size_t)max);
     return 0;
 }
@@ -188,8 +188,11 @@ int main(int argc, char **argv)
     fcr_route_set_max_body(up, 1ull << 30);
     fcr_app_route(app, FCR_GET, "/rows", rows_start, NULL);
     fcr_app_route(app, FCR_GET, "/health", health, NULL);
-    fcr_app_add_option(app, "max-upload", FCR_OPT_SIZE, "BYTES", "STREAM_MAX_UPLOAD", "1g",
-                       "largest body POST /upload takes (suffix k, m, g)");
+    if (fcr_app_add_option(app, "--max-upload", FCR_OPT_SIZE, "BYTES", "STREAM_MAX_UPLOAD", "1g",
+                           "largest body POST /upload takes (suffix k, m, g)") < 0) {
+        fcr_app_free(app);
+        return 1;
+    }
     fcr_app_on_worker_start(app, apply_limit, up);
     int rc = fcr_app_run(app, argc, argv);
     fcr_app_free(app);
