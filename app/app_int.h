@@ -172,8 +172,6 @@ enum fcr__ctx_state {
 };
 
 struct fcr__ctx {
-    uint32_t magic;
-    int state;
     fcr_app *app; /* the serving app */
     fcr_req *req;
     struct ev_loop *loop; /* kept: the server may be freed before an async answer */
@@ -182,32 +180,17 @@ struct fcr__ctx {
     const char *method;
     const char *path; /* routing path (NUL-terminated; path_len bytes) */
     size_t path_len;
-    unsigned path_flags; /* for fcr_router_match: FCR_MATCH_DECODE when `path` is raw */
     const char *base;
-    bool no_body;    /* HEAD: Content-Length but no body */
-    bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
-    bool send_asked;
-    bool sent;
-    bool routed;     /* ctx->match holds the request's match (it is routed once) */
-    bool too_big;    /* the declared body exceeds the limit: 413 after the before-middleware */
-    bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
     fcr__arena arena;
     fcr_res res;
     /* the chain (run_chain), kept for a deferred middleware's done */
     fcr__mw_iter it;
     fcr_handler handler;
     void *handler_data;
-    bool too_big_chain;
-    /* deferral (fcr_defer) */
-    bool defer_pending;   /* queued by the running callback, or by a done */
-    int defer_err;        /* the last fcr_defer failure of the running callback (FCR_EAGAIN: the
-                             503 is in the response) */
-    int at;               /* enum fcr__at: whose verdict the done gives */
     struct fcr_auth auth; /* the running authorizer's; kept until a deferred one's done */
     fcr__kv_list query, form, cookies, vars;
     const char *user;
     json_t *json;
-    bool json_done;
     char *json_error;       /* problem detail of the failed parse */
     double start;           /* monotonic seconds when the app got the request */
     const char *request_id; /* fcr_req_request_id, made on first use */
@@ -218,16 +201,6 @@ struct fcr__ctx {
     size_t body_off, body_end;
     fcr__body body; /* the small body (res.body points here until it grows past the arena) */
     /* streamed request body (stream.c) */
-    bool body_stream;    /* the route streams its body: the core hands it to stream.c */
-    bool body_over;      /* the body fn ended its reading, got the end or was told it is gone */
-    bool body_paused;    /* the body fn returned FCR_BODY_PAUSE */
-    bool core_paused;    /* reading from the connection is paused for this request */
-    bool held_set;       /* a piece (or the end, with held_len 0) waits in `held` */
-    bool kick_on;        /* body_kick is started */
-    bool body_end_seen;  /* the body fn got the end */
-    bool body_oom;       /* a piece could not be held: the request fails when it reads */
-    bool in_gone;        /* the body fn is being told the body will not come */
-    bool handler_ran;    /* the handler was called: an answer may be streamed */
     fcr_body_fn body_fn; /* set by fcr_req_read_body */
     void *body_data;
     size_t body_seen;    /* bytes handed to body_fn */
@@ -236,17 +209,46 @@ struct fcr__ctx {
     size_t held_len, held_cap;
     ev_timer body_kick; /* hands over held input from the loop */
     /* streamed answer (stream.c) */
+    size_t stream_bytes; /* body bytes written with fcr_res_stream_write() */
+    void (*drain_fn)(fcr_res *res, void *data);
+    void *drain_data;
+    ev_timer drain_kick; /* calls drain_fn from the loop */
+    struct fcr__ctx *next_spare;
+    uint32_t magic;
+    int state;
+    unsigned path_flags; /* for fcr_router_match: FCR_MATCH_DECODE when `path` is raw */
+    /* deferral (fcr_defer) */
+    int defer_err; /* the last fcr_defer failure of the running callback (FCR_EAGAIN: the 503 is
+                      in the response) */
+    int at;        /* enum fcr__at: whose verdict the done gives */
+    bool defer_pending; /* queued by the running callback, or by a done */
+    bool no_body;       /* HEAD: Content-Length but no body */
+    bool in_handler;    /* fcr_res_send() inside the handler only marks the response ready */
+    bool send_asked;
+    bool sent;
+    bool routed;     /* ctx->match holds the request's match (it is routed once) */
+    bool too_big;    /* the declared body exceeds the limit: 413 after the before-middleware */
+    bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
+    bool too_big_chain;
+    bool json_done;
+    /* streamed request body */
+    bool body_stream;   /* the route streams its body: the core hands it to stream.c */
+    bool body_over;     /* the body fn ended its reading, got the end or was told it is gone */
+    bool body_paused;   /* the body fn returned FCR_BODY_PAUSE */
+    bool core_paused;   /* reading from the connection is paused for this request */
+    bool held_set;      /* a piece (or the end, with held_len 0) waits in `held` */
+    bool kick_on;       /* body_kick is started */
+    bool body_end_seen; /* the body fn got the end */
+    bool body_oom;      /* a piece could not be held: the request fails when it reads */
+    bool in_gone;       /* the body fn is being told the body will not come */
+    bool handler_ran;   /* the handler was called: an answer may be streamed */
+    /* streamed answer */
     bool stream_end_asked; /* fcr_res_stream_end() called inside a callback */
     bool stream_ending;    /* the stream is being ended: no more writes */
     bool stream_failed;    /* ended by an error: END_REQUEST carries app status 1 */
     bool streamed;         /* fcr_res_stream_begin() was called: the head is out */
     bool stream_mute;      /* HEAD, 204 or 304: streamed writes are dropped */
     bool drain_on;         /* drain_kick is started */
-    size_t stream_bytes;   /* body bytes written with fcr_res_stream_write() */
-    void (*drain_fn)(fcr_res *res, void *data);
-    void *drain_data;
-    ev_timer drain_kick; /* calls drain_fn from the loop */
-    struct fcr__ctx *next_spare;
     /* The arena's first block: the memory of most requests needs no allocation. Kept last:
      * a context is cleared up to here. */
     alignas(max_align_t) unsigned char arena_mem[FCR__CTX_ARENA_SIZE];

@@ -149,10 +149,11 @@ void fcr__req_abort(fcr_req *r, bool send_end)
     if (fw && !(r->state & FCR__REQ_FINISHED)) {
         r->refs++;
         fw(r);
-        bool gone = (r->state & FCR__REQ_FINISHED) != 0;
-        fcr__req_unref(r);
-        if (gone)
+        if (r->state & FCR__REQ_FINISHED) {
+            fcr__req_unref(r);
             return;
+        }
+        r->refs--; /* not finished: the application still holds its reference */
     }
     void (*cb)(fcr_req *) = r->on_abort;
     r->on_abort = NULL;
