@@ -365,6 +365,22 @@ void fcr__body_unref(void *arg);
  * FCR_EINVAL. */
 int fcr__parse_size(const char *s, size_t *out);
 
+/* ---- JSON text (json.c) ---------------------------------------------------------------- */
+
+/* Bytes of the compact JSON text of `v` (what json_dumpb(JSON_COMPACT | JSON_ENCODE_ANY)
+ * writes), or 0 for NULL, a value nested deeper than 2048 levels or a cycle. */
+size_t fcr__json_size(const json_t *v);
+/* Writes that text into `out` (at most `cap` bytes, no NUL); returns its full length, or 0 as
+ * fcr__json_size. Allocates nothing. */
+size_t fcr__json_write(const json_t *v, char *out, size_t cap);
+/* Appends `len` bytes of `str` as a JSON string at out + *n (at most `cap` in all), adding the
+ * full length to *n. */
+void fcr__json_put_string(char *out, size_t *n, size_t cap, const char *str, size_t len);
+/* Appends `len` bytes of `b` as they are, likewise. */
+void fcr__json_put_raw(char *out, size_t *n, size_t cap, const char *b, size_t len);
+/* True when `len` bytes at `str` are UTF-8 without NUL bytes (what jansson takes in a string). */
+bool fcr__utf8_valid(const char *str, size_t len);
+
 /* ---- Parsers (request.c), reachable by the fuzz targets ------------------------------ */
 
 /* Parses application/x-www-form-urlencoded text ("a=1&b=2": percent-decoding, '+' as space)

@@ -103,6 +103,68 @@ static const char *check_problem(int status)
     return detail;
 }
 
+/* ---- JSON answers: the framework's writer against jansson's dump --------------------- */
+
+static json_t *json_case; /* the value the handler answers */
+
+static fcr_handler_result answer_case(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    return fcr_res_set_json(r, 200, json_case);
+}
+
+START_TEST(json_answers_match_janssons_dump)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/case", answer_case, NULL));
+    static const double reals[] = {0.1,       -0.0, 1e300, 1e-7,      123456789.0, 1.5e20,
+                                   -2.5e-300, 3.0,  1e21,  1.0 / 3.0, 5e-324,      1e16};
+    json_t *cases = json_array();
+    for (size_t i = 0; i < sizeof reals / sizeof *reals; i++)
+        json_array_append_new(cases, json_real(reals[i]));
+    json_array_append_new(cases, json_integer(INT64_MIN));
+    json_array_append_new(cases, json_integer(INT64_MAX));
+    json_array_append_new(cases, json_stringn("a\0b", 3));
+    json_array_append_new(cases,
+                          json_string("\x01\x1f\x7f \"\\/\b\f\n\r\t caf\xc3\xa9 \xf0\x9f\x98\x80"));
+    json_array_append_new(
+        cases, json_pack("{s:{s:[i,n,b,b]},s:{},s:[]}", "k\n\"", "x", 1, 1, 0, "e", "a"));
+    json_array_append_new(cases, json_null());
+    json_array_append_new(cases, json_deep_copy(cases)); /* the list again, one level down */
+    for (size_t i = 0; i < json_array_size(cases) + 1; i++) {
+        /* each value alone (JSON_ENCODE_ANY), then the whole array */
+        json_case = i < json_array_size(cases) ? json_array_get(cases, i) : cases;
+        char *want = json_dumps(json_case, JSON_COMPACT | JSON_ENCODE_ANY);
+        ck_assert_ptr_nonnull(want);
+        get("/case");
+        ck_assert_int_eq(res.status, 200);
+        ck_assert_uint_eq(res.body_len, strlen(want));
+        ck_assert_mem_eq(res.body, want, res.body_len);
+        free(want);
+    }
+    json_decref(cases);
+    /* Nesting past the parser's depth, and a cycle, are refused: 500, not a crash. */
+    json_t *deep = json_array(), *inner = deep;
+    for (int i = 0; i < 3000; i++) {
+        json_t *next = json_array();
+        json_array_append_new(inner, next);
+        inner = next;
+    }
+    json_case = deep;
+    get("/case");
+    ck_assert_int_eq(res.status, 500);
+    json_decref(deep);
+    json_t *a = json_array(), *b = json_array();
+    json_array_append(a, b);
+    json_array_append(b, a);
+    json_case = a;
+    get("/case");
+    ck_assert_int_eq(res.status, 500);
+    json_array_clear(b); /* break the cycle to free both */
+    json_decref(a);
+    json_decref(b);
+}
+END_TEST
+
 /* ---- Request helpers ------------------------------------------------------------------ */
 
 static int echo_request(fcr_req *req, fcr_res *r, void *data)
@@ -1905,6 +1967,7 @@ int main(void)
     TCase *tc = tcase_create("request");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, method_path_and_params);
+    tcase_add_test(tc, json_answers_match_janssons_dump);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);
     tcase_add_test(tc, path_params_decoded_once);
