@@ -274,6 +274,19 @@ void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap);
 /* Monotonic clock in seconds. */
 double fcr__now(void);
 
+/* ---- Log lines about a request -------------------------------------------------------- */
+
+/* What fcr__log_enter replaced, for fcr__log_leave. */
+typedef struct fcr__log_saved {
+    const char *(*fn)(const void *arg);
+    const void *arg;
+} fcr__log_saved;
+
+/* Makes the log lines of this thread carry the id of `ctx`'s request until fcr__log_leave()
+ * (context.c); a freed context stops being the current one. */
+fcr__log_saved fcr__log_enter(const fcr__ctx *ctx);
+void fcr__log_leave(fcr__log_saved saved);
+
 /* ---- Pipeline (pipeline.c) ------------------------------------------------------------ */
 
 /* Runs the after-middleware (not for the AUTHORIZER role). */

@@ -330,7 +330,16 @@ static void chain_next(fcr__ctx *ctx)
     fcr__handler_verdict(ctx, rc);
 }
 
+static void defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending);
+
 void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
+{
+    fcr__log_saved l = fcr__log_enter(ctx);
+    defer_done(ctx, done, data, ending);
+    fcr__log_leave(l);
+}
+
+static void defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
 {
     ctx->defer_pending = false;
     ctx->defer_err = 0;
@@ -524,6 +533,29 @@ static void on_params(fcr_req *req, void *data)
     fcr_req_set_max_body(req, limit);
 }
 
+/* The request's role decides what serves it. */
+static void serve(fcr_app *app, fcr__ctx *ctx, bool too_big)
+{
+    switch (fcr_req_role(ctx->req)) {
+    case FCR_AUTHORIZER:
+        if (app->authz) {
+            fcr__auth_role(ctx);
+            return;
+        }
+        break;
+    case FCR_FILTER:
+        if (app->filter) {
+            run_chain(ctx, app->filter, app->filter_data, too_big);
+            return;
+        }
+        break;
+    case FCR_RESPONDER:
+        run_responder(ctx, too_big);
+        return;
+    }
+    send_problem(ctx, 501, "this role is not served");
+}
+
 static void on_request(fcr_req *req, void *data)
 {
     fcr_app *app = data;
@@ -542,25 +574,9 @@ static void on_request(fcr_req *req, void *data)
         return;
     }
     ctx->start = fcr__now();
-    bool too_big = ctx->too_big || fcr_req_input_error(req) == FCR_ETOOBIG;
-    switch (fcr_req_role(req)) {
-    case FCR_AUTHORIZER:
-        if (app->authz) {
-            fcr__auth_role(ctx);
-            return;
-        }
-        break;
-    case FCR_FILTER:
-        if (app->filter) {
-            run_chain(ctx, app->filter, app->filter_data, too_big);
-            return;
-        }
-        break;
-    case FCR_RESPONDER:
-        run_responder(ctx, too_big);
-        return;
-    }
-    send_problem(ctx, 501, "this role is not served");
+    fcr__log_saved l = fcr__log_enter(ctx);
+    serve(app, ctx, ctx->too_big || fcr_req_input_error(req) == FCR_ETOOBIG);
+    fcr__log_leave(l);
 }
 
 fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_server_config *base,
@@ -605,6 +621,8 @@ int fcr_res_send(fcr_res *res)
     if (ctx->state != FCR__ST_ASYNC)
         return FCR_EINVAL;
     bool aborted = fcr_req_aborted(ctx->req);
+    fcr__log_saved l = fcr__log_enter(ctx);
     fcr__ctx_send(ctx); /* frees ctx once the output is queued */
+    fcr__log_leave(l);
     return aborted ? FCR_ECLOSED : 0;
 }

@@ -165,6 +165,175 @@ START_TEST(json_answers_match_janssons_dump)
 }
 END_TEST
 
+/* ---- Request ids and log lines ----------------------------------------------------------- */
+
+static void log_work(void *data)
+{
+    (void)data;
+    fcr_log(FCR_LOG_WARN, "from the pool");
+}
+
+static int log_done(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    fcr_log(FCR_LOG_WARN, "in the done");
+    return fcr_res_set_text(r, 200, fcr_req_request_id(req));
+}
+
+static fcr_handler_result id_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    fcr_log(FCR_LOG_WARN, "in the handler");
+    if (fcr_req_query(req, "defer")) {
+        ck_assert_int_eq(fcr_defer(req, r, log_work, log_done, NULL), 0);
+        return FCR_ASYNC;
+    }
+    if (fcr_req_query(req, "own"))
+        fcr_res_set_header(r, "X-Request-Id", "mine");
+    return fcr_res_set_text(r, 200, fcr_req_request_id(req));
+}
+
+/* Runs `t` with stderr going to a file; returns what was written (static). */
+static const char *logged(const fcr_test_req *t)
+{
+    static char text[16384];
+    char path[] = "/tmp/fcr-log-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    run(t);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    return text;
+}
+
+START_TEST(request_ids_in_answers_and_log_lines)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/log", id_handler, NULL));
+    fcr_app_set_access_log(app, true);
+    fcr_log_set_level(FCR_LOG_INFO);
+    /* Made here: "PID-N", in the header, in the handler's line and in the access line. */
+    const char *text = logged(&(fcr_test_req){.path = "/log"});
+    char id[64];
+    snprintf(id, sizeof id, "%s", res.body);
+    char want[80];
+    snprintf(want, sizeof want, "%ld-", (long)getpid());
+    ck_assert_msg(strncmp(id, want, strlen(want)) == 0, "made id %s", id);
+    ck_assert_str_eq(hdr("X-Request-Id"), id);
+    char line[160];
+    snprintf(line, sizeof line, "warn: in the handler id=%s\n", id);
+    ck_assert_msg(strstr(text, line), "no '%s' in: %s", line, text);
+    snprintf(line, sizeof line, "status=200 bytes=%zu ", strlen(id));
+    ck_assert_msg(strstr(text, line), "no access line in: %s", text);
+    snprintf(line, sizeof line, " id=%s\n", id);
+    ck_assert_ptr_nonnull(strstr(strstr(text, "access method=GET"), line));
+    /* The web server's id is used when it is usable: UNIQUE_ID first, then X-Request-Id. */
+    run(&(fcr_test_req){.path = "/log",
+                        .params = (const char *const[]){"UNIQUE_ID=Zx3k-abc@1", NULL},
+                        .headers = (const char *const[]){"X-Request-Id: from-client", NULL}});
+    ck_assert_str_eq(res.body, "Zx3k-abc@1");
+    ck_assert_str_eq(hdr("X-Request-Id"), "Zx3k-abc@1");
+    run(&(fcr_test_req){.path = "/log",
+                        .headers = (const char *const[]){"X-Request-Id: from-client", NULL}});
+    ck_assert_str_eq(hdr("X-Request-Id"), "from-client");
+    run(&(fcr_test_req){.path = "/log",
+                        .headers = (const char *const[]){"X-Request-Id: has space", NULL}});
+    ck_assert_str_ne(hdr("X-Request-Id"), "has space");
+    /* A handler's own header stays; the framework's answers carry the id too. */
+    run(&(fcr_test_req){.path = "/log?own=1"});
+    ck_assert_str_eq(hdr("X-Request-Id"), "mine");
+    get("/nowhere");
+    ck_assert_int_eq(res.status, 404);
+    ck_assert_ptr_nonnull(hdr("X-Request-Id"));
+    /* Lines from the pool's thread and from the done name the request too. */
+    text = logged(&(fcr_test_req){.path = "/log?defer=1"});
+    snprintf(id, sizeof id, "%s", res.body);
+    snprintf(line, sizeof line, "warn: from the pool id=%s\n", id);
+    ck_assert_msg(strstr(text, line), "no '%s' in: %s", line, text);
+    snprintf(line, sizeof line, "warn: in the done id=%s\n", id);
+    ck_assert_msg(strstr(text, line), "no '%s' in: %s", line, text);
+    ck_assert_int_eq(fcr_log_format(), FCR_LOG_TEXT);
+}
+END_TEST
+
+START_TEST(json_log_lines)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/log", id_handler, NULL));
+    fcr_app_set_access_log(app, true);
+    fcr_log_set_level(FCR_LOG_INFO);
+    int f = -1;
+    ck_assert_int_eq(fcr_log_format_parse("JSON", &f), 0);
+    ck_assert_int_eq(f, FCR_LOG_JSON);
+    ck_assert_int_eq(fcr_log_format_parse("xml", &f), FCR_EINVAL);
+    fcr_log_set_format(f);
+    const char *text = logged(
+        &(fcr_test_req){.path = "/log", .params = (const char *const[]){"UNIQUE_ID=u-1", NULL}});
+    fcr_log_set_format(FCR_LOG_TEXT);
+    int lines = 0, access = 0, handler = 0;
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        ck_assert_ptr_nonnull(nl);
+        json_error_t e;
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, &e);
+        ck_assert_msg(j != NULL, "not a JSON line: %.*s (%s)", (int)(nl - p), p, e.text);
+        lines++;
+        ck_assert(json_is_string(json_object_get(j, "time")));
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "pid")), getpid());
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        ck_assert_ptr_nonnull(msg);
+        if (!strcmp(msg, "in the handler")) {
+            handler++;
+            ck_assert_str_eq(json_string_value(json_object_get(j, "level")), "warn");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "u-1");
+        } else if (!strcmp(msg, "access")) {
+            access++;
+            ck_assert_str_eq(json_string_value(json_object_get(j, "level")), "info");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "u-1");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "path")), "/log");
+            ck_assert_int_eq(json_integer_value(json_object_get(j, "status")), 200);
+            ck_assert_int_eq(json_integer_value(json_object_get(j, "bytes")), 3);
+            ck_assert(json_is_real(json_object_get(j, "ms")));
+            ck_assert(json_is_false(json_object_get(j, "aborted")));
+        }
+        json_decref(j);
+        p = nl + 1;
+    }
+    ck_assert_int_eq(handler, 1);
+    ck_assert_int_eq(access, 1);
+    ck_assert_int_ge(lines, 2);
+    /* A message that is not UTF-8 and holds control bytes still makes a JSON line. */
+    char path[] = "/tmp/fcr-log-XXXXXX";
+    int fd = mkstemp(path);
+    unlink(path);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fcr_log_set_format(FCR_LOG_JSON);
+    fcr_log(FCR_LOG_ERROR, "bad \xff\xfe bytes \"quoted\" \x01 tab\t caf\xc3\xa9");
+    fcr_log_set_format(FCR_LOG_TEXT);
+    dup2(saved, 2);
+    close(saved);
+    char buf[512];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    ck_assert_int_gt(n, 0);
+    json_error_t e;
+    json_t *j = json_loadb(buf, (size_t)n, 0, &e);
+    ck_assert_msg(j != NULL, "%s", e.text);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "msg")),
+                     "bad \xef\xbf\xbd\xef\xbf\xbd bytes \"quoted\" \x01 tab\t caf\xc3\xa9");
+    ck_assert_ptr_null(json_object_get(j, "request_id"));
+    json_decref(j);
+}
+END_TEST
+
 /* ---- Request helpers ------------------------------------------------------------------ */
 
 static int echo_request(fcr_req *req, fcr_res *r, void *data)
@@ -1968,6 +2137,8 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, method_path_and_params);
     tcase_add_test(tc, json_answers_match_janssons_dump);
+    tcase_add_test(tc, request_ids_in_answers_and_log_lines);
+    tcase_add_test(tc, json_log_lines);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);
     tcase_add_test(tc, path_params_decoded_once);

@@ -505,8 +505,10 @@ int fcr_app_set_server_config(fcr_app *app, const fcr_server_config *base);
  * @endverbatim
  * with the method and routing path (control bytes, spaces, quotes and backslashes as `\xNN`),
  * the response status, the body bytes handed to the connection, the milliseconds from the
- * moment the request's input was complete until its response was handed over, the request id
- * (fcr_req_request_id), and " aborted" when the client went away first. The setting of the
+ * moment the request's input was complete until its response was handed over, " aborted" when
+ * the client went away first, and the request id (fcr_req_request_id). In the JSON log format
+ * (fcr_log_set_format()) the line's `msg` is "access" and the same facts are the members
+ * `method`, `path`, `status`, `bytes`, `ms`, `aborted` and `request_id`. The setting of the
  * app a server serves counts (fcr_app_run sets it with --access-log), not a mounted app's.
  * NULL `app` is ignored.
  */
@@ -659,10 +661,11 @@ void *fcr_req_alloc(fcr_req *req, size_t size);
 char *fcr_req_strdup(fcr_req *req, const char *s);
 
 /**
- * An id for log lines about the request: the web server's UNIQUE_ID param (Apache
- * mod_unique_id) or X-Request-Id header when it is 1..64 printable ASCII bytes without spaces
- * or quotes, else "PID-N" with a per-process counter. NULL for a request not served by an app.
- * Lives as long as the request.
+ * The request's id: the web server's UNIQUE_ID param (Apache mod_unique_id) or X-Request-Id
+ * header when it is 1..64 printable ASCII bytes without spaces or quotes, else "PID-N" with a
+ * per-process counter. It ends every log line written while the framework runs code for the
+ * request (fcr_log()), and every answer carries it as `X-Request-Id` unless the handler set
+ * that header. NULL for a request not served by an app. Lives as long as the request.
  */
 const char *fcr_req_request_id(const fcr_req *req);
 
