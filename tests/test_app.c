@@ -334,6 +334,161 @@ START_TEST(json_log_lines)
 }
 END_TEST
 
+/* ---- CORS -------------------------------------------------------------------------------- */
+
+static fcr_handler_result cors_item(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    note("handler;");
+    fcr_res_set_header(r, "Vary", "Accept");
+    return fcr_res_set_text(r, 200, "item");
+}
+
+static fcr_before_result cors_guard(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)r, (void)data;
+    note("before;");
+    return FCR_CONTINUE;
+}
+
+/* A request with `origin` (NULL: none) and the extra headers (NULL-terminated, may be NULL). */
+static void cors_run(const char *method, const char *path, const char *origin, const char *h1,
+                     const char *h2)
+{
+    char o[256];
+    snprintf(o, sizeof o, "Origin: %s", origin ? origin : "");
+    const char *headers[] = {origin ? o : h1, origin ? h1 : h2, origin ? h2 : NULL, NULL};
+    trace[0] = '\0';
+    run(&(fcr_test_req){.method = method, .path = path, .headers = headers});
+}
+
+static fcr_cors *policy(void)
+{
+    fcr_cors *c = fcr_cors_new();
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(fcr_cors_add_origin(c, "https://app.example.com"), 0);
+    ck_assert_int_eq(fcr_cors_add_origin(c, "https://*.example.org"), 0);
+    ck_assert_int_eq(fcr_cors_add_header(c, "Authorization, Content-Type"), 0);
+    ck_assert_int_eq(fcr_cors_add_exposed_header(c, "ETag"), 0);
+    ck_assert_int_eq(fcr_cors_add_exposed_header(c, "Location, X-Request-Id"), 0);
+    ck_assert_int_eq(fcr_cors_set_credentials(c, true), 0);
+    ck_assert_int_eq(fcr_cors_set_max_age(c, 600), 0);
+    return c;
+}
+
+START_TEST(cors_policy)
+{
+    fcr_cors *c = fcr_cors_new();
+    const char *bad[] = {"",          "example.com", "https://a.com/path", "https://", "https://*",
+                         "1http://a", "https://a b", "https://*.",         NULL};
+    for (const char **b = bad; *b; b++)
+        ck_assert_msg(fcr_cors_add_origin(c, *b) == FCR_EINVAL, "%s taken", *b);
+    ck_assert_int_eq(fcr_cors_add_header(c, ""), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_add_header(c, "X-Ok, bad header"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_set_max_age(c, 86401), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_set_methods(c, 1u << 20), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_add_origin(c, "*"), 0);
+    ck_assert_int_eq(fcr_cors_set_credentials(c, true), 0);
+    ck_assert_int_eq(fcr_app_set_cors(app, c), FCR_EINVAL); /* "*" with credentials; freed */
+    ck_assert_int_eq(fcr_app_set_cors(NULL, NULL), FCR_EINVAL);
+    /* "*" alone: any origin, answered with "*". */
+    c = fcr_cors_new();
+    ck_assert_int_eq(fcr_cors_add_origin(c, "*"), 0);
+    ck_assert_int_eq(fcr_app_set_cors(app, c), 0);
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/items", cors_item, NULL));
+    cors_run("GET", "/items", "https://anything.test:8443", NULL, NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "*");
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Credentials"));
+}
+END_TEST
+
+START_TEST(cors_preflight_and_answers)
+{
+    ck_assert_int_eq(fcr_app_set_cors(app, policy()), 0);
+    fcr_route *r = fcr_app_route(app, FCR_GET | FCR_POST, "/items", cors_item, NULL);
+    ck_assert_int_eq(fcr_route_before(r, cors_guard, NULL), 0);
+    fcr_app_route(app, FCR_DELETE, "/items", cors_item, NULL);
+    /* An allowed preflight: answered before the middleware and the handler. */
+    cors_run("OPTIONS", "/items", "https://app.example.com", "Access-Control-Request-Method: POST",
+             "Access-Control-Request-Headers: authorization,content-type");
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_str_eq(trace, "");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://app.example.com");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Methods"), "GET, HEAD, POST, DELETE");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Headers"), "authorization,content-type");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Credentials"), "true");
+    ck_assert_str_eq(hdr("Access-Control-Max-Age"), "600");
+    ck_assert_str_eq(hdr("Vary"),
+                     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+    /* Refused preflights: no Access-Control-Allow-* at all. */
+    const char *const refused[][3] = {
+        {"https://evil.example.com", "POST", "content-type"},  /* origin */
+        {"https://app.example.com", "PUT", "content-type"},    /* method the path lacks */
+        {"https://app.example.com", "POST", "x-secret"},       /* header */
+        {"https://example.org", "GET", "content-type"},        /* pattern needs a label */
+        {"http://a.example.org", "GET", "content-type"},       /* pattern's scheme */
+        {"https://a.example.org:8443", "GET", "content-type"}, /* another port */
+        {"https://evilexample.org", "GET", "content-type"},    /* not a label boundary */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        char m[64], h[96];
+        snprintf(m, sizeof m, "Access-Control-Request-Method: %s", refused[i][1]);
+        snprintf(h, sizeof h, "Access-Control-Request-Headers: %s", refused[i][2]);
+        cors_run("OPTIONS", "/items", refused[i][0], m, h);
+        ck_assert_msg(res.status == 204 && !hdr("Access-Control-Allow-Origin") &&
+                          !hdr("Access-Control-Allow-Methods"),
+                      "case %zu: %d %s", i, res.status, hdr("Access-Control-Allow-Origin"));
+        ck_assert_str_eq(trace, "");
+    }
+    /* A pattern's subdomains are allowed, at any depth. */
+    cors_run("OPTIONS", "/items", "https://a.b.example.org", "Access-Control-Request-Method: GET",
+             NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://a.b.example.org");
+    /* A path no route has. */
+    cors_run("OPTIONS", "/nothing", "https://app.example.com", "Access-Control-Request-Method: GET",
+             NULL);
+    ck_assert_int_eq(res.status, 404);
+    /* A plain OPTIONS (no preflight) is the router's. */
+    cors_run("OPTIONS", "/items", NULL, NULL, NULL);
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_ptr_nonnull(hdr("Allow"));
+    /* Actual answers: the allowed origin named, Vary extended, exposed headers listed. */
+    cors_run("GET", "/items", "https://app.example.com", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(trace, "before;handler;");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://app.example.com");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Credentials"), "true");
+    ck_assert_str_eq(hdr("Access-Control-Expose-Headers"), "ETag, Location, X-Request-Id");
+    ck_assert_str_eq(hdr("Vary"), "Accept, Origin");
+    cors_run("GET", "/items", "https://evil.example.com", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Accept, Origin");
+    cors_run("GET", "/items", NULL, NULL, NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Accept, Origin");
+    /* The framework's own answers carry them too, so that the page can read the error. */
+    cors_run("GET", "/nothing", "https://app.example.com", NULL, NULL);
+    ck_assert_int_eq(res.status, 404);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://app.example.com");
+    ck_assert_str_eq(hdr("Vary"), "Origin");
+    /* Methods limited by the policy. */
+    fcr_cors *c = policy();
+    ck_assert_int_eq(fcr_cors_set_methods(c, FCR_GET), 0);
+    ck_assert_int_eq(fcr_app_set_cors(app, c), 0);
+    cors_run("OPTIONS", "/items", "https://app.example.com", "Access-Control-Request-Method: POST",
+             NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    cors_run("OPTIONS", "/items", "https://app.example.com", "Access-Control-Request-Method: GET",
+             NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Methods"), "GET, HEAD");
+    ck_assert_int_eq(fcr_app_set_cors(app, NULL), 0); /* removed: no CORS headers */
+    cors_run("GET", "/items", "https://app.example.com", NULL, NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Accept");
+}
+END_TEST
+
 /* ---- Request helpers ------------------------------------------------------------------ */
 
 static int echo_request(fcr_req *req, fcr_res *r, void *data)
@@ -2139,6 +2294,8 @@ int main(void)
     tcase_add_test(tc, json_answers_match_janssons_dump);
     tcase_add_test(tc, request_ids_in_answers_and_log_lines);
     tcase_add_test(tc, json_log_lines);
+    tcase_add_test(tc, cors_policy);
+    tcase_add_test(tc, cors_preflight_and_answers);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);
     tcase_add_test(tc, path_params_decoded_once);

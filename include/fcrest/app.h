@@ -514,6 +514,90 @@ int fcr_app_set_server_config(fcr_app *app, const fcr_server_config *base);
  */
 void fcr_app_set_access_log(fcr_app *app, bool on);
 
+/* ---- Cross-origin requests (CORS) ---------------------------------------------------- */
+
+/**
+ * A CORS policy: which other origins' pages may call the app from a browser, with which
+ * methods and headers. Opaque; made with fcr_cors_new(), filled with the fcr_cors_* setters,
+ * then given to an app with fcr_app_set_cors().
+ */
+typedef struct fcr_cors fcr_cors;
+
+/** A policy that allows no origin yet. NULL when out of memory. Free it with fcr_cors_free()
+ * unless it was given to fcr_app_set_cors(). */
+fcr_cors *fcr_cors_new(void);
+
+/** Frees a policy that no app owns. NULL is ignored. */
+void fcr_cors_free(fcr_cors *cors);
+
+/**
+ * Allows the origin `origin`, as browsers send it in the Origin header: scheme, "://", host and
+ * an optional ":port" ("https://app.example.com", "http://localhost:3000"; compared ignoring
+ * case). A host that starts with "*." is a pattern: with the scheme https, the host
+ * "*.example.com" allows "https://a.example.com" and "https://a.b.example.com" (one or more
+ * labels in place of the star, on that scheme and without another port) but not
+ * "https://example.com". "*" allows
+ * every origin (then answers carry `Access-Control-Allow-Origin: *`). The string is copied.
+ * Returns 0, FCR_EINVAL (NULL, or not an origin or pattern of that form) or FCR_ENOMEM.
+ */
+int fcr_cors_add_origin(fcr_cors *cors, const char *origin);
+
+/**
+ * Allows request headers beyond those browsers send without asking ("Authorization,
+ * Content-Type"; names compared ignoring case): a preflight that asks for a header not on the
+ * list is answered without CORS headers, and the browser does not send the request. A
+ * Content-Type other than the three form types counts as asked for. Returns 0, FCR_EINVAL
+ * (NULL, an empty list or a name that is not an HTTP token) or FCR_ENOMEM.
+ */
+int fcr_cors_add_header(fcr_cors *cors, const char *headers);
+
+/**
+ * Lets the calling page read response headers beyond the safelisted ones ("ETag, Location,
+ * X-Request-Id"): they go in `Access-Control-Expose-Headers`. Returns 0, FCR_EINVAL (NULL, an
+ * empty list or a name that is not a token) or FCR_ENOMEM.
+ */
+int fcr_cors_add_exposed_header(fcr_cors *cors, const char *headers);
+
+/**
+ * Limits the methods a preflight may allow to `methods` (::fcr_method bits); 0 (the default)
+ * allows what the routes of the path have. Returns 0 or FCR_EINVAL (NULL, unknown bits).
+ */
+int fcr_cors_set_methods(fcr_cors *cors, unsigned methods);
+
+/**
+ * Allows credentialed requests (cookies, HTTP authentication, or `fetch(..., {credentials:
+ * "include"})`): answers then carry `Access-Control-Allow-Credentials: true` and name the
+ * origin. Default off. Returns 0 or FCR_EINVAL (NULL `cors`).
+ */
+int fcr_cors_set_credentials(fcr_cors *cors, bool allow);
+
+/**
+ * How long browsers may keep a preflight's answer (`Access-Control-Max-Age`, at most 86400
+ * seconds; by default the header is not sent and browsers keep it 5 seconds). Returns 0 or
+ * FCR_EINVAL (NULL, over a day).
+ */
+int fcr_cors_set_max_age(fcr_cors *cors, unsigned seconds);
+
+/**
+ * Gives the app the policy `cors` (the app owns it from then on, also on failure; NULL removes
+ * a policy). With a policy, the app
+ *   - answers every preflight (OPTIONS with Origin and Access-Control-Request-Method) itself,
+ *     before any middleware, guard or handler: 204 with `Access-Control-Allow-Origin`,
+ *     `-Methods` (the path's methods, or those of fcr_cors_set_methods() among them),
+ *     `-Headers` (those asked for), `-Credentials` and `-Max-Age` as set, when the origin, the
+ *     method and every header asked for are allowed; 204 without them otherwise (the browser
+ *     refuses), and 404 problem+json for a path no route has;
+ *   - adds `Access-Control-Allow-Origin` (and `-Credentials`, `-Expose-Headers`) to every
+ *     other answer to an allowed origin, the framework's own 404, 405, 413 and 500 included,
+ *     before the after-middleware run;
+ *   - adds `Vary: Origin` to every answer, so that caches keep one answer per origin; an
+ *     origin that is not allowed gets nothing else.
+ * Only the app a server serves counts (a mounted app's call fails). Returns 0 or FCR_EINVAL
+ * (NULL or mounted `app`; "*" together with credentials, which would let every site act as
+ * the user).
+ */
+int fcr_app_set_cors(fcr_app *app, fcr_cors *cors);
+
 /* ---- Routes --------------------------------------------------------------------------- */
 
 /**
