@@ -489,6 +489,105 @@ START_TEST(cors_preflight_and_answers)
 }
 END_TEST
 
+/* ---- Conditional requests -------------------------------------------------------------- */
+
+static int doc_version = 1; /* 0: the document does not exist */
+
+static fcr_handler_result doc_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    char tag[32];
+    snprintf(tag, sizeof tag, "\"v%d\"", doc_version);
+    int rc = fcr_req_check_preconditions(req, r, doc_version ? tag : NULL);
+    if (rc < 0)
+        return (fcr_handler_result)rc;
+    if (rc)
+        return FCR_DONE; /* 304 or 412 */
+    const char *m = fcr_req_method(req);
+    if (!strcmp(m, "PUT")) {
+        doc_version++;
+        snprintf(tag, sizeof tag, "\"v%d\"", doc_version);
+    } else if (!strcmp(m, "DELETE")) {
+        doc_version = 0;
+        return fcr_res_set_status(r, 204);
+    } else if (!doc_version) {
+        return fcr_res_set_problem(r, 404, "no document");
+    }
+    fcr_res_set_etag(r, tag);
+    return fcr_res_set_text(r, 200, tag);
+}
+
+static void cond(const char *method, const char *h)
+{
+    const char *headers[] = {h, NULL};
+    run(&(fcr_test_req){.method = method, .path = "/doc", .headers = h ? headers : NULL});
+}
+
+START_TEST(conditional_requests)
+{
+    ck_assert_ptr_nonnull(
+        fcr_app_route(app, FCR_GET | FCR_PUT | FCR_DELETE, "/doc", doc_handler, NULL));
+    doc_version = 1;
+    cond("GET", NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("ETag"), "\"v1\"");
+    /* If-None-Match: the same version is 304 without a body, weak or strong, in a list. */
+    const char *hits[] = {"If-None-Match: \"v1\"", "If-None-Match: W/\"v1\"",
+                          "If-None-Match: \"x\", \"v1\"", "If-None-Match: *", NULL};
+    for (const char **h = hits; *h; h++) {
+        cond("GET", *h);
+        ck_assert_msg(res.status == 304, "%s: %d", *h, res.status);
+        ck_assert_uint_eq(res.body_len, 0);
+        ck_assert_ptr_null(hdr("Content-Length"));
+        ck_assert_str_eq(hdr("ETag"), "\"v1\"");
+    }
+    cond("HEAD", "If-None-Match: \"v1\"");
+    ck_assert_int_eq(res.status, 304);
+    cond("GET", "If-None-Match: \"v0\"");
+    ck_assert_int_eq(res.status, 200);
+    cond("GET", "If-None-Match: v1"); /* malformed: no match */
+    ck_assert_int_eq(res.status, 200);
+    /* If-Match: a stale tag is 412 (the lost update prevented), the current one passes. */
+    cond("PUT", "If-Match: \"v0\"");
+    check_problem(412);
+    ck_assert_str_eq(hdr("ETag"), "\"v1\"");
+    ck_assert_int_eq(doc_version, 1);
+    cond("PUT", "If-Match: W/\"v1\""); /* weak never matches If-Match */
+    ck_assert_int_eq(res.status, 412);
+    cond("PUT", "If-Match: \"v1\"");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("ETag"), "\"v2\"");
+    cond("PUT", "If-Match: \"v1\""); /* what the other client read */
+    ck_assert_int_eq(res.status, 412);
+    cond("DELETE", "If-Match: \"v1\"");
+    ck_assert_int_eq(res.status, 412);
+    ck_assert_int_eq(doc_version, 2);
+    cond("DELETE", "If-Match: \"v0\", \"v2\"");
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_int_eq(doc_version, 0);
+    /* Gone: If-Match: * fails, If-None-Match: * lets a PUT create it. */
+    cond("PUT", "If-Match: *");
+    check_problem(412);
+    ck_assert_ptr_null(hdr("ETag"));
+    cond("PUT", "If-None-Match: *");
+    ck_assert_int_eq(res.status, 200);
+    cond("PUT", "If-None-Match: *"); /* exists now */
+    ck_assert_int_eq(res.status, 412);
+    /* Tags and helpers. */
+    ck_assert(fcr_etag_valid("\"abc\"") && fcr_etag_valid("W/\"\"") && fcr_etag_valid("\"\""));
+    ck_assert(!fcr_etag_valid("abc") && !fcr_etag_valid("\"a\"b\"") && !fcr_etag_valid(NULL) &&
+              !fcr_etag_valid("\"a b\"") && !fcr_etag_valid("\"abc"));
+    char t1[FCR_ETAG_MAX], t2[FCR_ETAG_MAX];
+    ck_assert_int_eq(fcr_etag_make("hello", 5, t1, sizeof t1), 0);
+    ck_assert_int_eq(fcr_etag_make("hello", 5, t2, sizeof t2), 0);
+    ck_assert_str_eq(t1, t2);
+    ck_assert(fcr_etag_valid(t1));
+    ck_assert_int_eq(fcr_etag_make("hellp", 5, t2, sizeof t2), 0);
+    ck_assert_str_ne(t1, t2);
+    ck_assert_int_eq(fcr_etag_make("x", 1, t1, 5), FCR_EINVAL);
+}
+END_TEST
+
 /* ---- Request helpers ------------------------------------------------------------------ */
 
 static int echo_request(fcr_req *req, fcr_res *r, void *data)
@@ -2295,6 +2394,7 @@ int main(void)
     tcase_add_test(tc, request_ids_in_answers_and_log_lines);
     tcase_add_test(tc, json_log_lines);
     tcase_add_test(tc, cors_policy);
+    tcase_add_test(tc, conditional_requests);
     tcase_add_test(tc, cors_preflight_and_answers);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);

@@ -871,6 +871,49 @@ int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const ch
  */
 int fcr_res_send(fcr_res *res);
 
+/* ---- Conditional requests ------------------------------------------------------------- */
+
+/** Bytes fcr_etag_make() needs: a quoted 16-digit hex tag and its NUL. */
+#define FCR_ETAG_MAX 19u
+
+/**
+ * True when `etag` is one entity-tag as RFC 9110 writes it: `"opaque"` (strong) or `W/"opaque"`
+ * (weak), the opaque part of printable ASCII without double quotes (and bytes 0x80-0xff).
+ * False for NULL.
+ */
+bool fcr_etag_valid(const char *etag);
+
+/**
+ * Writes a strong entity-tag of the `len` bytes at `buf` into `out` (`cap` >= FCR_ETAG_MAX):
+ * `"` + 16 hex digits of a 64-bit hash + `"`, the same for the same bytes. A tag built from a
+ * version or a modification counter ("\"42-7\"") serves as well and costs less. Returns 0 or
+ * FCR_EINVAL (NULL `buf` with `len` > 0, NULL `out`, `cap` too small).
+ */
+int fcr_etag_make(const void *buf, size_t len, char *out, size_t cap);
+
+/**
+ * Sets the answer's ETag header to `etag` (a valid entity-tag, see fcr_etag_valid(); copied).
+ * Returns 0, FCR_EINVAL (NULL `res`, an invalid tag) or FCR_ENOMEM.
+ */
+int fcr_res_set_etag(fcr_res *res, const char *etag);
+
+/**
+ * Evaluates the request's If-Match and If-None-Match preconditions (RFC 9110, 13.2.2) against
+ * `etag`, the entity-tag of the resource's current representation (NULL when the resource does
+ * not exist). In that order:
+ *   - If-Match ("*" or a list of tags, strong comparison: a weak tag never matches) that does
+ *     not match: `res` becomes 412 problem+json with the current ETag, and 412 is returned. A
+ *     PUT or DELETE that sends the ETag it read thus fails, instead of overwriting a change
+ *     made meanwhile by another client (a lost update).
+ *   - If-None-Match ("*" or tags, weak comparison) that matches: for GET and HEAD `res` becomes
+ *     304 with the ETag and no body, and 304 is returned; for other methods 412 as above (a PUT
+ *     with `If-None-Match: *` creates only what does not exist yet).
+ * Otherwise it returns 0 and leaves `res` alone: the handler goes on. A malformed list matches
+ * nothing. A handler returns FCR_DONE when the result is not 0. Returns a negative error for a
+ * NULL or foreign argument or an invalid `etag` (FCR_EINVAL), or FCR_ENOMEM.
+ */
+int fcr_req_check_preconditions(fcr_req *req, fcr_res *res, const char *etag);
+
 /* ---- Streamed bodies ------------------------------------------------------------------ */
 
 /**
