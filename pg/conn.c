@@ -83,6 +83,15 @@ static void conn_failed(pgconn *c, const char *why)
         fcr__pg_fail_later(q, FCR_ECLOSED, msg);
 }
 
+/* The server's notices and warnings go to the log, not to stderr as libpq's default does. */
+static void notice_cb(void *arg, const char *message)
+{
+    (void)arg;
+    char line[PGQ_MSG];
+    fcr__pg_copy_msg(line, message);
+    fcr_log(FCR_LOG_INFO, "pg: server: %s", line);
+}
+
 static void conn_up(pgconn *c)
 {
     fcr_pg_pool *p = c->pool;
@@ -133,6 +142,7 @@ void fcr__pg_conn_start(pgconn *c)
         conn_failed(c, PQerrorMessage(c->pg));
         return;
     }
+    PQsetNoticeProcessor(c->pg, notice_cb, NULL);
     c->state = C_CONNECTING;
     ev_timer_stop(p->loop, &c->timer);
     ev_timer_set(&c->timer, p->cfg.connect_timeout, 0.);
