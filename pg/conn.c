@@ -43,7 +43,8 @@ void fcr__pg_conn_close(pgconn *c)
         PQfinish(c->pg);
         c->pg = NULL;
     }
-    memset(c->prepared, 0, c->nprepared);
+    if (c->prepared)
+        memset(c->prepared, 0, c->nprepared);
     c->cancelled = false;
 }
 
@@ -187,8 +188,8 @@ static int send_query(pgconn *c, const pgq *q)
 {
     switch (q->kind) {
     case Q_EXEC:
-        return PQsendQueryPrepared(c->pg, c->pool->stmts[q->stmt].name, q->nparams, q->params,
-                                   NULL, NULL, 0);
+        return PQsendQueryPrepared(c->pg, c->pool->stmts[q->stmt].name, q->nparams, q->params, NULL,
+                                   NULL, 0);
     case Q_BEGIN:
         return PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
     case Q_COMMIT:
@@ -297,8 +298,8 @@ static void query_done(pgconn *c)
         tx->conn = NULL;
         tx->dead = true;
     } else if (tx && (q->abandoned || (q->kind == Q_BEGIN && !ok))) {
-        fcr__pg_tx_abandon(tx, q->abandoned ? "a query of the transaction timed out"
-                                            : "BEGIN failed");
+        fcr__pg_tx_abandon(tx,
+                           q->abandoned ? "a query of the transaction timed out" : "BEGIN failed");
     }
     if (q->abandoned)
         PQclear(r);

@@ -38,8 +38,8 @@ struct pgq {
     pgq *prev, *next;
     pgq_list *list; /* the queue the query waits in, or NULL */
     fcr_pg_pool *pool;
-    fcr_pg_tx *tx;  /* the transaction it belongs to (BEGIN included), or NULL */
-    pgconn *conn;   /* the connection it runs on, or NULL */
+    fcr_pg_tx *tx; /* the transaction it belongs to (BEGIN included), or NULL */
+    pgconn *conn;  /* the connection it runs on, or NULL */
     const char *sql;
     const char *const *params;
     fcr_pg_cb cb;
@@ -60,9 +60,9 @@ typedef enum pgconn_state { C_DOWN, C_WAIT, C_CONNECTING, C_IDLE, C_BUSY } pgcon
 struct pgconn {
     fcr_pg_pool *pool;
     PGconn *pg;
-    pgq *cur;        /* the running query */
-    fcr_pg_tx *tx;   /* the transaction holding the connection */
-    PGresult *res;   /* the running query's result so far */
+    pgq *cur;                /* the running query */
+    fcr_pg_tx *tx;           /* the transaction holding the connection */
+    PGresult *res;           /* the running query's result so far */
     unsigned char *prepared; /* per statement of the pool: prepared on this connection */
     size_t nprepared;
     ev_io io;
@@ -78,9 +78,9 @@ struct fcr_pg_tx {
     pgconn *conn; /* the connection held, from BEGIN's dispatch */
     pgq_list q;   /* queries waiting for the connection */
     ev_timer idle;
-    unsigned nq;  /* queries that name this transaction and are not freed */
-    bool dead;    /* over: no more queries run (a ROLLBACK may still have to) */
-    bool ended;   /* the caller has committed or rolled back: freed when nothing is left */
+    unsigned nq; /* queries that name this transaction and are not freed */
+    bool dead;   /* over: no more queries run (a ROLLBACK may still have to) */
+    bool ended;  /* the caller has committed or rolled back: freed when nothing is left */
     bool rollback_sent;
 };
 

@@ -82,8 +82,8 @@ bool fcr_pg_result_retryable(const fcr_pg_result *res)
     if (res->error != FCR_EIO || strlen(s) != 5)
         return false;
     return strncmp(s, "08", 2) == 0 || strncmp(s, "53", 2) == 0 ||
-           (strncmp(s, "57P0", 4) == 0 && s[4] >= '1' && s[4] <= '5') ||
-           strcmp(s, "40001") == 0 || strcmp(s, "40P01") == 0;
+           (strncmp(s, "57P0", 4) == 0 && s[4] >= '1' && s[4] <= '5') || strcmp(s, "40001") == 0 ||
+           strcmp(s, "40P01") == 0;
 }
 
 int fcr_pg_res_set_error(fcr_res *res, const fcr_pg_result *result)

@@ -20,8 +20,8 @@
 
 #include "fcgi_client.h"
 
-static char dir[64];           /* the server's directory (socket and cluster) */
-static char conninfo[160];     /* the pool's connection string */
+static char dir[64];       /* the server's directory (socket and cluster) */
+static char conninfo[160]; /* the pool's connection string */
 static struct ev_loop *loop;
 
 static double now(void)
@@ -210,8 +210,8 @@ START_TEST(parameters_and_nulls)
     fcr_pg_pool *p = pool_new(&cfg);
     got g = {0};
     const char *params[] = {"41", NULL, "it's \"quoted\""};
-    ck_assert_int_eq(fcr_pg_query(p, "SELECT $1::int + 1, $2::text IS NULL, $2::text, $3::text",
-                                  3, params, got_cb, &g),
+    ck_assert_int_eq(fcr_pg_query(p, "SELECT $1::int + 1, $2::text IS NULL, $2::text, $3::text", 3,
+                                  params, got_cb, &g),
                      0);
     wait_got(&g, 10);
     ck_assert_int_eq(g.err, 0);
@@ -237,8 +237,7 @@ END_TEST
 static fcr_pg_pool *observer(void)
 {
     static char ci[200];
-    snprintf(ci, sizeof ci, "host=%s dbname=postgres user=postgres application_name=observer",
-             dir);
+    snprintf(ci, sizeof ci, "host=%s dbname=postgres user=postgres application_name=observer", dir);
     fcr_pg_config cfg = config(1);
     cfg.conninfo = ci;
     return pool_new(&cfg);
@@ -281,8 +280,7 @@ START_TEST(prepared_and_reprepared_after_reconnect)
     fcr_pg_pool *o = observer();
     const char *kp[] = {pid};
     memset(&g, 0, sizeof g);
-    ck_assert_int_eq(fcr_pg_query(o, "SELECT pg_terminate_backend($1::int)", 1, kp, got_cb, &g),
-                     0);
+    ck_assert_int_eq(fcr_pg_query(o, "SELECT pg_terminate_backend($1::int)", 1, kp, got_cb, &g), 0);
     wait_got(&g, 10);
     ck_assert_str_eq(g.v[0], "t");
     /* A query sent before the pool saw the end fails with FCR_ECLOSED, as one in flight on a
@@ -334,9 +332,9 @@ START_TEST(transactions)
     ck_assert_int_eq(fcr_pg_begin(p, &tx, got_cb, &b), 0);
     ck_assert_ptr_nonnull(tx);
     ck_assert_int_eq(fcr_pg_tx_query(tx, "INSERT INTO tx_t VALUES (1)", 0, NULL, got_cb, &q1), 0);
-    ck_assert_int_eq(fcr_pg_tx_query(tx, "SELECT txid_current_if_assigned() IS NOT NULL", 0,
-                                     NULL, got_cb, &q2),
-                     0);
+    ck_assert_int_eq(
+        fcr_pg_tx_query(tx, "SELECT txid_current_if_assigned() IS NOT NULL", 0, NULL, got_cb, &q2),
+        0);
     wait_got(&q2, 10);
     ck_assert(b.done && b.err == 0 && q1.done && q1.err == 0);
     ck_assert_str_eq(q2.v[0], "t"); /* same transaction: the INSERT gave it an id */
@@ -723,8 +721,7 @@ START_TEST(app_answers_from_the_callback)
                       res.body);
         ck_assert_msg(strstr(res.body, cases[i].body_has), "%s: %s", cases[i].path, res.body);
         if (cases[i].status >= 500) {
-            ck_assert_str_eq(fcr_test_res_header(&res, "Content-Type"),
-                             "application/problem+json");
+            ck_assert_str_eq(fcr_test_res_header(&res, "Content-Type"), "application/problem+json");
         }
         if (cases[i].status == 503) {
             ck_assert_str_eq(fcr_test_res_header(&res, "Retry-After"), "1");

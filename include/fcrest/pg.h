@@ -69,17 +69,17 @@ typedef struct fcr_pg_config {
     /** libpq connection string or URI ("host=/run/postgresql dbname=notes",
         "postgresql:///notes?host=/run/postgresql"); copied by fcr_pg_pool_new() */
     const char *conninfo;
-    double connect_timeout;   /**< seconds a connection attempt may take (default 5) */
-    double query_timeout;     /**< seconds from a query's submission to its answer, after which
-                                   its callback gets FCR_ETIMEDOUT and it is cancelled on the
-                                   server (default 30; 0: none) */
-    double reconnect_max;     /**< longest wait between reconnection attempts, seconds (default
-                                   5); the wait starts at 0.05 s and doubles */
-    double tx_idle_timeout;   /**< seconds a transaction may hold its connection with nothing
-                                   to run before it is rolled back (default 60; 0: never) */
-    unsigned size;            /**< connections, 1..64 (default FCR_PG_DEFAULT_SIZE) */
-    unsigned max_queue;       /**< queries waiting for a connection, >= 1 (default
-                                   FCR_PG_DEFAULT_MAX_QUEUE) */
+    double connect_timeout; /**< seconds a connection attempt may take (default 5) */
+    double query_timeout;   /**< seconds from a query's submission to its answer, after which
+                                 its callback gets FCR_ETIMEDOUT and it is cancelled on the
+                                 server (default 30; 0: none) */
+    double reconnect_max;   /**< longest wait between reconnection attempts, seconds (default
+                                 5); the wait starts at 0.05 s and doubles */
+    double tx_idle_timeout; /**< seconds a transaction may hold its connection with nothing
+                                 to run before it is rolled back (default 60; 0: never) */
+    unsigned size;          /**< connections, 1..64 (default FCR_PG_DEFAULT_SIZE) */
+    unsigned max_queue;     /**< queries waiting for a connection, >= 1 (default
+                                 FCR_PG_DEFAULT_MAX_QUEUE) */
 } fcr_pg_config;
 
 /**
