@@ -46,6 +46,8 @@ void fcr__pg_conn_close(pgconn *c)
     if (c->prepared)
         memset(c->prepared, 0, c->nprepared);
     c->cancelled = false;
+    c->cancel_wait = false;
+    fcr__pg_cancel_detach(p, c);
 }
 
 /* Waits before the next attempt: `delay` seconds (0: at the next loop iteration). */
@@ -271,9 +273,11 @@ static void query_done(pgconn *c)
     }
     if (q->preparing) {
         q->preparing = false;
-        if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
-            PQclear(r);
+        bool prepared = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (prepared)
             set_prepared(c, q->stmt);
+        if (prepared && !q->abandoned) {
+            PQclear(r);
             if (!send_query(c, q)) {
                 conn_lost(c, PQerrorMessage(c->pg));
                 return;
@@ -285,10 +289,16 @@ static void query_done(pgconn *c)
     }
     c->cur = NULL;
     q->conn = NULL;
-    c->state = C_IDLE;
-    if (c->cancelled) {
-        ev_timer_stop(p->loop, &c->timer);
-        c->cancelled = false;
+    if (c->cancelled && fcr__pg_cancel_pending(p, c)) {
+        /* The cancel request is still on its way: sent now, it would cancel the next query.
+         * The connection waits for it (cancel_async_cb), within the same deadline. */
+        c->cancel_wait = true;
+    } else {
+        c->state = C_IDLE;
+        if (c->cancelled) {
+            ev_timer_stop(p->loop, &c->timer);
+            c->cancelled = false;
+        }
     }
     fcr_pg_tx *tx = q->tx;
     bool ok = r && (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK);
@@ -377,7 +387,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         break;
     case C_BUSY:
         /* A cancelled query that does not end: the connection is dropped. */
-        conn_lost(c, "the cancelled query did not end");
+        conn_lost(c, "the cancelled query did not end in time");
         break;
     default:
         break;

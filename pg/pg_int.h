@@ -69,7 +69,9 @@ struct pgconn {
     ev_timer timer; /* WAIT: backoff; CONNECTING: connect timeout; BUSY: cancel deadline */
     double backoff;
     pgconn_state state;
-    bool cancelled; /* BUSY: a cancel request was sent for the running query */
+    bool cancelled;   /* BUSY: a cancel request was sent for the running query */
+    bool cancel_wait; /* BUSY without a query: its cancel request is still being sent, and
+                         must not hit the next query */
 };
 
 struct fcr_pg_tx {
@@ -93,6 +95,8 @@ typedef struct pg_stmt {
 /* A cancel request sent on a thread of its own (PQcancel blocks). */
 typedef struct pg_cancel {
     struct pg_cancel *next;
+    fcr_pg_pool *pool;
+    pgconn *conn; /* the connection whose query it cancels, until that one closes */
     PGcancel *cancel;
     pthread_t th;
     atomic_bool done;
@@ -106,6 +110,7 @@ struct fcr_pg_pool {
     pgq_list q;      /* queries waiting for a free connection */
     pgq_list failed; /* failures to report from fail_timer */
     ev_timer fail_timer;
+    ev_async cancel_async; /* a cancel thread has finished */
     fcr_pg_tx *txs;
     pg_stmt *stmts;
     pg_cancel *cancels;
@@ -141,7 +146,9 @@ pgq *fcr__pg_list_pop(pgq_list *l);
 void fcr__pg_list_remove(pgq *q);
 void fcr__pg_tx_abandon(fcr_pg_tx *tx, const char *why);
 void fcr__pg_tx_maybe_free(fcr_pg_tx *tx);
-void fcr__pg_cancel_start(fcr_pg_pool *p, PGconn *pg);
+void fcr__pg_cancel_start(fcr_pg_pool *p, pgconn *c);
+bool fcr__pg_cancel_pending(const fcr_pg_pool *p, const pgconn *c);
+void fcr__pg_cancel_detach(fcr_pg_pool *p, const pgconn *c);
 unsigned fcr__pg_connected(const fcr_pg_pool *p);
 void fcr__pg_copy_msg(char *dst, const char *src);
 void fcr__pg_join_msg(char *dst, const char *a, const char *b);

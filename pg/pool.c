@@ -200,16 +200,28 @@ static void *cancel_main(void *arg)
     if (!PQcancel(k->cancel, err, sizeof err))
         fcr_log(FCR_LOG_WARN, "pg: cancel request failed: %s", err);
     atomic_store(&k->done, true);
+    ev_async_send(k->pool->loop, &k->pool->cancel_async);
     return NULL;
 }
 
-static void cancels_reap(fcr_pg_pool *p, bool all)
+/* Joins the finished cancel threads (all of them with `all`). A connection that waited for
+ * its cancel request to be sent is free again. Returns true when one is. */
+static bool cancels_reap(fcr_pg_pool *p, bool all)
 {
+    bool freed = false;
     pg_cancel **pk = &p->cancels;
     while (*pk) {
         pg_cancel *k = *pk;
         if (all || atomic_load(&k->done)) {
             pthread_join(k->th, NULL);
+            pgconn *c = k->conn;
+            if (c && c->cancel_wait && !p->destroying) {
+                c->cancel_wait = false;
+                c->cancelled = false;
+                ev_timer_stop(p->loop, &c->timer);
+                c->state = C_IDLE;
+                freed = true;
+            }
             PQfreeCancel(k->cancel);
             *pk = k->next;
             free(k);
@@ -217,15 +229,44 @@ static void cancels_reap(fcr_pg_pool *p, bool all)
             pk = &k->next;
         }
     }
+    return freed;
 }
 
-void fcr__pg_cancel_start(fcr_pg_pool *p, PGconn *pg)
+bool fcr__pg_cancel_pending(const fcr_pg_pool *p, const pgconn *c)
 {
-    cancels_reap(p, false);
+    for (const pg_cancel *k = p->cancels; k; k = k->next)
+        if (k->conn == c && !atomic_load(&k->done))
+            return true;
+    return false;
+}
+
+void fcr__pg_cancel_detach(fcr_pg_pool *p, const pgconn *c)
+{
+    for (pg_cancel *k = p->cancels; k; k = k->next)
+        if (k->conn == c)
+            k->conn = NULL;
+}
+
+static void cancel_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop, (void)revents;
+    fcr_pg_pool *p = w->data;
+    fcr__pg_enter(p);
+    if (cancels_reap(p, false))
+        fcr__pg_kick(p);
+    fcr__pg_leave(p);
+}
+
+void fcr__pg_cancel_start(fcr_pg_pool *p, pgconn *c)
+{
+    if (cancels_reap(p, false))
+        fcr__pg_kick(p);
     pg_cancel *k = calloc(1, sizeof *k);
     if (!k)
         return;
-    k->cancel = PQgetCancel(pg);
+    k->pool = p;
+    k->conn = c;
+    k->cancel = PQgetCancel(c->pg);
     atomic_init(&k->done, false);
     if (!k->cancel || pthread_create(&k->th, NULL, cancel_main, k) != 0) {
         if (k->cancel)
@@ -257,7 +298,7 @@ static void query_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         q->abandoned = true;
         if (!c->cancelled) {
             c->cancelled = true;
-            fcr__pg_cancel_start(p, c->pg);
+            fcr__pg_cancel_start(p, c);
             ev_timer_stop(p->loop, &c->timer);
             ev_timer_set(&c->timer, p->cfg.connect_timeout, 0.);
             ev_timer_start(p->loop, &c->timer);
@@ -486,6 +527,9 @@ fcr_pg_pool *fcr_pg_pool_new(struct ev_loop *loop, const fcr_pg_config *cfg, int
     p->cfg.conninfo = p->conninfo;
     ev_timer_init(&p->fail_timer, fail_timer_cb, 0., 0.);
     p->fail_timer.data = p;
+    ev_async_init(&p->cancel_async, cancel_async_cb);
+    p->cancel_async.data = p;
+    ev_async_start(loop, &p->cancel_async);
     fcr__pg_enter(p);
     for (unsigned i = 0; i < cfg->size; i++) {
         fcr__pg_conn_init(&p->conns[i], p);
@@ -547,6 +591,7 @@ static void pool_destroy(fcr_pg_pool *p)
     }
     ev_timer_stop(p->loop, &p->fail_timer);
     cancels_reap(p, true);
+    ev_async_stop(p->loop, &p->cancel_async);
     for (unsigned i = 0; i < p->cfg.size; i++)
         free(p->conns[i].prepared);
     for (size_t i = 0; i < p->nstmts; i++) {

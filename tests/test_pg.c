@@ -444,6 +444,47 @@ START_TEST(timeout_cancels_on_the_server)
 }
 END_TEST
 
+/* A query that ends by itself right when its timeout fires: the cancel request sent for it
+ * must not cancel the next query on the same connection. */
+typedef struct race {
+    fcr_pg_pool *p;
+    got first, next;
+} race;
+
+static void race_first_cb(const fcr_pg_result *r, void *data)
+{
+    race *x = data;
+    got_cb(r, &x->first);
+    ck_assert_int_eq(fcr_pg_query(x->p, "SELECT pg_sleep(0.05), 7", 0, NULL, got_cb, &x->next), 0);
+}
+
+START_TEST(cancel_never_hits_the_next_query)
+{
+    fcr_pg_config cfg = config(1);
+    cfg.query_timeout = 0.25;
+    fcr_pg_pool *p = pool_new(&cfg);
+    got g;
+    sql_ok(p, "SELECT 1", &g);
+    int timed_out = 0;
+    for (int i = 0; i < 12; i++) {
+        race x = {.p = p};
+        char sql[64];
+        snprintf(sql, sizeof sql, "SELECT pg_sleep(%.3f)", 0.22 + 0.005 * i);
+        ck_assert_int_eq(fcr_pg_query(p, sql, 0, NULL, race_first_cb, &x), 0);
+        wait_got(&x.next, 5);
+        ck_assert(x.first.err == 0 || x.first.err == FCR_ETIMEDOUT);
+        timed_out += x.first.err == FCR_ETIMEDOUT;
+        ck_assert_msg(x.next.err == 0, "round %d: the next query got %s %s %s", i,
+                      fcr_err_name(x.next.err), x.next.sqlstate, x.next.msg);
+        ck_assert_str_eq(x.next.v[1], "7");
+    }
+    printf("cancel race: %d of 12 first queries timed out, no next query was cancelled\n",
+           timed_out);
+    ck_assert_int_gt(timed_out, 0);
+    fcr_pg_pool_free(p);
+}
+END_TEST
+
 /* ---- The queue --------------------------------------------------------------------------- */
 
 START_TEST(queue_full)
@@ -816,6 +857,7 @@ static Suite *pg_suite(void)
     tcase_add_test(tc, prepared_and_reprepared_after_reconnect);
     tcase_add_test(tc, transactions);
     tcase_add_test(tc, timeout_cancels_on_the_server);
+    tcase_add_test(tc, cancel_never_hits_the_next_query);
     tcase_add_test(tc, queue_full);
     tcase_add_test(tc, free_fails_outstanding);
     tcase_add_test(tc, loop_free_during_lock_wait);
