@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -673,6 +675,52 @@ START_TEST(server_down_and_back)
 }
 END_TEST
 
+/* A "server" that takes connections (its listen backlog does) and never answers the startup
+ * packet: connecting waits on the loop, which keeps ticking, until connect_timeout; then the
+ * queued query fails with FCR_ECLOSED and the pool is unavailable. */
+START_TEST(connect_never_blocks_the_loop)
+{
+    char sdir[48], path[96], ci[160];
+    snprintf(sdir, sizeof sdir, "/tmp/fcr-pg-mute-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(sdir));
+    snprintf(path, sizeof path, "%s/.s.PGSQL.5432", sdir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(fd, 16), 0);
+    snprintf(ci, sizeof ci, "host=%s dbname=postgres user=postgres", sdir);
+    fcr_pg_config cfg = config(2);
+    cfg.conninfo = ci;
+    cfg.connect_timeout = 0.5;
+    double t0 = now();
+    fcr_pg_pool *p = pool_new(&cfg);
+    ck_assert_msg(now() - t0 < 0.05 * slack(), "fcr_pg_pool_new took %.3f s", now() - t0);
+    ticker t = {0};
+    ev_timer_init(&t.w, ticker_cb, 0.005, 0.005);
+    ev_timer_start(loop, &t.w);
+    got g = {0};
+    ck_assert_int_eq(fcr_pg_query(p, "SELECT 1", 0, NULL, got_cb, &g), 0);
+    wait_got(&g, 5);
+    ev_timer_stop(loop, &t.w);
+    double took = g.at - t0;
+    printf("mute server: query failed after %.3f s (connect timeout 0.5 s); %d ticks, longest "
+           "gap %.1f ms\n",
+           took, t.ticks, t.max_gap * 1000);
+    ck_assert_int_eq(g.err, FCR_ECLOSED);
+    ck_assert_msg(strstr(g.msg, "timeout") != NULL, "message: %s", g.msg);
+    ck_assert_msg(took >= 0.45 && took < 0.5 + 0.3 * slack(), "failed after %.3f s", took);
+    ck_assert_msg(t.ticks >= 80 / slack(), "only %d ticks", t.ticks);
+    ck_assert_msg(t.max_gap < 0.1 * slack(), "the loop stalled for %.1f ms", t.max_gap * 1000);
+    ck_assert(fcr_pg_pool_unavailable(p));
+    fcr_pg_pool_free(p);
+    close(fd);
+    unlink(path);
+    rmdir(sdir);
+}
+END_TEST
+
 /* ---- Requests of the framework ----------------------------------------------------------- */
 
 static fcr_pg_pool *app_pool;
@@ -861,6 +909,7 @@ static Suite *pg_suite(void)
     tcase_add_test(tc, queue_full);
     tcase_add_test(tc, free_fails_outstanding);
     tcase_add_test(tc, loop_free_during_lock_wait);
+    tcase_add_test(tc, connect_never_blocks_the_loop);
     tcase_add_test(tc, app_answers_from_the_callback);
     tcase_add_test(tc, client_abort_mid_query);
     tcase_add_test(tc, server_down_and_back);
