@@ -8,11 +8,13 @@
 #include <check.h>
 #include <ev.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -893,6 +895,132 @@ START_TEST(client_abort_mid_query)
 }
 END_TEST
 
+/* The documented pattern: fcr_app_run() with two workers, each opening its own pool in a start
+ * hook (with its loop) and freeing it in a stop hook; the handler answers from the callback.
+ * Each worker's answer names its own process and its own database session, and SIGTERM stops
+ * both workers cleanly with their pools. */
+static fcr_pg_pool *worker_pool;
+static char worker_marks[96];
+
+static int worker_open(fcr_app *a, struct ev_loop *l, void *data)
+{
+    (void)a, (void)data;
+    fcr_pg_config cfg = config(1);
+    int err = 0;
+    worker_pool = fcr_pg_pool_new(l, &cfg, &err);
+    return worker_pool ? 0 : err;
+}
+
+static void worker_close(fcr_app *a, struct ev_loop *l, void *data)
+{
+    (void)a, (void)l, (void)data;
+    fcr_pg_pool_free(worker_pool);
+    worker_pool = NULL;
+    char path[160];
+    snprintf(path, sizeof path, "%s/stopped-%d", worker_marks, (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (f)
+        fclose(f);
+}
+
+static void whoami_cb(const fcr_pg_result *r, void *data)
+{
+    call *c = data;
+    if (!fcr_req_aborted(c->req)) {
+        if (fcr_pg_result_error(r))
+            fcr_pg_res_set_error(c->res, r);
+        else
+            fcr_res_printf(c->res, "%d %s", (int)getpid(), fcr_pg_result_value(r, 0, 0));
+    }
+    fcr_res_send(c->res);
+    free(c);
+}
+
+static fcr_handler_result whoami(fcr_req *req, fcr_res *res, void *data)
+{
+    (void)data;
+    call *c = calloc(1, sizeof *c);
+    if (!c)
+        return FCR_HANDLER_ERROR;
+    c->req = req;
+    c->res = res;
+    int rc = fcr_pg_query(worker_pool, "SELECT pg_backend_pid()", 0, NULL, whoami_cb, c);
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    return FCR_ASYNC;
+}
+
+START_TEST(workers_open_their_pools_in_start_hooks)
+{
+    snprintf(worker_marks, sizeof worker_marks, "/tmp/fcr-pg-workers-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(worker_marks));
+    char sock[160], addr[180];
+    snprintf(sock, sizeof sock, "%s/app.sock", worker_marks);
+    snprintf(addr, sizeof addr, "unix:%s", sock);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        fcr_app *app = fcr_app_new();
+        fcr_app_route(app, FCR_GET, "/whoami", whoami, NULL);
+        fcr_app_on_worker_start(app, worker_open, NULL);
+        fcr_app_on_worker_stop(app, worker_close, NULL);
+        char *argv[] = {"app", "--listen", addr, "--workers", "2", "--log-level", "warn", NULL};
+        int rc = fcr_app_run(app, 7, argv);
+        fcr_app_free(app);
+        _exit(rc == 0 ? 0 : 1);
+    }
+    double end = now() + 10 * slack();
+    while (access(sock, F_OK) != 0) {
+        ck_assert_msg(now() < end, "the app does not listen");
+        poll(NULL, 0, 10);
+    }
+    /* Ask until both workers have answered (the kernel spreads connections over them). */
+    char seen[2][64] = {"", ""};
+    int nseen = 0;
+    for (int i = 0; i < 200 && nseen < 2; i++) {
+        fcl_conn *c = fcl_connect(addr, 0);
+        ck_assert_ptr_nonnull(c);
+        send_get(c, 1, "/whoami");
+        fcl_response r;
+        fcl_response_init(&r, 1);
+        ck_assert_int_eq(fcl_await(c, &r, 1), 0);
+        fcl_cgi cgi;
+        ck_assert_int_eq(fcl_cgi_parse(&r, &cgi), 0);
+        char body[64];
+        snprintf(body, sizeof body, "%.*s", (int)cgi.body_len, (const char *)cgi.body);
+        ck_assert_msg(strstr(cgi.head, "Status: 200") != NULL, "%s\n%s", cgi.head, body);
+        int wpid = 0, bpid = 0;
+        ck_assert_int_eq(sscanf(body, "%d %d", &wpid, &bpid), 2);
+        ck_assert_int_ne(wpid, (int)pid); /* a worker answered, not the supervisor */
+        if (nseen == 0 || (strcmp(seen[0], body) != 0 && nseen < 2))
+            snprintf(seen[nseen++], sizeof seen[0], "%s", body);
+        fcl_cgi_free(&cgi);
+        fcl_response_free(&r);
+        fcl_close(c);
+    }
+    ck_assert_msg(nseen == 2, "only one worker answered");
+    int w0, b0, w1, b1;
+    sscanf(seen[0], "%d %d", &w0, &b0);
+    sscanf(seen[1], "%d %d", &w1, &b1);
+    ck_assert_int_ne(w0, w1);
+    ck_assert_int_ne(b0, b1); /* a session of its own per worker */
+    kill(pid, SIGTERM);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    for (int i = 0; i < 2; i++) {
+        char mark[160];
+        snprintf(mark, sizeof mark, "%s/stopped-%d", worker_marks, i ? w1 : w0);
+        ck_assert_msg(access(mark, F_OK) == 0, "worker %d did not run its stop hook", i ? w1 : w0);
+        unlink(mark);
+    }
+    unlink(sock);
+    rmdir(worker_marks);
+}
+END_TEST
+
 static Suite *pg_suite(void)
 {
     Suite *s = suite_create("pg");
@@ -912,6 +1040,7 @@ static Suite *pg_suite(void)
     tcase_add_test(tc, connect_never_blocks_the_loop);
     tcase_add_test(tc, app_answers_from_the_callback);
     tcase_add_test(tc, client_abort_mid_query);
+    tcase_add_test(tc, workers_open_their_pools_in_start_hooks);
     tcase_add_test(tc, server_down_and_back);
     suite_add_tcase(s, tc);
     return s;
