@@ -287,8 +287,9 @@ static void query_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (q->list) {
         /* Still waiting for a connection. */
         fcr__pg_list_remove(q);
-        if (q->kind == Q_BEGIN && q->tx)
-            fcr__pg_tx_abandon(q->tx, "BEGIN timed out");
+        /* A transaction one of whose queries (COMMIT included) timed out is over. */
+        if (q->tx)
+            fcr__pg_tx_abandon(q->tx, "a query of the transaction timed out");
         fcr__pg_deliver(q, NULL, FCR_ETIMEDOUT, "query timed out waiting for a connection");
         fcr__pg_q_free(q);
     } else if (q->conn && !q->abandoned) {
@@ -437,6 +438,8 @@ void fcr__pg_kick(fcr_pg_pool *p)
             continue;
         fcr_pg_tx *tx = c->tx;
         if (tx) {
+            if (tx->ended && !tx->q.head)
+                tx->dead = true; /* its end is gone (it timed out): roll back */
             if (tx->dead) {
                 if (tx->rollback_sent)
                     continue;
@@ -464,7 +467,9 @@ void fcr__pg_kick(fcr_pg_pool *p)
             }
             continue;
         }
-        pgq *q = fcr__pg_list_pop(&p->q);
+        pgq *q;
+        while ((q = fcr__pg_list_pop(&p->q)) && q->kind == Q_BEGIN && q->tx->dead)
+            fcr__pg_fail_later(q, FCR_ECLOSED, "the transaction is over");
         if (!q)
             continue;
         if (q->kind == Q_BEGIN) {

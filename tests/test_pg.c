@@ -443,6 +443,25 @@ START_TEST(timeout_cancels_on_the_server)
     /* And the pool's one connection serves again. */
     sql_ok(p, "SELECT 2", &g);
     ck_assert_str_eq(g.v[0], "2");
+
+    /* In a transaction, a query and the COMMIT queued behind it time out: the transaction is
+     * over, rolled back, and its connection serves the pool again. */
+    sql_ok(p, "CREATE TABLE IF NOT EXISTS slow_tx (v int)", &g);
+    fcr_pg_tx *tx;
+    got b = {0}, ins = {0}, slow = {0}, c = {0};
+    ck_assert_int_eq(fcr_pg_begin(p, &tx, got_cb, &b), 0);
+    ck_assert_int_eq(fcr_pg_tx_query(tx, "INSERT INTO slow_tx VALUES (1)", 0, NULL, got_cb, &ins),
+                     0);
+    ck_assert_int_eq(fcr_pg_tx_query(tx, "SELECT pg_sleep(5)", 0, NULL, got_cb, &slow), 0);
+    ck_assert_int_eq(fcr_pg_commit(tx, got_cb, &c), 0);
+    wait_got(&c, 5);
+    wait_got(&slow, 5);
+    ck_assert_int_eq(ins.err, 0);
+    ck_assert_int_eq(slow.err, FCR_ETIMEDOUT);
+    ck_assert_msg(c.err == FCR_ETIMEDOUT || c.err == FCR_ECLOSED, "COMMIT: %s", c.msg);
+    sql_ok(p, "SELECT count(*) FROM slow_tx", &g);
+    ck_assert_str_eq(g.v[0], "0");
+    sql_ok(p, "DROP TABLE slow_tx", &g);
     fcr_pg_pool_free(o);
     fcr_pg_pool_free(p);
 }
