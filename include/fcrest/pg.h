@@ -160,7 +160,9 @@ int fcr_pg_begin(fcr_pg_pool *pool, fcr_pg_tx **tx, fcr_pg_cb cb, void *data);
 /**
  * fcr_pg_query() on the transaction's connection, after what the transaction already runs.
  * A query that fails on the server puts the transaction in the failed state (later queries
- * fail with SQLSTATE 25P02) until fcr_pg_rollback(). Returns and calls `cb` as fcr_pg_query(),
+ * fail with SQLSTATE 25P02) until fcr_pg_rollback(). A query of the transaction that times out
+ * ends the transaction: it is rolled back and its later queries fail with FCR_ECLOSED. Returns
+ * and calls `cb` as fcr_pg_query(),
  * with FCR_ECLOSED for a transaction that is over (connection lost, BEGIN failed, abandoned);
  * FCR_EINVAL also for a NULL `tx`.
  */
