@@ -906,7 +906,8 @@ typedef struct fcr_field {
     const char *name;               /**< the member's name; NULL ends a table */
     fcr_field_kind kind;            /**< what it must be */
     unsigned flags;                 /**< ::fcr_field_flag bits */
-    double min, max;                /**< bounds, when FCR_FIELD_MIN / FCR_FIELD_MAX are set */
+    double min;                     /**< lower bound, when FCR_FIELD_MIN is set */
+    double max;                     /**< upper bound, when FCR_FIELD_MAX is set */
     const struct fcr_field *fields; /**< FCR_FIELD_OBJECT: the members' table, or NULL */
     const struct fcr_field *items;  /**< FCR_FIELD_ARRAY: what each item must be (its name is
                                          not used), or NULL */
