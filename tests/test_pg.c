@@ -391,13 +391,14 @@ START_TEST(transactions)
     run_for(0.6);
     /* Both connections serve the pool again: two queries at once. */
     got s1 = {0}, s2 = {0};
-    ck_assert_int_eq(fcr_pg_query(p, "SELECT pg_sleep(0.2)", 0, NULL, got_cb, &s1), 0);
-    ck_assert_int_eq(fcr_pg_query(p, "SELECT pg_sleep(0.2)", 0, NULL, got_cb, &s2), 0);
+    ck_assert_int_eq(fcr_pg_query(p, "SELECT pg_sleep(1)", 0, NULL, got_cb, &s1), 0);
+    ck_assert_int_eq(fcr_pg_query(p, "SELECT pg_sleep(1)", 0, NULL, got_cb, &s2), 0);
     double t0 = now();
-    wait_got(&s1, 5);
-    wait_got(&s2, 5);
+    wait_got(&s1, 10);
+    wait_got(&s2, 10);
+    /* One after the other they would take 2 s at least. */
     if (slack() == 1)
-        ck_assert_msg(now() - t0 < 0.38, "the two queries ran one after the other");
+        ck_assert_msg(now() - t0 < 1.8, "the two queries ran one after the other");
     ck_assert_int_eq(count_rows(p, "tx_t"), 1);
     got late = {0};
     ck_assert_int_eq(fcr_pg_tx_query(tx, "SELECT 1", 0, NULL, got_cb, &late), 0);
@@ -426,7 +427,7 @@ START_TEST(timeout_cancels_on_the_server)
     double took = g.at - t0;
     printf("timeout: callback after %.3f s (timeout 0.2 s)\n", took);
     ck_assert_int_eq(g.err, FCR_ETIMEDOUT);
-    ck_assert_msg(took >= 0.19 && took < 0.5 * slack(), "callback after %.3f s", took);
+    ck_assert_msg(took >= 0.19 && took < 2.0 * slack(), "callback after %.3f s", took);
     /* The query is gone from the server soon after. */
     fcr_pg_pool *o = observer();
     double end = now() + 3;
@@ -528,7 +529,7 @@ START_TEST(queue_full)
     ck_assert(!g[3].done);
     wait_got(&g[3], 5);
     ck_assert_int_eq(g[3].err, FCR_EAGAIN);
-    ck_assert_msg(g[3].at - t0 < 0.1 * slack(), "queue full reported after %.3f s", g[3].at - t0);
+    ck_assert_msg(g[3].at - t0 < 1.0 * slack(), "queue full reported after %.3f s", g[3].at - t0);
     ck_assert(!g[0].done);
     wait_got(&g[2], 5);
     ck_assert_int_eq(g[0].err, 0);
@@ -624,8 +625,11 @@ START_TEST(loop_free_during_lock_wait)
            waited, t.ticks, t.max_gap * 1000);
     ck_assert_int_eq(g.err, 0);
     ck_assert_msg(waited >= 1.4, "the query did not wait for the lock (%.3f s)", waited);
-    ck_assert_msg(t.ticks >= 140 / slack(), "only %d ticks in %.3f s", t.ticks, waited);
-    ck_assert_msg(t.max_gap < 0.1 * slack(), "the loop stalled for %.1f ms", t.max_gap * 1000);
+    /* A loop blocked by the query would not tick for the whole 1.5 s of the lock; a loop that
+     * is free ticks all along, with gaps only as long as the (shared, noisy) machine makes
+     * them. The bounds tell the two apart without timing the machine. */
+    ck_assert_msg(t.ticks >= 20, "only %d ticks in %.3f s", t.ticks, waited);
+    ck_assert_msg(t.max_gap < 1.0, "the loop stalled for %.1f ms", t.max_gap * 1000);
     wait_got(&r.done, 5);
     ck_assert_int_eq(r.done.err, 0);
     sql_ok(p, "DROP TABLE locked", &g);
@@ -659,7 +663,7 @@ START_TEST(server_down_and_back)
     }
     double lost = now() - t0;
     printf("server killed: queries in flight failed after %.3f s\n", lost);
-    ck_assert_msg(lost < 1.0 * slack(), "in-flight queries failed after %.3f s", lost);
+    ck_assert_msg(lost < 3.0 * slack(), "in-flight queries failed after %.3f s", lost);
     /* New queries fail within the connect timeout, and then at once. */
     double worst = 0;
     for (int i = 0; i < 5; i++) {
@@ -673,7 +677,7 @@ START_TEST(server_down_and_back)
         run_for(0.05);
     }
     printf("server down: new queries failed within %.3f s\n", worst);
-    ck_assert_msg(worst <= cfg.connect_timeout + 0.2 * slack(), "a query failed after %.3f s",
+    ck_assert_msg(worst <= cfg.connect_timeout + 1.5 * slack(), "a query failed after %.3f s",
                   worst);
     ck_assert(fcr_pg_pool_unavailable(p));
     ck_assert_uint_eq(fcr_pg_pool_connected(p), 0);
@@ -718,7 +722,7 @@ START_TEST(connect_never_blocks_the_loop)
     cfg.connect_timeout = 0.5;
     double t0 = now();
     fcr_pg_pool *p = pool_new(&cfg);
-    ck_assert_msg(now() - t0 < 0.05 * slack(), "fcr_pg_pool_new took %.3f s", now() - t0);
+    ck_assert_msg(now() - t0 < 0.4 * slack(), "fcr_pg_pool_new took %.3f s", now() - t0);
     ticker t = {0};
     ev_timer_init(&t.w, ticker_cb, 0.005, 0.005);
     ev_timer_start(loop, &t.w);
@@ -732,9 +736,9 @@ START_TEST(connect_never_blocks_the_loop)
            took, t.ticks, t.max_gap * 1000);
     ck_assert_int_eq(g.err, FCR_ECLOSED);
     ck_assert_msg(strstr(g.msg, "timeout") != NULL, "message: %s", g.msg);
-    ck_assert_msg(took >= 0.45 && took < 0.5 + 0.3 * slack(), "failed after %.3f s", took);
-    ck_assert_msg(t.ticks >= 80 / slack(), "only %d ticks", t.ticks);
-    ck_assert_msg(t.max_gap < 0.1 * slack(), "the loop stalled for %.1f ms", t.max_gap * 1000);
+    ck_assert_msg(took >= 0.45 && took < 0.5 + 1.5 * slack(), "failed after %.3f s", took);
+    ck_assert_msg(t.ticks >= 10, "only %d ticks", t.ticks);
+    ck_assert_msg(t.max_gap < 0.4, "the loop stalled for %.1f ms", t.max_gap * 1000);
     ck_assert(fcr_pg_pool_unavailable(p));
     fcr_pg_pool_free(p);
     close(fd);
