@@ -453,6 +453,9 @@ typedef enum fcr_opt_kind {
     FCR_OPT_UINT,   /**< a decimal number, 0 to ULLONG_MAX */
     FCR_OPT_SIZE,   /**< bytes: a decimal number with an optional suffix k, m or g (x 1024^n) */
     FCR_OPT_SECONDS, /**< decimal seconds, 0 to 86400 */
+    FCR_OPT_LIST,    /**< repeatable text values without commas: fcr_app_option() gives them
+                          joined with commas ("a,b"); its variable holds several, separated by
+                          commas; the command line's replace the variable's */
 } fcr_opt_kind;
 
 /**
