@@ -103,12 +103,38 @@ static fcr__body *body_get(fcr_res *res)
 /* A freed body at least this large gives its pages back to the system. */
 #define TRIM_AFTER (1024u * 1024u)
 
+/* Written heap bodies an app keeps, and the largest it keeps: a service's answers of a few to
+ * some tens of KiB then take no allocation, and the memory kept stays small. */
+#define SPARE_BODIES    8u
+#define SPARE_BODY_SIZE (64u * 1024u)
+
+void fcr__bodies_free(fcr_app *app)
+{
+    while (app->spare_bodies) {
+        fcr__body *b = app->spare_bodies;
+        app->spare_bodies = b->next;
+        fcr__buf_free(&b->buf);
+        free(b);
+    }
+    app->nspare_bodies = 0;
+}
+
 void fcr__body_unref(void *arg)
 {
     fcr__body *b = arg;
     if (b && --b->refs == 0) {
         if (b->held)
             *b->held -= b->counted;
+        fcr_app *app = b->owner;
+        if (app && b->buf.cap <= SPARE_BODY_SIZE && app->nspare_bodies < SPARE_BODIES) {
+            *b = (fcr__body){.heap = true,
+                             .buf = {b->buf.p, 0, b->buf.cap},
+                             .owner = app,
+                             .next = app->spare_bodies};
+            app->spare_bodies = b;
+            app->nspare_bodies++;
+            return;
+        }
         bool big = b->buf.cap >= TRIM_AFTER;
         fcr__buf_free(&b->buf);
         free(b);
@@ -135,13 +161,22 @@ static int body_reserve_to(fcr_res *res, size_t more, bool exact)
         return fcr__buf_reserve(&b->buf, NULL, need, 256, exact ? need : SIZE_MAX);
     if (need <= ARENA_BODY_MAX)
         return fcr__buf_reserve(&b->buf, &res->ctx->arena, need, 256, ARENA_BODY_MAX);
-    /* Too big for the arena: a reference-counted body that queued output can hold. */
-    fcr__body *h = malloc(sizeof *h);
-    if (!h)
+    /* Too big for the arena: a reference-counted body that queued output can hold (one the
+     * app kept from an earlier answer when there is one). */
+    fcr_app *app = res->ctx->app;
+    fcr__body *h = app->spare_bodies;
+    if (h) {
+        app->spare_bodies = h->next;
+        app->nspare_bodies--;
+        h->next = NULL;
+        h->refs = 1;
+    } else if ((h = malloc(sizeof *h))) {
+        *h = (fcr__body){.refs = 1, .heap = true, .owner = app};
+    } else {
         return FCR_ENOMEM;
-    *h = (fcr__body){.refs = 1, .heap = true};
+    }
     if (fcr__buf_reserve(&h->buf, NULL, need, 2 * ARENA_BODY_MAX, exact ? need : SIZE_MAX) < 0) {
-        free(h);
+        fcr__body_unref(h); /* back to the app, or freed */
         return FCR_ENOMEM;
     }
     if (b->buf.len)
