@@ -1,9 +1,18 @@
 /* The notes service contract (issue 3), row by row. Every test runs twice: through the
  * in-process request builder (fcr_app_test on the app examples/notes.c builds), and over a
  * real unix socket against the examples/notes program, spoken to by the independent test
- * client (tests/fcgi_client), which also checks the FastCGI framing of every answer. */
+ * client (tests/fcgi_client), which also checks the FastCGI framing of every answer. Each test
+ * has a fresh SQLite store in a temporary directory of its own.
+ *
+ * Then the store (issue 14), over the socket against the program: --workers 4 answering like
+ * one process, notes and ids kept across a restart, a loop that keeps answering while another
+ * connection holds the SQLite file locked, 503 past the lock timeout, 500 for a store that
+ * fails, and stores refused at start. */
 #include <check.h>
 #include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +30,8 @@
 
 #include "fcgi_client.h"
 
+#include <sqlite3.h>
+
 /* The service itself, for the in-process runs. */
 #define main notes_main
 #include "examples/notes.c"
@@ -36,10 +47,12 @@ enum { IN_PROCESS = 0, SOCKET = 1 };
 
 static int mode;
 static fcr_app *app;
-static notes store;
+static notes svc;
 static pid_t child = -1;
 static char dir[64];
 static char addr[128];
+static char db[128];            /* the store's URL: sqlite:<dir>/notes.db */
+static const char *db_timeout; /* --db-timeout of the next start (NULL: the default) */
 static fcr_test_res res;
 
 /* ---- Transports ----------------------------------------------------------------------- */
@@ -71,68 +84,83 @@ static bool can_connect(void)
     return true;
 }
 
-/* Starts the service: `prefix` and `max_body` (0: default) as --prefix and --max-body. */
-static void start(int which, const char *prefix, size_t max_body)
+/* Removes the test's directory and what is in it. */
+static void remove_dir(void)
 {
-    mode = which;
-    memset(&res, 0, sizeof res);
-    if (mode == IN_PROCESS) {
-        store = (notes){.list = json_array(), .next_id = 1};
-        app = fcr_app_new();
-        ck_assert_int_eq(load_accounts(&store, TOKENS), 0);
-        ck_assert_int_eq(notes_setup(app, &store), 0);
-        if (prefix)
-            ck_assert_int_eq(fcr_app_set_prefix(app, prefix), 0);
-        if (max_body)
-            ck_assert_int_eq(fcr_app_set_max_body(app, max_body), 0);
+    if (!dir[0])
         return;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
     }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+    dir[0] = '\0';
+}
+
+/* A fresh directory for the socket and the store. */
+static void make_dir(void)
+{
     snprintf(dir, sizeof dir, "/tmp/fcr-notes-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(addr, sizeof addr, "unix:%s/notes.sock", dir);
-    char mb[32];
-    snprintf(mb, sizeof mb, "%zu", max_body);
+    snprintf(db, sizeof db, "sqlite:%s/notes.db", dir);
+}
+
+/* Starts the program on `addr` and the store `db` with the options `extra` (NULL-terminated),
+ * its stderr into `log` (NULL: inherited); returns its pid without waiting for it. */
+static pid_t spawn(const char *const *extra, const char *log)
+{
     const char *prog = notes_program();
-    const char *argv[12] = {prog, "--listen", addr, "--log-level", "error"};
-    int argc = 5;
-    if (prefix) {
-        argv[argc++] = "--prefix";
-        argv[argc++] = prefix;
-    }
-    if (max_body) {
-        argv[argc++] = "--max-body";
-        argv[argc++] = mb;
-    }
+    const char *argv[32] = {prog, "--listen", addr, "--log-level", "error", "--db", db};
+    int argc = 7;
+    for (const char *const *e = extra; e && *e && argc < 30; e++)
+        argv[argc++] = *e;
     pid_t parent = getpid();
-    child = fork();
-    ck_assert_int_ge(child, 0);
-    if (child == 0) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
         /* Never outlive the test, whatever happens to it. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(127);
+        if (log) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd < 0 || dup2(fd, 2) < 0)
+                _exit(127);
+            close(fd);
+        }
         setenv("NOTES_TOKENS", TOKENS, 1);
         unsetenv("FCREST_LISTEN");
+        unsetenv("NOTES_DB");
+        unsetenv("NOTES_DB_TIMEOUT");
         execv(prog, (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 500 && !can_connect(); i++) {
-        int st;
-        ck_assert_msg(waitpid(child, &st, WNOHANG) == 0, "%s exited at start", prog);
-        usleep(10000);
-    }
-    ck_assert_msg(can_connect(), "%s does not listen on %s", prog, addr);
+    return pid;
 }
 
-static void stop(void)
+/* Starts the program (see spawn) and waits until it accepts. */
+static void launch(const char *const *extra)
 {
-    fcr_test_res_free(&res);
-    if (mode == IN_PROCESS) {
-        fcr_app_free(app);
-        free_notes(&store);
-        app = NULL;
-        return;
+    child = spawn(extra, NULL);
+    for (int i = 0; i < 500 && !can_connect(); i++) {
+        int st;
+        ck_assert_msg(waitpid(child, &st, WNOHANG) == 0, "notes exited at start");
+        usleep(10000);
     }
+    ck_assert_msg(can_connect(), "notes does not listen on %s", addr);
+}
+
+/* Stops the program with SIGTERM and checks that it exits cleanly. */
+static void halt(void)
+{
     if (child <= 0)
         return;
     kill(child, SIGTERM);
@@ -148,9 +176,75 @@ static void stop(void)
     char path[160];
     snprintf(path, sizeof path, "%s/notes.sock", dir);
     unlink(path);
-    rmdir(dir);
     /* A clean exit: under the sanitizers this also says the service freed everything. */
     ck_assert_msg(w > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "notes did not stop cleanly");
+}
+
+/* Starts the service on a fresh store: `prefix` and `max_body` (0: default) as --prefix and
+ * --max-body, `workers` (0: one process) as --workers. */
+static void start_workers(int which, const char *prefix, size_t max_body, unsigned workers)
+{
+    mode = which;
+    memset(&res, 0, sizeof res);
+    make_dir();
+    if (mode == IN_PROCESS) {
+        svc = (notes){0};
+        app = fcr_app_new();
+        ck_assert_int_eq(load_accounts(&svc, TOKENS), 0);
+        ck_assert_int_eq(notes_setup(app, &svc), 0);
+        /* What the worker start hook does in the program. */
+        ck_assert_int_eq(notes_open_store(&svc, db, db_timeout ? strtod(db_timeout, NULL) : 0,
+                                          NULL),
+                         0);
+        if (prefix)
+            ck_assert_int_eq(fcr_app_set_prefix(app, prefix), 0);
+        if (max_body)
+            ck_assert_int_eq(fcr_app_set_max_body(app, max_body), 0);
+        return;
+    }
+    char mb[32], nw[32];
+    snprintf(mb, sizeof mb, "%zu", max_body);
+    snprintf(nw, sizeof nw, "%u", workers);
+    const char *extra[12];
+    int n = 0;
+    if (prefix) {
+        extra[n++] = "--prefix";
+        extra[n++] = prefix;
+    }
+    if (max_body) {
+        extra[n++] = "--max-body";
+        extra[n++] = mb;
+    }
+    if (workers) {
+        extra[n++] = "--workers";
+        extra[n++] = nw;
+    }
+    if (db_timeout) {
+        extra[n++] = "--db-timeout";
+        extra[n++] = db_timeout;
+    }
+    extra[n] = NULL;
+    launch(extra);
+}
+
+static void start(int which, const char *prefix, size_t max_body)
+{
+    start_workers(which, prefix, max_body, 0);
+}
+
+static void stop(void)
+{
+    fcr_test_res_free(&res);
+    db_timeout = NULL;
+    if (mode == IN_PROCESS) {
+        fcr_app_free(app);
+        free_notes(&svc);
+        app = NULL;
+        remove_dir();
+        return;
+    }
+    halt();
+    remove_dir();
 }
 
 static void teardown(void)
@@ -160,6 +254,7 @@ static void teardown(void)
         waitpid(child, NULL, 0);
         child = -1;
     }
+    remove_dir();
 }
 
 /* The header lines of `cgi` into `res`. */
@@ -185,8 +280,8 @@ static void parse_head(const char *head, fcr_test_res *r)
     }
 }
 
-/* Sends one request over a new connection with the test client. */
-static void socket_request(const fcr_test_req *t)
+/* Sends one request over a new connection with the test client; returns the connection. */
+static fcl_conn *socket_send(const fcr_test_req *t)
 {
     const char *params[128];
     char store_[64][300];
@@ -237,8 +332,6 @@ static void socket_request(const fcr_test_req *t)
     fcl_conn *c = fcl_connect(addr, 0);
     ck_assert_ptr_nonnull(c);
     c->timeout = 10;
-    fcl_response r;
-    fcl_response_init(&r, 1);
     fcl_buf out;
     fcl_buf_init(&out);
     fcl_put_request(&out, 1, (uint16_t)role, 0, params, t->body, body_len, NULL, 0);
@@ -247,6 +340,14 @@ static void socket_request(const fcr_test_req *t)
     if (fcl_send_buf(c, &out) < 0)
         ck_assert_msg(errno == EPIPE || errno == ECONNRESET, "send: %s", strerror(errno));
     fcl_buf_free(&out);
+    return c;
+}
+
+/* Reads the answer to the request socket_send() sent on `c` into `res`, and closes `c`. */
+static void socket_receive(fcl_conn *c)
+{
+    fcl_response r;
+    fcl_response_init(&r, 1);
     ck_assert_msg(fcl_await(c, &r, 1) == 0, "await: %s", strerror(errno));
     ck_assert_msg(c->violations == 0, "framing: %s", c->violation);
     ck_assert_int_eq(r.protocol_status, 0);
@@ -260,6 +361,11 @@ static void socket_request(const fcr_test_req *t)
     fcl_cgi_free(&cgi);
     fcl_response_free(&r);
     fcl_close(c);
+}
+
+static void socket_request(const fcr_test_req *t)
+{
+    socket_receive(socket_send(t));
 }
 
 static void run(const fcr_test_req *t)
