@@ -188,12 +188,14 @@ static int store_failed(fcr_req *req, fcr_res *res, const notes_store_result *r)
 {
     if (r->status == NOTES_STORE_NOT_FOUND)
         return fcr_res_set_problem(res, 404, "there is no note with this id");
-    fcr_log(FCR_LOG_ERROR, "%s: the store failed: %s", fcr_req_request_id(req),
-            r->error ? r->error : "unknown error");
+    const char *why = r->error ? r->error : "unknown error";
     if (r->status == NOTES_STORE_BUSY) {
+        fcr_log(FCR_LOG_WARN, "%s: answered 503: the store is busy: %s", fcr_req_request_id(req),
+                why);
         int rc = fcr_res_set_header(res, "Retry-After", "1");
         return rc < 0 ? rc : fcr_res_set_problem(res, 503, "the store is busy; try again");
     }
+    fcr_log(FCR_LOG_ERROR, "%s: the store failed: %s", fcr_req_request_id(req), why);
     return fcr_res_set_problem(res, 500, "the store failed");
 }
 

@@ -346,6 +346,7 @@ static fcl_conn *socket_send(const fcr_test_req *t)
 /* Reads the answer to the request socket_send() sent on `c` into `res`, and closes `c`. */
 static void socket_receive(fcl_conn *c)
 {
+    fcr_test_res_free(&res);
     fcl_response r;
     fcl_response_init(&r, 1);
     ck_assert_msg(fcl_await(c, &r, 1) == 0, "await: %s", strerror(errno));
@@ -1012,6 +1013,221 @@ START_TEST(too_big_refused_before_reading)
 }
 END_TEST
 
+/* ---- The store ------------------------------------------------------------------------ */
+
+/* With --workers 4 every worker sees what one of them wrote: one POST, then 16 GETs, each on a
+ * connection of its own. */
+START_TEST(workers_share_the_store)
+{
+    start_workers(SOCKET, NULL, 0, 4);
+    ck_assert_int_eq(create(ALICE, "shared", "by every worker"), 1);
+    for (int i = 0; i < 16; i++) {
+        req("GET", "/notes", NULL, NULL);
+        expect_json(200, "[{\"id\":1,\"title\":\"shared\",\"body\":\"by every worker\","
+                         "\"author\":\"alice\"}]");
+        req("GET", "/notes/1", NULL, NULL);
+        ck_assert_int_eq(res.status, 200);
+    }
+    stop();
+}
+END_TEST
+
+/* SIGTERM, start again on the same file: the notes are there, and a deleted note's id is not
+ * given again. */
+START_TEST(restart_keeps_notes_and_ids)
+{
+    start(SOCKET, NULL, 0);
+    ck_assert_int_eq(create(ALICE, "one", "1"), 1);
+    ck_assert_int_eq(create(BOB, "two", "2"), 2);
+    ck_assert_int_eq(create(ALICE, "three", "3"), 3);
+    req("DELETE", "/notes/3", H(ALICE), NULL);
+    ck_assert_int_eq(res.status, 204);
+    halt();
+    launch(NULL);
+    req("GET", "/notes", NULL, NULL);
+    expect_json(200, "[{\"id\":1,\"title\":\"one\",\"body\":\"1\",\"author\":\"alice\"},"
+                     "{\"id\":2,\"title\":\"two\",\"body\":\"2\",\"author\":\"bob\"}]");
+    ck_assert_int_eq(create(BOB, "four", NULL), 4);
+    req("DELETE", "/notes/4", H(BOB), NULL);
+    ck_assert_int_eq(res.status, 204);
+    halt();
+    launch(NULL);
+    ck_assert_int_eq(create(BOB, "five", NULL), 5);
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "1,2,5");
+    stop();
+}
+END_TEST
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A connection of the test's own to the store's file, holding its write lock. */
+static sqlite3 *lock_store(void)
+{
+    sqlite3 *locker = NULL;
+    ck_assert_int_eq(sqlite3_open(db + strlen("sqlite:"), &locker), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(locker, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    return locker;
+}
+
+static void unlock_store(sqlite3 *locker)
+{
+    ck_assert_int_eq(sqlite3_exec(locker, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_close(locker), SQLITE_OK);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One worker: while another connection holds the file's write lock, a POST waits on a pool
+ * thread, and the loop goes on answering GET /health (and reads, which WAL lets through);
+ * once the lock is gone the POST completes. */
+START_TEST(loop_answers_while_the_store_is_locked)
+{
+    db_timeout = "30";
+    start(SOCKET, NULL, 0);
+    sqlite3 *locker = lock_store();
+    fcl_conn *post = socket_send(&(fcr_test_req){.method = "POST",
+                                                 .path = "/notes",
+                                                 .headers = H(ALICE, JSON),
+                                                 .body = "{\"title\":\"waited\"}"});
+    post->timeout = 30;
+    enum { N = 20 };
+    double ms[N];
+    for (int i = 0; i < N; i++) {
+        double t0 = now();
+        req("GET", "/health", NULL, NULL);
+        ms[i] = (now() - t0) * 1000.0;
+        ck_assert_int_eq(res.status, 200);
+        /* Generous: the point is that it answers while the lock is held. */
+        ck_assert_msg(ms[i] < 1000.0, "GET /health took %.1f ms while the store was locked",
+                      ms[i]);
+        usleep(5000);
+    }
+    req("GET", "/notes", NULL, NULL);
+    expect_json(200, "[]");
+    /* The POST is still waiting for the lock. */
+    struct pollfd pfd = {.fd = post->fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+    qsort(ms, N, sizeof ms[0], cmp_double);
+    printf("GET /health while SQLite was locked (%d requests): min %.3f ms, median %.3f ms, "
+           "max %.3f ms\n",
+           N, ms[0], ms[N / 2], ms[N - 1]);
+    double t0 = now();
+    unlock_store(locker);
+    socket_receive(post);
+    printf("POST /notes answered %.1f ms after the lock was released\n", (now() - t0) * 1000.0);
+    expect_json(201, "{\"id\":1,\"title\":\"waited\",\"body\":\"\",\"author\":\"alice\"}");
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "1");
+    stop();
+}
+END_TEST
+
+/* A lock held past --db-timeout: 503 problem+json with Retry-After, and the service goes on. */
+START_TEST(locked_past_the_timeout_is_503)
+{
+    db_timeout = "0.2";
+    start(_i, NULL, 0);
+    sqlite3 *locker = lock_store();
+    req("POST", "/notes", H(ALICE, JSON), "{\"title\":\"x\"}");
+    expect_problem(503);
+    ck_assert_str_eq(hdr("Retry-After"), "1");
+    req("DELETE", "/notes/1", H(ALICE), NULL);
+    expect_problem(503);
+    unlock_store(locker);
+    ck_assert_int_eq(create(ALICE, "after", NULL), 1);
+    stop();
+}
+END_TEST
+
+/* The store's file gone under the running service: 500 problem+json, not a crash. */
+START_TEST(store_failure_is_500)
+{
+    start(_i, NULL, 0);
+    char path[160];
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/notes.db%s", dir, suffixes[i]);
+        unlink(path);
+    }
+    req("GET", "/notes", NULL, NULL);
+    expect_problem(500);
+    req("POST", "/notes", H(ALICE, JSON), "{\"title\":\"x\"}");
+    expect_problem(500);
+    req("GET", "/health", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    stop();
+}
+END_TEST
+
+/* Runs the program with --db `url` (and `extra`), expecting it to refuse at start: a non-zero
+ * exit within 10 s. Returns what it wrote to stderr. */
+static const char *refused(const char *url, const char *const *extra)
+{
+    static char text[4096];
+    snprintf(db, sizeof db, "%s", url);
+    char log[160];
+    snprintf(log, sizeof log, "%s/stderr", dir);
+    pid_t pid = spawn(extra, log);
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+        usleep(10000);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    ck_assert_msg(w == pid, "notes --db %s did not stop", url);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "notes --db %s: exit status %d", url,
+                  st);
+    FILE *f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    return text;
+}
+
+START_TEST(unusable_stores_refused_at_start)
+{
+    mode = SOCKET;
+    make_dir();
+    const char *e = refused("postgresql://notes:pa55word@db.example/notes", NULL);
+    ck_assert_msg(strstr(e, "PostgreSQL") && !strstr(e, "pa55word"), "stderr: %s", e);
+    e = refused("postgres:///notes?host=/run/postgresql", NULL);
+    ck_assert_msg(strstr(e, "PostgreSQL"), "stderr: %s", e);
+    e = refused("mysql://localhost/notes", NULL);
+    ck_assert_msg(strstr(e, "unknown kind of store"), "stderr: %s", e);
+    e = refused("sqlite:", NULL);
+    ck_assert_msg(strstr(e, "needs a path"), "stderr: %s", e);
+    char url[200];
+    snprintf(url, sizeof url, "sqlite:%s/no/such/dir/notes.db", dir);
+    e = refused(url, NULL);
+    ck_assert_msg(strstr(e, "cannot open"), "stderr: %s", e);
+    e = refused(url, H("--workers", "2"));
+    ck_assert_msg(strstr(e, "cannot open"), "stderr: %s", e);
+    /* A schema newer than the program's. */
+    snprintf(url, sizeof url, "%s/newer.db", dir);
+    sqlite3 *other = NULL;
+    ck_assert_int_eq(sqlite3_open(url, &other), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(other, "PRAGMA user_version = 7", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    snprintf(url, sizeof url, "sqlite:%s/newer.db", dir);
+    e = refused(url, NULL);
+    ck_assert_msg(strstr(e, "schema version 7"), "stderr: %s", e);
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1041,6 +1257,16 @@ int main(void)
     tcase_add_loop_test(tc, authorizer_role, 0, 2);
     tcase_add_test(tc, too_big_refused_before_reading);
     suite_add_tcase(s, tc);
+    TCase *st = tcase_create("store");
+    tcase_add_checked_fixture(st, NULL, teardown);
+    tcase_set_timeout(st, 120);
+    tcase_add_test(st, workers_share_the_store);
+    tcase_add_test(st, restart_keeps_notes_and_ids);
+    tcase_add_test(st, loop_answers_while_the_store_is_locked);
+    tcase_add_loop_test(st, locked_past_the_timeout_is_503, 0, 2);
+    tcase_add_loop_test(st, store_failure_is_500, 0, 2);
+    tcase_add_test(st, unusable_stores_refused_at_start);
+    suite_add_tcase(s, st);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
