@@ -146,7 +146,9 @@ static pid_t spawn(const char *const *extra, const char *log)
     return pid;
 }
 
-/* Starts the program (see spawn) and waits until it accepts. */
+static void socket_request(const fcr_test_req *t);
+
+/* Starts the program (see spawn) and waits until it answers. */
 static void launch(const char *const *extra)
 {
     child = spawn(extra, NULL);
@@ -156,6 +158,11 @@ static void launch(const char *const *extra)
         usleep(10000);
     }
     ck_assert_msg(can_connect(), "notes does not listen on %s", addr);
+    /* The socket accepts from the start; the first answer comes once the worker's start hook
+     * (the store's schema) is done. */
+    socket_request(&(fcr_test_req){.path = "/health"});
+    ck_assert_int_eq(res.status, 200);
+    fcr_test_res_free(&res);
 }
 
 /* Stops the program with SIGTERM and checks that it exits cleanly. */
