@@ -140,8 +140,8 @@ static conn *thread_conn(op *o)
 static void fail(op *o, sqlite3 *db, int rc)
 {
     int primary = rc & 0xff;
-    o->status = primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? NOTES_STORE_BUSY
-                                                                    : NOTES_STORE_FAILED;
+    o->status =
+        primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? NOTES_STORE_BUSY : NOTES_STORE_FAILED;
     snprintf(o->error, sizeof o->error, "SQLite: %s", sqlite3_errmsg(db));
 }
 
@@ -392,8 +392,8 @@ static int sq_start(notes_store *base, struct ev_loop *loop, char *err, size_t e
             if (rc == SQLITE_OK)
                 rc = exec(db, sql, err, errlen);
         } else if (rc == SQLITE_OK && v != NOTES_SCHEMA_VERSION) {
-            snprintf(err, errlen, "%s: schema version %ld, this program knows version %d",
-                     s->path, v, NOTES_SCHEMA_VERSION);
+            snprintf(err, errlen, "%s: schema version %ld, this program knows version %d", s->path,
+                     v, NOTES_SCHEMA_VERSION);
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
             sqlite3_close(db);
             return FCR_EPROTO;
@@ -430,8 +430,7 @@ static const notes_store_backend sqlite_backend = {
     .run = sq_run,
 };
 
-int notes_sqlite_new(const char *path, double timeout, notes_store **out, char *err,
-                     size_t errlen)
+int notes_sqlite_new(const char *path, double timeout, notes_store **out, char *err, size_t errlen)
 {
     sqlite_store *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path))) {

@@ -80,14 +80,12 @@ int notes_store_create(notes_store *s, fcr_req *req, fcr_res *res, const char *t
 {
     if (!title || !body)
         return FCR_EINVAL;
-    notes_store_query q = {
-        .kind = NOTES_OP_CREATE, .title = title, .body = body, .author = author};
+    notes_store_query q = {.kind = NOTES_OP_CREATE, .title = title, .body = body, .author = author};
     return run(s, req, res, &q, cb, data);
 }
 
-int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id,
-                       const char *title, const char *body, const char *author,
-                       notes_store_cb cb, void *data)
+int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id, const char *title,
+                       const char *body, const char *author, notes_store_cb cb, void *data)
 {
     if (!title || !body)
         return FCR_EINVAL;
@@ -96,8 +94,8 @@ int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id,
     return run(s, req, res, &q, cb, data);
 }
 
-int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id,
-                       notes_store_cb cb, void *data)
+int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id, notes_store_cb cb,
+                       void *data)
 {
     notes_store_query q = {.kind = NOTES_OP_DELETE, .id = id};
     return run(s, req, res, &q, cb, data);

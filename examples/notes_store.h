@@ -69,8 +69,7 @@ typedef struct notes_store_result {
  * also runs when the client went away meanwhile: fcr_req_aborted(req) is then true, nothing is
  * sent whatever it returns, and it only has to release `data`.
  */
-typedef int (*notes_store_cb)(fcr_req *req, fcr_res *res, const notes_store_result *r,
-                              void *data);
+typedef int (*notes_store_cb)(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data);
 
 /*
  * Makes a store for `url` (NULL or "": NOTES_STORE_DEFAULT) whose operations wait at most
@@ -122,12 +121,11 @@ int notes_store_get(notes_store *s, fcr_req *req, fcr_res *res, long long id, no
 int notes_store_create(notes_store *s, fcr_req *req, fcr_res *res, const char *title,
                        const char *body, const char *author, notes_store_cb cb, void *data);
 /* Replaces title, body and author of note `id`, keeping its id (NOT_FOUND when there is none). */
-int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id,
-                       const char *title, const char *body, const char *author,
-                       notes_store_cb cb, void *data);
+int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id, const char *title,
+                       const char *body, const char *author, notes_store_cb cb, void *data);
 /* Deletes note `id` (NOT_FOUND when there is none); its id is never given again. */
-int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id,
-                       notes_store_cb cb, void *data);
+int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id, notes_store_cb cb,
+                       void *data);
 
 /* ---- For backends --------------------------------------------------------------------- */
 
@@ -142,11 +140,11 @@ typedef enum notes_store_kind {
 /* One operation as the interface hands it to a backend (borrowed during `run` only). */
 typedef struct notes_store_query {
     notes_store_kind kind;
-    long long id;            /* GET, UPDATE, DELETE */
-    size_t offset, limit;    /* LIST */
-    const char *title;       /* CREATE, UPDATE */
-    const char *body;        /* CREATE, UPDATE */
-    const char *author;      /* CREATE, UPDATE; may be NULL */
+    long long id;         /* GET, UPDATE, DELETE */
+    size_t offset, limit; /* LIST */
+    const char *title;    /* CREATE, UPDATE */
+    const char *body;     /* CREATE, UPDATE */
+    const char *author;   /* CREATE, UPDATE; may be NULL */
 } notes_store_query;
 
 /*
@@ -171,7 +169,6 @@ struct notes_store {
 };
 
 /* The SQLite backend (notes_sqlite.c): a store on the file `path`. */
-int notes_sqlite_new(const char *path, double timeout, notes_store **out, char *err,
-                     size_t errlen);
+int notes_sqlite_new(const char *path, double timeout, notes_store **out, char *err, size_t errlen);
 
 #endif

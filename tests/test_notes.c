@@ -51,7 +51,7 @@ static notes svc;
 static pid_t child = -1;
 static char dir[64];
 static char addr[128];
-static char db[128];            /* the store's URL: sqlite:<dir>/notes.db */
+static char db[128];           /* the store's URL: sqlite:<dir>/notes.db */
 static const char *db_timeout; /* --db-timeout of the next start (NULL: the default) */
 static fcr_test_res res;
 
@@ -200,9 +200,8 @@ static void start_workers(int which, const char *prefix, size_t max_body, unsign
         ck_assert_int_eq(load_accounts(&svc, TOKENS), 0);
         ck_assert_int_eq(notes_setup(app, &svc), 0);
         /* What the worker start hook does in the program. */
-        ck_assert_int_eq(notes_open_store(&svc, db, db_timeout ? strtod(db_timeout, NULL) : 0,
-                                          NULL),
-                         0);
+        ck_assert_int_eq(
+            notes_open_store(&svc, db, db_timeout ? strtod(db_timeout, NULL) : 0, NULL), 0);
         if (prefix)
             ck_assert_int_eq(fcr_app_set_prefix(app, prefix), 0);
         if (max_body)
@@ -1115,8 +1114,7 @@ START_TEST(loop_answers_while_the_store_is_locked)
         ms[i] = (now() - t0) * 1000.0;
         ck_assert_int_eq(res.status, 200);
         /* Generous: the point is that it answers while the lock is held. */
-        ck_assert_msg(ms[i] < 1000.0, "GET /health took %.1f ms while the store was locked",
-                      ms[i]);
+        ck_assert_msg(ms[i] < 1000.0, "GET /health took %.1f ms while the store was locked", ms[i]);
         usleep(5000);
     }
     req("GET", "/notes", NULL, NULL);
@@ -1194,8 +1192,7 @@ static const char *refused(const char *url, const char *const *extra)
         waitpid(pid, &st, 0);
     }
     ck_assert_msg(w == pid, "notes --db %s did not stop", url);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "notes --db %s: exit status %d", url,
-                  st);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "notes --db %s: exit status %d", url, st);
     FILE *f = fopen(log, "r");
     ck_assert_ptr_nonnull(f);
     size_t n = fread(text, 1, sizeof text - 1, f);
