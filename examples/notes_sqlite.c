@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { ST_LIST, ST_GET, ST_CREATE, ST_UPDATE, ST_DELETE, ST_COUNT };
 
@@ -360,6 +361,58 @@ static int query_text(sqlite3 *db, const char *sql, char *out, size_t outlen, ch
     return rc;
 }
 
+/* One attempt at the start's work on `db`: WAL mode, then the schema in a write transaction.
+ * Returns an SQLite result code, with the reason in `err` (SQLITE_BUSY: try again), or -1 for
+ * a schema version this program does not know. */
+static int prepare_file(sqlite_store *s, sqlite3 *db, char *err, size_t errlen)
+{
+    char mode[16], version[32];
+    int rc = query_text(db, "PRAGMA journal_mode = WAL", mode, sizeof mode, err, errlen);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (strcmp(mode, "wal") != 0) {
+        snprintf(err, errlen, "%s: cannot use WAL mode (journal mode %s)", s->path, mode);
+        return SQLITE_ERROR;
+    }
+    /* One worker creates the schema; the others wait for its transaction, then find it. */
+    rc = exec(db, "BEGIN IMMEDIATE", err, errlen);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = query_text(db, "PRAGMA user_version", version, sizeof version, err, errlen);
+    long v = rc == SQLITE_OK ? strtol(version, NULL, 10) : 0;
+    if (rc == SQLITE_OK && v == 0) {
+        rc = exec(db,
+                  "CREATE TABLE IF NOT EXISTS notes ("
+                  " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                  " title TEXT NOT NULL,"
+                  " body TEXT NOT NULL,"
+                  " author TEXT)",
+                  err, errlen);
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", NOTES_SCHEMA_VERSION);
+        if (rc == SQLITE_OK)
+            rc = exec(db, sql, err, errlen);
+    } else if (rc == SQLITE_OK && v != NOTES_SCHEMA_VERSION) {
+        snprintf(err, errlen, "%s: schema version %ld, this program knows version %d", s->path, v,
+                 NOTES_SCHEMA_VERSION);
+        rc = -1;
+    }
+    if (rc == SQLITE_OK)
+        rc = exec(db, "COMMIT", err, errlen);
+    if (rc != SQLITE_OK)
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* In the worker start hook, on the loop's thread before the worker accepts: the only SQLite
+ * calls made outside the pool, while nothing is being served. */
 static int sq_start(notes_store *base, struct ev_loop *loop, char *err, size_t errlen)
 {
     (void)loop;
@@ -367,44 +420,16 @@ static int sq_start(notes_store *base, struct ev_loop *loop, char *err, size_t e
     sqlite3 *db = open_db(s, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen);
     if (!db)
         return FCR_EIO;
-    char mode[16], version[32];
-    int rc = query_text(db, "PRAGMA journal_mode = WAL", mode, sizeof mode, err, errlen);
-    if (rc == SQLITE_OK && strcmp(mode, "wal") != 0) {
-        snprintf(err, errlen, "%s: cannot use WAL mode (journal mode %s)", s->path, mode);
-        rc = SQLITE_ERROR;
-    }
-    /* One worker creates the schema; the others wait for it (busy timeout), then find it. */
-    if (rc == SQLITE_OK)
-        rc = exec(db, "BEGIN IMMEDIATE", err, errlen);
-    if (rc == SQLITE_OK) {
-        rc = query_text(db, "PRAGMA user_version", version, sizeof version, err, errlen);
-        long v = rc == SQLITE_OK ? strtol(version, NULL, 10) : 0;
-        if (rc == SQLITE_OK && v == 0) {
-            rc = exec(db,
-                      "CREATE TABLE IF NOT EXISTS notes ("
-                      " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                      " title TEXT NOT NULL,"
-                      " body TEXT NOT NULL,"
-                      " author TEXT)",
-                      err, errlen);
-            char sql[64];
-            snprintf(sql, sizeof sql, "PRAGMA user_version = %d", NOTES_SCHEMA_VERSION);
-            if (rc == SQLITE_OK)
-                rc = exec(db, sql, err, errlen);
-        } else if (rc == SQLITE_OK && v != NOTES_SCHEMA_VERSION) {
-            snprintf(err, errlen, "%s: schema version %ld, this program knows version %d", s->path,
-                     v, NOTES_SCHEMA_VERSION);
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-            sqlite3_close(db);
-            return FCR_EPROTO;
-        }
-        if (rc == SQLITE_OK)
-            rc = exec(db, "COMMIT", err, errlen);
-        else
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    }
+    /* Workers starting together on a new file may find each other's locks at a moment the
+     * busy timeout does not cover (two connections both switching the file to WAL): they try
+     * again until the timeout has passed. */
+    double deadline = monotonic() + s->base.timeout;
+    int rc;
+    while ((rc = prepare_file(s, db, err, errlen)) != SQLITE_OK &&
+           ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) && monotonic() < deadline)
+        sqlite3_sleep(20);
     sqlite3_close(db);
-    return rc == SQLITE_OK ? 0 : FCR_EIO;
+    return rc == SQLITE_OK ? 0 : rc == -1 ? FCR_EPROTO : FCR_EIO;
 }
 
 static void sq_free(notes_store *base)
