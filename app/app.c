@@ -132,7 +132,7 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
 static void mark_limits(fcr_app *app)
 {
     for (fcr_app *a = app; a; a = a->parent)
-        a->limits_below = true;
+        a->route_early = true;
 }
 
 int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
@@ -164,7 +164,7 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
         return rc;
     }
     ((fcr_app **)app->mounts.v)[app->mounts.n++] = sub;
-    if (sub->limits_below || sub->max_body)
+    if (sub->route_early || sub->max_body)
         mark_limits(app);
     for (fcr_app *a = app, *c = sub; a; c = a, a = a->parent) {
         if (a->depth < c->depth + 1)
@@ -240,6 +240,15 @@ int fcr_route_set_max_body(fcr_route *route, size_t max)
     if (!route || max == 0)
         return FCR_EINVAL;
     route->max_body = max;
+    mark_limits(route->app);
+    return 0;
+}
+
+int fcr_route_stream_body(fcr_route *route)
+{
+    if (!route)
+        return FCR_EINVAL;
+    route->stream_body = true;
     mark_limits(route->app);
     return 0;
 }

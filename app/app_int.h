@@ -41,6 +41,7 @@ struct fcr_route {
     size_t max_body; /* 0: inherited */
     char *consumes;  /* required media type, or NULL */
     fcr_route *next;
+    bool stream_body; /* the handler reads the body as a stream (fcr_route_stream_body) */
 };
 
 struct fcr_app {
@@ -50,10 +51,12 @@ struct fcr_app {
     fcr__vec before; /* of fcr__mw */
     fcr__vec after;  /* of fcr__mw */
     fcr_route *routes, *routes_tail;
-    fcr__vec mounts;   /* of fcr_app *, owned */
-    size_t max_body;   /* 0: inherited */
-    bool limits_below; /* a route or mounted app below sets its own body limit */
-    char *prefix;      /* stripped from the routing path, or NULL */
+    fcr__vec mounts; /* of fcr_app *, owned */
+    size_t max_body; /* 0: inherited */
+    /* a route or mounted app below sets its own body limit or streams its body: requests are
+     * routed when their params are complete, before the body */
+    bool route_early;
+    char *prefix; /* stripped from the routing path, or NULL */
     size_t prefix_len;
     bool route_on_uri;
     bool access_log;
@@ -140,6 +143,7 @@ enum fcr__at {
     FCR__AT_BEFORE,  /* a before-middleware: FCR_CONTINUE, FCR_STOP */
     FCR__AT_GUARD,   /* an authorizer guarding a route: FCR_ALLOW, FCR_DENY */
     FCR__AT_HANDLER, /* the handler (or the FILTER handler): FCR_DONE, FCR_ASYNC */
+    FCR__AT_BODY,    /* a body fn: the fcr_body_result verdicts */
     FCR__AT_ROLE,    /* the authorizer answering an AUTHORIZER request */
     FCR__AT_MISUSE,  /* the callback deferred but returned another verdict: 500 after done */
 };
@@ -164,11 +168,10 @@ enum fcr__ctx_state {
     FCR__ST_ASYNC,    /* the handler returned FCR_ASYNC; fcr_res_send() is awaited */
     FCR__ST_DEFERRED, /* fcr_defer() work is queued or running; its done resumes the chain */
     FCR__ST_OUTPUT,   /* writing the response */
+    FCR__ST_STREAM,   /* a streamed answer: the handler writes it (stream.c) */
 };
 
 struct fcr__ctx {
-    uint32_t magic;
-    int state;
     fcr_app *app; /* the serving app */
     fcr_req *req;
     struct ev_loop *loop; /* kept: the server may be freed before an async answer */
@@ -177,32 +180,17 @@ struct fcr__ctx {
     const char *method;
     const char *path; /* routing path (NUL-terminated; path_len bytes) */
     size_t path_len;
-    unsigned path_flags; /* for fcr_router_match: FCR_MATCH_DECODE when `path` is raw */
     const char *base;
-    bool no_body;    /* HEAD: Content-Length but no body */
-    bool in_handler; /* fcr_res_send() inside the handler only marks the response ready */
-    bool send_asked;
-    bool sent;
-    bool routed;     /* ctx->match holds the request's match (it is routed once) */
-    bool too_big;    /* the declared body exceeds the limit: 413 after the before-middleware */
-    bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
     fcr__arena arena;
     fcr_res res;
     /* the chain (run_chain), kept for a deferred middleware's done */
     fcr__mw_iter it;
     fcr_handler handler;
     void *handler_data;
-    bool too_big_chain;
-    /* deferral (fcr_defer) */
-    bool defer_pending;   /* queued by the running callback, or by a done */
-    int defer_err;        /* the last fcr_defer failure of the running callback (FCR_EAGAIN: the
-                             503 is in the response) */
-    int at;               /* enum fcr__at: whose verdict the done gives */
     struct fcr_auth auth; /* the running authorizer's; kept until a deferred one's done */
     fcr__kv_list query, form, cookies, vars;
     const char *user;
     json_t *json;
-    bool json_done;
     char *json_error;       /* problem detail of the failed parse */
     double start;           /* monotonic seconds when the app got the request */
     const char *request_id; /* fcr_req_request_id, made on first use */
@@ -212,7 +200,55 @@ struct fcr__ctx {
     size_t head_len, head_off;
     size_t body_off, body_end;
     fcr__body body; /* the small body (res.body points here until it grows past the arena) */
+    /* streamed request body (stream.c) */
+    fcr_body_fn body_fn; /* set by fcr_req_read_body */
+    void *body_data;
+    size_t body_seen;    /* bytes handed to body_fn */
+    size_t body_limit;   /* the route's body limit */
+    unsigned char *held; /* malloc'd, held_cap bytes */
+    size_t held_len, held_cap;
+    ev_timer body_kick; /* hands over held input from the loop */
+    /* streamed answer (stream.c) */
+    size_t stream_bytes; /* body bytes written with fcr_res_stream_write() */
+    void (*drain_fn)(fcr_res *res, void *data);
+    void *drain_data;
+    ev_timer drain_kick; /* calls drain_fn from the loop */
     struct fcr__ctx *next_spare;
+    uint32_t magic;
+    int state;
+    unsigned path_flags; /* for fcr_router_match: FCR_MATCH_DECODE when `path` is raw */
+    /* deferral (fcr_defer) */
+    int defer_err; /* the last fcr_defer failure of the running callback (FCR_EAGAIN: the 503 is
+                      in the response) */
+    int at;        /* enum fcr__at: whose verdict the done gives */
+    bool defer_pending; /* queued by the running callback, or by a done */
+    bool no_body;       /* HEAD: Content-Length but no body */
+    bool in_handler;    /* fcr_res_send() inside the handler only marks the response ready */
+    bool send_asked;
+    bool sent;
+    bool routed;     /* ctx->match holds the request's match (it is routed once) */
+    bool too_big;    /* the declared body exceeds the limit: 413 after the before-middleware */
+    bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
+    bool too_big_chain;
+    bool json_done;
+    /* streamed request body */
+    bool body_stream;   /* the route streams its body: the core hands it to stream.c */
+    bool body_over;     /* the body fn ended its reading, got the end or was told it is gone */
+    bool body_paused;   /* the body fn returned FCR_BODY_PAUSE */
+    bool core_paused;   /* reading from the connection is paused for this request */
+    bool held_set;      /* a piece (or the end, with held_len 0) waits in `held` */
+    bool kick_on;       /* body_kick is started */
+    bool body_end_seen; /* the body fn got the end */
+    bool body_oom;      /* a piece could not be held: the request fails when it reads */
+    bool in_gone;       /* the body fn is being told the body will not come */
+    bool handler_ran;   /* the handler was called: an answer may be streamed */
+    /* streamed answer */
+    bool stream_end_asked; /* fcr_res_stream_end() called inside a callback */
+    bool stream_ending;    /* the stream is being ended: no more writes */
+    bool stream_failed;    /* ended by an error: END_REQUEST carries app status 1 */
+    bool streamed;         /* fcr_res_stream_begin() was called: the head is out */
+    bool stream_mute;      /* HEAD, 204 or 304: streamed writes are dropped */
+    bool drain_on;         /* drain_kick is started */
     /* The arena's first block: the memory of most requests needs no allocation. Kept last:
      * a context is cleared up to here. */
     alignas(max_align_t) unsigned char arena_mem[FCR__CTX_ARENA_SIZE];
@@ -240,6 +276,9 @@ double fcr__now(void);
 
 /* ---- Pipeline (pipeline.c) ------------------------------------------------------------ */
 
+/* Runs the after-middleware (not for the AUTHORIZER role). */
+void fcr__ctx_after(fcr__ctx *ctx);
+
 /* Runs the after-middleware (not for the AUTHORIZER role), then the output. Once only. */
 void fcr__ctx_send(fcr__ctx *ctx);
 /* Logs a failure of `what` with code `rc` to the request's STDERR stream and the app log, and
@@ -258,6 +297,37 @@ void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending);
  * queue, else 500 naming `what`). Returns true when the request is taken care of, false when
  * the verdict is to be handled as usual. */
 bool fcr__deferral_verdict(fcr__ctx *ctx, bool async, int rc, int at, const char *what);
+
+/* ---- Streamed bodies (stream.c) ------------------------------------------------------- */
+
+/* The core's chunk callback of a request whose route streams its body. */
+int fcr__body_chunk(fcr_req *req, fcr_stream stream, const void *buf, size_t len);
+/* Takes a body fn's verdict `rc` (also from a done); may free the context. Returns 0 when the
+ * body fn wants the next piece now, else nonzero (it waits, or the reading ended: the context
+ * may be gone). */
+int fcr__body_verdict(fcr__ctx *ctx, int rc);
+/* Starts handing the body over (from the loop) once the handler returned FCR_ASYNC after
+ * fcr_req_read_body(). */
+void fcr__body_start(fcr__ctx *ctx);
+/* Ends a streamed answer (the rest of its prelude first) and releases the request. */
+void fcr__stream_end(fcr__ctx *ctx);
+/* Tells the body fn, once, that the body will not come to its end (buf NULL). */
+void fcr__body_gone(fcr__ctx *ctx);
+/* The framework's abort watch of a request: a request waiting for its body is released; a
+ * streamed answer's drain callback is called. */
+void fcr__stream_abort(fcr__ctx *ctx);
+/* Frees what the context holds for streaming (the held piece, the timers). */
+void fcr__stream_release(fcr__ctx *ctx);
+/* Builds the head of a streamed answer into the context (no Content-Length). Returns 0 or
+ * FCR_ENOMEM (context.c). */
+int fcr__build_head(fcr__ctx *ctx, bool streamed);
+/* Finishes the request and frees the context, logging the access line; a body fn still
+ * reading is told first (context.c). */
+void fcr__ctx_finish(fcr__ctx *ctx);
+/* Writes the head and body prepared in the context, then finishes (context.c). */
+void fcr__ctx_pump(fcr__ctx *ctx);
+/* A handler's verdict `rc` (also a done's, or a body fn's that ends the reading). */
+void fcr__handler_verdict(fcr__ctx *ctx, int rc);
 
 /* ---- Deferral pool (defer.c) ---------------------------------------------------------- */
 

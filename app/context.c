@@ -30,9 +30,18 @@ fcr__ctx *fcr__ctx_of(const fcr_req *req)
     return c;
 }
 
+static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 static void release_ctx(void *ctx)
 {
     fcr__ctx_free(ctx);
+}
+
+static void fw_abort(fcr_req *req)
+{
+    fcr__ctx *ctx = fcr__ctx_of(req);
+    if (ctx)
+        fcr__stream_abort(ctx);
 }
 
 fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
@@ -55,6 +64,8 @@ fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
     ctx->method = fcr_req_param(req, "REQUEST_METHOD");
     ctx->no_body = ctx->method && strcmp(ctx->method, "HEAD") == 0;
     fcr__req_set_fwdata(req, ctx, release_ctx);
+    fcr__req_on_fwabort(req, fw_abort);
+    ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
     return ctx;
 }
 
@@ -62,6 +73,7 @@ void fcr__ctx_free(fcr__ctx *ctx)
 {
     if (!ctx)
         return;
+    fcr__stream_release(ctx);
     fcr__res_release(&ctx->res);
     json_decref(ctx->json);
     free(ctx->json_error);
@@ -108,16 +120,16 @@ static size_t put_uint(char *p, size_t n, size_t v)
     return n;
 }
 
-/* Builds the CGI header block in the arena. */
-static int build_head(fcr__ctx *ctx)
+int fcr__build_head(fcr__ctx *ctx, bool streamed)
 {
     fcr_res *res = &ctx->res;
     size_t blen = res->body ? res->body->buf.len : 0;
     bool body_allowed = status_has_body(res->status);
     const char *user_cl = fcr_res_header(res, "Content-Length");
-    /* A HEAD handler may state the length of the body it does not send. */
-    bool keep_cl = user_cl && ctx->no_body && blen == 0;
-    bool add_ct = body_allowed && blen > 0 && !fcr_res_header(res, "Content-Type");
+    /* A HEAD handler may state the length of the body it does not send; a streamed answer the
+     * length of the body it is going to send. */
+    bool keep_cl = user_cl && ((ctx->no_body && blen == 0) || streamed);
+    bool add_ct = body_allowed && (blen > 0 || streamed) && !fcr_res_header(res, "Content-Type");
 
     const char *reason = fcr_status_reason(res->status);
     /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
@@ -147,7 +159,7 @@ static int build_head(fcr__ctx *ctx)
     }
     if (add_ct)
         n = put_str(p, n, "Content-Type: application/octet-stream\r\n");
-    if (body_allowed && !keep_cl) {
+    if (body_allowed && !keep_cl && !streamed) {
         n = put_str(p, n, "Content-Length: ");
         n = put_uint(p, n, blen);
         n = put_str(p, n, "\r\n");
@@ -158,6 +170,7 @@ static int build_head(fcr__ctx *ctx)
     ctx->head_off = 0;
     ctx->body_off = 0;
     ctx->body_end = (body_allowed && !ctx->no_body) ? blen : 0;
+    ctx->stream_mute = !body_allowed || ctx->no_body;
     return 0;
 }
 
@@ -204,13 +217,15 @@ static void access_log(fcr__ctx *ctx)
     what[n] = '\0';
     double ms = (fcr__now() - ctx->start) * 1000.0;
     fcr_log(FCR_LOG_INFO, "access method=%s status=%d bytes=%zu ms=%.3f id=%s%s", what,
-            ctx->res.status, ctx->body_off, ms, fcr_req_request_id(ctx->req),
+            ctx->res.status, ctx->body_off + ctx->stream_bytes, ms, fcr_req_request_id(ctx->req),
             fcr_req_aborted(ctx->req) ? " aborted" : "");
 }
 
-static void finish(fcr__ctx *ctx)
+void fcr__ctx_finish(fcr__ctx *ctx)
 {
+    fcr__body_gone(ctx);
     fcr_req *req = ctx->req;
+    uint32_t app_status = ctx->stream_failed ? 1 : 0;
     if (ctx->app->access_log && fcr_log_level() >= FCR_LOG_INFO)
         access_log(ctx);
     ev_timer_stop(ctx->loop, &ctx->resume);
@@ -218,15 +233,13 @@ static void finish(fcr__ctx *ctx)
     fcr_req_on_abort(req, NULL);
     fcr__req_set_fwdata(req, NULL, NULL);
     fcr__ctx_free(ctx);
-    fcr_req_finish(req, 0);
+    fcr_req_finish(req, app_status);
 }
-
-static void pump(fcr__ctx *ctx);
 
 static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    pump((fcr__ctx *)((char *)w - offsetof(fcr__ctx, resume)));
+    fcr__ctx_pump((fcr__ctx *)((char *)w - offsetof(fcr__ctx, resume)));
 }
 
 /* The output goes on from the loop, not from inside the core's drain callback: a write that
@@ -243,12 +256,12 @@ static void on_abort(fcr_req *req)
 {
     fcr__ctx *ctx = fcr__ctx_of(req);
     if (ctx)
-        finish(ctx);
+        fcr__ctx_finish(ctx);
 }
 
 /* Writes what the connection takes; waits for the drain callback on FCR_EAGAIN; finishes the
  * request when all is queued or nothing more can be sent. */
-static void pump(fcr__ctx *ctx)
+void fcr__ctx_pump(fcr__ctx *ctx)
 {
     for (;;) {
         int rc;
@@ -284,7 +297,7 @@ static void pump(fcr__ctx *ctx)
         if (rc < 0)
             break;
     }
-    finish(ctx);
+    fcr__ctx_finish(ctx);
 }
 
 /* An answer whose body is held in memory until the connection takes it counts against the
@@ -330,7 +343,6 @@ static bool hold_body(fcr__ctx *ctx)
 
 void fcr__ctx_output(fcr__ctx *ctx)
 {
-    ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
     ctx->state = FCR__ST_OUTPUT;
     ctx->sent = true;
     if (fcr_log_level() >= FCR_LOG_DEBUG) {
@@ -339,12 +351,12 @@ void fcr__ctx_output(fcr__ctx *ctx)
         fcr_log(FCR_LOG_DEBUG, "%s -> %d", what, ctx->res.status);
     }
     if (fcr_req_aborted(ctx->req)) {
-        finish(ctx);
+        fcr__ctx_finish(ctx);
         return;
     }
-    int built = build_head(ctx);
+    int built = fcr__build_head(ctx, false);
     if (built == 0 && !hold_body(ctx))
-        built = build_head(ctx);
+        built = fcr__build_head(ctx, false);
     if (built < 0) {
         /* Out of memory: a fixed answer needs no allocation. */
         static const char oom[] = "Status: 500 Internal Server Error\r\n"
@@ -353,5 +365,5 @@ void fcr__ctx_output(fcr__ctx *ctx)
         ctx->head_len = sizeof oom - 1;
         ctx->head_off = ctx->body_off = ctx->body_end = 0;
     }
-    pump(ctx);
+    fcr__ctx_pump(ctx);
 }

@@ -167,29 +167,46 @@ void fcr__ctx_fail(fcr__ctx *ctx, int rc, const char *what)
         fcr_req_write_stderr(ctx->req, line, len);
         fcr_log(FCR_LOG_ERROR, "%.*s", (int)len - 1, line);
     }
+    if (ctx->streamed) {
+        /* The head is out: the answer is cut short instead (END_REQUEST with status 1). */
+        ctx->stream_failed = true;
+        return;
+    }
     fcr__res_reset(&ctx->res);
     fcr__res_set_status_problem(&ctx->res, 500, "the request could not be completed");
 }
 
+void fcr__ctx_after(fcr__ctx *ctx)
+{
+    if (!ctx->req || fcr_req_role(ctx->req) == FCR_AUTHORIZER)
+        return;
+    bool was = ctx->in_handler;
+    mw_iter it;
+    iter_init(&it, ctx, true);
+    const fcr__mw *m;
+    while ((m = iter_next(&it))) {
+        ctx->in_handler = true;
+        int rc = m->after(ctx->req, &ctx->res, m->data);
+        ctx->in_handler = was;
+        if (rc < 0) {
+            fcr__ctx_fail(ctx, rc, "after-middleware");
+            break;
+        }
+    }
+    ctx->in_handler = was;
+}
+
 void fcr__ctx_send(fcr__ctx *ctx)
 {
+    if (ctx->streamed) {
+        if (!ctx->stream_ending)
+            fcr__stream_end(ctx);
+        return;
+    }
     if (ctx->sent)
         return;
     ctx->sent = true;
-    if (ctx->req && fcr_req_role(ctx->req) != FCR_AUTHORIZER) {
-        mw_iter it;
-        iter_init(&it, ctx, true);
-        const fcr__mw *m;
-        while ((m = iter_next(&it))) {
-            ctx->in_handler = true;
-            int rc = m->after(ctx->req, &ctx->res, m->data);
-            ctx->in_handler = false;
-            if (rc < 0) {
-                fcr__ctx_fail(ctx, rc, "after-middleware");
-                break;
-            }
-        }
-    }
+    fcr__ctx_after(ctx);
     fcr__ctx_output(ctx);
 }
 
@@ -243,17 +260,18 @@ static bool before_verdict(fcr__ctx *ctx, int rc, bool guard)
     return true;
 }
 
-static void handler_verdict(fcr__ctx *ctx, int rc)
+void fcr__handler_verdict(fcr__ctx *ctx, int rc)
 {
     if (fcr__deferral_verdict(ctx, rc == FCR_ASYNC, rc, FCR__AT_HANDLER, "handler"))
         return;
     if (rc < 0 || (rc != 0 && rc != FCR_ASYNC)) {
         fcr__ctx_fail(ctx, rc < 0 ? rc : FCR_EINVAL, "handler");
         fcr__ctx_send(ctx);
-    } else if (rc == 0 || ctx->send_asked) {
-        fcr__ctx_send(ctx);
+    } else if (rc == 0 || ctx->send_asked || ctx->stream_end_asked) {
+        fcr__ctx_send(ctx); /* for a streamed answer: its end */
     } else {
-        ctx->state = FCR__ST_ASYNC;
+        ctx->state = ctx->streamed ? FCR__ST_STREAM : FCR__ST_ASYNC;
+        fcr__body_start(ctx);
     }
 }
 
@@ -306,9 +324,10 @@ static void chain_next(fcr__ctx *ctx)
         return;
     }
     ctx->in_handler = true;
+    ctx->handler_ran = true;
     int rc = ctx->handler(ctx->req, &ctx->res, ctx->handler_data);
     ctx->in_handler = false;
-    handler_verdict(ctx, rc);
+    fcr__handler_verdict(ctx, rc);
 }
 
 void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
@@ -344,10 +363,16 @@ void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
             chain_next(ctx);
         return;
     case FCR__AT_HANDLER:
-        handler_verdict(ctx, rc);
+        fcr__handler_verdict(ctx, rc);
         return;
     case FCR__AT_ROLE:
         fcr__auth_role_verdict(ctx, rc);
+        return;
+    case FCR__AT_BODY:
+        if (ctx->state == FCR__ST_RUNNING)
+            ctx->state = ctx->streamed ? FCR__ST_STREAM : FCR__ST_ASYNC;
+        if (fcr__body_verdict(ctx, rc) == 0)
+            fcr__body_start(ctx); /* the held piece, then reading again */
         return;
     case FCR__AT_MISUSE:
     default:
@@ -469,7 +494,7 @@ static void on_params(fcr_req *req, void *data)
         answer_oom(req);
         return;
     }
-    if (role == FCR_RESPONDER && app->limits_below)
+    if (role == FCR_RESPONDER && app->route_early)
         (void)route_request(ctx); /* on failure, run_responder routes again and reports it */
     size_t limit = body_limit(app, ctx->route);
     bool malformed = false;
@@ -487,6 +512,13 @@ static void on_params(fcr_req *req, void *data)
     }
     if (declared > limit && fcr_req_stream_input(req, discard_input) == 0) {
         ctx->too_big = true;
+        return;
+    }
+    if (role == FCR_RESPONDER && ctx->route && ctx->route->stream_body &&
+        fcr_req_stream_input(req, fcr__body_chunk) == 0) {
+        /* Nothing is buffered: the handler reads the body (stream.c). */
+        ctx->body_stream = true;
+        ctx->body_limit = limit;
         return;
     }
     fcr_req_set_max_body(req, limit);

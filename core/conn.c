@@ -293,6 +293,7 @@ static int on_stream(void *ctx, uint8_t type, uint16_t id, const uint8_t *buf, s
     if (r->state & FCR__REQ_STREAMING) {
         if (len == 0)
             r->state |= done;
+        r->input_at = ev_now(c->srv->loop);
         r->busy++;
         int rc = r->chunk_cb(r, idx ? FCR_DATA : FCR_STDIN, buf, len);
         r->busy--;
@@ -519,7 +520,10 @@ void fcr__conn_sweep(fcr__conn *c, double now)
     for (fcr_req *r = c->reqs; r; r = r->next) {
         bool waiting = !(r->state & FCR__REQ_DELIVERED) ||
                        ((r->state & FCR__REQ_STREAMING) && !input_complete(r) && !c->paused_app);
-        if (waiting && now - r->begin_time > lim->input_timeout) {
+        /* A streamed body may take longer than the timeout in all: it must only never stall
+         * for that long (while the application paused it, it is not waiting). */
+        double since = r->input_at > r->begin_time ? r->input_at : r->begin_time;
+        if (waiting && now - since > lim->input_timeout) {
             fcr__conn_close(c, "request input not complete before the input timeout");
             return;
         }

@@ -11,6 +11,10 @@
  * or one finished without clearing the slot. */
 void fcr__req_set_fwdata(fcr_req *req, void *data, void (*release)(void *data));
 void *fcr__req_fwdata(const fcr_req *req);
+/* The framework's abort watch: `cb` runs once when the request is aborted while delivered and
+ * not finished, before the application's fcr_req_on_abort() callback (which is skipped when `cb`
+ * finished the request). NULL cancels. */
+void fcr__req_on_fwabort(fcr_req *req, void (*cb)(fcr_req *req));
 
 /* True for an HTTP token (RFC 9110 tchar+), false for NULL or "". */
 bool fcr__is_token(const char *s);

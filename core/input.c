@@ -239,6 +239,7 @@ int fcr_req_stream_input(fcr_req *r, fcr_chunk_cb chunk)
 void fcr_req_resume_input(fcr_req *r)
 {
     if (r && r->conn && r->conn->paused_app) {
+        r->input_at = ev_now(r->srv->loop); /* the pause does not count against the timeout */
         r->conn->paused_app = false;
         r->conn->paused_by = NULL;
         fcr__conn_resume(r->conn);

@@ -96,6 +96,8 @@ struct fcr_req {
     void *userdata; /* the application's (fcr_req_set_userdata) */
     void *fwdata;   /* the framework's (core/framework.h) */
     void (*fwrelease)(void *fwdata);
+    void (*fwabort)(fcr_req *req); /* the framework's abort watch, called before on_abort */
+    double input_at; /* last input of a streaming request (its input timeout runs from it) */
 };
 
 enum fcr__conn_state { FCR__CONN_OPEN, FCR__CONN_CLOSE_AFTER_FLUSH, FCR__CONN_DRAINING };

@@ -142,9 +142,21 @@ void fcr__req_abort(fcr_req *r, bool send_end)
     r->state |= FCR__REQ_ABORTED;
     if (r->input_error == 0)
         r->input_error = FCR_ECLOSED;
+    void (*fw)(fcr_req *) = r->fwabort;
+    r->fwabort = NULL;
+    r->on_drain = NULL;
+    /* The framework first: it may release the request (finish it) when nobody else holds it. */
+    if (fw && !(r->state & FCR__REQ_FINISHED)) {
+        r->refs++;
+        fw(r);
+        if (r->state & FCR__REQ_FINISHED) {
+            fcr__req_unref(r);
+            return;
+        }
+        r->refs--; /* not finished: the application still holds its reference */
+    }
     void (*cb)(fcr_req *) = r->on_abort;
     r->on_abort = NULL;
-    r->on_drain = NULL;
     if (cb && !(r->state & FCR__REQ_FINISHED))
         cb(r);
 }
@@ -186,6 +198,11 @@ void fcr__req_set_fwdata(fcr_req *r, void *data, void (*release)(void *data))
 {
     r->fwdata = data;
     r->fwrelease = release;
+}
+
+void fcr__req_on_fwabort(fcr_req *r, void (*cb)(fcr_req *req))
+{
+    r->fwabort = cb;
 }
 
 void *fcr__req_fwdata(const fcr_req *r)

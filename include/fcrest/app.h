@@ -545,6 +545,18 @@ int fcr_route_set_max_body(fcr_route *route, size_t max);
  */
 int fcr_route_consumes(fcr_route *route, const char *media_type);
 
+/**
+ * Makes `route` take its request body as a stream instead of a buffer: nothing of the body is
+ * read before the handler runs (after the before-middleware and guards, the media type check
+ * and the 413 for a declared length over the limit), and the handler reads it with
+ * fcr_req_read_body(), piece by piece, in bounded memory. The body limit still holds for the
+ * bytes that actually arrive (fcr_route_set_max_body(); the body fn is then told the body is
+ * gone and the answer is 413 problem+json). fcr_req_body(), fcr_req_parse_json() and
+ * fcr_req_form() see an empty body on such a route. Only RESPONDER requests stream (the
+ * FILTER role's handler is not a route). Returns 0 or FCR_EINVAL (NULL route).
+ */
+int fcr_route_stream_body(fcr_route *route);
+
 /* ---- Requests ------------------------------------------------------------------------- */
 
 /**
@@ -771,6 +783,96 @@ int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const ch
  * FCR_EINVAL when the response is not awaiting it (a second call inside the handler).
  */
 int fcr_res_send(fcr_res *res);
+
+/* ---- Streamed bodies ------------------------------------------------------------------ */
+
+/**
+ * What a body fn (fcr_body_fn) returns. FCR_BODY_ERROR, FCR_BODY_DONE and FCR_BODY_ASYNC are
+ * the handler's verdicts (fcr_handler_result) and end the reading: the rest of the body is
+ * discarded. Any negative fcr_err code also fails the request (500 problem+json).
+ */
+typedef enum fcr_body_result {
+    FCR_BODY_ERROR = -1000, /**< failure: answer 500 problem+json */
+    FCR_BODY_DONE = 0,      /**< `res` is the answer: the framework sends it */
+    FCR_BODY_ASYNC = 1,     /**< the answer comes later: from the done of fcr_defer() (which
+                                 returns one of these verdicts), or with fcr_res_send() or a
+                                 streamed answer (fcr_res_stream_begin()) */
+    FCR_BODY_MORE = 2,      /**< call again with the next piece (or the end) */
+    FCR_BODY_PAUSE = 3,     /**< call again only after fcr_req_resume_body() */
+} fcr_body_result;
+
+/**
+ * Receives a streamed request body (see fcr_req_read_body()): each piece as it arrives (`len`
+ * > 0, `buf` valid only during the call), then the end (`len` 0, `buf` not NULL), where it must
+ * answer: FCR_BODY_DONE, FCR_BODY_ASYNC or an error (FCR_BODY_MORE or FCR_BODY_PAUSE at the end
+ * fail the request with 500). While it returns FCR_BODY_PAUSE nothing more is read from the
+ * web server's connection (back-pressure reaches the client through the web server), and the
+ * input timeout does not run. When the body will not come to its end because the request ended
+ * first (the client went away: fcr_req_aborted() is true; the body passed its limit: the
+ * answer is 413; or the answer was sent from elsewhere), it is called once more with `buf` NULL
+ * and `len` 0: it releases what it holds and its verdict is ignored; it must not use `req` or
+ * `res` afterwards. It is never called again after it returned a verdict that ends the reading.
+ * `data` is the pointer given to fcr_req_read_body(). It may call fcr_defer() (and return
+ * FCR_BODY_ASYNC): reading waits for the done, whose verdict is taken as this function's.
+ */
+typedef fcr_body_result (*fcr_body_fn)(fcr_req *req, fcr_res *res, const void *buf, size_t len,
+                                       void *data);
+
+/**
+ * Starts reading the body of a request on a route made with fcr_route_stream_body(): `fn`
+ * receives its pieces from the loop, after the current callback returned (a handler calls it
+ * and returns FCR_ASYNC). It may be called from the handler, from a done of fcr_defer(), or
+ * later from a watcher while the handler's answer is outstanding. `data` stays the caller's;
+ * `fn` frees it when the reading ends (see fcr_body_fn). Returns 0; FCR_ECLOSED after an
+ * abort (the request must still be answered or released with fcr_res_send()); FCR_EINVAL for
+ * a NULL argument, a request whose route does not stream its body, a second call, or a
+ * response already sent.
+ */
+int fcr_req_read_body(fcr_req *req, fcr_body_fn fn, void *data);
+
+/**
+ * Resumes the reading of a body fn that returned FCR_BODY_PAUSE: the next piece comes from the
+ * loop, never from inside this call. Ignored when the reading is not paused (or `req` is NULL
+ * or not an app's request).
+ */
+void fcr_req_resume_body(fcr_req *req);
+
+/**
+ * Starts a streamed answer: the after-middleware run, then the status and headers of `res` go
+ * out at once without Content-Length (the web server sends the body chunked or closes the
+ * connection after it), followed by any body `res` already holds; the handler then writes the
+ * rest with fcr_res_stream_write() and ends it with fcr_res_stream_end(). A HEAD request, 204
+ * and 304 answers get no body: writes are taken and dropped. Call it from a handler (which then
+ * returns FCR_ASYNC; FCR_DONE ends the stream when it returns), a body fn, a done, or a watcher
+ * while the answer is outstanding. Returns 0; FCR_ECLOSED after an abort (still end it with
+ * fcr_res_stream_end()); FCR_EINVAL for a NULL or foreign `res`, an answer already sent or
+ * streaming, a call from a before-middleware or authorizer; FCR_ENOMEM.
+ */
+int fcr_res_stream_begin(fcr_res *res);
+
+/**
+ * Writes `len` bytes of a streamed answer, copying them. Returns 0; FCR_EAGAIN when the
+ * connection already holds its queue of output (nothing was taken: wait with
+ * fcr_res_stream_on_drain()); FCR_ECLOSED after an abort (the client went away: stop and call
+ * fcr_res_stream_end()); FCR_EINVAL (NULL `res`, NULL `buf` with `len` > 0, no stream begun or
+ * already ended); FCR_ENOMEM.
+ */
+int fcr_res_stream_write(fcr_res *res, const void *buf, size_t len);
+
+/**
+ * Calls `cb(res, data)` once from the loop when the connection's output queue has room again,
+ * or as soon as the request is aborted (a write then returns FCR_ECLOSED). A later call
+ * replaces the earlier; NULL `cb` cancels. Returns 0 or FCR_EINVAL (NULL `res`, no stream).
+ */
+int fcr_res_stream_on_drain(fcr_res *res, void (*cb)(fcr_res *res, void *data), void *data);
+
+/**
+ * Ends a streamed answer and releases the request: `res` and its request must not be used
+ * afterwards. Must be called once for every stream begun, also after an abort. Returns 0,
+ * FCR_ECLOSED when the request was aborted (it is released all the same), or FCR_EINVAL (NULL
+ * `res`, no stream, or already ended).
+ */
+int fcr_res_stream_end(fcr_res *res);
 
 /**
  * The reason phrase of `status` ("Not Found"); "Unknown" for a code outside the table. Static

@@ -74,7 +74,9 @@ typedef struct fcr_limits {
     unsigned max_conns;         /**< open connections in one worker (default 4096) */
     size_t max_output_queue;    /**< queued output bytes per connection (default 1 MiB) */
     double idle_timeout;        /**< seconds a connection may sit with no request (default 60) */
-    /** seconds from BEGIN_REQUEST until its input is complete (default 30) */
+    /** seconds from BEGIN_REQUEST until its input is complete (default 30); for a request
+        whose input is streamed (fcr_req_stream_input), seconds its input may make no
+        progress while the application reads it */
     double input_timeout;
     double output_timeout; /**< seconds queued output may make no progress (default 30) */
 } fcr_limits;

@@ -1,7 +1,9 @@
 """HTTP checks of the notes service through a web server (python3 standard library only)."""
 import http.client
 import json
+import os
 import socket
+import zlib
 import threading
 import time
 import urllib.parse
@@ -503,3 +505,120 @@ class Hammer:
         for th in self.threads:
             th.join(30)
         return sorted(self.results)
+
+
+# ---- streamed bodies (examples/stream) ------------------------------------------------------
+
+def _status_kib(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
+
+
+def _random_blocks(total, block=1 << 20):
+    """`total` random bytes, in blocks."""
+    sent = 0
+    while sent < total:
+        n = min(block, total - sent)
+        yield os.urandom(n)
+        sent += n
+
+
+def _upload(c, total, chunked=False):
+    """POSTs `total` bytes to /upload without holding them; returns (Resp or error, crc32)."""
+    crc = 0
+
+    def gen():
+        nonlocal crc
+        for b in _random_blocks(total):
+            crc = zlib.crc32(b, crc)
+            yield b
+    h = {"Content-Type": "application/octet-stream"}
+    if not chunked:
+        h["Content-Length"] = str(total)
+    conn = http.client.HTTPConnection(c.host, c.port, timeout=120)
+    try:
+        conn.request("POST", c.mount + "/upload", body=gen(), headers=h, encode_chunked=chunked)
+        r = conn.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        return Resp(r.status, hdrs, data), crc
+    except (OSError, http.client.HTTPException) as e:
+        return f"{type(e).__name__}: {e}", crc
+    finally:
+        conn.close()
+
+
+def _rows(c, n):
+    """GETs /rows?n=N reading it in pieces: (status, headers, bytes, rows, head, tail)."""
+    conn = http.client.HTTPConnection(c.host, c.port, timeout=120)
+    try:
+        conn.request("GET", f"{c.mount}/rows?n={n}")
+        r = conn.getresponse()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+        size = rows = 0
+        head = tail = carry = b""
+        while True:
+            b = r.read(1 << 20)
+            if not b:
+                break
+            if len(head) < 64:
+                head = (head + b)[:64]
+            # The 5 bytes kept are too few for a whole marker: one cut between two pieces is
+            # counted once, in the joined bytes.
+            joined = carry + b
+            rows += joined.count(b'{"id":')
+            carry = joined[-5:]
+            size += len(b)
+            tail = joined[-64:]
+        return r.status, hdrs, size, rows, head, tail
+    except (OSError, http.client.HTTPException) as e:
+        return f"{type(e).__name__}: {e}", {}, 0, 0, b"", b""
+    finally:
+        conn.close()
+
+
+def streams(t, c, name, pid, tmp):
+    """examples/stream behind a web server: a 64 MiB upload and a response of more than
+    100 MiB pass through the worker `pid`, whose peak resident memory grows far less than
+    either; a body over --max-upload (80m) is answered 413."""
+    r = c.request("GET", "/health")
+    t.check(f"{name} streams: the app answers", r.status == 200, r.status)
+    base = _status_kib(pid, "VmRSS")
+    up = 64 << 20
+    r, crc = _upload(c, up)
+    want = {"bytes": up, "crc32": f"{crc:08x}"}
+    got = None if isinstance(r, str) else (json.loads(r.body) if r.status == 200 else r.status)
+    t.check(f"{name} streams: a 64 MiB upload is read whole and in order", got == want,
+            f"{r if isinstance(r, str) else (r.status, r.body[:200])} want {want}")
+    rows = 3_000_000  # about 108 MiB of JSON
+    st, hdrs, size, count, head, tail = _rows(c, rows)
+    t.check(f"{name} streams: 3 million rows (over 100 MiB) arrive whole",
+            st == 200 and count == rows and size > (100 << 20) and head.startswith(b'[{"id":1,')
+            and tail.endswith(b'"row 3000000"}]'),
+            f"status {st}, {count} rows, {size} bytes, {head[:30]!r} ... {tail[-30:]!r}")
+    t.check(f"{name} streams: the answer has no Content-Length (the web server streams it)",
+            "content-length" not in hdrs, hdrs)
+    peak = _status_kib(pid, "VmHWM")
+    grown = peak - base
+    print(f"# {name} streams: worker RSS {base} KiB before, peak {peak} KiB after a 64 MiB "
+          f"upload and a {size >> 20} MiB answer (+{grown} KiB)", flush=True)
+    with open(os.path.join(tmp, "stream-rss.txt"), "a") as f:
+        f.write(f"{name} {base} {peak} {size}\n")
+    t.check(f"{name} streams: the worker's peak memory grows by less than 16 MiB",
+            base > 0 and peak > 0 and grown < 16 * 1024, f"+{grown} KiB")
+    # Over the limit: declared, refused before the body is read.
+    r, _ = _upload(c, 81 << 20)
+    t.check(f"{name} streams: a declared body over --max-upload is 413",
+            not isinstance(r, str) and problem_ok(r, 413), r if isinstance(r, str) else r.status)
+    # Not declared (chunked from the client): counted as it arrives.
+    r, _ = _upload(c, 81 << 20, chunked=True)
+    t.check(f"{name} streams: a chunked body over --max-upload is 413",
+            not isinstance(r, str) and r.status == 413, r if isinstance(r, str) else r.status)
+    r = c.request("GET", "/health")
+    t.check(f"{name} streams: the app still answers", r.status == 200, r.status)
