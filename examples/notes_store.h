@@ -149,9 +149,12 @@ typedef struct notes_store_query {
 
 /*
  * A backend. `run` starts the query and returns as the operations above do: FCR_ASYNC when
- * `cb` will run on the loop (a backend on the loop calls `cb` from its watcher, then sends the
- * answer with fcr_res_send() when `cb` returned FCR_DONE, or a 500 problem+json for a negative
- * code; a backend on the pool returns `cb`'s verdict from the done of fcr_defer()).
+ * `cb` will run on the loop. A backend on the pool returns `cb`'s verdict from the done of
+ * fcr_defer(). A backend on the loop calls `cb` from its watcher, then sends the answer with
+ * fcr_res_send(): as `cb` left it when it returned FCR_DONE, or replaced by a 500 problem+json
+ * for a negative code; it calls fcr_res_send() also when the request was aborted meanwhile
+ * (fcr_req_aborted()), to release it, and calls `cb` first all the same. `start` may make the
+ * schema with blocking calls, before the worker accepts; `run` never blocks.
  */
 typedef struct notes_store_backend {
     const char *name; /* "sqlite", "postgresql" */
