@@ -27,6 +27,9 @@ static const fcr__opt_def opts[O_COUNT] = {
                     "request body limit, suffix k, m or g", K_SIZE, 1, SIZE_MAX, NULL, NULL},
     [O_LOG_LEVEL] = {"--log-level", "LEVEL", "FCREST_LOG_LEVEL", "info",
                      "error, warn, info or debug", K_LEVEL, 0, 0, NULL, NULL},
+    [O_LOG_FORMAT] = {"--log-format", "FORMAT", "FCREST_LOG_FORMAT", "text",
+                      "text, or json: one JSON object per log line", K_LOG_FORMAT, 0, 0, NULL,
+                      NULL},
     [O_PREFIX] = {"--prefix", "PATH", "FCREST_PREFIX", NULL,
                   "prefix stripped from the routing path", K_PATH, 0, 0, NULL, NULL},
     [O_ROUTE_ON_URI] = {"--route-on-request-uri", NULL, "FCREST_ROUTE_ON_REQUEST_URI", NULL,
@@ -161,6 +164,10 @@ static int parse_value(const fcr__opt_def *d, const char *value, fcr__optval *v)
     }
     case K_LEVEL:
         if (fcr_log_level_parse(value, &r.level) < 0)
+            return FCR_EINVAL;
+        break;
+    case K_LOG_FORMAT:
+        if (fcr_log_format_parse(value, &r.level) < 0)
             return FCR_EINVAL;
         break;
     case K_PATH:

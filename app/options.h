@@ -14,15 +14,16 @@
 
 /* How a value is read. */
 typedef enum fcr__optkind {
-    K_LISTEN,  /* an address; repeatable; the variable holds several, comma-separated */
-    K_UINT,    /* a decimal number in [min, max] */
-    K_SIZE,    /* bytes with an optional suffix k, m or g, in [min, max] */
-    K_SECONDS, /* decimal seconds up to a day, above 0 (min 0: zero allowed) */
-    K_OCTAL,   /* an octal mode up to `max` */
-    K_LEVEL,   /* a log level name */
-    K_PATH,    /* empty, or a path starting with '/' */
-    K_STRING,  /* anything */
-    K_FLAG,    /* no value; its variable turns it on with any value but "0" */
+    K_LISTEN,     /* an address; repeatable; the variable holds several, comma-separated */
+    K_UINT,       /* a decimal number in [min, max] */
+    K_SIZE,       /* bytes with an optional suffix k, m or g, in [min, max] */
+    K_SECONDS,    /* decimal seconds up to a day, above 0 (min 0: zero allowed) */
+    K_OCTAL,      /* an octal mode up to `max` */
+    K_LEVEL,      /* a log level name */
+    K_LOG_FORMAT, /* a log format name */
+    K_PATH,       /* empty, or a path starting with '/' */
+    K_STRING,     /* anything */
+    K_FLAG,       /* no value; its variable turns it on with any value but "0" */
 } fcr__optkind;
 
 typedef struct fcr__opt_def {
@@ -43,6 +44,7 @@ enum {
     O_SOCKET_MODE,
     O_MAX_BODY,
     O_LOG_LEVEL,
+    O_LOG_FORMAT,
     O_PREFIX,
     O_ROUTE_ON_URI,
     O_ACCESS_LOG,

@@ -357,8 +357,8 @@ int fcr_res_set_json(fcr_res *res, int status, const json_t *json)
         return FCR_EINVAL;
     if (status < 200 || status > 599)
         return FCR_EINVAL;
-    /* Measured, then serialised straight into the body: no copy of a large answer. */
-    size_t len = json_dumpb(json, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* Measured, then written straight into the body: no copy, no allocation but the body's. */
+    size_t len = fcr__json_size(json);
     if (len == 0)
         return FCR_EINVAL;
     fcr__body *b = body_get(res);
@@ -369,10 +369,7 @@ int fcr_res_set_json(fcr_res *res, int status, const json_t *json)
         return rc;
     res->status = status;
     b = res->body;
-    if (json_dumpb(json, (char *)b->buf.p, len, JSON_COMPACT | JSON_ENCODE_ANY) != len) {
-        b->buf.len = 0;
-        return FCR_ENOMEM;
-    }
+    fcr__json_write(json, (char *)b->buf.p, len);
     b->buf.len = len;
     b->buf.p[len] = '\0';
     return 0;
@@ -400,45 +397,80 @@ int fcr_res_set_redirect(fcr_res *res, int status, const char *location)
     return 0;
 }
 
+/* Writes the problem document of `status` into `out` (`cap` bytes; NULL to measure) and returns
+ * its length: type, title, status, detail, then the members of `ext` but those four. */
+static size_t problem_text(char *out, size_t cap, int status, const char *type, const char *detail,
+                           const json_t *ext)
+{
+    size_t n = 0;
+    char num[16];
+#define LIT(s) (fcr__json_put_raw(out, &n, cap, s, sizeof s - 1))
+    LIT("{\"type\":");
+    fcr__json_put_string(out, &n, cap, type, strlen(type));
+    LIT(",\"title\":");
+    const char *title = fcr_status_reason(status);
+    fcr__json_put_string(out, &n, cap, title, strlen(title));
+    LIT(",\"status\":");
+    int k = snprintf(num, sizeof num, "%d", status);
+    fcr__json_put_raw(out, &n, cap, num, (size_t)k);
+    if (detail) {
+        LIT(",\"detail\":");
+        fcr__json_put_string(out, &n, cap, detail, strlen(detail));
+    }
+    if (ext) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)(uintptr_t)ext, key, v)
+        {
+            if (!strcmp(key, "type") || !strcmp(key, "title") || !strcmp(key, "status") ||
+                (detail && !strcmp(key, "detail")))
+                continue;
+            LIT(",");
+            fcr__json_put_string(out, &n, cap, key, strlen(key));
+            LIT(":");
+            size_t vlen = fcr__json_write(v, out ? out + (n < cap ? n : cap) : NULL,
+                                          out && n < cap ? cap - n : 0);
+            if (vlen == 0)
+                return 0;
+            n += vlen;
+        }
+    }
+    LIT("}");
+#undef LIT
+    return n;
+}
+
 int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const char *detail,
                             json_t *ext)
 {
     int rc = FCR_EINVAL;
-    json_t *p = NULL;
     if (!res || status < 400 || status > 599 || (ext && !json_is_object(ext)))
         goto out;
-    rc = FCR_ENOMEM;
-    p = json_object();
-    if (!p)
-        goto out;
-    if (json_object_set_new(p, "type", json_string(type ? type : "about:blank")) < 0 ||
-        json_object_set_new(p, "title", json_string(fcr_status_reason(status))) < 0 ||
-        json_object_set_new(p, "status", json_integer(status)) < 0)
+    if (!type)
+        type = "about:blank";
+    if (!fcr__utf8_valid(type, strlen(type)))
         goto out;
     /* A detail that is not UTF-8 is replaced rather than dropping the whole answer. */
-    if (detail && json_object_set_new(p, "detail", json_string(detail)) < 0 &&
-        json_object_set_new(p, "detail", json_string("(detail not valid UTF-8)")) < 0)
+    if (detail && !fcr__utf8_valid(detail, strlen(detail)))
+        detail = "(detail not valid UTF-8)";
+    size_t len = problem_text(NULL, 0, status, type, detail, ext);
+    if (len == 0)
+        goto out; /* a member of `ext` that cannot be written (nested too deep) */
+    /* Written straight into the body, as set_all would copy it. */
+    fcr__body *b = body_get(res);
+    rc = FCR_ENOMEM;
+    if (len > b->buf.len && body_reserve_to(res, len - b->buf.len, true) < 0)
         goto out;
-    if (ext) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(ext, k, v)
-        {
-            if (json_object_get(p, k))
-                continue;
-            if (json_object_set(p, k, v) < 0)
-                goto out;
-        }
-    }
-    size_t len = json_dumpb(p, NULL, 0, JSON_COMPACT);
-    char *buf = len ? malloc(len) : NULL;
-    if (!buf)
+    rc = fcr_res_set_header(res, "Content-Type", "application/problem+json");
+    if (rc < 0)
         goto out;
-    json_dumpb(p, buf, len, JSON_COMPACT);
-    rc = set_all(res, status, "application/problem+json", buf, len);
-    free(buf);
+    res->status = status;
+    b = res->body;
+    problem_text((char *)b->buf.p, len, status, type, detail, ext);
+    b->buf.len = len;
+    b->buf.p[len] = '\0';
+    rc = 0;
 out:
-    json_decref(p);
     json_decref(ext);
     return rc;
 }

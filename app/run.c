@@ -94,6 +94,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     }
     if (v[O_LOG_LEVEL].set)
         fcr_log_set_level(v[O_LOG_LEVEL].level);
+    if (v[O_LOG_FORMAT].set)
+        fcr_log_set_format(v[O_LOG_FORMAT].level);
     if (v[O_MAX_BODY].set)
         fcr_app_set_max_body(app, (size_t)v[O_MAX_BODY].n);
     if (v[O_MAX_OUTPUT_MEMORY].set)

@@ -9,12 +9,14 @@
 /* What a released request keeps for the next one, when its server is alive: at most POOL_MAX
  * requests (the requests in flight at a time, up to a limit), each with a PARAMS buffer of up
  * to 16 KiB (a web server's usual params take 1-4 KiB), a params block for up to 256 params
- * (8 KiB, the default max_params) and an output buffer of up to 8 KiB. Larger buffers belong to
- * rare requests and are freed. A server keeps at most 64 * 32 KiB = 2 MiB this way. */
+ * (8 KiB, the default max_params), an output buffer of up to 8 KiB and a STDIN buffer of up to
+ * 16 KiB. Larger buffers belong to rare requests and are freed. A server keeps at most
+ * 64 * 48 KiB = 3 MiB this way. */
 #define POOL_MAX      64
 #define POOL_PBUF_MAX 16384
 #define POOL_PCAP_MAX 256
 #define POOL_OUT_MAX  8192
+#define POOL_BODY_MAX 16384
 
 fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
 {
@@ -31,7 +33,9 @@ fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)
         uint32_t *pindex = r->pindex;
         size_t pmask = r->pmask;
         fcr__buf out = {r->out.p, 0, r->out.cap};
+        fcr__buf body = {r->body[0].p, 0, r->body[0].cap};
         memset(r, 0, sizeof *r);
+        r->body[0] = body;
         r->pbuf = pbuf;
         r->params = params;
         r->pcap = pcap;
@@ -89,7 +93,9 @@ static void req_free(fcr_req *r)
             free(pool);
         return;
     }
-    fcr__buf_free(&r->body[0]);
+    /* A small STDIN buffer is kept: a request with a small body then allocates nothing. */
+    if (r->body[0].cap > POOL_BODY_MAX)
+        fcr__buf_free(&r->body[0]);
     fcr__buf_free(&r->body[1]);
     if (r->out_final.p) {
         fcr__buf_free(&r->out);

@@ -1,7 +1,8 @@
 /* libFuzzer target for the JSON body helper.
  *
  * The input is a request body. fcr__json_parse (the parser behind fcr_req_parse_json) must either
- * give a value that survives a dump and reload unchanged, or say where the text is invalid.
+ * give a value that survives a dump and reload unchanged (and that the framework's own JSON
+ * writer writes byte for byte as jansson's dump does), or say where the text is invalid.
  * The same body then goes through the whole request path: fcr_app_test sends it as a POST to
  * an app whose handler answers fcr_req_parse_json's value, or lets fcr_req_parse_json fill in its
  * 400 problem+json, and the answer must agree with the direct parse: 200 with an equal value, or
@@ -99,6 +100,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         walk(direct, 0);
         char *dump = json_dumps(direct, JSON_COMPACT | JSON_ENCODE_ANY);
         must(dump != NULL);
+        /* The framework's own writer (which answers fcr_res_set_json) gives the same bytes. */
+        size_t len = strlen(dump);
+        must(fcr__json_size(direct) == len);
+        char *mine = malloc(len + 1);
+        must(mine != NULL);
+        must(fcr__json_write(direct, mine, len) == len && memcmp(mine, dump, len) == 0);
+        free(mine);
         json_error_t err;
         json_t *again = json_loads(dump, JSON_DECODE_ANY, &err);
         must(again && json_equal(direct, again));
