@@ -184,18 +184,17 @@ static json_t *make_note(const notes_note *n)
 }
 
 /* The answer to an operation of the store that did not succeed: 404, 503 or 500. */
-static int store_failed(fcr_req *req, fcr_res *res, const notes_store_result *r)
+static int store_failed(fcr_res *res, const notes_store_result *r)
 {
     if (r->status == NOTES_STORE_NOT_FOUND)
         return fcr_res_set_problem(res, 404, "there is no note with this id");
     const char *why = r->error ? r->error : "unknown error";
     if (r->status == NOTES_STORE_BUSY) {
-        fcr_log(FCR_LOG_WARN, "%s: answered 503: the store is busy: %s", fcr_req_request_id(req),
-                why);
+        fcr_log(FCR_LOG_WARN, "answered 503: the store is busy: %s", why);
         int rc = fcr_res_set_header(res, "Retry-After", "1");
         return rc < 0 ? rc : fcr_res_set_problem(res, 503, "the store is busy; try again");
     }
-    fcr_log(FCR_LOG_ERROR, "%s: the store failed: %s", fcr_req_request_id(req), why);
+    fcr_log(FCR_LOG_ERROR, "the store failed: %s", why);
     return fcr_res_set_problem(res, 500, "the store failed");
 }
 
@@ -223,7 +222,7 @@ static int listed(fcr_req *req, fcr_res *res, const notes_store_result *r, void 
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(req, res, r);
+        return store_failed(res, r);
     json_t *out = json_array();
     for (size_t i = 0; out && i < r->count; i++) {
         if (json_array_append_new(out, make_note(&r->notes[i])) < 0) {
@@ -253,7 +252,7 @@ static int created(fcr_req *req, fcr_res *res, const notes_store_result *r, void
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(req, res, r);
+        return store_failed(res, r);
     char location[512];
     snprintf(location, sizeof location, "%.400s/notes/%lld", fcr_req_base_path(req),
              r->notes[0].id);
@@ -279,7 +278,7 @@ static int got_note(fcr_req *req, fcr_res *res, const notes_store_result *r, voi
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(req, res, r);
+        return store_failed(res, r);
     return fcr_res_set_json_new(res, 200, make_note(&r->notes[0]));
 }
 
@@ -311,7 +310,7 @@ static int deleted(fcr_req *req, fcr_res *res, const notes_store_result *r, void
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(req, res, r);
+        return store_failed(res, r);
     return fcr_res_set_status(res, 204);
 }
 
