@@ -71,6 +71,7 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     }
     if (rc == 0)
         rc = fcr__opts_commit(app->run, ps.pv);
+    fcr__opts_release(&ps);
     free(ps.pv);
     if (rc < 0) {
         if (rc == FCR_EINVAL)

@@ -588,6 +588,111 @@ START_TEST(conditional_requests)
 }
 END_TEST
 
+/* ---- Validation ---------------------------------------------------------------------------- */
+
+static const fcr_field author_fields[] = {
+    {.name = "name", .kind = FCR_FIELD_STRING, .flags = FCR_FIELD_REQUIRED},
+    {.name = "age",
+     .kind = FCR_FIELD_INTEGER,
+     .flags = FCR_FIELD_MIN | FCR_FIELD_MAX,
+     .min = 0,
+     .max = 150},
+    {0},
+};
+static const fcr_field tag_item = {
+    .kind = FCR_FIELD_STRING, .flags = FCR_FIELD_MIN | FCR_FIELD_MAX, .min = 1, .max = 3};
+static const fcr_field doc_fields[] = {
+    {.name = "title",
+     .kind = FCR_FIELD_STRING,
+     .flags = FCR_FIELD_REQUIRED | FCR_FIELD_MIN | FCR_FIELD_MAX,
+     .min = 1,
+     .max = 5},
+    {.name = "score", .kind = FCR_FIELD_NUMBER, .flags = FCR_FIELD_MAX, .max = 1.5},
+    {.name = "done", .kind = FCR_FIELD_BOOLEAN},
+    {.name = "note", .kind = FCR_FIELD_STRING, .flags = FCR_FIELD_NULLABLE},
+    {.name = "a/b~c", .kind = FCR_FIELD_INTEGER},
+    {.name = "author", .kind = FCR_FIELD_OBJECT, .fields = author_fields},
+    {.name = "tags", .kind = FCR_FIELD_ARRAY, .flags = FCR_FIELD_MAX, .max = 3, .items = &tag_item},
+    {0},
+};
+
+static fcr_handler_result validating(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    json_t *body = fcr_req_parse_json(req, r);
+    if (!body)
+        return FCR_DONE;
+    int rc = fcr_validate(r, body, doc_fields, FCR_VALIDATE_NO_EXTRA);
+    if (rc < 0)
+        return (fcr_handler_result)rc;
+    return rc ? FCR_DONE : fcr_res_set_text(r, 200, "valid");
+}
+
+static void post_json(const char *body)
+{
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    run(&(fcr_test_req){.method = "POST", .path = "/v", .headers = json, .body = body});
+}
+
+START_TEST(validation_errors_point)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_POST, "/v", validating, NULL));
+    post_json("{\"title\":\"caf\xc3\xa9s\",\"score\":1.5,\"done\":true,\"note\":null,"
+              "\"author\":{\"name\":\"ada\",\"age\":36},\"tags\":[\"a\",\"bcd\"],\"a/b~c\":1}");
+    ck_assert_int_eq(res.status, 200); /* "cafés" is 5 characters */
+    post_json("{\"score\":2,\"done\":\"yes\",\"note\":3,\"author\":{\"age\":-1,\"x\":1},"
+              "\"tags\":[\"\",\"ok\",7,\"long\"],\"a/b~c\":1.5,\"extra\":0}");
+    check_problem(422);
+    json_t *j = body_json();
+    json_t *errs = json_object_get(j, "errors");
+    const char *want[][2] = {
+        {"/title", "is required"},
+        {"/score", "must be at most 1.5"},
+        {"/done", "must be true or false"},
+        {"/note", "must be a string or null"},
+        {"/a~1b~0c", "must be an integer"},
+        {"/author/name", "is required"},
+        {"/author/age", "must be from 0 to 150"},
+        {"/author/x", "is not a member this resource has"},
+        {"/tags", "must have at most 3 items (it has 4)"},
+        {"/tags/0", "must be from 1 to 3 characters long (it has 0)"},
+        {"/tags/2", "must be a string"},
+        {"/tags/3", "must be from 1 to 3 characters long (it has 4)"},
+        {"/extra", "is not a member this resource has"},
+    };
+    size_t n = sizeof want / sizeof *want;
+    ck_assert_uint_eq(json_array_size(errs), n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(errs, i);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "pointer")), want[i][0]);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "detail")), want[i][1]);
+    }
+    ck_assert_str_eq(json_string_value(json_object_get(j, "detail")),
+                     "the request body has 13 invalid members");
+    json_decref(j);
+    /* Not an object at all: the pointer "" names the whole body. */
+    post_json("[1,2]");
+    check_problem(422);
+    j = body_json();
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(j, "errors"), 0), "pointer")),
+                     "");
+    json_decref(j);
+    /* Many failures: 32 listed, all counted. */
+    char big[4096] = "{\"tags\":[";
+    for (int i = 0; i < 40; i++)
+        strcat(big, i ? ",0" : "0");
+    strcat(big, "],\"title\":\"t\"}");
+    post_json(big);
+    check_problem(422);
+    j = body_json();
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "errors")), 32);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "detail")), "41 invalid"));
+    json_decref(j);
+    ck_assert_int_eq(fcr_validate(NULL, NULL, doc_fields, 0), FCR_EINVAL);
+}
+END_TEST
+
 /* ---- Request helpers ------------------------------------------------------------------ */
 
 static int echo_request(fcr_req *req, fcr_res *r, void *data)
@@ -2395,6 +2500,7 @@ int main(void)
     tcase_add_test(tc, json_log_lines);
     tcase_add_test(tc, cors_policy);
     tcase_add_test(tc, conditional_requests);
+    tcase_add_test(tc, validation_errors_point);
     tcase_add_test(tc, cors_preflight_and_answers);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);

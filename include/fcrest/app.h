@@ -453,6 +453,9 @@ typedef enum fcr_opt_kind {
     FCR_OPT_UINT,   /**< a decimal number, 0 to ULLONG_MAX */
     FCR_OPT_SIZE,   /**< bytes: a decimal number with an optional suffix k, m or g (x 1024^n) */
     FCR_OPT_SECONDS, /**< decimal seconds, 0 to 86400 */
+    FCR_OPT_LIST,    /**< repeatable text values without commas: fcr_app_option() gives them
+                          joined with commas ("a,b"); its variable holds several, separated by
+                          commas; the command line's replace the variable's */
 } fcr_opt_kind;
 
 /**
@@ -870,6 +873,61 @@ int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const ch
  * FCR_EINVAL when the response is not awaiting it (a second call inside the handler).
  */
 int fcr_res_send(fcr_res *res);
+
+/* ---- Validating JSON bodies ------------------------------------------------------------ */
+
+/** What a member must be (fcr_field.kind). */
+typedef enum fcr_field_kind {
+    FCR_FIELD_ANY = 0, /**< any JSON value */
+    FCR_FIELD_STRING,  /**< a string; bounds count characters (code points) */
+    FCR_FIELD_INTEGER, /**< an integer (1.0 is not one); bounds are its value */
+    FCR_FIELD_NUMBER,  /**< an integer or a real; bounds are its value */
+    FCR_FIELD_BOOLEAN, /**< true or false */
+    FCR_FIELD_OBJECT,  /**< an object, checked against `fields` when set */
+    FCR_FIELD_ARRAY,   /**< an array, each item checked against `items` when set; bounds count
+                            items */
+} fcr_field_kind;
+
+/** fcr_field.flags */
+enum fcr_field_flag {
+    FCR_FIELD_REQUIRED = 1u << 0, /**< the member must be present */
+    FCR_FIELD_NULLABLE = 1u << 1, /**< null is accepted besides the kind */
+    FCR_FIELD_MIN = 1u << 2,      /**< `min` applies */
+    FCR_FIELD_MAX = 1u << 3,      /**< `max` applies */
+};
+
+/** fcr_validate() flags */
+enum fcr_validate_flag {
+    FCR_VALIDATE_NO_EXTRA = 1u << 0, /**< members not in the table are refused (at every level) */
+};
+
+/**
+ * One member of an object, for fcr_validate(): a table is an array of these ended by one whose
+ * `name` is NULL, usually static and const.
+ */
+typedef struct fcr_field {
+    const char *name;               /**< the member's name; NULL ends a table */
+    fcr_field_kind kind;            /**< what it must be */
+    unsigned flags;                 /**< ::fcr_field_flag bits */
+    double min;                     /**< lower bound, when FCR_FIELD_MIN is set */
+    double max;                     /**< upper bound, when FCR_FIELD_MAX is set */
+    const struct fcr_field *fields; /**< FCR_FIELD_OBJECT: the members' table, or NULL */
+    const struct fcr_field *items;  /**< FCR_FIELD_ARRAY: what each item must be (its name is
+                                         not used), or NULL */
+} fcr_field;
+
+/**
+ * Checks that `value` (a request body from fcr_req_parse_json(), say) is an object whose members
+ * satisfy the table `fields`, and, with FCR_VALIDATE_NO_EXTRA in `flags`, has no other members.
+ * Every failure is collected, not only the first: the answer in `res` is then 422
+ * problem+json with an `errors` array of `{"pointer": "/title", "detail": "must be a string"}`
+ * (the pointer is a JSON Pointer, RFC 6901, to the member or item: "/tags/3", "/author/name";
+ * "" for the body itself), at most 32 of them (the detail says how many there were), and 422 is
+ * returned; a handler then returns FCR_DONE. Returns 0 when the body is valid (`res` is left
+ * alone); FCR_EINVAL (NULL argument, unknown flags) or FCR_ENOMEM. Tables nested deeper than
+ * 32 levels are not followed. `value` and `fields` are only read.
+ */
+int fcr_validate(fcr_res *res, const json_t *value, const fcr_field *fields, unsigned flags);
 
 /* ---- Conditional requests ------------------------------------------------------------- */
 
