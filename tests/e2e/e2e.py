@@ -408,6 +408,7 @@ class Suite:
         site = os.path.join(self.tmp, "page-site.conf")
         with open(site, "w") as f:
             f.write("LoadModule mime_module ${FCREST_APACHE_MODULES}/mod_mime.so\n"
+                    "TypesConfig /dev/null\n"
                     f"AddType text/html .html\nDocumentRoot \"{www}\"\n"
                     f"<Directory \"{www}\">\n  Require all granted\n</Directory>\n")
         page, _, _ = self.apache("apache-page", site, {})
