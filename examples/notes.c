@@ -3,9 +3,11 @@
  *   GET    /health                     200 {"status":"ok"}
  *   GET    /whoami                     200 {"user":"alice"} or {"user":null}
  *   GET    /notes[?limit=N&offset=M]   200 [note, ...] in increasing id order, at most 1000
- *                                       (and `limit`, default 1000) from `offset` (default 0)
+ *                                       (and `limit`, default 1000) from `offset` (default 0);
+ *                                       Link: <...>; rel="next" / rel="prev" (RFC 8288)
  *   POST   /notes                      201 note, Location: <prefix>/notes/<id>
- *   GET    /notes/<id>                 200 note, or 404
+ *   GET    /notes/<id>                 200 note with its ETag (304 for If-None-Match with
+ *                                       it), or 404
  *   PUT    /notes/<id>                 200 note (same id), or 404
  *   DELETE /notes/<id>                 204, or 404
  *
@@ -15,7 +17,9 @@
  * ("alice:s3cret,bob:hunter2"), or the param NOTES_USER set by the web server after it ran this
  * program's authorizer (the same function answers FastCGI AUTHORIZER requests; it reads only
  * the tokens, never the store). Request bodies are checked in this order: Content-Type
- * application/json (415), size (413, --max-body), JSON syntax (400), shape (422).
+ * application/json (415), size (413, --max-body), JSON syntax (400), shape (422, with an
+ * `errors` array naming each failing member by its JSON Pointer, fcr_validate()). Pages of the
+ * origins given with --cors-origin (NOTES_CORS_ORIGINS) may call the service from a browser.
  *
  * The notes live in the store named by --db URL (or NOTES_DB; see notes_store.h):
  * `sqlite:PATH`, by default `sqlite:notes.db` in the working directory, a file in WAL mode that
@@ -138,13 +142,17 @@ static long long id_from_path(fcr_req *req, fcr_res *res)
     return -1;
 }
 
-static size_t utf8_chars(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += ((unsigned char)*s & 0xc0) != 0x80;
-    return n;
-}
+/* What a POST or PUT body must be: checked with fcr_validate(), every failure a JSON Pointer
+ * in the 422 answer. Other members are ignored. */
+static const fcr_field note_fields[] = {
+    {.name = "title",
+     .kind = FCR_FIELD_STRING,
+     .flags = FCR_FIELD_REQUIRED | FCR_FIELD_MIN | FCR_FIELD_MAX,
+     .min = 1,
+     .max = MAX_TITLE},
+    {.name = "body", .kind = FCR_FIELD_STRING},
+    {0},
+};
 
 /* Checks a POST or PUT body. Returns the new note's title and body (borrowed from the request's
  * JSON) or false with the answer (400 or 422) in `res`. */
@@ -153,26 +161,14 @@ static bool read_note(fcr_req *req, fcr_res *res, const char **title, const char
     json_t *doc = fcr_req_parse_json(req, res);
     if (!doc)
         return false;
-    if (!json_is_object(doc)) {
-        fcr_res_set_problem(res, 422, "the body must be a JSON object");
-        return false;
-    }
-    json_t *t = json_object_get(doc, "title");
-    if (!json_is_string(t)) {
-        fcr_res_set_problem(res, 422, "title must be a string");
-        return false;
-    }
-    size_t len = utf8_chars(json_string_value(t));
-    if (len == 0 || len > MAX_TITLE) {
-        fcr_res_set_problem(res, 422, "title must have 1 to %d characters", MAX_TITLE);
+    int rc = fcr_validate(res, doc, note_fields, 0);
+    if (rc != 0) {
+        if (rc < 0)
+            fcr_res_set_problem(res, 500, "the body could not be checked");
         return false;
     }
     json_t *b = json_object_get(doc, "body");
-    if (b && !json_is_string(b)) {
-        fcr_res_set_problem(res, 422, "body must be a string");
-        return false;
-    }
-    *title = json_string_value(t);
+    *title = json_string_value(json_object_get(doc, "title"));
     *body = b ? json_string_value(b) : "";
     return true;
 }
@@ -216,13 +212,39 @@ static fcr_handler_result whoami(fcr_req *req, fcr_res *res, void *data)
                                 json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
 }
 
+/* Where a page of the list was asked from, for its Link header. */
+typedef struct page {
+    size_t offset, limit;
+} page;
+
+/* RFC 8288 links to the next page (when this one is full) and the previous one (when this one
+ * does not start at the first note), under the mount prefix. */
+static int page_links(fcr_req *req, fcr_res *res, const page *p, size_t count)
+{
+    char links[1200];
+    size_t n = 0;
+    const char *base = fcr_req_base_path(req);
+    if (p->limit > 0 && count == p->limit)
+        n += (size_t)snprintf(links + n, sizeof links - n,
+                              "<%.400s/notes?limit=%zu&offset=%zu>; rel=\"next\"", base, p->limit,
+                              p->offset + p->limit);
+    if (p->offset > 0 && n < sizeof links)
+        n += (size_t)snprintf(
+            links + n, sizeof links - n, "%s<%.400s/notes?limit=%zu&offset=%zu>; rel=\"prev\"",
+            n ? ", " : "", base, p->limit, p->offset > p->limit ? p->offset - p->limit : (size_t)0);
+    return n ? fcr_res_set_header(res, "Link", links) : 0;
+}
+
 static int listed(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
 {
-    (void)data;
+    page p = *(const page *)data;
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
         return store_failed(res, r);
+    int rc = page_links(req, res, &p, r->count);
+    if (rc < 0)
+        return rc;
     json_t *out = json_array();
     for (size_t i = 0; out && i < r->count; i++) {
         if (json_array_append_new(out, make_note(&r->notes[i])) < 0) {
@@ -243,7 +265,11 @@ static fcr_handler_result list_notes(fcr_req *req, fcr_res *res, void *data)
         return fcr_res_set_problem(res, 400, "limit and offset must be non-negative integers");
     if (limit > PAGE_MAX)
         limit = PAGE_MAX;
-    return notes_store_list(n->store, req, res, offset, limit, listed, NULL);
+    page *p = fcr_req_alloc(req, sizeof *p); /* freed with the request */
+    if (!p)
+        return FCR_HANDLER_ERROR;
+    *p = (page){offset, limit};
+    return notes_store_list(n->store, req, res, offset, limit, listed, p);
 }
 
 static int created(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
@@ -271,7 +297,9 @@ static fcr_handler_result create_note(fcr_req *req, fcr_res *res, void *data)
     return notes_store_create(n->store, req, res, title, body, fcr_req_user(req), created, NULL);
 }
 
-/* The answer of get and update: the note. */
+/* The answer of get and update: the note, with its entity-tag (a hash of its JSON text, so
+ * every worker and instance gives the same note the same tag); a GET whose If-None-Match names
+ * it is 304. */
 static int got_note(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
 {
     (void)data;
@@ -279,7 +307,23 @@ static int got_note(fcr_req *req, fcr_res *res, const notes_store_result *r, voi
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
         return store_failed(res, r);
-    return fcr_res_set_json_new(res, 200, make_note(&r->notes[0]));
+    json_t *note = make_note(&r->notes[0]);
+    char *text = note ? json_dumps(note, JSON_COMPACT) : NULL;
+    char tag[FCR_ETAG_MAX];
+    int rc = text ? fcr_etag_make(text, strlen(text), tag, sizeof tag) : FCR_ENOMEM;
+    free(text);
+    if (rc == 0)
+        rc = fcr_req_check_preconditions(req, res, tag);
+    if (rc != 0) { /* 304, or an error */
+        json_decref(note);
+        return rc < 0 ? rc : FCR_DONE;
+    }
+    rc = fcr_res_set_etag(res, tag);
+    if (rc < 0) {
+        json_decref(note);
+        return rc;
+    }
+    return fcr_res_set_json_new(res, 200, note);
 }
 
 static fcr_handler_result get_note(fcr_req *req, fcr_res *res, void *data)
@@ -382,9 +426,48 @@ static int notes_open_store(notes *n, const char *url, double timeout, struct ev
     return rc;
 }
 
-/* The worker start hook: the store of --db (NOTES_DB), ready before the worker accepts. */
+/* The CORS policy of --cors-origin (NOTES_CORS_ORIGINS): pages of those origins may call the
+ * service from a browser, with a bearer token and JSON bodies, and read its Location, ETag,
+ * Link and X-Request-Id headers. Returns 0, or a negative fcr_err code after logging why. */
+static int cors_setup(fcr_app *app)
+{
+    const char *list = fcr_app_option(app, "--cors-origin");
+    if (!list)
+        return 0;
+    fcr_cors *c = fcr_cors_new();
+    char *copy = strdup(list);
+    int rc = c && copy ? 0 : FCR_ENOMEM;
+    char *save = NULL;
+    for (char *o = copy ? strtok_r(copy, ",", &save) : NULL; o && rc == 0;
+         o = strtok_r(NULL, ",", &save)) {
+        rc = fcr_cors_add_origin(c, o);
+        if (rc == FCR_EINVAL)
+            fcr_log(FCR_LOG_ERROR,
+                    "notes: --cors-origin: '%s' is not an origin "
+                    "(scheme://host[:port], or a host starting with *.)",
+                    o);
+    }
+    free(copy);
+    if (rc == 0)
+        rc = fcr_cors_add_header(c, "Authorization, Content-Type, If-Match, If-None-Match");
+    if (rc == 0)
+        rc = fcr_cors_add_exposed_header(c, "Location, ETag, Link, X-Request-Id");
+    if (rc == 0)
+        rc = fcr_cors_set_max_age(c, 600);
+    if (rc < 0) {
+        fcr_cors_free(c);
+        return rc;
+    }
+    return fcr_app_set_cors(app, c);
+}
+
+/* The worker start hook: the store of --db (NOTES_DB), ready before the worker accepts, and the
+ * CORS policy of --cors-origin. */
 static int worker_start(fcr_app *app, struct ev_loop *loop, void *data)
 {
+    int rc = cors_setup(app);
+    if (rc < 0)
+        return rc;
     const char *t = fcr_app_option(app, "--db-timeout");
     return notes_open_store(data, fcr_app_option(app, "--db"), t ? strtod(t, NULL) : 0, loop);
 }
@@ -404,6 +487,9 @@ static int notes_setup(fcr_app *app, notes *n)
                            "where the notes are kept: sqlite:PATH") < 0 ||
         fcr_app_add_option(app, "--db-timeout", FCR_OPT_SECONDS, NULL, "NOTES_DB_TIMEOUT", "5",
                            "how long an operation waits for a locked store (then 503)") < 0 ||
+        fcr_app_add_option(app, "--cors-origin", FCR_OPT_LIST, "ORIGIN", "NOTES_CORS_ORIGINS", NULL,
+                           "an origin whose pages may call the service from a browser "
+                           "(repeatable; the variable takes several, comma-separated)") < 0 ||
         fcr_app_on_worker_start(app, worker_start, n) < 0 ||
         fcr_app_on_worker_stop(app, worker_stop, n) < 0)
         return -1;

@@ -1023,6 +1023,90 @@ END_TEST
 
 /* With --workers 4 every worker sees what one of them wrote: one POST, then 16 GETs, each on a
  * connection of its own. */
+static const char *refused(const char *url, const char *const *extra);
+
+/* The REST extras: an entity-tag per note (304 for a GET that names it), pagination links,
+ * validation failures that point at the member, and --cors-origin. */
+START_TEST(etags_links_and_pointers)
+{
+    start(_i, "/app", 0);
+    for (int i = 0; i < 5; i++)
+        create(ALICE, "t", NULL);
+    req("GET", "/app/notes/2", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    char tag[64];
+    ck_assert_ptr_nonnull(hdr("ETag"));
+    snprintf(tag, sizeof tag, "%s", hdr("ETag"));
+    ck_assert_msg(tag[0] == '"' && strlen(tag) == 18, "ETag %s", tag);
+    char inm[96];
+    snprintf(inm, sizeof inm, "If-None-Match: %s", tag);
+    req("GET", "/app/notes/2", H(inm), NULL);
+    ck_assert_int_eq(res.status, 304);
+    ck_assert_uint_eq(res.body_len, 0);
+    ck_assert_str_eq(hdr("ETag"), tag);
+    /* Another note, or this one changed, has another tag. */
+    req("GET", "/app/notes/3", H(inm), NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_ne(hdr("ETag"), tag);
+    req("PUT", "/app/notes/2", H(ALICE, JSON), "{\"title\":\"changed\"}");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_ne(hdr("ETag"), tag);
+    req("GET", "/app/notes/2", H(inm), NULL);
+    ck_assert_int_eq(res.status, 200);
+    /* Links: next while the page is full, prev past the first. */
+    req("GET", "/app/notes?limit=2", NULL, NULL);
+    ck_assert_str_eq(hdr("Link"), "</app/notes?limit=2&offset=2>; rel=\"next\"");
+    req("GET", "/app/notes?limit=2&offset=2", NULL, NULL);
+    ck_assert_str_eq(hdr("Link"), "</app/notes?limit=2&offset=4>; rel=\"next\", "
+                                  "</app/notes?limit=2&offset=0>; rel=\"prev\"");
+    req("GET", "/app/notes?limit=2&offset=4", NULL, NULL);
+    ck_assert_str_eq(hdr("Link"), "</app/notes?limit=2&offset=2>; rel=\"prev\"");
+    req("GET", "/app/notes", NULL, NULL);
+    ck_assert_ptr_null(hdr("Link"));
+    /* A body that fails: the pointer names the member. */
+    req("POST", "/app/notes", H(ALICE, JSON), "{\"title\":\"\",\"body\":7}");
+    expect_problem(422);
+    json_t *j = json_body();
+    json_t *errs = json_object_get(j, "errors");
+    ck_assert_uint_eq(json_array_size(errs), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(errs, 0), "pointer")),
+                     "/title");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(errs, 1), "pointer")),
+                     "/body");
+    json_decref(j);
+    stop();
+}
+END_TEST
+
+START_TEST(cors_origins_option)
+{
+    /* A bad origin stops the program at start. */
+    mode = SOCKET;
+    make_dir();
+    char url[200];
+    snprintf(url, sizeof url, "sqlite:%s/notes.db", dir);
+    const char *e = refused(url, H("--cors-origin", "not an origin"));
+    ck_assert_msg(strstr(e, "is not an origin"), "stderr: %s", e);
+    remove_dir();
+    setenv("NOTES_CORS_ORIGINS", "https://a.example, https://*.b.example", 1);
+    start(SOCKET, NULL, 0);
+    unsetenv("NOTES_CORS_ORIGINS");
+    req("OPTIONS", "/notes",
+        H("Origin: https://x.b.example", "Access-Control-Request-Method: POST",
+          "Access-Control-Request-Headers: authorization,content-type"),
+        NULL);
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://x.b.example");
+    req("GET", "/notes", H("Origin: https://a.example"), NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://a.example");
+    ck_assert_ptr_nonnull(strstr(hdr("Access-Control-Expose-Headers"), "ETag"));
+    req("GET", "/notes", H("Origin: https://c.example"), NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Origin");
+    stop();
+}
+END_TEST
+
 START_TEST(workers_share_the_store)
 {
     start_workers(SOCKET, NULL, 0, 4);
@@ -1260,6 +1344,8 @@ int main(void)
     tcase_add_loop_test(tc, max_body_option, 0, 2);
     tcase_add_loop_test(tc, authorizer_role, 0, 2);
     tcase_add_test(tc, too_big_refused_before_reading);
+    tcase_add_loop_test(tc, etags_links_and_pointers, 0, 2);
+    tcase_add_test(tc, cors_origins_option);
     suite_add_tcase(s, tc);
     TCase *st = tcase_create("store");
     tcase_add_checked_fixture(st, NULL, teardown);
