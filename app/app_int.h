@@ -79,7 +79,8 @@ struct fcr_app {
     fcr__vec worker_start; /* of fcr__hook: fcr_app_on_worker_start() */
     fcr__vec worker_stop;  /* of fcr__hook: fcr_app_on_worker_stop() */
     fcr_cors *cors;        /* fcr_app_set_cors(), or NULL */
-    char *mount_prefix;            /* the prefix it is mounted under, or NULL */
+
+    char *mount_prefix;           /* the prefix it is mounted under, or NULL */
     struct fcr__metrics *metrics; /* fcr_app_metrics(), or NULL */
 };
 

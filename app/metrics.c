@@ -23,9 +23,8 @@ _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "lock-free 64-bit atomics are needed
 
 /* Upper bounds of the histogram's buckets (seconds), then +Inf. */
 static const double bounds[] = {.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
-static const char *const bound_text[] = {"0.001", "0.0025", "0.005", "0.01", "0.025",
-                                         "0.05",  "0.1",    "0.25",  "0.5",  "1",
-                                         "2.5",   "5",      "10"};
+static const char *const bound_text[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+                                         "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
 #define NBOUNDS  (sizeof bounds / sizeof bounds[0])
 #define NBUCKETS (NBOUNDS + 1)
 
@@ -63,9 +62,9 @@ struct fcr__metrics {
     unsigned char *area; /* fcr__shm_map */
     size_t area_len;
     size_t slot_size;
-    unsigned nslots, nrows, ntab;
-    unsigned slot;  /* this process's */
     const char **labels; /* nrows route labels (those from ROW_FIRST_ROUTE malloc'd) */
+    unsigned nslots, nrows, ntab;
+    unsigned slot; /* this process's */
     unsigned nlabels;
 };
 
@@ -298,8 +297,7 @@ static _Atomic uint64_t *find_count(mentry *tab, unsigned ntab, uint64_t key)
         if (k == 0) {
             uint64_t expected = 0;
             if (atomic_compare_exchange_strong_explicit(&tab[i].key, &expected, key,
-                                                        memory_order_acq_rel,
-                                                        memory_order_acquire))
+                                                        memory_order_acq_rel, memory_order_acquire))
                 return &tab[i].count;
             k = expected;
         }
@@ -335,7 +333,8 @@ void fcr__metrics_end(fcr__ctx *ctx)
     while (b < NBOUNDS && secs > bounds[b])
         b++;
     mrow *r = &rows_of(m, m->slot)[row];
-    _Atomic uint64_t *count = find_count(table_of(m, m->slot), m->ntab, make_key(row, method, status));
+    _Atomic uint64_t *count =
+        find_count(table_of(m, m->slot), m->ntab, make_key(row, method, status));
     atomic_fetch_add_explicit(count ? count : &r->overflow, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->bucket[b], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&r->sum_ns, secs < 1e9 ? (uint64_t)(secs * 1e9) : 0,
@@ -417,8 +416,8 @@ static int write_counters(const fcr__metrics *m, fcr_res *res)
         if (rc >= 0)
             rc = put_label(res, m->labels[row]);
         if (rc >= 0)
-            rc = fcr_res_printf(res, "\",method=\"%s\",status=\"%u\"} %llu\n",
-                                method_label(method), status, (unsigned long long)total);
+            rc = fcr_res_printf(res, "\",method=\"%s\",status=\"%u\"} %llu\n", method_label(method),
+                                status, (unsigned long long)total);
     }
     /* Requests that found the table full: counted, without their method and status. */
     for (unsigned row = 0; row < m->nlabels && rc >= 0; row++) {
@@ -463,8 +462,7 @@ static int write_histograms(const fcr__metrics *m, fcr_res *res)
                 rc = put_label(res, m->labels[row]);
             if (rc >= 0)
                 rc = fcr_res_printf(res, "\",le=\"%s\"} %llu\n",
-                                    k < NBOUNDS ? bound_text[k] : "+Inf",
-                                    (unsigned long long)cum);
+                                    k < NBOUNDS ? bound_text[k] : "+Inf", (unsigned long long)cum);
         }
         const char *names[] = {"sum", "count"};
         for (int k = 0; k < 2 && rc >= 0; k++) {
@@ -472,7 +470,8 @@ static int write_histograms(const fcr__metrics *m, fcr_res *res)
             if (rc >= 0)
                 rc = put_label(res, m->labels[row]);
             if (rc >= 0 && k == 0)
-                rc = fcr_res_printf(res, "\"} %llu.%09llu\n", (unsigned long long)(sum / 1000000000u),
+                rc = fcr_res_printf(res, "\"} %llu.%09llu\n",
+                                    (unsigned long long)(sum / 1000000000u),
                                     (unsigned long long)(sum % 1000000000u));
             else if (rc >= 0)
                 rc = fcr_res_printf(res, "\"} %llu\n", (unsigned long long)count);

@@ -161,8 +161,7 @@ static double sum_of(const exposition *e, const char *name, const char *prefix)
 {
     double v = 0;
     for (size_t i = 0; i < e->n; i++) {
-        if (strcmp(e->s[i].name, name) == 0 &&
-            strncmp(e->s[i].labels, prefix, strlen(prefix)) == 0)
+        if (strcmp(e->s[i].name, name) == 0 && strncmp(e->s[i].labels, prefix, strlen(prefix)) == 0)
             v += e->s[i].value;
     }
     return v;
@@ -517,9 +516,9 @@ static void start_program(void)
         for (char *t = strtok(vg, " "); t && argc < 40; t = strtok(NULL, " "))
             argv[argc++] = t;
     }
-    const char *args[] = {self,     "--serve",   "--listen", sock_addr, "--workers",
-                          "4",      "--metrics", "/metrics", "--shutdown-timeout", "1",
-                          NULL};
+    const char *args[] = {
+        self,        "--serve",  "--listen",           sock_addr, "--workers", "4",
+        "--metrics", "/metrics", "--shutdown-timeout", "1",       NULL};
     for (int i = 0; args[i]; i++)
         argv[argc++] = args[i];
     argv[argc] = NULL;
@@ -568,7 +567,8 @@ static void stop_program(void)
     while (d && (e = readdir(d))) {
         char path[400];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (e->d_name[0] != '.' && (getenv("FCR_KEEP_LOGS") == NULL || strcmp(e->d_name, "app.log") != 0))
+        if (e->d_name[0] != '.' &&
+            (getenv("FCR_KEEP_LOGS") == NULL || strcmp(e->d_name, "app.log") != 0))
             unlink(path);
     }
     if (d)
