@@ -63,6 +63,7 @@ struct fcr__metrics {
     size_t area_len;
     size_t slot_size;
     const char **labels; /* nrows route labels (those from ROW_FIRST_ROUTE malloc'd) */
+    char *path;          /* where the metrics are served */
     unsigned nslots, nrows, ntab;
     unsigned slot; /* this process's */
     unsigned nlabels;
@@ -255,6 +256,7 @@ void fcr__metrics_free(fcr_app *app)
         return;
     fcr__shm_unmap(m->area, m->area_len);
     free_labels(m);
+    free(m->path);
     free(m);
     app->metrics = NULL;
 }
@@ -529,13 +531,15 @@ int fcr_app_metrics(fcr_app *app, const char *path)
             return FCR_EINVAL;
     }
     if (app->metrics)
-        return FCR_EEXIST;
+        return strcmp(app->metrics->path, path) == 0 ? 0 : FCR_EEXIST;
     /* The path as a literal pattern. */
     size_t len = strlen(path);
     char *pattern = malloc(2 * len + 1);
     fcr__metrics *m = calloc(1, sizeof *m);
-    if (!pattern || !m) {
+    if (!pattern || !m || !(m->path = strdup(path))) {
         free(pattern);
+        if (m)
+            free(m->path);
         free(m);
         return FCR_ENOMEM;
     }
@@ -550,6 +554,7 @@ int fcr_app_metrics(fcr_app *app, const char *path)
     fcr_route *r = fcr_app_route(app, FCR_GET, pattern, h_metrics, m);
     free(pattern);
     if (!r) {
+        free(m->path);
         free(m);
         return FCR_ENOMEM;
     }

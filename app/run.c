@@ -114,7 +114,7 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     if (v[O_METRICS].set && v[O_METRICS].str && *v[O_METRICS].str &&
         (rc = fcr_app_metrics(app, v[O_METRICS].str)) < 0) {
         fprintf(stderr, "%s: cannot serve metrics at %s: %s\n", prog, v[O_METRICS].str,
-                rc == FCR_EEXIST ? "the program serves them already" : fcr_strerror(rc));
+                rc == FCR_EEXIST ? "the program serves them at another path" : fcr_strerror(rc));
         free(ps.env_listen);
         return rc;
     }

@@ -396,6 +396,7 @@ START_TEST(refusals)
     ck_assert_int_eq(fcr_app_metrics(app, "/m?x"), FCR_EINVAL);
     ck_assert_int_eq(fcr_app_metrics(app, "/m"), 0);
     ck_assert_int_eq(fcr_app_metrics(app, "/n"), FCR_EEXIST);
+    ck_assert_int_eq(fcr_app_metrics(app, "/m"), 0); /* the same path: nothing changes */
     fcr_app *sub = fcr_app_new();
     ck_assert_int_eq(fcr_app_mount(app, "/sub", sub), 0);
     ck_assert_int_eq(fcr_app_metrics(sub, "/m"), FCR_EINVAL);

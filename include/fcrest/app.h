@@ -632,7 +632,9 @@ int fcr_app_set_cors(fcr_app *app, fcr_cors *cors);
  * mounted), before fcr_app_run(), or use its --metrics option. The route is an ordinary route
  * of the app: the app's middleware and guards apply to it. Returns 0; FCR_EINVAL (NULL
  * argument, a path that does not start with '/' or holds a control byte, space, '?' or '#',
- * an app mounted in another); FCR_EEXIST (metrics already served); FCR_ENOMEM.
+ * an app mounted in another); FCR_EEXIST (metrics already served at another path: the same
+ * path again changes nothing and returns 0, so --metrics may repeat the program's own call);
+ * FCR_ENOMEM.
  */
 int fcr_app_metrics(fcr_app *app, const char *path);
 
