@@ -16,6 +16,7 @@
 #include "app_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,8 +132,7 @@ static int number_routes(fcr__metrics *m, fcr_app *app, const char *prefix, unsi
         char *label = malloc(len + 1);
         if (!label)
             return FCR_ENOMEM;
-        memcpy(label, prefix, plen);
-        strcpy(label + plen, r->pattern);
+        snprintf(label, len + 1, "%s%s", prefix, r->pattern);
         r->metrics_id = *next;
         m->labels[(*next)++] = label;
         m->nlabels = *next;
@@ -144,8 +144,7 @@ static int number_routes(fcr__metrics *m, fcr_app *app, const char *prefix, unsi
         char *sub = malloc(plen + mlen + 1);
         if (!sub)
             return FCR_ENOMEM;
-        memcpy(sub, prefix, plen);
-        memcpy(sub + plen, mp, mlen + 1);
+        snprintf(sub, plen + mlen + 1, "%s%s", prefix, mp);
         int rc = number_routes(m, mounts[i], strcmp(mp, "/") == 0 ? prefix : sub, next);
         free(sub);
         if (rc < 0)
