@@ -799,6 +799,17 @@ START_TEST(summed_over_four_workers)
     ck_assert_double_eq(requests(&e, "/hello", "GET", "200"), N_HELLO + 20);
     ck_assert_double_eq(gauge(&e, "fcrest_worker_restarts_total"), 1);
     exposition_free(&e);
+
+    /* A graceful stop, with the shared area in every process: exit status 0. */
+    ck_assert_int_eq(kill(app_pid, SIGTERM), 0);
+    double until = fcl_now() + (under_valgrind() ? 120 : 30);
+    int st = 0;
+    pid_t got = 0;
+    while (fcl_now() < until && (got = waitpid(app_pid, &st, WNOHANG)) == 0)
+        sleep_s(0.05);
+    ck_assert_msg(got == app_pid, "the program did not stop after SIGTERM");
+    app_pid = -1;
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %#x", st);
     stop_program();
 }
 END_TEST
