@@ -41,6 +41,7 @@ static void route_free(fcr_route *r)
     fcr__vec_free(&r->before);
     fcr__vec_free(&r->after);
     free(r->consumes);
+    free(r->pattern);
     free(r);
 }
 
@@ -75,6 +76,8 @@ void fcr_app_free(fcr_app *app)
     free(app->prefix);
     free(app->error);
     fcr_cors_free(app->cors);
+    free(app->mount_prefix);
+    fcr__metrics_free(app);
     fcr__run_free(app->run);
     free(app);
 }
@@ -111,6 +114,11 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
     r->app = app;
     r->handler = handler;
     r->data = data;
+    if (!(r->pattern = strdup(pattern))) {
+        record_error(app, "route %s: out of memory", pattern);
+        free(r);
+        return NULL;
+    }
     fcr_router_error err = {0};
     int rc = fcr_router_add(app->router, methods, pattern, r, &err);
     if (rc < 0) {
@@ -118,6 +126,7 @@ fcr_route *fcr_app_route(fcr_app *app, unsigned methods, const char *pattern, fc
             record_error(app, "route %s: %s at offset %zu", pattern, err.message, err.offset);
         else
             record_error(app, "route %s: %s", pattern, fcr_strerror(rc));
+        free(r->pattern);
         free(r);
         return NULL;
     }
@@ -152,8 +161,13 @@ int fcr_app_mount(fcr_app *app, const char *prefix, fcr_app *sub)
     for (fcr_app *a = app; a && a->parent; a = a->parent)
         level++;
     int rc = FCR_EINVAL;
-    if (!app || level + 1 + sub->depth > FCR__MAX_MOUNT_DEPTH - 1)
+    /* Metrics belong to the app that serves (fcr_app_metrics). */
+    if (!app || level + 1 + sub->depth > FCR__MAX_MOUNT_DEPTH - 1 || sub->metrics)
         goto fail;
+    if (prefix && !sub->mount_prefix && !(sub->mount_prefix = strdup(prefix))) {
+        rc = FCR_ENOMEM;
+        goto fail;
+    }
     rc = fcr__vec_reserve(&app->mounts, NULL, sizeof(fcr_app *), app->mounts.n + 1);
     if (rc < 0)
         goto fail;

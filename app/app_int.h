@@ -41,7 +41,9 @@ struct fcr_route {
     size_t max_body; /* 0: inherited */
     char *consumes;  /* required media type, or NULL */
     fcr_route *next;
-    bool stream_body; /* the handler reads the body as a stream (fcr_route_stream_body) */
+    char *pattern;       /* as registered (the metrics' route label) */
+    unsigned metrics_id; /* its row in the metrics (metrics.c); 0: none */
+    bool stream_body;    /* the handler reads the body as a stream (fcr_route_stream_body) */
 };
 
 struct fcr_app {
@@ -79,6 +81,9 @@ struct fcr_app {
     fcr__vec worker_start; /* of fcr__hook: fcr_app_on_worker_start() */
     fcr__vec worker_stop;  /* of fcr__hook: fcr_app_on_worker_stop() */
     fcr_cors *cors;        /* fcr_app_set_cors(), or NULL */
+
+    char *mount_prefix;           /* the prefix it is mounted under, or NULL */
+    struct fcr__metrics *metrics; /* fcr_app_metrics(), or NULL */
 };
 
 /* A worker hook of an app (one of the two kinds). */
@@ -363,6 +368,24 @@ void fcr__handler_verdict(fcr__ctx *ctx, int rc);
 /* Stops the app's pool: queued work runs, the threads are joined, the completions' done
  * functions run on the calling thread; then frees it. */
 void fcr__pool_free(fcr_app *app);
+
+/* ---- Metrics (metrics.c) ---------------------------------------------------------------- */
+
+typedef struct fcr__metrics fcr__metrics;
+
+/* Makes the metrics' shared area for `app` served by `srv` when there is none yet (one slot:
+ * this process), and installs the supervisor's hooks (a larger area before the workers are
+ * forked) and the connection gauge on `srv`. Returns 0 or FCR_ENOMEM. */
+int fcr__metrics_attach(fcr_app *app, fcr_server *srv);
+/* A request begins (its context is made) / its context is freed: the in-flight gauge. */
+void fcr__metrics_begin(fcr__ctx *ctx);
+void fcr__metrics_release(fcr__ctx *ctx);
+/* A request ends (fcr__ctx_finish): its counter and its duration. */
+void fcr__metrics_end(fcr__ctx *ctx);
+/* A deferral is queued (+1) or its done has run (-1). */
+void fcr__metrics_deferred(fcr_app *app, int delta);
+/* Frees the app's metrics (unmapping the area in this process). */
+void fcr__metrics_free(fcr_app *app);
 
 /* ---- Authorization (auth.c) ----------------------------------------------------------- */
 

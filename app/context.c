@@ -91,6 +91,8 @@ fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
     fcr__req_set_fwdata(req, ctx, release_ctx);
     fcr__req_on_fwabort(req, fw_abort);
     ev_timer_init(&ctx->resume, resume_cb, 0., 0.);
+    if (app->metrics)
+        fcr__metrics_begin(ctx);
     return ctx;
 }
 
@@ -103,6 +105,8 @@ void fcr__ctx_free(fcr__ctx *ctx)
     fcr__log_request(&fn, &arg);
     if (arg == ctx) /* its lines are over */
         fcr__log_set_request(NULL, NULL);
+    if (ctx->app && ctx->app->metrics)
+        fcr__metrics_release(ctx);
     fcr__stream_release(ctx);
     fcr__res_release(&ctx->res);
     json_decref(ctx->json);
@@ -303,6 +307,8 @@ void fcr__ctx_finish(fcr__ctx *ctx)
     uint32_t app_status = ctx->stream_failed ? 1 : 0;
     if (ctx->app->access_log && fcr_log_level() >= FCR_LOG_INFO)
         access_log(ctx);
+    if (ctx->app->metrics)
+        fcr__metrics_end(ctx);
     ev_timer_stop(ctx->loop, &ctx->resume);
     fcr_req_on_drain(req, NULL);
     fcr_req_on_abort(req, NULL);

@@ -103,6 +103,8 @@ static void complete(fcr__pool *p, fcr__job *j, bool ending)
 {
     p->outstanding--;
     fcr__ctx *ctx = j->ctx;
+    if (ctx->app->metrics)
+        fcr__metrics_deferred(ctx->app, -1);
     fcr_done_fn done = j->done;
     void *data = j->data;
     free(j);
@@ -277,6 +279,8 @@ static int defer(fcr__ctx *ctx, fcr_work_fn work, fcr_done_fn done, void *data)
         p->async_on = true;
     }
     p->outstanding++;
+    if (app->metrics)
+        fcr__metrics_deferred(app, 1);
     pthread_mutex_lock(&p->mu);
     push(&p->todo, &p->todo_tail, j);
     pthread_cond_signal(&p->cv);

@@ -39,6 +39,9 @@ static const fcr__opt_def opts[O_COUNT] = {
                       "log one info line per request (method, path, status, body bytes, "
                       "duration, request id)",
                       K_FLAG, 0, 0, NULL, NULL},
+    [O_METRICS] = {"--metrics", "PATH", "FCREST_METRICS", NULL,
+                   "serve Prometheus metrics, summed over the workers, at GET PATH", K_PATH, 0, 0,
+                   NULL, NULL},
     [O_SHUTDOWN_TIMEOUT] = {"--shutdown-timeout", "SECONDS", "FCREST_SHUTDOWN_TIMEOUT", "10",
                             "time in-flight requests get after SIGTERM or a restart (--grace "
                             "and FCREST_GRACE are the same)",

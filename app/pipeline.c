@@ -651,6 +651,12 @@ fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_ser
     fcr_server *srv = fcr_server_new(loop, &cfg, err);
     if (srv)
         fcr__app_install_worker_hooks(app, srv);
+    if (srv && app->metrics && fcr__metrics_attach(app, srv) < 0) {
+        fcr_server_free(srv);
+        if (err)
+            *err = FCR_ENOMEM;
+        return NULL;
+    }
     return srv;
 }
 

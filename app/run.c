@@ -111,6 +111,13 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
         fcr_app_set_route_on_request_uri(app, true);
     if (v[O_ACCESS_LOG].set && v[O_ACCESS_LOG].n)
         fcr_app_set_access_log(app, true);
+    if (v[O_METRICS].set && v[O_METRICS].str && *v[O_METRICS].str &&
+        (rc = fcr_app_metrics(app, v[O_METRICS].str)) < 0) {
+        fprintf(stderr, "%s: cannot serve metrics at %s: %s\n", prog, v[O_METRICS].str,
+                rc == FCR_EEXIST ? "the program serves them at another path" : fcr_strerror(rc));
+        free(ps.env_listen);
+        return rc;
+    }
 
     struct ev_loop *loop = ev_default_loop(0);
     if (!loop) {

@@ -46,6 +46,8 @@ fcr__conn *fcr__conn_new(fcr_server *srv, int fd)
     srv->conns = c;
     srv->stats.conns++;
     srv->stats.accepted++;
+    if (srv->conn_gauge)
+        atomic_fetch_add_explicit(srv->conn_gauge, 1, memory_order_relaxed);
     ev_io_start(srv->loop, &c->rio);
     c->reading = true;
     return c;
@@ -501,6 +503,8 @@ void fcr__conn_close(fcr__conn *c, const char *why)
     else
         srv->conns_tail = c->prev;
     srv->stats.conns--;
+    if (srv->conn_gauge)
+        atomic_fetch_sub_explicit(srv->conn_gauge, 1, memory_order_relaxed);
     free(c);
     fcr__server_conn_closed(srv);
 }

@@ -4,6 +4,9 @@
 
 #include <fcrest/core.h>
 
+#include <stdatomic.h>
+#include <stdint.h>
+
 /* The framework's own per-request slot, apart from the user's (fcr_req_userdata), so that a
  * handler may use the user's slot freely. NULL for a new request. `release` (may be NULL) is
  * called with `data` if the core frees the request while `data` is still set: a request the
@@ -33,5 +36,36 @@ void fcr__log_request(const char *(**fn)(const void *arg), const void **arg);
  * request id applied); `extra_json` (NULL: none) is added to a JSON line as members, written
  * as `,"name":value...`. */
 void fcr__log_emit(int level, const char *msg, size_t mlen, const char *extra_json);
+
+/* ---- Processes: shared memory and the supervisor's hooks ------------------------------- */
+
+/* A zero-filled anonymous shared mapping of `len` bytes (MAP_SHARED: the processes forked
+ * afterwards write to the same pages), or NULL. */
+void *fcr__shm_map(size_t len);
+/* Unmaps what fcr__shm_map() returned (in this process only). NULL is ignored. */
+void fcr__shm_unmap(void *p, size_t len);
+
+/* What the framework learns of the worker processes of fcr_server_run_workers(). A worker runs
+ * in one of `nslots` slots (nslots = 2 x workers: a restart runs old and new side by side); a
+ * slot serves one worker at a time, and a replacement may take the slot of the one it
+ * replaces. Any hook may be NULL. */
+typedef struct fcr__supervision {
+    /* In the supervisor, once, before it forks the first worker. A negative fcr_err code stops
+     * fcr_server_run_workers() with that code. */
+    int (*prefork)(fcr_server *srv, unsigned nslots, void *data);
+    /* In a new worker, right after the fork, before its start hook: the slot it runs in. */
+    void (*worker)(fcr_server *srv, unsigned slot, void *data);
+    /* In the supervisor, when the worker of `slot` has exited (it no longer writes anywhere);
+     * `replaced`: it ended unexpectedly and the supervisor starts another in its place. */
+    void (*exited)(fcr_server *srv, unsigned slot, bool replaced, void *data);
+    void *data;
+} fcr__supervision;
+
+/* Sets the hooks (copied; NULL clears them). */
+void fcr__server_set_supervision(fcr_server *srv, const fcr__supervision *sv);
+
+/* A gauge the server keeps up to date with its number of open connections (atomic adds); NULL
+ * stops it. The connections open when it is set are added to it at once. */
+void fcr__server_set_conn_gauge(fcr_server *srv, _Atomic int64_t *gauge);
 
 #endif

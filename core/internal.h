@@ -13,6 +13,7 @@
 #include <fcrest/core.h>
 
 #include "fcgi.h"
+#include "framework.h"
 #include "mem.h"
 
 typedef struct fcr__conn fcr__conn;
@@ -170,6 +171,10 @@ struct fcr_server {
     fcr_worker_start_fn worker_start; /* fcr_server_on_worker() */
     fcr_worker_stop_fn worker_stop;
     void *worker_data;
+
+    fcr__supervision supervision; /* fcr__server_set_supervision() */
+    _Atomic int64_t *conn_gauge;  /* fcr__server_set_conn_gauge(), or NULL */
+
     double peer_log_tokens; /* fcr__log_peer's bucket */
     double peer_log_at;
     unsigned long peer_log_dropped;

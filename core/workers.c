@@ -47,6 +47,7 @@ typedef struct supervisor {
     fcr__vec held;     /* of int: connections handed over, waiting for a new worker */
     unsigned next_new; /* where the round-robin over the new workers goes on */
     int own_chan;      /* in a worker: its end of its channel */
+    unsigned own_slot; /* in a worker: its slot */
     ev_signal sigterm, sigint, sighup;
     ev_timer respawn, killer, ready_timer;
 } supervisor;
@@ -262,6 +263,7 @@ static bool spawn(supervisor *s, unsigned i, bool *is_child)
         close_supervisor_fds(s);
         close(sv[0]);
         s->own_chan = sv[1];
+        s->own_slot = i;
         signal(SIGHUP, SIG_IGN); /* restarts are the supervisor's business */
         *is_child = true;
         return true;
@@ -368,6 +370,10 @@ static void child_cb(struct ev_loop *loop, ev_child *c, int revents)
     bool replace = !s->stopping && !w->retiring;
     double lived = ev_now(loop) - w->started;
     w->pid = 0;
+    const fcr__supervision *sv = &s->srv->supervision;
+    if (sv->exited)
+        sv->exited(s->srv, (unsigned)(w - s->w), replace && !(w->start_failed && !s->ever_ready),
+                   sv->data);
     /* What it sent before it exited is still to be read: connections it handed over. */
     read_channel(s, w, true);
     close_channel(s, w);
@@ -523,6 +529,13 @@ int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace)
         return FCR_ENOMEM;
     for (unsigned i = 0; i < s.nslots; i++)
         s.w[i].chan = -1;
+    if (srv->supervision.prefork) {
+        int rc = srv->supervision.prefork(srv, s.nslots, srv->supervision.data);
+        if (rc < 0) {
+            free(s.w);
+            return rc;
+        }
+    }
     /* The supervisor keeps the sockets open for replacements but never accepts. */
     fcr__listeners_pause(srv, true);
     ev_signal_init(&s.sigterm, stop_cb, SIGTERM);
@@ -548,6 +561,8 @@ int fcr_server_run_workers(fcr_server *srv, unsigned n, double grace)
         ev_run(loop, 0);
     if (child || in_worker) {
         free(s.w);
+        if (srv->supervision.worker)
+            srv->supervision.worker(srv, s.own_slot, srv->supervision.data);
         int started = fcr__server_worker_start(srv);
         if (started < 0) {
             (void)fcr__chan_send(s.own_chan, FCR__MSG_START_FAILED, -1);

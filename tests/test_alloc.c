@@ -424,11 +424,14 @@ static int after_mw(fcr_req *req, fcr_res *res, void *data)
 }
 
 static fcr_app *app;
+static bool with_metrics; /* the app serves fcr_app_metrics() */
 
 static fcr_server *app_server(void)
 {
     app = fcr_app_new();
     ck_assert_ptr_nonnull(app);
+    if (with_metrics)
+        ck_assert_int_eq(fcr_app_metrics(app, "/metrics"), 0);
     fcr_app_route(app, FCR_GET, "/hello", h_hello, NULL);
     fcr_app_route(app, FCR_GET, "/json", h_json, NULL);
     fcr_app_route(app, FCR_POST, "/echo/(?<id>[0-9]+)", h_echo, NULL);
@@ -461,6 +464,31 @@ START_TEST(app_hello_allocates_nothing_per_request)
     fcl_buf_init(&req);
     build_request(&req, "/hello", "GET", NULL);
     measured m = measure("app, GET /hello", &req, answer_len(&req));
+    fcl_buf_free(&req);
+    stop(srv);
+    fcr_app_free(app);
+    if (m.counted)
+        ck_assert_uint_eq(m.allocs, 0);
+}
+END_TEST
+
+/* With metrics, a request adds to its counter, its histogram and the in-flight gauge in the
+ * shared area with atomic adds: still nothing allocated. */
+START_TEST(app_hello_with_metrics_allocates_nothing_per_request)
+{
+    with_metrics = true;
+    fcr_server *srv = app_server();
+    with_metrics = false;
+    fcl_buf req;
+    fcl_buf_init(&req);
+    build_request(&req, "/hello", "GET", NULL);
+    measured m = measure("app with metrics, GET /hello", &req, answer_len(&req));
+    /* The requests were counted: the scrape's answer is longer than with one request. */
+    fcl_buf scrape;
+    fcl_buf_init(&scrape);
+    build_request(&scrape, "/metrics", "GET", NULL);
+    ck_assert_int_gt(exchange(&scrape), 1000);
+    fcl_buf_free(&scrape);
     fcl_buf_free(&req);
     stop(srv);
     fcr_app_free(app);
@@ -574,6 +602,7 @@ int main(void)
     tcase_add_test(tc, core_buffered_get_allocates_nothing_per_request);
     tcase_add_test(tc, core_small_body_allocates_nothing_per_request);
     tcase_add_test(tc, app_hello_allocates_nothing_per_request);
+    tcase_add_test(tc, app_hello_with_metrics_allocates_nothing_per_request);
     tcase_add_test(tc, app_post_allocates_nothing_per_request);
     tcase_add_test(tc, app_json_answer_allocates_nothing_besides_the_handlers_objects);
     tcase_add_test(tc, app_problem_answer_allocates_nothing);

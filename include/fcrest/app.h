@@ -395,6 +395,7 @@ int fcr_app_on_worker_stop(fcr_app *app, void (*fn)(fcr_app *app, struct ev_loop
  *   --prefix PATH          FCREST_PREFIX                   see fcr_app_set_prefix
  *   --route-on-request-uri FCREST_ROUTE_ON_REQUEST_URI=1   see fcr_app_set_route_on_request_uri
  *   --access-log           FCREST_ACCESS_LOG=1             see fcr_app_set_access_log
+ *   --metrics PATH         FCREST_METRICS                  see fcr_app_metrics (off)
  *   --shutdown-timeout S   FCREST_SHUTDOWN_TIMEOUT         seconds in-flight requests get to
  *                          finish after SIGTERM/SIGINT, or old workers after SIGHUP (default
  *                          10; --grace and FCREST_GRACE are the same setting)
@@ -600,6 +601,42 @@ int fcr_cors_set_max_age(fcr_cors *cors, unsigned seconds);
  * the user).
  */
 int fcr_app_set_cors(fcr_app *app, fcr_cors *cors);
+
+/* ---- Metrics -------------------------------------------------------------------------- */
+
+/**
+ * Serves the app's metrics at `GET path` (also HEAD) in the Prometheus text exposition format
+ * 0.0.4 (`Content-Type: text/plain; version=0.0.4; charset=utf-8`), summed over every worker
+ * process whichever worker answers the scrape:
+ *   - `fcrest_requests_total{route,method,status}` (counter): requests answered. `route` is the
+ *     pattern of the matched route as registered, after the prefixes of the apps it is mounted
+ *     in; "" when no route matched (404, 405, the automatic OPTIONS answer), "(authorizer)" and
+ *     "(filter)" for the FastCGI AUTHORIZER and FILTER roles. `method` is one of the methods
+ *     of fcr_method, else "other". A request is counted when its answer has been handed to the
+ *     connection, before END_REQUEST is sent.
+ *   - `fcrest_request_duration_seconds{route}` (histogram: buckets 0.001 to 10 s and +Inf,
+ *     `_sum`, `_count`): from the moment the request's input was complete to the end of its
+ *     answer, as the access log's `ms` (fcr_app_set_access_log).
+ *   - `fcrest_connections_open`, `fcrest_requests_in_flight` (the scrape itself included),
+ *     `fcrest_deferrals_outstanding` (fcr_defer: queued or running, done not yet run)
+ *     (gauges), `fcrest_worker_restarts_total` (counter: workers started in place of one that
+ *     ended unexpectedly).
+ *
+ * The counts live in shared memory made before the workers are forked (by fcr_app_run(),
+ * fcr_app_server_new() and fcr_server_run_workers()), one slot per worker written with atomic
+ * adds: a request costs a few atomic operations and no allocation. A replaced worker's counts
+ * stay (counters never go down); its gauges are cleared. The label set is bounded: routes are
+ * numbered when the app's first server is made (routes added later count under route ""), and
+ * a route keeps up to 16 (method, status) pairs on average; more count under method and status
+ * "other". Call it on the app that serves (not a mounted app; an app with metrics cannot be
+ * mounted), before fcr_app_run(), or use its --metrics option. The route is an ordinary route
+ * of the app: the app's middleware and guards apply to it. Returns 0; FCR_EINVAL (NULL
+ * argument, a path that does not start with '/' or holds a control byte, space, '?' or '#',
+ * an app mounted in another); FCR_EEXIST (metrics already served at another path: the same
+ * path again changes nothing and returns 0, so --metrics may repeat the program's own call);
+ * FCR_ENOMEM.
+ */
+int fcr_app_metrics(fcr_app *app, const char *path);
 
 /* ---- Routes --------------------------------------------------------------------------- */
 
