@@ -20,6 +20,8 @@
  * application/json (415), size (413, --max-body), JSON syntax (400), shape (422, with an
  * `errors` array naming each failing member by its JSON Pointer, fcr_validate()). Pages of the
  * origins given with --cors-origin (NOTES_CORS_ORIGINS) may call the service from a browser.
+ * `--metrics /metrics` (fcrest's own option, FCREST_METRICS) serves Prometheus metrics summed
+ * over every worker (docs/metrics.md).
  *
  * The notes live in the store named by --db URL (or NOTES_DB; see notes_store.h):
  * `sqlite:PATH`, by default `sqlite:notes.db` in the working directory, a file in WAL mode that
