@@ -479,9 +479,10 @@ int fcr__mp_feed(fcr__mp *p, const void *buf, size_t len, size_t *used)
             while (start > 0 && p->hbuf[start - 1] != '\n')
                 start--;
             if (start + 2 == p->hlen) {
-                if (parse_headers(p) < 0)
+                if (parse_headers(p) < 0) {
                     rc = -1;
-                STOP_AT(i);
+                    STOP_AT(i);
+                }
                 p->part_size = 0;
                 p->m = 0;
                 p->state = ST_BODY;
