@@ -378,7 +378,7 @@ static int emit(fcr__mp *p, const unsigned char *b, size_t n)
         return 0;
     if (p->max_part_size && p->part_size + n > p->max_part_size)
         return fcr__mp_refuse(p, 413, "part %zu (\"%.64s\") exceeds the limit of %zu bytes",
-                              p->parts - 1, p->name ? p->name : "", p->max_part_size);
+                              p->parts, p->name ? p->name : "", p->max_part_size);
     p->part_size += n;
     return p->ev.data ? p->ev.data(p, b, n, p->user) : 0;
 }
@@ -457,7 +457,7 @@ int fcr__mp_feed(fcr__mp *p, const void *buf, size_t len, size_t *used)
             break;
         case ST_HEADERS: {
             if (p->hlen >= p->max_header_bytes)
-                REFUSE_AT(i, p, 400, "part %zu: its headers exceed %zu bytes", p->parts - 1,
+                REFUSE_AT(i, p, 400, "part %zu: its headers exceed %zu bytes", p->parts,
                           p->max_header_bytes);
             i++;
             size_t h = p->hlen;
@@ -465,12 +465,12 @@ int fcr__mp_feed(fcr__mp *p, const void *buf, size_t len, size_t *used)
                 REFUSE_AT(i, p, 400,
                           "part %zu: a CR without LF in its "
                           "headers",
-                          p->parts - 1);
+                          p->parts);
             if (c == '\n' && (h == 0 || p->hbuf[h - 1] != '\r'))
                 REFUSE_AT(i, p, 400,
                           "part %zu: a LF without CR in its "
                           "headers",
-                          p->parts - 1);
+                          p->parts);
             p->hbuf[p->hlen++] = (char)c;
             if (c != '\n')
                 break;

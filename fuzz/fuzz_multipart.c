@@ -152,8 +152,14 @@ static void parse(const char *boundary, size_t lim, const unsigned char *body, s
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const boundaries[] = {
-        "x",   "AaB03x", "----WebKitFormBoundary7MA4YWxkTrZu0gW", "--", "a b", "-x-",
-        "=?'()+_,-./:", "0123456789012345678901234567890123456789012345678901234567890123456789"};
+        "x",
+        "AaB03x",
+        "----WebKitFormBoundary7MA4YWxkTrZu0gW",
+        "--",
+        "a b",
+        "-x-",
+        "=?'()+_,-./:",
+        "0123456789012345678901234567890123456789012345678901234567890123456789"};
     if (size < 10)
         return 0;
     const char *boundary = boundaries[data[0] % (sizeof boundaries / sizeof *boundaries)];
