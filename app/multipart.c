@@ -909,8 +909,7 @@ int fcr_part_to_file(fcr_part *part, const char *dir)
     char *path = malloc(n + sizeof tail);
     if (!path)
         return FCR_ENOMEM;
-    memcpy(path, dir, n);
-    memcpy(path + n, tail, sizeof tail);
+    snprintf(path, n + sizeof tail, "%s%s", dir, tail);
     int fd = mkostemp(path, O_CLOEXEC);
     if (fd < 0) {
         fcr_log(FCR_LOG_ERROR, "multipart: a temporary file in %s: %s", dir, strerror(errno));
