@@ -120,8 +120,9 @@ typedef struct fcr_multipart_handler {
  * request's Content-Type, and the pieces of the body go through the parser to `h`'s callbacks
  * from the loop (as for fcr_req_read_body(); a handler calls it and returns FCR_ASYNC). `h` is
  * copied; `limits` is copied, NULL for the defaults. A Content-Type that is not
- * multipart/form-data (415) or a missing or malformed boundary (400) is answered at once from
- * the loop: the body is not read, on_gone is called. Returns 0; FCR_EINVAL for a NULL `req` or
+ * multipart/form-data (415) or a missing or malformed boundary (400) is answered as soon as the
+ * first piece of the body (or its end) comes, without parsing it, and on_gone is called.
+ * Details of refusals count parts from 1. Returns 0; FCR_EINVAL for a NULL `req` or
  * `h`, an `h` without on_end, or what fcr_req_read_body() refuses (a route that does not
  * stream its body, a second reading); FCR_ECLOSED after an abort; FCR_ENOMEM. On failure no
  * callback is ever called.
@@ -178,8 +179,9 @@ uint64_t fcr_part_size(const fcr_part *part);
 
 /**
  * Collects the part's content into memory as a field (the default for a part without a
- * filename), within max_field_size and max_fields_bytes; on_data is not called for it. Only in
- * on_part. Returns 0 or FCR_EINVAL (NULL, or not in on_part).
+ * filename), within max_field_size and max_fields_bytes; on_data is not called for it, and a
+ * temporary file made by fcr_part_to_file() for it is removed. Only in on_part. Returns 0 or
+ * FCR_EINVAL (NULL, or not in on_part).
  */
 int fcr_part_collect(fcr_part *part);
 
@@ -190,7 +192,8 @@ int fcr_part_collect(fcr_part *part);
  * file is closed before on_part_end, which may keep it with fcr_part_save_file(); otherwise it
  * is removed after on_part_end returns, and when the reading ends early. Only in on_part.
  * Returns 0; FCR_EINVAL (NULL, not in on_part, a second call); FCR_EIO (the file cannot be
- * made: the error is logged).
+ * made: the error is logged); FCR_ENOMEM. A failed write later fails the request with 500
+ * (FCR_EIO, logged), the file removed.
  */
 int fcr_part_to_file(fcr_part *part, const char *dir);
 
