@@ -73,6 +73,7 @@ void fcr_app_free(fcr_app *app)
     fcr__vec_free(&app->worker_stop);
     free(app->prefix);
     free(app->error);
+    fcr_cors_free(app->cors);
     fcr__run_free(app->run);
     free(app);
 }

@@ -76,6 +76,7 @@ struct fcr_app {
     struct fcr__run *run;  /* the program's options and base server configuration, or NULL */
     fcr__vec worker_start; /* of fcr__hook: fcr_app_on_worker_start() */
     fcr__vec worker_stop;  /* of fcr__hook: fcr_app_on_worker_stop() */
+    fcr_cors *cors;        /* fcr_app_set_cors(), or NULL */
 };
 
 /* A worker hook of an app (one of the two kinds). */
@@ -235,6 +236,7 @@ struct fcr__ctx {
     bool bad_length; /* CONTENT_LENGTH (or FCGI_DATA_LENGTH) is not a number: 400, likewise */
     bool too_big_chain;
     bool json_done;
+    bool preflight; /* a CORS preflight answered by the framework */
     /* streamed request body */
     bool body_stream;   /* the route streams its body: the core hands it to stream.c */
     bool body_over;     /* the body fn ended its reading, got the end or was told it is gone */
@@ -278,6 +280,19 @@ void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap);
 /* Monotonic clock in seconds. */
 double fcr__now(void);
 
+/* ---- Log lines about a request -------------------------------------------------------- */
+
+/* What fcr__log_enter replaced, for fcr__log_leave. */
+typedef struct fcr__log_saved {
+    const char *(*fn)(const void *arg);
+    const void *arg;
+} fcr__log_saved;
+
+/* Makes the log lines of this thread carry the id of `ctx`'s request until fcr__log_leave()
+ * (context.c); a freed context stops being the current one. */
+fcr__log_saved fcr__log_enter(const fcr__ctx *ctx);
+void fcr__log_leave(fcr__log_saved saved);
+
 /* ---- Pipeline (pipeline.c) ------------------------------------------------------------ */
 
 /* Runs the after-middleware (not for the AUTHORIZER role). */
@@ -301,6 +316,13 @@ void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending);
  * queue, else 500 naming `what`). Returns true when the request is taken care of, false when
  * the verdict is to be handled as usual. */
 bool fcr__deferral_verdict(fcr__ctx *ctx, bool async, int rc, int at, const char *what);
+
+/* ---- CORS (cors.c) ------------------------------------------------------------------- */
+
+/* Adds the Access-Control-* headers and Vary: Origin to an answer of an app with CORS. */
+int fcr__cors_answer(fcr__ctx *ctx);
+/* Fills the answer to a preflight request; `allowed`: the path's methods (0: no route). */
+int fcr__cors_preflight(fcr__ctx *ctx, unsigned allowed);
 
 /* ---- Streamed bodies (stream.c) ------------------------------------------------------- */
 

@@ -40,8 +40,30 @@ static void release_ctx(void *ctx)
 static void fw_abort(fcr_req *req)
 {
     fcr__ctx *ctx = fcr__ctx_of(req);
-    if (ctx)
+    if (ctx) {
+        fcr__log_saved l = fcr__log_enter(ctx);
         fcr__stream_abort(ctx);
+        fcr__log_leave(l);
+    }
+}
+
+static const char *ctx_log_id(const void *arg)
+{
+    const fcr__ctx *ctx = arg;
+    return fcr_req_request_id(ctx->req);
+}
+
+fcr__log_saved fcr__log_enter(const fcr__ctx *ctx)
+{
+    fcr__log_saved s;
+    fcr__log_request(&s.fn, &s.arg);
+    fcr__log_set_request(ctx_log_id, ctx);
+    return s;
+}
+
+void fcr__log_leave(fcr__log_saved saved)
+{
+    fcr__log_set_request(saved.fn, saved.arg);
 }
 
 fcr__ctx *fcr__ctx_new(fcr_app *app, fcr_req *req)
@@ -73,6 +95,11 @@ void fcr__ctx_free(fcr__ctx *ctx)
 {
     if (!ctx)
         return;
+    const char *(*fn)(const void *);
+    const void *arg;
+    fcr__log_request(&fn, &arg);
+    if (arg == ctx) /* its lines are over */
+        fcr__log_set_request(NULL, NULL);
     fcr__stream_release(ctx);
     fcr__res_release(&ctx->res);
     json_decref(ctx->json);
@@ -130,10 +157,15 @@ int fcr__build_head(fcr__ctx *ctx, bool streamed)
      * length of the body it is going to send. */
     bool keep_cl = user_cl && ((ctx->no_body && blen == 0) || streamed);
     bool add_ct = body_allowed && (blen > 0 || streamed) && !fcr_res_header(res, "Content-Type");
+    /* Every answer names its request id, unless the handler set the header itself (an
+     * AUTHORIZER's answer is the web server's, not the client's). */
+    const char *rid = NULL;
+    if (fcr_req_role(ctx->req) != FCR_AUTHORIZER && !fcr_res_header(res, "X-Request-Id"))
+        rid = fcr_req_request_id(ctx->req);
 
     const char *reason = fcr_status_reason(res->status);
     /* Status line (digits, reason), the optional Content-Type and Content-Length lines, CRLF. */
-    size_t cap = 32 + strlen(reason) + 48 + 48 + 2;
+    size_t cap = 32 + strlen(reason) + 48 + 48 + 2 + (rid ? 16 + strlen(rid) : 0);
     const fcr__kv *h = res->h.v;
     for (size_t i = 0; i < res->h.n; i++) {
         /* Names and values are never NULL (header_add checks them). */
@@ -159,6 +191,11 @@ int fcr__build_head(fcr__ctx *ctx, bool streamed)
     }
     if (add_ct)
         n = put_str(p, n, "Content-Type: application/octet-stream\r\n");
+    if (rid) {
+        n = put_str(p, n, "X-Request-Id: ");
+        n = put_str(p, n, rid);
+        n = put_str(p, n, "\r\n");
+    }
     if (body_allowed && !keep_cl && !streamed) {
         n = put_str(p, n, "Content-Length: ");
         n = put_uint(p, n, blen);
@@ -204,21 +241,56 @@ void fcr__describe(const fcr__ctx *ctx, char *out, size_t cap)
     out[n] = '\0';
 }
 
-/* The access log line of a request (see fcr_app_set_access_log). */
+/* The access log line of a request (see fcr_app_set_access_log): in the text format a line of
+ * NAME=VALUE words, in the JSON format the same as members. The request id ends either (the
+ * logger adds it: the line is written while the request is the current one). */
 static void access_log(fcr__ctx *ctx)
 {
     char what[600];
     size_t n = 0;
     const char *m = ctx->method ? ctx->method : "-";
+    double ms = (fcr__now() - ctx->start) * 1000.0;
+    size_t bytes = ctx->body_off + ctx->stream_bytes;
+    bool aborted = fcr_req_aborted(ctx->req);
+    fcr__log_saved l = fcr__log_enter(ctx);
+    if (fcr_log_format() == FCR_LOG_JSON) {
+        /* The method and path as JSON strings when they are UTF-8, else in their \xNN form. */
+        char extra[4096]; /* room for a 64-byte method and a 512-byte path, all escaped */
+        size_t e = 0;
+        fcr__json_put_raw(extra, &e, sizeof extra, ",\"method\":", 10);
+        if (fcr__utf8_valid(m, strlen(m))) {
+            fcr__json_put_string(extra, &e, sizeof extra - 120, m, strlen(m) < 64 ? strlen(m) : 64);
+        } else {
+            n = escape_into(what, 0, 64, m, strlen(m), true);
+            fcr__json_put_string(extra, &e, sizeof extra - 120, what, n);
+        }
+        fcr__json_put_raw(extra, &e, sizeof extra, ",\"path\":", 8);
+        size_t plen = ctx->path_len < 512 ? ctx->path_len : 512;
+        if (fcr__utf8_valid(ctx->path, plen)) {
+            fcr__json_put_string(extra, &e, sizeof extra - 120, ctx->path, plen);
+        } else {
+            n = escape_into(what, 0, sizeof what, ctx->path, plen, true);
+            fcr__json_put_string(extra, &e, sizeof extra - 120, what, n);
+        }
+        if (e > sizeof extra - 120) { /* cut short: the object must stay whole */
+            fcr__log_leave(l);
+            return;
+        }
+        e += (size_t)snprintf(extra + e, sizeof extra - e,
+                              ",\"status\":%d,\"bytes\":%zu,\"ms\":%.3f,\"aborted\":%s",
+                              ctx->res.status, bytes, ms, aborted ? "true" : "false");
+        fcr__log_emit(FCR_LOG_INFO, "access", 6, extra);
+        fcr__log_leave(l);
+        return;
+    }
     n = escape_into(what, n, 64, m, strlen(m), true);
     memcpy(what + n, " path=", 6);
     n += 6;
     n = escape_into(what, n, sizeof what, ctx->path, ctx->path_len, true);
     what[n] = '\0';
-    double ms = (fcr__now() - ctx->start) * 1000.0;
-    fcr_log(FCR_LOG_INFO, "access method=%s status=%d bytes=%zu ms=%.3f id=%s%s", what,
-            ctx->res.status, ctx->body_off + ctx->stream_bytes, ms, fcr_req_request_id(ctx->req),
-            fcr_req_aborted(ctx->req) ? " aborted" : "");
+    fcr_log(FCR_LOG_INFO, "access method=%s status=%d bytes=%zu ms=%.3f%s", what, ctx->res.status,
+            bytes, ms, aborted ? " aborted" : "");
+    fcr__log_leave(l);
 }
 
 void fcr__ctx_finish(fcr__ctx *ctx)
@@ -239,7 +311,10 @@ void fcr__ctx_finish(fcr__ctx *ctx)
 static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    fcr__ctx_pump((fcr__ctx *)((char *)w - offsetof(fcr__ctx, resume)));
+    fcr__ctx *ctx = (fcr__ctx *)(void *)((char *)w - offsetof(fcr__ctx, resume));
+    fcr__log_saved l = fcr__log_enter(ctx);
+    fcr__ctx_pump(ctx);
+    fcr__log_leave(l);
 }
 
 /* The output goes on from the loop, not from inside the core's drain callback: a write that

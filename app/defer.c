@@ -14,7 +14,13 @@ typedef struct fcr__job {
     fcr_work_fn work;
     fcr_done_fn done;
     void *data;
+    const char *id; /* the request's id, for the log lines of the work */
 } fcr__job;
+
+static const char *job_id(const void *arg)
+{
+    return arg;
+}
 
 typedef struct fcr__pool {
     pid_t pid; /* the process that made it: a forked child makes its own */
@@ -68,7 +74,9 @@ static void *thread_main(void *arg)
         if (!p->todo)
             p->todo_tail = NULL;
         pthread_mutex_unlock(&p->mu);
+        fcr__log_set_request(job_id, j->id); /* the work's log lines name its request */
         j->work(j->data);
+        fcr__log_set_request(NULL, NULL);
         pthread_mutex_lock(&p->mu);
         push(&p->done, &p->done_tail, j);
         /* Sent under the lock: once the loop has taken the last completion no thread touches
@@ -260,7 +268,8 @@ static int defer(fcr__ctx *ctx, fcr_work_fn work, fcr_done_fn done, void *data)
     fcr__job *j = malloc(sizeof *j);
     if (!j)
         return FCR_ENOMEM;
-    *j = (fcr__job){.ctx = ctx, .work = work, .done = done, .data = data};
+    *j = (fcr__job){
+        .ctx = ctx, .work = work, .done = done, .data = data, .id = fcr_req_request_id(ctx->req)};
     if (!p->async_on) {
         /* No thread sends to the watcher now: nothing is outstanding. */
         p->loop = ctx->loop;

@@ -27,6 +27,9 @@ static const fcr__opt_def opts[O_COUNT] = {
                     "request body limit, suffix k, m or g", K_SIZE, 1, SIZE_MAX, NULL, NULL},
     [O_LOG_LEVEL] = {"--log-level", "LEVEL", "FCREST_LOG_LEVEL", "info",
                      "error, warn, info or debug", K_LEVEL, 0, 0, NULL, NULL},
+    [O_LOG_FORMAT] = {"--log-format", "FORMAT", "FCREST_LOG_FORMAT", "text",
+                      "text, or json: one JSON object per log line", K_LOG_FORMAT, 0, 0, NULL,
+                      NULL},
     [O_PREFIX] = {"--prefix", "PATH", "FCREST_PREFIX", NULL,
                   "prefix stripped from the routing path", K_PATH, 0, 0, NULL, NULL},
     [O_ROUTE_ON_URI] = {"--route-on-request-uri", NULL, "FCREST_ROUTE_ON_REQUEST_URI", NULL,
@@ -163,6 +166,10 @@ static int parse_value(const fcr__opt_def *d, const char *value, fcr__optval *v)
         if (fcr_log_level_parse(value, &r.level) < 0)
             return FCR_EINVAL;
         break;
+    case K_LOG_FORMAT:
+        if (fcr_log_format_parse(value, &r.level) < 0)
+            return FCR_EINVAL;
+        break;
     case K_PATH:
         if (*value && *value != '/')
             return FCR_EINVAL;
@@ -173,6 +180,7 @@ static int parse_value(const fcr__opt_def *d, const char *value, fcr__optval *v)
         break;
     case K_STRING:
     case K_LISTEN:
+    case K_LIST:
         break;
     }
     *v = r;
@@ -196,9 +204,33 @@ static int set_opt(fcr__parse_state *ps, const fcr__opt_def *d, fcr__optval *v, 
         v->set = true;
         return 0;
     }
+    if (d->kind == K_LIST) {
+        /* Values are joined with commas: one may hold none. */
+        if (!*value || strchr(value, ','))
+            return bad(ps->prog, opt, len, value);
+        size_t old = v->owned ? strlen(v->owned) : 0, add = strlen(value);
+        char *p = realloc(v->owned, old + add + 2);
+        if (!p)
+            return FCR_ENOMEM;
+        if (old)
+            p[old++] = ',';
+        memcpy(p + old, value, add + 1);
+        v->owned = p;
+        v->str = p;
+        v->set = true;
+        return 0;
+    }
     if (parse_value(d, value, v) < 0)
         return bad(ps->prog, opt, len, value);
     return 0;
+}
+
+void fcr__opts_release(fcr__parse_state *ps)
+{
+    for (size_t i = 0; ps->run && ps->pv && i < ps->run->n; i++) {
+        free(ps->pv[i].owned);
+        ps->pv[i].owned = NULL;
+    }
 }
 
 /* The option called by the `len` bytes at `name` (fcrest's or the program's) and its value. */
@@ -228,7 +260,21 @@ static int read_env_one(fcr__parse_state *ps, const fcr__opt_def *d, fcr__optval
     if (!s || !*s)
         return 0;
     int rc = 0;
-    if (d->kind == K_LISTEN) {
+    if (d->kind == K_LIST) {
+        char *copy = strdup(s), *save = NULL;
+        if (!copy)
+            return FCR_ENOMEM;
+        for (char *t = strtok_r(copy, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            size_t n = strlen(t);
+            while (n && t[n - 1] == ' ')
+                t[--n] = '\0';
+            if (*t)
+                rc = set_opt(ps, d, v, d->name, strlen(d->name), t);
+        }
+        free(copy);
+    } else if (d->kind == K_LISTEN) {
         free(ps->env_listen);
         ps->env_listen = strdup(s);
         if (!ps->env_listen)
@@ -300,6 +346,11 @@ int fcr__opts_read_args(fcr__parse_state *ps, int argc, char **argv)
         } else {
             fprintf(stderr, "%s: %s needs a value\n", ps->prog, a);
             return FCR_EINVAL;
+        }
+        if (d->kind == K_LIST && !v->cli) {
+            free(v->owned); /* the command line replaces the variable's values */
+            v->owned = NULL;
+            v->cli = true;
         }
         if (d->kind == K_LISTEN && !cli_listen) {
             ps->nlisten = 0; /* the command line replaces FCREST_LISTEN */
@@ -452,13 +503,13 @@ int fcr_app_add_option(fcr_app *app, const char *name, fcr_opt_kind okind, const
 {
     static const fcr__optkind kinds[] = {
         [FCR_OPT_STRING] = K_STRING, [FCR_OPT_FLAG] = K_FLAG,       [FCR_OPT_UINT] = K_UINT,
-        [FCR_OPT_SIZE] = K_SIZE,     [FCR_OPT_SECONDS] = K_SECONDS,
+        [FCR_OPT_SIZE] = K_SIZE,     [FCR_OPT_SECONDS] = K_SECONDS, [FCR_OPT_LIST] = K_LIST,
     };
     static const char *const args[] = {
         [FCR_OPT_STRING] = "VALUE", [FCR_OPT_FLAG] = NULL,         [FCR_OPT_UINT] = "N",
-        [FCR_OPT_SIZE] = "BYTES",   [FCR_OPT_SECONDS] = "SECONDS",
+        [FCR_OPT_SIZE] = "BYTES",   [FCR_OPT_SECONDS] = "SECONDS", [FCR_OPT_LIST] = "VALUE",
     };
-    if (!app || !valid_name(name) || (unsigned)okind > FCR_OPT_SECONDS || (env && !valid_env(env)))
+    if (!app || !valid_name(name) || (unsigned)okind > FCR_OPT_LIST || (env && !valid_env(env)))
         return FCR_EINVAL;
     if (okind == FCR_OPT_FLAG ? arg || def : arg && !*arg)
         return FCR_EINVAL;

@@ -14,15 +14,17 @@
 
 /* How a value is read. */
 typedef enum fcr__optkind {
-    K_LISTEN,  /* an address; repeatable; the variable holds several, comma-separated */
-    K_UINT,    /* a decimal number in [min, max] */
-    K_SIZE,    /* bytes with an optional suffix k, m or g, in [min, max] */
-    K_SECONDS, /* decimal seconds up to a day, above 0 (min 0: zero allowed) */
-    K_OCTAL,   /* an octal mode up to `max` */
-    K_LEVEL,   /* a log level name */
-    K_PATH,    /* empty, or a path starting with '/' */
-    K_STRING,  /* anything */
-    K_FLAG,    /* no value; its variable turns it on with any value but "0" */
+    K_LISTEN,     /* an address; repeatable; the variable holds several, comma-separated */
+    K_UINT,       /* a decimal number in [min, max] */
+    K_SIZE,       /* bytes with an optional suffix k, m or g, in [min, max] */
+    K_SECONDS,    /* decimal seconds up to a day, above 0 (min 0: zero allowed) */
+    K_OCTAL,      /* an octal mode up to `max` */
+    K_LEVEL,      /* a log level name */
+    K_LOG_FORMAT, /* a log format name */
+    K_PATH,       /* empty, or a path starting with '/' */
+    K_STRING,     /* anything */
+    K_FLAG,       /* no value; its variable turns it on with any value but "0" */
+    K_LIST,       /* repeatable; the values joined with commas; the variable holds several */
 } fcr__optkind;
 
 typedef struct fcr__opt_def {
@@ -43,6 +45,7 @@ enum {
     O_SOCKET_MODE,
     O_MAX_BODY,
     O_LOG_LEVEL,
+    O_LOG_FORMAT,
     O_PREFIX,
     O_ROUTE_ON_URI,
     O_ACCESS_LOG,
@@ -82,6 +85,8 @@ typedef struct fcr__optval {
     unsigned long long n;
     double s;
     int level;
+    char *owned; /* K_LIST: the values so far, joined with commas (malloc'd) */
+    bool cli;    /* K_LIST: the command line gave it (which replaces the variable's values) */
 } fcr__optval;
 
 typedef struct fcr__parse_state {
@@ -94,6 +99,8 @@ typedef struct fcr__parse_state {
     char *env_listen; /* copy of FCREST_LISTEN split in place */
 } fcr__parse_state;
 
+/* Frees what the values in `ps` hold (the program options' lists). */
+void fcr__opts_release(fcr__parse_state *ps);
 /* Prints the usage: fcrest's options, then the program's own under its name. */
 void fcr__opts_usage(FILE *f, const char *prog, const struct fcr__run *run);
 /* Reads the FCREST_* variables and the program options' own ones into `ps`. Returns 0 or

@@ -180,6 +180,12 @@ void fcr__ctx_after(fcr__ctx *ctx)
 {
     if (!ctx->req || fcr_req_role(ctx->req) == FCR_AUTHORIZER)
         return;
+    /* CORS headers first: an after-middleware sees (and may change) them. */
+    if (ctx->app->cors && !ctx->preflight) {
+        int rc = fcr__cors_answer(ctx);
+        if (rc < 0)
+            fcr__ctx_fail(ctx, rc, "CORS headers");
+    }
     bool was = ctx->in_handler;
     mw_iter it;
     iter_init(&it, ctx, true);
@@ -330,7 +336,16 @@ static void chain_next(fcr__ctx *ctx)
     fcr__handler_verdict(ctx, rc);
 }
 
+static void defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending);
+
 void fcr__defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
+{
+    fcr__log_saved l = fcr__log_enter(ctx);
+    defer_done(ctx, done, data, ending);
+    fcr__log_leave(l);
+}
+
+static void defer_done(fcr__ctx *ctx, fcr_done_fn done, void *data, bool ending)
 {
     ctx->defer_pending = false;
     ctx->defer_err = 0;
@@ -406,12 +421,53 @@ static int route_request(fcr__ctx *ctx)
     return 0;
 }
 
+/* True for a CORS preflight: OPTIONS with Origin and Access-Control-Request-Method. */
+static bool is_preflight(const fcr__ctx *ctx)
+{
+    return ctx->method && strcmp(ctx->method, "OPTIONS") == 0 &&
+           fcr_req_header(ctx->req, "Origin") &&
+           fcr_req_header(ctx->req, "Access-Control-Request-Method");
+}
+
+/* Answers a preflight for an app with CORS, before any middleware or handler: the methods of
+ * the path are what the routes registered for it (and the requested one, when a route has
+ * it). */
+static void preflight(fcr__ctx *ctx)
+{
+    ctx->preflight = true;
+    unsigned allowed = ctx->match.status == FCR_MATCH_FOUND ? 0 : ctx->match.allowed;
+    const char *want = fcr_req_header(ctx->req, "Access-Control-Request-Method");
+    unsigned bit = fcr_method_parse(want, strlen(want));
+    size_t cap = ctx->path_len + FCR_MAX_PATH_PARAMS + 1;
+    char *scratch = bit ? fcr__arena_alloc(&ctx->arena, cap) : NULL;
+    fcr_match m;
+    if (scratch && fcr_router_match(ctx->app->router, bit, ctx->path, ctx->path_len,
+                                    ctx->path_flags, &m, scratch, cap) == 0) {
+        if (m.status == FCR_MATCH_FOUND)
+            allowed |= bit;
+        else if (m.status == FCR_MATCH_NOT_ALLOWED)
+            allowed |= m.allowed;
+    }
+    if (!allowed) {
+        send_problem(ctx, 404, "no resource matches this path");
+        return;
+    }
+    int rc = fcr__cors_preflight(ctx, allowed);
+    if (rc < 0)
+        fcr__ctx_fail(ctx, rc, "CORS preflight");
+    fcr__ctx_send(ctx);
+}
+
 static void run_responder(fcr__ctx *ctx, bool too_big)
 {
     int rc = route_request(ctx);
     if (rc < 0) {
         fcr__ctx_fail(ctx, rc, "routing");
         fcr__ctx_send(ctx);
+        return;
+    }
+    if (ctx->app->cors && is_preflight(ctx)) {
+        preflight(ctx);
         return;
     }
     const fcr_match *m = &ctx->match;
@@ -524,6 +580,29 @@ static void on_params(fcr_req *req, void *data)
     fcr_req_set_max_body(req, limit);
 }
 
+/* The request's role decides what serves it. */
+static void serve(fcr_app *app, fcr__ctx *ctx, bool too_big)
+{
+    switch (fcr_req_role(ctx->req)) {
+    case FCR_AUTHORIZER:
+        if (app->authz) {
+            fcr__auth_role(ctx);
+            return;
+        }
+        break;
+    case FCR_FILTER:
+        if (app->filter) {
+            run_chain(ctx, app->filter, app->filter_data, too_big);
+            return;
+        }
+        break;
+    case FCR_RESPONDER:
+        run_responder(ctx, too_big);
+        return;
+    }
+    send_problem(ctx, 501, "this role is not served");
+}
+
 static void on_request(fcr_req *req, void *data)
 {
     fcr_app *app = data;
@@ -542,25 +621,9 @@ static void on_request(fcr_req *req, void *data)
         return;
     }
     ctx->start = fcr__now();
-    bool too_big = ctx->too_big || fcr_req_input_error(req) == FCR_ETOOBIG;
-    switch (fcr_req_role(req)) {
-    case FCR_AUTHORIZER:
-        if (app->authz) {
-            fcr__auth_role(ctx);
-            return;
-        }
-        break;
-    case FCR_FILTER:
-        if (app->filter) {
-            run_chain(ctx, app->filter, app->filter_data, too_big);
-            return;
-        }
-        break;
-    case FCR_RESPONDER:
-        run_responder(ctx, too_big);
-        return;
-    }
-    send_problem(ctx, 501, "this role is not served");
+    fcr__log_saved l = fcr__log_enter(ctx);
+    serve(app, ctx, ctx->too_big || fcr_req_input_error(req) == FCR_ETOOBIG);
+    fcr__log_leave(l);
 }
 
 fcr_server *fcr_app_server_new(fcr_app *app, struct ev_loop *loop, const fcr_server_config *base,
@@ -605,6 +668,8 @@ int fcr_res_send(fcr_res *res)
     if (ctx->state != FCR__ST_ASYNC)
         return FCR_EINVAL;
     bool aborted = fcr_req_aborted(ctx->req);
+    fcr__log_saved l = fcr__log_enter(ctx);
     fcr__ctx_send(ctx); /* frees ctx once the output is queued */
+    fcr__log_leave(l);
     return aborted ? FCR_ECLOSED : 0;
 }

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,9 +387,23 @@ static bool usable_id(const char *s)
     return true;
 }
 
+/* The process id for made request ids, read once per process (a forked child reads its own). */
+static atomic_int id_pid;
+
+static void id_pid_reset(void)
+{
+    atomic_store(&id_pid, 0);
+}
+
+static void id_pid_once(void)
+{
+    pthread_atfork(NULL, NULL, id_pid_reset);
+}
+
 const char *fcr_req_request_id(const fcr_req *req)
 {
-    static unsigned long long counter;
+    static atomic_ullong counter;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     fcr__ctx *ctx = fcr__ctx_of(req);
     if (!ctx)
         return NULL;
@@ -398,9 +414,25 @@ const char *fcr_req_request_id(const fcr_req *req)
         if (usable_id(id)) {
             ctx->request_id = id;
         } else {
-            char made[48];
-            snprintf(made, sizeof made, "%ld-%llu", (long)getpid(), ++counter);
-            ctx->request_id = fcr__arena_strndup(&ctx->arena, made, strlen(made));
+            /* "PID-N", formatted by hand: every answer carries it (X-Request-Id). */
+            pthread_once(&once, id_pid_once);
+            int pid = atomic_load(&id_pid);
+            if (!pid)
+                atomic_store(&id_pid, pid = (int)getpid());
+            unsigned long long parts[2] = {(unsigned long long)pid,
+                                           atomic_fetch_add(&counter, 1) + 1};
+            char made[48], *p = made + sizeof made;
+            *--p = '\0';
+            for (int i = 1; i >= 0; i--) {
+                unsigned long long v = parts[i];
+                do {
+                    *--p = (char)('0' + v % 10);
+                    v /= 10;
+                } while (v);
+                if (i)
+                    *--p = '-';
+            }
+            ctx->request_id = fcr__arena_strndup(&ctx->arena, p, strlen(p));
         }
     }
     return ctx->request_id;

@@ -71,6 +71,7 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     }
     if (rc == 0)
         rc = fcr__opts_commit(app->run, ps.pv);
+    fcr__opts_release(&ps);
     free(ps.pv);
     if (rc < 0) {
         if (rc == FCR_EINVAL)
@@ -94,6 +95,8 @@ int fcr_app_run(fcr_app *app, int argc, char **argv)
     }
     if (v[O_LOG_LEVEL].set)
         fcr_log_set_level(v[O_LOG_LEVEL].level);
+    if (v[O_LOG_FORMAT].set)
+        fcr_log_set_format(v[O_LOG_FORMAT].level);
     if (v[O_MAX_BODY].set)
         fcr_app_set_max_body(app, (size_t)v[O_MAX_BODY].n);
     if (v[O_MAX_OUTPUT_MEMORY].set)

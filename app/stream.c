@@ -203,12 +203,22 @@ int fcr__body_chunk(fcr_req *req, fcr_stream stream, const void *buf, size_t len
     }
 }
 
+static void hand_held(fcr__ctx *ctx);
+
 /* Hands over the held piece and resumes reading, from the loop. */
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
     fcr__ctx *ctx = (fcr__ctx *)(void *)((char *)w - offsetof(fcr__ctx, body_kick));
     ctx->kick_on = false;
+    fcr__log_saved l = fcr__log_enter(ctx);
+    hand_held(ctx);
+    fcr__log_leave(l);
+}
+
+/* From the loop: the held piece to the body fn, then reading again. */
+static void hand_held(fcr__ctx *ctx)
+{
     if (!can_hand_over(ctx))
         return;
     if (aborted(ctx)) {
@@ -309,8 +319,11 @@ static void drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
     ctx->drain_on = false;
     void (*fn)(fcr_res *, void *) = ctx->drain_fn;
     ctx->drain_fn = NULL;
-    if (fn && ctx->state == FCR__ST_STREAM)
+    if (fn && ctx->state == FCR__ST_STREAM) {
+        fcr__log_saved l = fcr__log_enter(ctx);
         fn(&ctx->res, ctx->drain_data); /* may end the stream: ctx is not touched after */
+        fcr__log_leave(l);
+    }
 }
 
 static void drain_soon(fcr__ctx *ctx)
@@ -426,7 +439,9 @@ int fcr_res_stream_end(fcr_res *res)
         ctx->stream_end_asked = true; /* ended when the callback returns */
         return gone ? FCR_ECLOSED : 0;
     }
+    fcr__log_saved l = fcr__log_enter(ctx);
     stream_finish(ctx);
+    fcr__log_leave(l);
     return gone ? FCR_ECLOSED : 0;
 }
 

@@ -25,4 +25,13 @@ bool fcr__is_header_value(const char *s);
  * FCR_ETOOBIG when it exceeds `max`. */
 int fcr__parse_uint(const char *s, unsigned long long max, unsigned long long *out);
 
+/* The request the calling thread works for, for log lines: `fn(arg)` gives its id (NULL fn:
+ * none). fcr__log_request() reads what is set, so that a caller can put it back. */
+void fcr__log_set_request(const char *(*fn)(const void *arg), const void *arg);
+void fcr__log_request(const char *(**fn)(const void *arg), const void **arg);
+/* Writes one log line of `mlen` bytes of `msg` at `level` (the threshold, the format and the
+ * request id applied); `extra_json` (NULL: none) is added to a JSON line as members, written
+ * as `,"name":value...`. */
+void fcr__log_emit(int level, const char *msg, size_t mlen, const char *extra_json);
+
 #endif

@@ -8,7 +8,8 @@
    Doxygen fails with a warning that names the function.
 
 Usage: check_reference.py --doxygen DOXYGEN --doxyfile BUILD/docs/Doxyfile --include SRC/include
-                          [--library libfcrest.so|libfcrest.a] [--nm NM]
+                          [--library libfcrest.so|libfcrest.a]... [--nm NM]
+(--library may be given once per library: libfcrest and libfcrest-pg.)
 Prints one summary line; exits non-zero on any failure.
 """
 import argparse
@@ -108,7 +109,7 @@ def main():
     ap.add_argument("--doxygen", required=True)
     ap.add_argument("--doxyfile", required=True)
     ap.add_argument("--include", required=True)
-    ap.add_argument("--library")
+    ap.add_argument("--library", action="append", default=[])
     ap.add_argument("--nm", default="nm")
     args = ap.parse_args()
     failures = []
@@ -127,8 +128,10 @@ def main():
 
         # 2. Every exported symbol is documented and listed.
         if args.library:
-            symbols = exported_symbols(args.library, args.nm)
-            source = os.path.basename(args.library)
+            symbols = set()
+            for lib in args.library:
+                symbols |= exported_symbols(lib, args.nm)
+            source = " and ".join(os.path.basename(lib) for lib in args.library)
         else:
             symbols = declared_functions(args.include)
             source = "the headers"

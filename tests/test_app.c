@@ -165,6 +165,534 @@ START_TEST(json_answers_match_janssons_dump)
 }
 END_TEST
 
+/* ---- Request ids and log lines ----------------------------------------------------------- */
+
+static void log_work(void *data)
+{
+    (void)data;
+    fcr_log(FCR_LOG_WARN, "from the pool");
+}
+
+static int log_done(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    fcr_log(FCR_LOG_WARN, "in the done");
+    return fcr_res_set_text(r, 200, fcr_req_request_id(req));
+}
+
+static fcr_handler_result id_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    fcr_log(FCR_LOG_WARN, "in the handler");
+    if (fcr_req_query(req, "defer")) {
+        ck_assert_int_eq(fcr_defer(req, r, log_work, log_done, NULL), 0);
+        return FCR_ASYNC;
+    }
+    if (fcr_req_query(req, "own"))
+        fcr_res_set_header(r, "X-Request-Id", "mine");
+    return fcr_res_set_text(r, 200, fcr_req_request_id(req));
+}
+
+/* Runs `t` with stderr going to a file; returns what was written (static). */
+static const char *logged(const fcr_test_req *t)
+{
+    static char text[16384];
+    char path[] = "/tmp/fcr-log-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    run(t);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    return text;
+}
+
+START_TEST(request_ids_in_answers_and_log_lines)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/log", id_handler, NULL));
+    fcr_app_set_access_log(app, true);
+    fcr_log_set_level(FCR_LOG_INFO);
+    /* Made here: "PID-N", in the header, in the handler's line and in the access line. */
+    const char *text = logged(&(fcr_test_req){.path = "/log"});
+    char id[64];
+    snprintf(id, sizeof id, "%s", res.body);
+    char want[80];
+    snprintf(want, sizeof want, "%ld-", (long)getpid());
+    ck_assert_msg(strncmp(id, want, strlen(want)) == 0, "made id %s", id);
+    ck_assert_str_eq(hdr("X-Request-Id"), id);
+    char line[160];
+    snprintf(line, sizeof line, "warn: in the handler id=%s\n", id);
+    ck_assert_msg(strstr(text, line), "no '%s' in: %s", line, text);
+    snprintf(line, sizeof line, "status=200 bytes=%zu ", strlen(id));
+    ck_assert_msg(strstr(text, line), "no access line in: %s", text);
+    snprintf(line, sizeof line, " id=%s\n", id);
+    ck_assert_ptr_nonnull(strstr(strstr(text, "access method=GET"), line));
+    /* The web server's id is used when it is usable: UNIQUE_ID first, then X-Request-Id. */
+    run(&(fcr_test_req){.path = "/log",
+                        .params = (const char *const[]){"UNIQUE_ID=Zx3k-abc@1", NULL},
+                        .headers = (const char *const[]){"X-Request-Id: from-client", NULL}});
+    ck_assert_str_eq(res.body, "Zx3k-abc@1");
+    ck_assert_str_eq(hdr("X-Request-Id"), "Zx3k-abc@1");
+    run(&(fcr_test_req){.path = "/log",
+                        .headers = (const char *const[]){"X-Request-Id: from-client", NULL}});
+    ck_assert_str_eq(hdr("X-Request-Id"), "from-client");
+    run(&(fcr_test_req){.path = "/log",
+                        .headers = (const char *const[]){"X-Request-Id: has space", NULL}});
+    ck_assert_str_ne(hdr("X-Request-Id"), "has space");
+    /* A handler's own header stays; the framework's answers carry the id too. */
+    run(&(fcr_test_req){.path = "/log?own=1"});
+    ck_assert_str_eq(hdr("X-Request-Id"), "mine");
+    get("/nowhere");
+    ck_assert_int_eq(res.status, 404);
+    ck_assert_ptr_nonnull(hdr("X-Request-Id"));
+    /* Lines from the pool's thread and from the done name the request too. */
+    text = logged(&(fcr_test_req){.path = "/log?defer=1"});
+    snprintf(id, sizeof id, "%s", res.body);
+    snprintf(line, sizeof line, "warn: from the pool id=%s\n", id);
+    ck_assert_msg(strstr(text, line), "no '%s' in: %s", line, text);
+    snprintf(line, sizeof line, "warn: in the done id=%s\n", id);
+    ck_assert_msg(strstr(text, line), "no '%s' in: %s", line, text);
+    ck_assert_int_eq(fcr_log_format(), FCR_LOG_TEXT);
+}
+END_TEST
+
+START_TEST(json_log_lines)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/log", id_handler, NULL));
+    fcr_app_set_access_log(app, true);
+    fcr_log_set_level(FCR_LOG_INFO);
+    int f = -1;
+    ck_assert_int_eq(fcr_log_format_parse("JSON", &f), 0);
+    ck_assert_int_eq(f, FCR_LOG_JSON);
+    ck_assert_int_eq(fcr_log_format_parse("xml", &f), FCR_EINVAL);
+    fcr_log_set_format(f);
+    const char *text = logged(
+        &(fcr_test_req){.path = "/log", .params = (const char *const[]){"UNIQUE_ID=u-1", NULL}});
+    fcr_log_set_format(FCR_LOG_TEXT);
+    int lines = 0, access = 0, handler = 0;
+    for (const char *p = text; *p;) {
+        const char *nl = strchr(p, '\n');
+        ck_assert_ptr_nonnull(nl);
+        json_error_t e;
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, &e);
+        ck_assert_msg(j != NULL, "not a JSON line: %.*s (%s)", (int)(nl - p), p, e.text);
+        lines++;
+        ck_assert(json_is_string(json_object_get(j, "time")));
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "pid")), getpid());
+        const char *msg = json_string_value(json_object_get(j, "msg"));
+        ck_assert_ptr_nonnull(msg);
+        if (!strcmp(msg, "in the handler")) {
+            handler++;
+            ck_assert_str_eq(json_string_value(json_object_get(j, "level")), "warn");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "u-1");
+        } else if (!strcmp(msg, "access")) {
+            access++;
+            ck_assert_str_eq(json_string_value(json_object_get(j, "level")), "info");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "u-1");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "method")), "GET");
+            ck_assert_str_eq(json_string_value(json_object_get(j, "path")), "/log");
+            ck_assert_int_eq(json_integer_value(json_object_get(j, "status")), 200);
+            ck_assert_int_eq(json_integer_value(json_object_get(j, "bytes")), 3);
+            ck_assert(json_is_real(json_object_get(j, "ms")));
+            ck_assert(json_is_false(json_object_get(j, "aborted")));
+        }
+        json_decref(j);
+        p = nl + 1;
+    }
+    ck_assert_int_eq(handler, 1);
+    ck_assert_int_eq(access, 1);
+    ck_assert_int_ge(lines, 2);
+    /* A message that is not UTF-8 and holds control bytes still makes a JSON line. */
+    char path[] = "/tmp/fcr-log-XXXXXX";
+    int fd = mkstemp(path);
+    unlink(path);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fcr_log_set_format(FCR_LOG_JSON);
+    fcr_log(FCR_LOG_ERROR, "bad \xff\xfe bytes \"quoted\" \x01 tab\t caf\xc3\xa9");
+    fcr_log_set_format(FCR_LOG_TEXT);
+    dup2(saved, 2);
+    close(saved);
+    char buf[512];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    ck_assert_int_gt(n, 0);
+    json_error_t e;
+    json_t *j = json_loadb(buf, (size_t)n, 0, &e);
+    ck_assert_msg(j != NULL, "%s", e.text);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "msg")),
+                     "bad \xef\xbf\xbd\xef\xbf\xbd bytes \"quoted\" \x01 tab\t caf\xc3\xa9");
+    ck_assert_ptr_null(json_object_get(j, "request_id"));
+    json_decref(j);
+}
+END_TEST
+
+/* ---- CORS -------------------------------------------------------------------------------- */
+
+static fcr_handler_result cors_item(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)data;
+    note("handler;");
+    fcr_res_set_header(r, "Vary", "Accept");
+    return fcr_res_set_text(r, 200, "item");
+}
+
+static fcr_before_result cors_guard(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)req, (void)r, (void)data;
+    note("before;");
+    return FCR_CONTINUE;
+}
+
+/* A request with `origin` (NULL: none) and the extra headers (NULL-terminated, may be NULL). */
+static void cors_run(const char *method, const char *path, const char *origin, const char *h1,
+                     const char *h2)
+{
+    char o[256];
+    snprintf(o, sizeof o, "Origin: %s", origin ? origin : "");
+    const char *headers[] = {origin ? o : h1, origin ? h1 : h2, origin ? h2 : NULL, NULL};
+    trace[0] = '\0';
+    run(&(fcr_test_req){.method = method, .path = path, .headers = headers});
+}
+
+static fcr_cors *policy(void)
+{
+    fcr_cors *c = fcr_cors_new();
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(fcr_cors_add_origin(c, "https://app.example.com"), 0);
+    ck_assert_int_eq(fcr_cors_add_origin(c, "https://*.example.org"), 0);
+    ck_assert_int_eq(fcr_cors_add_header(c, "Authorization, Content-Type"), 0);
+    ck_assert_int_eq(fcr_cors_add_exposed_header(c, "ETag"), 0);
+    ck_assert_int_eq(fcr_cors_add_exposed_header(c, "Location, X-Request-Id"), 0);
+    ck_assert_int_eq(fcr_cors_set_credentials(c, true), 0);
+    ck_assert_int_eq(fcr_cors_set_max_age(c, 600), 0);
+    return c;
+}
+
+START_TEST(cors_policy)
+{
+    fcr_cors *c = fcr_cors_new();
+    const char *bad[] = {"",          "example.com", "https://a.com/path", "https://", "https://*",
+                         "1http://a", "https://a b", "https://*.",         NULL};
+    for (const char **b = bad; *b; b++)
+        ck_assert_msg(fcr_cors_add_origin(c, *b) == FCR_EINVAL, "%s taken", *b);
+    ck_assert_int_eq(fcr_cors_add_header(c, ""), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_add_header(c, "X-Ok, bad header"), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_set_max_age(c, 86401), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_set_methods(c, 1u << 20), FCR_EINVAL);
+    ck_assert_int_eq(fcr_cors_add_origin(c, "*"), 0);
+    ck_assert_int_eq(fcr_cors_set_credentials(c, true), 0);
+    ck_assert_int_eq(fcr_app_set_cors(app, c), FCR_EINVAL); /* "*" with credentials; freed */
+    ck_assert_int_eq(fcr_app_set_cors(NULL, NULL), FCR_EINVAL);
+    /* "*" alone: any origin, answered with "*". */
+    c = fcr_cors_new();
+    ck_assert_int_eq(fcr_cors_add_origin(c, "*"), 0);
+    ck_assert_int_eq(fcr_app_set_cors(app, c), 0);
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_GET, "/items", cors_item, NULL));
+    cors_run("GET", "/items", "https://anything.test:8443", NULL, NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "*");
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Credentials"));
+}
+END_TEST
+
+START_TEST(cors_preflight_and_answers)
+{
+    ck_assert_int_eq(fcr_app_set_cors(app, policy()), 0);
+    fcr_route *r = fcr_app_route(app, FCR_GET | FCR_POST, "/items", cors_item, NULL);
+    ck_assert_int_eq(fcr_route_before(r, cors_guard, NULL), 0);
+    fcr_app_route(app, FCR_DELETE, "/items", cors_item, NULL);
+    /* An allowed preflight: answered before the middleware and the handler. */
+    cors_run("OPTIONS", "/items", "https://app.example.com", "Access-Control-Request-Method: POST",
+             "Access-Control-Request-Headers: authorization,content-type");
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_str_eq(trace, "");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://app.example.com");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Methods"), "GET, HEAD, POST, DELETE");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Headers"), "authorization,content-type");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Credentials"), "true");
+    ck_assert_str_eq(hdr("Access-Control-Max-Age"), "600");
+    ck_assert_str_eq(hdr("Vary"),
+                     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+    /* Refused preflights: no Access-Control-Allow-* at all. */
+    const char *const refused[][3] = {
+        {"https://evil.example.com", "POST", "content-type"},  /* origin */
+        {"https://app.example.com", "PUT", "content-type"},    /* method the path lacks */
+        {"https://app.example.com", "POST", "x-secret"},       /* header */
+        {"https://example.org", "GET", "content-type"},        /* pattern needs a label */
+        {"http://a.example.org", "GET", "content-type"},       /* pattern's scheme */
+        {"https://a.example.org:8443", "GET", "content-type"}, /* another port */
+        {"https://evilexample.org", "GET", "content-type"},    /* not a label boundary */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        char m[64], h[96];
+        snprintf(m, sizeof m, "Access-Control-Request-Method: %s", refused[i][1]);
+        snprintf(h, sizeof h, "Access-Control-Request-Headers: %s", refused[i][2]);
+        cors_run("OPTIONS", "/items", refused[i][0], m, h);
+        ck_assert_msg(res.status == 204 && !hdr("Access-Control-Allow-Origin") &&
+                          !hdr("Access-Control-Allow-Methods"),
+                      "case %zu: %d %s", i, res.status, hdr("Access-Control-Allow-Origin"));
+        ck_assert_str_eq(trace, "");
+    }
+    /* A pattern's subdomains are allowed, at any depth. */
+    cors_run("OPTIONS", "/items", "https://a.b.example.org", "Access-Control-Request-Method: GET",
+             NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://a.b.example.org");
+    /* A path no route has. */
+    cors_run("OPTIONS", "/nothing", "https://app.example.com", "Access-Control-Request-Method: GET",
+             NULL);
+    ck_assert_int_eq(res.status, 404);
+    /* A plain OPTIONS (no preflight) is the router's. */
+    cors_run("OPTIONS", "/items", NULL, NULL, NULL);
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_ptr_nonnull(hdr("Allow"));
+    /* Actual answers: the allowed origin named, Vary extended, exposed headers listed. */
+    cors_run("GET", "/items", "https://app.example.com", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(trace, "before;handler;");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://app.example.com");
+    ck_assert_str_eq(hdr("Access-Control-Allow-Credentials"), "true");
+    ck_assert_str_eq(hdr("Access-Control-Expose-Headers"), "ETag, Location, X-Request-Id");
+    ck_assert_str_eq(hdr("Vary"), "Accept, Origin");
+    cors_run("GET", "/items", "https://evil.example.com", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Accept, Origin");
+    cors_run("GET", "/items", NULL, NULL, NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Accept, Origin");
+    /* The framework's own answers carry them too, so that the page can read the error. */
+    cors_run("GET", "/nothing", "https://app.example.com", NULL, NULL);
+    ck_assert_int_eq(res.status, 404);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Origin"), "https://app.example.com");
+    ck_assert_str_eq(hdr("Vary"), "Origin");
+    /* Methods limited by the policy. */
+    fcr_cors *c = policy();
+    ck_assert_int_eq(fcr_cors_set_methods(c, FCR_GET), 0);
+    ck_assert_int_eq(fcr_app_set_cors(app, c), 0);
+    cors_run("OPTIONS", "/items", "https://app.example.com", "Access-Control-Request-Method: POST",
+             NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    cors_run("OPTIONS", "/items", "https://app.example.com", "Access-Control-Request-Method: GET",
+             NULL);
+    ck_assert_str_eq(hdr("Access-Control-Allow-Methods"), "GET, HEAD");
+    ck_assert_int_eq(fcr_app_set_cors(app, NULL), 0); /* removed: no CORS headers */
+    cors_run("GET", "/items", "https://app.example.com", NULL, NULL);
+    ck_assert_ptr_null(hdr("Access-Control-Allow-Origin"));
+    ck_assert_str_eq(hdr("Vary"), "Accept");
+}
+END_TEST
+
+/* ---- Conditional requests -------------------------------------------------------------- */
+
+static int doc_version = 1; /* 0: the document does not exist */
+
+static fcr_handler_result doc_handler(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    char tag[32];
+    snprintf(tag, sizeof tag, "\"v%d\"", doc_version);
+    int rc = fcr_req_check_preconditions(req, r, doc_version ? tag : NULL);
+    if (rc < 0)
+        return (fcr_handler_result)rc;
+    if (rc)
+        return FCR_DONE; /* 304 or 412 */
+    const char *m = fcr_req_method(req);
+    if (!strcmp(m, "PUT")) {
+        doc_version++;
+        snprintf(tag, sizeof tag, "\"v%d\"", doc_version);
+    } else if (!strcmp(m, "DELETE")) {
+        doc_version = 0;
+        return fcr_res_set_status(r, 204);
+    } else if (!doc_version) {
+        return fcr_res_set_problem(r, 404, "no document");
+    }
+    fcr_res_set_etag(r, tag);
+    return fcr_res_set_text(r, 200, tag);
+}
+
+static void cond(const char *method, const char *h)
+{
+    const char *headers[] = {h, NULL};
+    run(&(fcr_test_req){.method = method, .path = "/doc", .headers = h ? headers : NULL});
+}
+
+START_TEST(conditional_requests)
+{
+    ck_assert_ptr_nonnull(
+        fcr_app_route(app, FCR_GET | FCR_PUT | FCR_DELETE, "/doc", doc_handler, NULL));
+    doc_version = 1;
+    cond("GET", NULL);
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("ETag"), "\"v1\"");
+    /* If-None-Match: the same version is 304 without a body, weak or strong, in a list. */
+    const char *hits[] = {"If-None-Match: \"v1\"", "If-None-Match: W/\"v1\"",
+                          "If-None-Match: \"x\", \"v1\"", "If-None-Match: *", NULL};
+    for (const char **h = hits; *h; h++) {
+        cond("GET", *h);
+        ck_assert_msg(res.status == 304, "%s: %d", *h, res.status);
+        ck_assert_uint_eq(res.body_len, 0);
+        ck_assert_ptr_null(hdr("Content-Length"));
+        ck_assert_str_eq(hdr("ETag"), "\"v1\"");
+    }
+    cond("HEAD", "If-None-Match: \"v1\"");
+    ck_assert_int_eq(res.status, 304);
+    cond("GET", "If-None-Match: \"v0\"");
+    ck_assert_int_eq(res.status, 200);
+    cond("GET", "If-None-Match: v1"); /* malformed: no match */
+    ck_assert_int_eq(res.status, 200);
+    /* If-Match: a stale tag is 412 (the lost update prevented), the current one passes. */
+    cond("PUT", "If-Match: \"v0\"");
+    check_problem(412);
+    ck_assert_str_eq(hdr("ETag"), "\"v1\"");
+    ck_assert_int_eq(doc_version, 1);
+    cond("PUT", "If-Match: W/\"v1\""); /* weak never matches If-Match */
+    ck_assert_int_eq(res.status, 412);
+    cond("PUT", "If-Match: \"v1\"");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(hdr("ETag"), "\"v2\"");
+    cond("PUT", "If-Match: \"v1\""); /* what the other client read */
+    ck_assert_int_eq(res.status, 412);
+    cond("DELETE", "If-Match: \"v1\"");
+    ck_assert_int_eq(res.status, 412);
+    ck_assert_int_eq(doc_version, 2);
+    cond("DELETE", "If-Match: \"v0\", \"v2\"");
+    ck_assert_int_eq(res.status, 204);
+    ck_assert_int_eq(doc_version, 0);
+    /* Gone: If-Match: * fails, If-None-Match: * lets a PUT create it. */
+    cond("PUT", "If-Match: *");
+    check_problem(412);
+    ck_assert_ptr_null(hdr("ETag"));
+    cond("PUT", "If-None-Match: *");
+    ck_assert_int_eq(res.status, 200);
+    cond("PUT", "If-None-Match: *"); /* exists now */
+    ck_assert_int_eq(res.status, 412);
+    /* Tags and helpers. */
+    ck_assert(fcr_etag_valid("\"abc\"") && fcr_etag_valid("W/\"\"") && fcr_etag_valid("\"\""));
+    ck_assert(!fcr_etag_valid("abc") && !fcr_etag_valid("\"a\"b\"") && !fcr_etag_valid(NULL) &&
+              !fcr_etag_valid("\"a b\"") && !fcr_etag_valid("\"abc"));
+    char t1[FCR_ETAG_MAX], t2[FCR_ETAG_MAX];
+    ck_assert_int_eq(fcr_etag_make("hello", 5, t1, sizeof t1), 0);
+    ck_assert_int_eq(fcr_etag_make("hello", 5, t2, sizeof t2), 0);
+    ck_assert_str_eq(t1, t2);
+    ck_assert(fcr_etag_valid(t1));
+    ck_assert_int_eq(fcr_etag_make("hellp", 5, t2, sizeof t2), 0);
+    ck_assert_str_ne(t1, t2);
+    ck_assert_int_eq(fcr_etag_make("x", 1, t1, 5), FCR_EINVAL);
+}
+END_TEST
+
+/* ---- Validation ---------------------------------------------------------------------------- */
+
+static const fcr_field author_fields[] = {
+    {.name = "name", .kind = FCR_FIELD_STRING, .flags = FCR_FIELD_REQUIRED},
+    {.name = "age",
+     .kind = FCR_FIELD_INTEGER,
+     .flags = FCR_FIELD_MIN | FCR_FIELD_MAX,
+     .min = 0,
+     .max = 150},
+    {0},
+};
+static const fcr_field tag_item = {
+    .kind = FCR_FIELD_STRING, .flags = FCR_FIELD_MIN | FCR_FIELD_MAX, .min = 1, .max = 3};
+static const fcr_field doc_fields[] = {
+    {.name = "title",
+     .kind = FCR_FIELD_STRING,
+     .flags = FCR_FIELD_REQUIRED | FCR_FIELD_MIN | FCR_FIELD_MAX,
+     .min = 1,
+     .max = 5},
+    {.name = "score", .kind = FCR_FIELD_NUMBER, .flags = FCR_FIELD_MAX, .max = 1.5},
+    {.name = "done", .kind = FCR_FIELD_BOOLEAN},
+    {.name = "note", .kind = FCR_FIELD_STRING, .flags = FCR_FIELD_NULLABLE},
+    {.name = "a/b~c", .kind = FCR_FIELD_INTEGER},
+    {.name = "author", .kind = FCR_FIELD_OBJECT, .fields = author_fields},
+    {.name = "tags", .kind = FCR_FIELD_ARRAY, .flags = FCR_FIELD_MAX, .max = 3, .items = &tag_item},
+    {0},
+};
+
+static fcr_handler_result validating(fcr_req *req, fcr_res *r, void *data)
+{
+    (void)data;
+    json_t *body = fcr_req_parse_json(req, r);
+    if (!body)
+        return FCR_DONE;
+    int rc = fcr_validate(r, body, doc_fields, FCR_VALIDATE_NO_EXTRA);
+    if (rc < 0)
+        return (fcr_handler_result)rc;
+    return rc ? FCR_DONE : fcr_res_set_text(r, 200, "valid");
+}
+
+static void post_json(const char *body)
+{
+    static const char *const json[] = {"Content-Type: application/json", NULL};
+    run(&(fcr_test_req){.method = "POST", .path = "/v", .headers = json, .body = body});
+}
+
+START_TEST(validation_errors_point)
+{
+    ck_assert_ptr_nonnull(fcr_app_route(app, FCR_POST, "/v", validating, NULL));
+    post_json("{\"title\":\"caf\xc3\xa9s\",\"score\":1.5,\"done\":true,\"note\":null,"
+              "\"author\":{\"name\":\"ada\",\"age\":36},\"tags\":[\"a\",\"bcd\"],\"a/b~c\":1}");
+    ck_assert_int_eq(res.status, 200); /* "cafés" is 5 characters */
+    post_json("{\"score\":2,\"done\":\"yes\",\"note\":3,\"author\":{\"age\":-1,\"x\":1},"
+              "\"tags\":[\"\",\"ok\",7,\"long\"],\"a/b~c\":1.5,\"extra\":0}");
+    check_problem(422);
+    json_t *j = body_json();
+    json_t *errs = json_object_get(j, "errors");
+    const char *want[][2] = {
+        {"/title", "is required"},
+        {"/score", "must be at most 1.5"},
+        {"/done", "must be true or false"},
+        {"/note", "must be a string or null"},
+        {"/a~1b~0c", "must be an integer"},
+        {"/author/name", "is required"},
+        {"/author/age", "must be from 0 to 150"},
+        {"/author/x", "is not a member this resource has"},
+        {"/tags", "must have at most 3 items (it has 4)"},
+        {"/tags/0", "must be from 1 to 3 characters long (it has 0)"},
+        {"/tags/2", "must be a string"},
+        {"/tags/3", "must be from 1 to 3 characters long (it has 4)"},
+        {"/extra", "is not a member this resource has"},
+    };
+    size_t n = sizeof want / sizeof *want;
+    ck_assert_uint_eq(json_array_size(errs), n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(errs, i);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "pointer")), want[i][0]);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "detail")), want[i][1]);
+    }
+    ck_assert_str_eq(json_string_value(json_object_get(j, "detail")),
+                     "the request body has 13 invalid members");
+    json_decref(j);
+    /* Not an object at all: the pointer "" names the whole body. */
+    post_json("[1,2]");
+    check_problem(422);
+    j = body_json();
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(j, "errors"), 0), "pointer")),
+                     "");
+    json_decref(j);
+    /* Many failures: 32 listed, all counted. */
+    char big[4096] = "{\"tags\":[";
+    for (int i = 0; i < 40; i++)
+        strcat(big, i ? ",0" : "0");
+    strcat(big, "],\"title\":\"t\"}");
+    post_json(big);
+    check_problem(422);
+    j = body_json();
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "errors")), 32);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(j, "detail")), "41 invalid"));
+    json_decref(j);
+    ck_assert_int_eq(fcr_validate(NULL, NULL, doc_fields, 0), FCR_EINVAL);
+}
+END_TEST
+
 /* ---- Request helpers ------------------------------------------------------------------ */
 
 static int echo_request(fcr_req *req, fcr_res *r, void *data)
@@ -1968,6 +2496,12 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, method_path_and_params);
     tcase_add_test(tc, json_answers_match_janssons_dump);
+    tcase_add_test(tc, request_ids_in_answers_and_log_lines);
+    tcase_add_test(tc, json_log_lines);
+    tcase_add_test(tc, cors_policy);
+    tcase_add_test(tc, conditional_requests);
+    tcase_add_test(tc, validation_errors_point);
+    tcase_add_test(tc, cors_preflight_and_answers);
     tcase_add_test(tc, prefix_and_path_info);
     tcase_add_test(tc, route_on_request_uri);
     tcase_add_test(tc, path_params_decoded_once);

@@ -1973,7 +1973,9 @@ static int serve_opts(int argc, char **argv)
         fcr_app_add_option(app, "--cache-size", FCR_OPT_SIZE, NULL, "MYAPP_CACHE_SIZE", "1m",
                            "memory for cached notes, suffix k, m or g") < 0 ||
         fcr_app_add_option(app, "--verbose", FCR_OPT_FLAG, NULL, "MYAPP_VERBOSE", NULL,
-                           "say more") < 0)
+                           "say more") < 0 ||
+        fcr_app_add_option(app, "--origin", FCR_OPT_LIST, "ORIGIN", "MYAPP_ORIGINS", NULL,
+                           "an origin allowed (repeatable)") < 0)
         return 1;
     fcr_server_config base;
     fcr_server_config_init(&base);
@@ -2058,7 +2060,9 @@ START_TEST(program_option_values)
     ck_assert_str_eq(opt_value("db"), "sqlite:notes.db");
     ck_assert_str_eq(opt_value("cache-size"), "1048576");
     ck_assert_str_eq(opt_value("verbose"), "(none)");
+    ck_assert_str_eq(opt_value("origin"), "(none)");
     stop_app();
+    setenv("MYAPP_ORIGINS", " https://a.example , https://b.example,,", 1);
     setenv("NOTES_DB", "postgresql://db/notes", 1);
     setenv("MYAPP_CACHE_SIZE", "64k", 1);
     setenv("MYAPP_VERBOSE", "yes", 1);
@@ -2067,11 +2071,16 @@ START_TEST(program_option_values)
     ck_assert_str_eq(opt_value("db"), "postgresql://db/notes");
     ck_assert_str_eq(opt_value("cache-size"), "65536");
     ck_assert_str_eq(opt_value("verbose"), "1");
+    ck_assert_str_eq(opt_value("origin"), "https://a.example,https://b.example");
     stop_app();
+    /* The command line's list replaces the variable's. */
     start_app(self_exe(),
               (const char *[]){"--serve-opts", "rt-opts", "--db", "sqlite:/var/lib/notes.db",
-                               "--cache-size=2k", "--listen", app_addr, "--workers", "2", NULL},
+                               "--origin", "https://c.example", "--cache-size=2k",
+                               "--origin=http://d.example:8080", "--listen", app_addr, "--workers",
+                               "2", NULL},
               app_addr);
+    unsetenv("MYAPP_ORIGINS");
     unsetenv("NOTES_DB");
     unsetenv("MYAPP_CACHE_SIZE");
     unsetenv("MYAPP_VERBOSE");
@@ -2079,6 +2088,7 @@ START_TEST(program_option_values)
     ck_assert_str_eq(opt_value("db"), "sqlite:/var/lib/notes.db");
     ck_assert_str_eq(opt_value("cache-size"), "2048");
     ck_assert_str_eq(opt_value("verbose"), "1");
+    ck_assert_str_eq(opt_value("origin"), "https://c.example,http://d.example:8080");
     stop_app();
 }
 END_TEST
@@ -2101,6 +2111,9 @@ START_TEST(program_option_refusals_and_help)
     free(out);
     out = opts_refused((const char *[]){"--listen", app_addr, "--verbose=1", NULL});
     ck_assert_msg(strstr(out, "--verbose takes no value"), "%s", out);
+    free(out);
+    out = opts_refused((const char *[]){"--listen", app_addr, "--origin", "a,b", NULL});
+    ck_assert_msg(strstr(out, "invalid value for --origin: 'a,b'"), "%s", out);
     free(out);
     out = opts_refused((const char *[]){"--listen", app_addr, "--dbx", "1", NULL});
     ck_assert_msg(strstr(out, "unknown option --dbx"), "%s", out);

@@ -453,6 +453,9 @@ typedef enum fcr_opt_kind {
     FCR_OPT_UINT,   /**< a decimal number, 0 to ULLONG_MAX */
     FCR_OPT_SIZE,   /**< bytes: a decimal number with an optional suffix k, m or g (x 1024^n) */
     FCR_OPT_SECONDS, /**< decimal seconds, 0 to 86400 */
+    FCR_OPT_LIST,    /**< repeatable text values without commas: fcr_app_option() gives them
+                          joined with commas ("a,b"); its variable holds several, separated by
+                          commas; the command line's replace the variable's */
 } fcr_opt_kind;
 
 /**
@@ -505,12 +508,98 @@ int fcr_app_set_server_config(fcr_app *app, const fcr_server_config *base);
  * @endverbatim
  * with the method and routing path (control bytes, spaces, quotes and backslashes as `\xNN`),
  * the response status, the body bytes handed to the connection, the milliseconds from the
- * moment the request's input was complete until its response was handed over, the request id
- * (fcr_req_request_id), and " aborted" when the client went away first. The setting of the
+ * moment the request's input was complete until its response was handed over, " aborted" when
+ * the client went away first, and the request id (fcr_req_request_id). In the JSON log format
+ * (fcr_log_set_format()) the line's `msg` is "access" and the same facts are the members
+ * `method`, `path`, `status`, `bytes`, `ms`, `aborted` and `request_id`. The setting of the
  * app a server serves counts (fcr_app_run sets it with --access-log), not a mounted app's.
  * NULL `app` is ignored.
  */
 void fcr_app_set_access_log(fcr_app *app, bool on);
+
+/* ---- Cross-origin requests (CORS) ---------------------------------------------------- */
+
+/**
+ * A CORS policy: which other origins' pages may call the app from a browser, with which
+ * methods and headers. Opaque; made with fcr_cors_new(), filled with the fcr_cors_* setters,
+ * then given to an app with fcr_app_set_cors().
+ */
+typedef struct fcr_cors fcr_cors;
+
+/** A policy that allows no origin yet. NULL when out of memory. Free it with fcr_cors_free()
+ * unless it was given to fcr_app_set_cors(). */
+fcr_cors *fcr_cors_new(void);
+
+/** Frees a policy that no app owns. NULL is ignored. */
+void fcr_cors_free(fcr_cors *cors);
+
+/**
+ * Allows the origin `origin`, as browsers send it in the Origin header: scheme, "://", host and
+ * an optional ":port" ("https://app.example.com", "http://localhost:3000"; compared ignoring
+ * case). A host that starts with "*." is a pattern: with the scheme https, the host
+ * "*.example.com" allows "https://a.example.com" and "https://a.b.example.com" (one or more
+ * labels in place of the star, on that scheme and without another port) but not
+ * "https://example.com". "*" allows
+ * every origin (then answers carry `Access-Control-Allow-Origin: *`). The string is copied.
+ * Returns 0, FCR_EINVAL (NULL, or not an origin or pattern of that form) or FCR_ENOMEM.
+ */
+int fcr_cors_add_origin(fcr_cors *cors, const char *origin);
+
+/**
+ * Allows request headers beyond those browsers send without asking ("Authorization,
+ * Content-Type"; names compared ignoring case): a preflight that asks for a header not on the
+ * list is answered without CORS headers, and the browser does not send the request. A
+ * Content-Type other than the three form types counts as asked for. Returns 0, FCR_EINVAL
+ * (NULL, an empty list or a name that is not an HTTP token) or FCR_ENOMEM.
+ */
+int fcr_cors_add_header(fcr_cors *cors, const char *headers);
+
+/**
+ * Lets the calling page read response headers beyond the safelisted ones ("ETag, Location,
+ * X-Request-Id"): they go in `Access-Control-Expose-Headers`. Returns 0, FCR_EINVAL (NULL, an
+ * empty list or a name that is not a token) or FCR_ENOMEM.
+ */
+int fcr_cors_add_exposed_header(fcr_cors *cors, const char *headers);
+
+/**
+ * Limits the methods a preflight may allow to `methods` (::fcr_method bits); 0 (the default)
+ * allows what the routes of the path have. Returns 0 or FCR_EINVAL (NULL, unknown bits).
+ */
+int fcr_cors_set_methods(fcr_cors *cors, unsigned methods);
+
+/**
+ * Allows credentialed requests (cookies, HTTP authentication, or `fetch(..., {credentials:
+ * "include"})`): answers then carry `Access-Control-Allow-Credentials: true` and name the
+ * origin. Default off. Returns 0 or FCR_EINVAL (NULL `cors`).
+ */
+int fcr_cors_set_credentials(fcr_cors *cors, bool allow);
+
+/**
+ * How long browsers may keep a preflight's answer (`Access-Control-Max-Age`, at most 86400
+ * seconds; by default the header is not sent and browsers keep it 5 seconds). Returns 0 or
+ * FCR_EINVAL (NULL, over a day).
+ */
+int fcr_cors_set_max_age(fcr_cors *cors, unsigned seconds);
+
+/**
+ * Gives the app the policy `cors` (the app owns it from then on, also on failure; NULL removes
+ * a policy). With a policy, the app
+ *   - answers every preflight (OPTIONS with Origin and Access-Control-Request-Method) itself,
+ *     before any middleware, guard or handler: 204 with `Access-Control-Allow-Origin`,
+ *     `-Methods` (the path's methods, or those of fcr_cors_set_methods() among them),
+ *     `-Headers` (those asked for), `-Credentials` and `-Max-Age` as set, when the origin, the
+ *     method and every header asked for are allowed; 204 without them otherwise (the browser
+ *     refuses), and 404 problem+json for a path no route has;
+ *   - adds `Access-Control-Allow-Origin` (and `-Credentials`, `-Expose-Headers`) to every
+ *     other answer to an allowed origin, the framework's own 404, 405, 413 and 500 included,
+ *     before the after-middleware run;
+ *   - adds `Vary: Origin` to every answer, so that caches keep one answer per origin; an
+ *     origin that is not allowed gets nothing else.
+ * Only the app a server serves counts (a mounted app's call fails). Returns 0 or FCR_EINVAL
+ * (NULL or mounted `app`; "*" together with credentials, which would let every site act as
+ * the user).
+ */
+int fcr_app_set_cors(fcr_app *app, fcr_cors *cors);
 
 /* ---- Routes --------------------------------------------------------------------------- */
 
@@ -659,10 +748,11 @@ void *fcr_req_alloc(fcr_req *req, size_t size);
 char *fcr_req_strdup(fcr_req *req, const char *s);
 
 /**
- * An id for log lines about the request: the web server's UNIQUE_ID param (Apache
- * mod_unique_id) or X-Request-Id header when it is 1..64 printable ASCII bytes without spaces
- * or quotes, else "PID-N" with a per-process counter. NULL for a request not served by an app.
- * Lives as long as the request.
+ * The request's id: the web server's UNIQUE_ID param (Apache mod_unique_id) or X-Request-Id
+ * header when it is 1..64 printable ASCII bytes without spaces or quotes, else "PID-N" with a
+ * per-process counter. It ends every log line written while the framework runs code for the
+ * request (fcr_log()), and every answer carries it as `X-Request-Id` unless the handler set
+ * that header. NULL for a request not served by an app. Lives as long as the request.
  */
 const char *fcr_req_request_id(const fcr_req *req);
 
@@ -783,6 +873,104 @@ int fcr_res_set_problem_new(fcr_res *res, int status, const char *type, const ch
  * FCR_EINVAL when the response is not awaiting it (a second call inside the handler).
  */
 int fcr_res_send(fcr_res *res);
+
+/* ---- Validating JSON bodies ------------------------------------------------------------ */
+
+/** What a member must be (fcr_field.kind). */
+typedef enum fcr_field_kind {
+    FCR_FIELD_ANY = 0, /**< any JSON value */
+    FCR_FIELD_STRING,  /**< a string; bounds count characters (code points) */
+    FCR_FIELD_INTEGER, /**< an integer (1.0 is not one); bounds are its value */
+    FCR_FIELD_NUMBER,  /**< an integer or a real; bounds are its value */
+    FCR_FIELD_BOOLEAN, /**< true or false */
+    FCR_FIELD_OBJECT,  /**< an object, checked against `fields` when set */
+    FCR_FIELD_ARRAY,   /**< an array, each item checked against `items` when set; bounds count
+                            items */
+} fcr_field_kind;
+
+/** fcr_field.flags */
+enum fcr_field_flag {
+    FCR_FIELD_REQUIRED = 1u << 0, /**< the member must be present */
+    FCR_FIELD_NULLABLE = 1u << 1, /**< null is accepted besides the kind */
+    FCR_FIELD_MIN = 1u << 2,      /**< `min` applies */
+    FCR_FIELD_MAX = 1u << 3,      /**< `max` applies */
+};
+
+/** fcr_validate() flags */
+enum fcr_validate_flag {
+    FCR_VALIDATE_NO_EXTRA = 1u << 0, /**< members not in the table are refused (at every level) */
+};
+
+/**
+ * One member of an object, for fcr_validate(): a table is an array of these ended by one whose
+ * `name` is NULL, usually static and const.
+ */
+typedef struct fcr_field {
+    const char *name;               /**< the member's name; NULL ends a table */
+    fcr_field_kind kind;            /**< what it must be */
+    unsigned flags;                 /**< ::fcr_field_flag bits */
+    double min;                     /**< lower bound, when FCR_FIELD_MIN is set */
+    double max;                     /**< upper bound, when FCR_FIELD_MAX is set */
+    const struct fcr_field *fields; /**< FCR_FIELD_OBJECT: the members' table, or NULL */
+    const struct fcr_field *items;  /**< FCR_FIELD_ARRAY: what each item must be (its name is
+                                         not used), or NULL */
+} fcr_field;
+
+/**
+ * Checks that `value` (a request body from fcr_req_parse_json(), say) is an object whose members
+ * satisfy the table `fields`, and, with FCR_VALIDATE_NO_EXTRA in `flags`, has no other members.
+ * Every failure is collected, not only the first: the answer in `res` is then 422
+ * problem+json with an `errors` array of `{"pointer": "/title", "detail": "must be a string"}`
+ * (the pointer is a JSON Pointer, RFC 6901, to the member or item: "/tags/3", "/author/name";
+ * "" for the body itself), at most 32 of them (the detail says how many there were), and 422 is
+ * returned; a handler then returns FCR_DONE. Returns 0 when the body is valid (`res` is left
+ * alone); FCR_EINVAL (NULL argument, unknown flags) or FCR_ENOMEM. Tables nested deeper than
+ * 32 levels are not followed. `value` and `fields` are only read.
+ */
+int fcr_validate(fcr_res *res, const json_t *value, const fcr_field *fields, unsigned flags);
+
+/* ---- Conditional requests ------------------------------------------------------------- */
+
+/** Bytes fcr_etag_make() needs: a quoted 16-digit hex tag and its NUL. */
+#define FCR_ETAG_MAX 19u
+
+/**
+ * True when `etag` is one entity-tag as RFC 9110 writes it: `"opaque"` (strong) or `W/"opaque"`
+ * (weak), the opaque part of printable ASCII without double quotes (and bytes 0x80-0xff).
+ * False for NULL.
+ */
+bool fcr_etag_valid(const char *etag);
+
+/**
+ * Writes a strong entity-tag of the `len` bytes at `buf` into `out` (`cap` >= FCR_ETAG_MAX):
+ * `"` + 16 hex digits of a 64-bit hash + `"`, the same for the same bytes. A tag built from a
+ * version or a modification counter ("\"42-7\"") serves as well and costs less. Returns 0 or
+ * FCR_EINVAL (NULL `buf` with `len` > 0, NULL `out`, `cap` too small).
+ */
+int fcr_etag_make(const void *buf, size_t len, char *out, size_t cap);
+
+/**
+ * Sets the answer's ETag header to `etag` (a valid entity-tag, see fcr_etag_valid(); copied).
+ * Returns 0, FCR_EINVAL (NULL `res`, an invalid tag) or FCR_ENOMEM.
+ */
+int fcr_res_set_etag(fcr_res *res, const char *etag);
+
+/**
+ * Evaluates the request's If-Match and If-None-Match preconditions (RFC 9110, 13.2.2) against
+ * `etag`, the entity-tag of the resource's current representation (NULL when the resource does
+ * not exist). In that order:
+ *   - If-Match ("*" or a list of tags, strong comparison: a weak tag never matches) that does
+ *     not match: `res` becomes 412 problem+json with the current ETag, and 412 is returned. A
+ *     PUT or DELETE that sends the ETag it read thus fails, instead of overwriting a change
+ *     made meanwhile by another client (a lost update).
+ *   - If-None-Match ("*" or tags, weak comparison) that matches: for GET and HEAD `res` becomes
+ *     304 with the ETag and no body, and 304 is returned; for other methods 412 as above (a PUT
+ *     with `If-None-Match: *` creates only what does not exist yet).
+ * Otherwise it returns 0 and leaves `res` alone: the handler goes on. A malformed list matches
+ * nothing. A handler returns FCR_DONE when the result is not 0. Returns a negative error for a
+ * NULL or foreign argument or an invalid `etag` (FCR_EINVAL), or FCR_ENOMEM.
+ */
+int fcr_req_check_preconditions(fcr_req *req, fcr_res *res, const char *etag);
 
 /* ---- Streamed bodies ------------------------------------------------------------------ */
 

@@ -108,11 +108,40 @@ int fcr_log_level(void);
  */
 int fcr_log_level_parse(const char *name, int *level);
 
+/** Log line formats: the values of fcr_log_set_format() and fcr_log_format(). */
+typedef enum fcr_log_format_kind {
+    FCR_LOG_TEXT = 0, /**< `fcrest[PID]: LEVEL: MESSAGE` (and ` id=ID` for a request) */
+    FCR_LOG_JSON = 1, /**< one JSON object per line (see fcr_log_set_format()) */
+} fcr_log_format_kind;
+
+/**
+ * Sets the process-wide format of log lines (default FCR_LOG_TEXT). FCR_LOG_JSON writes one
+ * JSON object per line with the members `time` (UTC, RFC 3339 with microseconds:
+ * "2026-12-06T06:05:01.123456Z"), `pid`, `level` ("error", "warn", "info", "debug"), `msg`
+ * (the message; bytes that are not UTF-8 become U+FFFD), `request_id` when the line is about
+ * a request (see fcr_req_request_id()), and for the access log the members named in
+ * fcr_app_set_access_log(). Other values are ignored. Not thread-safe; call it at start-up.
+ */
+void fcr_log_set_format(int format);
+
+/** The current log format (an ::fcr_log_format_kind value). */
+int fcr_log_format(void);
+
+/**
+ * Parses "text" or "json" (case-insensitive) into `*format`. Returns 0, or FCR_EINVAL for any
+ * other string or a NULL `name` (then `*format` is unchanged).
+ */
+int fcr_log_format_parse(const char *name, int *format);
+
 /**
  * Writes one log line "fcrest[pid]: <level>: <message>\n" to stderr with a single write(2),
- * so lines from several worker processes never interleave. Lines longer than 4 KiB are
- * truncated. Does nothing when `level` is above the threshold (or negative). `fmt` is a
- * printf(3) format for the arguments that follow. Errors of the write are ignored.
+ * so lines from several worker processes never interleave; while the framework runs code for a
+ * request (a handler, middleware, authorizer, done, body fn, or fcrest's own lines about it),
+ * the line ends with " id=<request id>" (fcr_req_request_id()), also from the work of its
+ * fcr_defer() on a pool thread. With fcr_log_set_format(FCR_LOG_JSON) the line is a JSON
+ * object instead. Messages longer than 4 KiB are truncated. Does nothing when `level` is above
+ * the threshold (or negative). `fmt` is a printf(3) format for the arguments that follow.
+ * Errors of the write are ignored.
  */
 void fcr_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

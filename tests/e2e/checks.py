@@ -4,10 +4,10 @@ import json
 import os
 import socket
 import subprocess
-import zlib
 import threading
 import time
 import urllib.parse
+import zlib
 
 TOKEN = {"alice": "s3cret", "bob": "hunter2"}
 JSON = "application/json"
@@ -762,3 +762,94 @@ def _upload_to(c, path, total, ctype):
         return f"{type(e).__name__}: {e}", 0
     finally:
         conn.close()
+
+
+# ---- CORS in a real browser ------------------------------------------------------------------
+
+_CORS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>cors</title></head><body><pre id="out">pending</pre>
+<script>
+(async () => {
+  const api = "%(api)s";
+  const out = {};
+  try {
+    const r = await fetch(api + "/notes");
+    out.get = {status: r.status, list: Array.isArray(await r.json())};
+  } catch (e) { out.get = {error: String(e)}; }
+  try {
+    const r = await fetch(api + "/notes", {
+      method: "POST",
+      headers: {"Authorization": "Bearer %(token)s", "Content-Type": "application/json"},
+      body: JSON.stringify({title: "from %(tag)s", body: "sent by a browser"})});
+    const j = await r.json();
+    out.post = {status: r.status, title: j.title, location: r.headers.get("Location"),
+                request_id: r.headers.get("X-Request-Id")};
+  } catch (e) { out.post = {error: String(e)}; }
+  document.getElementById("out").textContent = JSON.stringify(out);
+})();
+</script></body></html>
+"""
+
+
+def _browse(chromium, url, tmp, name):
+    """Loads `url` in headless Chromium and returns what its script wrote in #out (a dict), or
+    an error string."""
+    import html
+    import re
+    profile = os.path.join(tmp, f"chromium-{name}")
+    argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", url]
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        return "chromium timed out"
+    m = re.search(r'<pre id="out">(.*?)</pre>', p.stdout.decode("utf-8", "replace"), re.S)
+    if not m:
+        return f"no result in the page (exit {p.returncode}): {p.stderr[-300:]!r}"
+    try:
+        return json.loads(html.unescape(m.group(1)))
+    except ValueError:
+        return f"not JSON: {m.group(1)[:200]}"
+
+
+def cors_browser(t, api, chromium, www, allowed, refused, tmp):
+    """The browser's verdicts on a page of an allowed and of a refused origin calling `api`."""
+    base = f"http://127.0.0.1:{api.port}{api.mount}"
+    for tag in ("allowed", "refused"):
+        with open(os.path.join(www, f"{tag}.html"), "w") as f:
+            f.write(_CORS_PAGE % {"api": base, "token": TOKEN["alice"], "tag": tag})
+    before = json.loads(api.request("GET", "/notes").body)
+    got = _browse(chromium, f"{allowed}/allowed.html", tmp, "allowed")
+    ok = isinstance(got, dict)
+    t.check("cors: the allowed origin's GET is read by the page",
+            ok and got.get("get") == {"status": 200, "list": True}, got)
+    post = got.get("post", {}) if ok else {}
+    t.check("cors: the allowed origin's POST (preflighted) creates the note",
+            post.get("status") == 201 and post.get("title") == "from allowed", got)
+    t.check("cors: the page reads the exposed Location and X-Request-Id headers",
+            bool(post.get("location")) and bool(post.get("request_id")), post)
+    got = _browse(chromium, f"{refused}/refused.html", tmp, "refused")
+    ok = isinstance(got, dict)
+    t.check("cors: the browser refuses the GET of an origin not allowed",
+            ok and "error" in got.get("get", {}), got)
+    t.check("cors: the browser refuses the POST of an origin not allowed",
+            ok and "error" in got.get("post", {}), got)
+    after = json.loads(api.request("GET", "/notes").body)
+    titles = [n.get("title") for n in after]
+    t.check("cors: the refused origin's POST never reached notes (its preflight failed)",
+            "from refused" not in titles and len(after) == len(before) + 1, titles)
+    # On the wire: a preflight from the allowed origin, and from the refused one.
+    h = {"Origin": allowed, "Access-Control-Request-Method": "POST",
+         "Access-Control-Request-Headers": "authorization,content-type"}
+    r = api.request("OPTIONS", "/notes", headers=h)
+    t.check("cors: a preflight of the allowed origin is 204 with Access-Control-Allow-*",
+            r.status == 204 and r.header("access-control-allow-origin") == allowed
+            and "POST" in (r.header("access-control-allow-methods") or ""),
+            (r.status, r.headers))
+    h["Origin"] = refused
+    r = api.request("OPTIONS", "/notes", headers=h)
+    t.check("cors: a preflight of another origin has no Access-Control-Allow-Origin",
+            r.status == 204 and r.header("access-control-allow-origin") is None,
+            (r.status, r.headers))
+    r = api.request("GET", "/notes", headers={"Origin": allowed})
+    t.check("cors: answers vary by Origin", "Origin" in (r.header("vary") or ""), r.headers)

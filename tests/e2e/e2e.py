@@ -69,7 +69,8 @@ class Suite:
         with open(top, "w") as f:
             f.write(f"Define FCREST_APACHE_DIR {d}\n")
             f.write(f"Define FCREST_LISTEN 127.0.0.1:{port}\n")
-            f.write(f"Define FCREST_SITE {ROOT}/deploy/apache/{site}\n")
+            site_path = site if os.path.isabs(site) else f"{ROOT}/deploy/apache/{site}"
+            f.write(f"Define FCREST_SITE {site_path}\n")
             for k, v in defines.items():
                 f.write(f"Define {k} {v}\n")
             f.write(f"Include {ROOT}/deploy/apache/httpd.conf\n")
@@ -397,6 +398,36 @@ class Suite:
         checks.uploads(t, c, "nginx", n.pid, self.tmp, store)
         end()
 
+    def cors(self):
+        """CORS in a real browser: headless Chromium loads a page served by one Apache (the
+        page's origin) whose script calls notes behind another Apache (the API's origin): a
+        GET, and a POST with Authorization and a JSON body (which needs a preflight). notes
+        allows the page's origin with --cors-origin; the same page loaded from an origin not
+        on the list must be refused by the browser, and its POST must never reach notes."""
+        t = self.t
+        chromium = which("chromium")
+        if not t.check("cors: chromium is installed", chromium, "no chromium"):
+            return
+        www = os.path.join(self.tmp, "www")
+        os.makedirs(www)
+        site = os.path.join(self.tmp, "page-site.conf")
+        with open(site, "w") as f:
+            f.write("LoadModule mime_module ${FCREST_APACHE_MODULES}/mod_mime.so\n"
+                    f"AddType text/html .html\nDocumentRoot \"{www}\"\n"
+                    f"<Directory \"{www}\">\n  Require all granted\n</Directory>\n")
+        page, _, _ = self.apache("apache-page", site, {})
+        allowed = f"http://127.0.0.1:{page.port}"
+        refused = f"http://localhost:{page.port}"  # another origin: another host name
+        run = os.path.join(self.tmp, "run-cors")
+        os.makedirs(run)
+        chown_nobody(run)
+        sock = os.path.join(run, "notes.sock")
+        self.app("notes-cors", f"unix:{sock}",
+                 ["--socket-mode", "0660", "--cors-origin", allowed, "--db",
+                  f"sqlite:{run}/notes.db"], as_nobody=True)
+        api, _, lw = self.apache("apache-cors", "notes-unix.conf", {"NOTES_SOCKET": sock})
+        checks.cors_browser(t, api, chromium, www, allowed, refused, self.tmp)
+
     def balancer(self):
         t = self.t
         p1, p2 = free_port(), free_port()
@@ -547,7 +578,7 @@ def main():
     phases = [("docs", suite.docs), ("apache-unix", suite.apache_unix),
               ("apache-tcp", suite.apache_tcp), ("apache-authz", lambda: suite.authz_split("apache")),
               ("nginx", suite.nginx_phase), ("lighttpd", suite.lighttpd_phase),
-              ("pathparams", suite.path_params), ("streams", suite.streams),
+              ("pathparams", suite.path_params), ("streams", suite.streams), ("cors", suite.cors),
               ("uploads", suite.uploads),
               ("balancer", suite.balancer), ("systemd", suite.systemd)]
     only = set(filter(None, args.only.split(",")))
