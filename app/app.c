@@ -67,6 +67,7 @@ void fcr_app_free(fcr_app *app)
         app->spare = c->next_spare;
         free(c);
     }
+    fcr__bodies_free(app);
     fcr__vec_free(&app->before);
     fcr__vec_free(&app->after);
     fcr__vec_free(&app->worker_start);

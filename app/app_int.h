@@ -73,6 +73,8 @@ struct fcr_app {
     char *error;            /* first failed registration */
     struct fcr__ctx *spare; /* finished contexts kept for reuse (the serving app's) */
     unsigned nspare;
+    struct fcr__body *spare_bodies; /* written heap bodies kept for reuse (response.c) */
+    unsigned nspare_bodies;
     struct fcr__run *run;  /* the program's options and base server configuration, or NULL */
     fcr__vec worker_start; /* of fcr__hook: fcr_app_on_worker_start() */
     fcr__vec worker_stop;  /* of fcr__hook: fcr_app_on_worker_stop() */
@@ -120,7 +122,12 @@ typedef struct fcr__body {
     fcr__buf buf; /* a NUL byte is kept after the body */
     size_t *held; /* the serving app's output_held, which counts `counted` bytes for it */
     size_t counted;
+    struct fcr_app *owner;   /* heap: the serving app, which keeps it for reuse when written */
+    struct fcr__body *next;  /* in owner->spare_bodies */
 } fcr__body;
+
+/* Frees the heap bodies an app keeps for reuse (response.c). */
+void fcr__bodies_free(struct fcr_app *app);
 
 struct fcr_auth {
     struct fcr__ctx *ctx;

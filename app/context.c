@@ -10,6 +10,9 @@
 
 /* Bytes handed to the core per write; it frames them into records itself. */
 #define WRITE_CHUNK (256u * 1024u)
+/* A heap body up to this size is copied into the connection's record like a small one: a copy
+ * of a few KiB costs less than the record headers and queue entries of a reference. */
+#define COPY_MAX (32u * 1024u)
 
 double fcr__now(void)
 {
@@ -350,8 +353,8 @@ void fcr__ctx_pump(fcr__ctx *ctx)
             size_t n = ctx->body_end - ctx->body_off;
             if (n > WRITE_CHUNK)
                 n = WRITE_CHUNK;
-            if (!b->heap) {
-                /* A small body in the arena: copied, it need not outlive the context. */
+            if (!b->heap || ctx->body_end <= COPY_MAX) {
+                /* A small body (in the arena, or on the heap up to COPY_MAX): copied. */
                 rc = fcr_req_write(ctx->req, b->buf.p + ctx->body_off, n);
             } else {
                 b->refs++;

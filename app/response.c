@@ -103,12 +103,38 @@ static fcr__body *body_get(fcr_res *res)
 /* A freed body at least this large gives its pages back to the system. */
 #define TRIM_AFTER (1024u * 1024u)
 
+/* Written heap bodies an app keeps, and the largest it keeps: a service's answers of a few to
+ * some tens of KiB then take no allocation, and the memory kept stays small. */
+#define SPARE_BODIES    8u
+#define SPARE_BODY_SIZE (64u * 1024u)
+
+void fcr__bodies_free(fcr_app *app)
+{
+    while (app->spare_bodies) {
+        fcr__body *b = app->spare_bodies;
+        app->spare_bodies = b->next;
+        fcr__buf_free(&b->buf);
+        free(b);
+    }
+    app->nspare_bodies = 0;
+}
+
 void fcr__body_unref(void *arg)
 {
     fcr__body *b = arg;
     if (b && --b->refs == 0) {
         if (b->held)
             *b->held -= b->counted;
+        fcr_app *app = b->owner;
+        if (app && b->buf.cap <= SPARE_BODY_SIZE && app->nspare_bodies < SPARE_BODIES) {
+            *b = (fcr__body){.heap = true,
+                             .buf = {b->buf.p, 0, b->buf.cap},
+                             .owner = app,
+                             .next = app->spare_bodies};
+            app->spare_bodies = b;
+            app->nspare_bodies++;
+            return;
+        }
         bool big = b->buf.cap >= TRIM_AFTER;
         fcr__buf_free(&b->buf);
         free(b);
@@ -135,13 +161,22 @@ static int body_reserve_to(fcr_res *res, size_t more, bool exact)
         return fcr__buf_reserve(&b->buf, NULL, need, 256, exact ? need : SIZE_MAX);
     if (need <= ARENA_BODY_MAX)
         return fcr__buf_reserve(&b->buf, &res->ctx->arena, need, 256, ARENA_BODY_MAX);
-    /* Too big for the arena: a reference-counted body that queued output can hold. */
-    fcr__body *h = malloc(sizeof *h);
-    if (!h)
+    /* Too big for the arena: a reference-counted body that queued output can hold (one the
+     * app kept from an earlier answer when there is one). */
+    fcr_app *app = res->ctx->app;
+    fcr__body *h = app->spare_bodies;
+    if (h) {
+        app->spare_bodies = h->next;
+        app->nspare_bodies--;
+        h->next = NULL;
+        h->refs = 1;
+    } else if ((h = malloc(sizeof *h))) {
+        *h = (fcr__body){.refs = 1, .heap = true, .owner = app};
+    } else {
         return FCR_ENOMEM;
-    *h = (fcr__body){.refs = 1, .heap = true};
+    }
     if (fcr__buf_reserve(&h->buf, NULL, need, 2 * ARENA_BODY_MAX, exact ? need : SIZE_MAX) < 0) {
-        free(h);
+        fcr__body_unref(h); /* back to the app, or freed */
         return FCR_ENOMEM;
     }
     if (b->buf.len)
@@ -404,30 +439,29 @@ static size_t problem_text(char *out, size_t cap, int status, const char *type, 
 {
     size_t n = 0;
     char num[16];
-#define LIT(s) (fcr__json_put_raw(out, &n, cap, s, sizeof s - 1))
-    LIT("{\"type\":");
+    fcr__json_put_raw(out, &n, cap, "{\"type\":", strlen("{\"type\":"));
     fcr__json_put_string(out, &n, cap, type, strlen(type));
-    LIT(",\"title\":");
+    fcr__json_put_raw(out, &n, cap, ",\"title\":", strlen(",\"title\":"));
     const char *title = fcr_status_reason(status);
     fcr__json_put_string(out, &n, cap, title, strlen(title));
-    LIT(",\"status\":");
+    fcr__json_put_raw(out, &n, cap, ",\"status\":", strlen(",\"status\":"));
     int k = snprintf(num, sizeof num, "%d", status);
     fcr__json_put_raw(out, &n, cap, num, (size_t)k);
     if (detail) {
-        LIT(",\"detail\":");
+        fcr__json_put_raw(out, &n, cap, ",\"detail\":", strlen(",\"detail\":"));
         fcr__json_put_string(out, &n, cap, detail, strlen(detail));
     }
     if (ext) {
         const char *key;
         json_t *v;
-        json_object_foreach((json_t *)(uintptr_t)ext, key, v)
+        json_object_foreach((json_t *)ext, key, v)
         {
             if (!strcmp(key, "type") || !strcmp(key, "title") || !strcmp(key, "status") ||
                 (detail && !strcmp(key, "detail")))
                 continue;
-            LIT(",");
+            fcr__json_put_raw(out, &n, cap, ",", strlen(","));
             fcr__json_put_string(out, &n, cap, key, strlen(key));
-            LIT(":");
+            fcr__json_put_raw(out, &n, cap, ":", strlen(":"));
             size_t vlen = fcr__json_write(v, out ? out + (n < cap ? n : cap) : NULL,
                                           out && n < cap ? cap - n : 0);
             if (vlen == 0)
@@ -435,8 +469,7 @@ static size_t problem_text(char *out, size_t cap, int status, const char *type, 
             n += vlen;
         }
     }
-    LIT("}");
-#undef LIT
+    fcr__json_put_raw(out, &n, cap, "}", strlen("}"));
     return n;
 }
 

@@ -9,13 +9,14 @@
 /* What a released request keeps for the next one, when its server is alive: at most POOL_MAX
  * requests (the requests in flight at a time, up to a limit), each with a PARAMS buffer of up
  * to 16 KiB (a web server's usual params take 1-4 KiB), a params block for up to 256 params
- * (8 KiB, the default max_params), an output buffer of up to 8 KiB and a STDIN buffer of up to
- * 16 KiB. Larger buffers belong to rare requests and are freed. A server keeps at most
- * 64 * 48 KiB = 3 MiB this way. */
+ * (8 KiB, the default max_params), an output buffer of up to 40 KiB (the framework copies
+ * answers up to 32 KiB into it) and a STDIN buffer of up to 16 KiB. Larger buffers belong to
+ * rare requests and are freed. A server keeps at most 64 * 80 KiB = 5 MiB this way, and only
+ * as much as its busiest moments used. */
 #define POOL_MAX      64
 #define POOL_PBUF_MAX 16384
 #define POOL_PCAP_MAX 256
-#define POOL_OUT_MAX  8192
+#define POOL_OUT_MAX  (40 * 1024)
 #define POOL_BODY_MAX 16384
 
 fcr_req *fcr__req_new(fcr__conn *c, uint16_t id, uint8_t role, uint8_t flags)

@@ -1,4 +1,4 @@
-/* notes: an in-memory JSON REST service of notes on the fcrest app API.
+/* notes: a JSON REST service of notes on the fcrest app API, its notes kept in a store.
  *
  *   GET    /health                     200 {"status":"ok"}
  *   GET    /whoami                     200 {"user":"alice"} or {"user":null}
@@ -9,15 +9,29 @@
  *   PUT    /notes/<id>                 200 note (same id), or 404
  *   DELETE /notes/<id>                 204, or 404
  *
- * A note is {"id":N,"title":"...","body":"...","author":"user"}. POST, PUT and DELETE need an
+ * A note is {"id":N,"title":"...","body":"...","author":"user"}. Ids start at 1 in a fresh
+ * store, increase, and are never reused after a delete. POST, PUT and DELETE need an
  * authenticated user: `Authorization: Bearer <token>` with a token of NOTES_TOKENS
  * ("alice:s3cret,bob:hunter2"), or the param NOTES_USER set by the web server after it ran this
- * program's authorizer (the same function answers FastCGI AUTHORIZER requests). Request bodies
- * are checked in this order: Content-Type application/json (415), size (413, --max-body), JSON
- * syntax (400), shape (422).
+ * program's authorizer (the same function answers FastCGI AUTHORIZER requests; it reads only
+ * the tokens, never the store). Request bodies are checked in this order: Content-Type
+ * application/json (415), size (413, --max-body), JSON syntax (400), shape (422).
  *
- * Usage: notes [--listen unix:PATH | --listen tcp:HOST:PORT]... (see --help) */
+ * The notes live in the store named by --db URL (or NOTES_DB; see notes_store.h):
+ * `sqlite:PATH`, by default `sqlite:notes.db` in the working directory, a file in WAL mode that
+ * every worker process of the machine shares (--workers N answers like one process), kept
+ * across restarts. Each worker opens the store in its start hook, creating the schema when
+ * absent, and a store that cannot be opened stops the program at start with the reason logged.
+ * The handlers reach the store without blocking the loop (SQLite runs on the worker's pool
+ * through fcr_defer()). A store still locked after --db-timeout seconds (NOTES_DB_TIMEOUT,
+ * default 5) gives 503 problem+json with Retry-After: 1; any other failure of the store 500
+ * problem+json.
+ *
+ * Usage: notes [--listen unix:PATH | --listen tcp:HOST:PORT]... [--db sqlite:PATH]
+ *              [--db-timeout SECONDS] (see --help) */
 #include <fcrest.h>
+
+#include "notes_store.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -36,10 +50,9 @@ typedef struct account {
 } account;
 
 typedef struct notes {
-    json_t *list; /* note objects in increasing id order */
-    json_int_t next_id;
     account *accounts;
     size_t naccounts;
+    notes_store *store; /* this process's, made by the worker start hook */
 } notes;
 
 /* ---- Authentication ------------------------------------------------------------------- */
@@ -115,33 +128,14 @@ static bool parse_count(const char *s, size_t *out)
     return true;
 }
 
-/* Index of the note with `id` in the list, or -1. */
-static long find_note(const notes *n, json_int_t id)
-{
-    size_t lo = 0, hi = json_array_size(n->list);
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        json_int_t mid_id = json_integer_value(json_object_get(json_array_get(n->list, mid), "id"));
-        if (mid_id == id)
-            return (long)mid;
-        if (mid_id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
-}
-
-/* The note named by the path param, or -1 (404 already in `res`). */
-static long note_from_path(const notes *n, fcr_req *req, fcr_res *res)
+/* The note id of the path param, or -1 (404 already in `res`): ids are 1 to INT64_MAX. */
+static long long id_from_path(fcr_req *req, fcr_res *res)
 {
     size_t id;
-    long i = -1;
-    if (parse_count(fcr_req_path_param(req, "id"), &id) && id <= (size_t)INT64_MAX)
-        i = find_note(n, (json_int_t)id);
-    if (i < 0)
-        fcr_res_set_problem(res, 404, "there is no note with this id");
-    return i;
+    if (parse_count(fcr_req_path_param(req, "id"), &id) && id >= 1 && id <= (size_t)INT64_MAX)
+        return (long long)id;
+    fcr_res_set_problem(res, 404, "there is no note with this id");
+    return -1;
 }
 
 static size_t utf8_chars(const char *s)
@@ -183,13 +177,30 @@ static bool read_note(fcr_req *req, fcr_res *res, const char **title, const char
     return true;
 }
 
-static json_t *make_note(json_int_t id, const char *title, const char *body, const char *author)
+static json_t *make_note(const notes_note *n)
 {
-    return json_pack("{s:I, s:s, s:s, s:s?}", "id", id, "title", title, "body", body, "author",
-                     author);
+    return json_pack("{s:I, s:s, s:s, s:s?}", "id", (json_int_t)n->id, "title", n->title, "body",
+                     n->body, "author", n->author);
+}
+
+/* The answer to an operation of the store that did not succeed: 404, 503 or 500. */
+static int store_failed(fcr_res *res, const notes_store_result *r)
+{
+    if (r->status == NOTES_STORE_NOT_FOUND)
+        return fcr_res_set_problem(res, 404, "there is no note with this id");
+    const char *why = r->error ? r->error : "unknown error";
+    if (r->status == NOTES_STORE_BUSY) {
+        fcr_log(FCR_LOG_WARN, "answered 503: the store is busy: %s", why);
+        int rc = fcr_res_set_header(res, "Retry-After", "1");
+        return rc < 0 ? rc : fcr_res_set_problem(res, 503, "the store is busy; try again");
+    }
+    fcr_log(FCR_LOG_ERROR, "the store failed: %s", why);
+    return fcr_res_set_problem(res, 500, "the store failed");
 }
 
 /* ---- Handlers ------------------------------------------------------------------------- */
+/* The handlers that reach the store start an operation and return what it returns
+ * (FCR_ASYNC); its callback, back on the loop, makes the answer. */
 
 static fcr_handler_result health(fcr_req *req, fcr_res *res, void *data)
 {
@@ -205,6 +216,23 @@ static fcr_handler_result whoami(fcr_req *req, fcr_res *res, void *data)
                                 json_pack("{s:o}", "user", user ? json_string(user) : json_null()));
 }
 
+static int listed(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
+{
+    (void)data;
+    if (fcr_req_aborted(req))
+        return FCR_DONE;
+    if (r->status != NOTES_STORE_OK)
+        return store_failed(res, r);
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < r->count; i++) {
+        if (json_array_append_new(out, make_note(&r->notes[i])) < 0) {
+            json_decref(out);
+            return FCR_HANDLER_ERROR;
+        }
+    }
+    return fcr_res_set_json_new(res, 200, out);
+}
+
 static fcr_handler_result list_notes(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
@@ -215,15 +243,23 @@ static fcr_handler_result list_notes(fcr_req *req, fcr_res *res, void *data)
         return fcr_res_set_problem(res, 400, "limit and offset must be non-negative integers");
     if (limit > PAGE_MAX)
         limit = PAGE_MAX;
-    size_t total = json_array_size(n->list);
-    json_t *out = json_array();
-    for (size_t i = offset; out && i < total && json_array_size(out) < limit; i++) {
-        if (json_array_append(out, json_array_get(n->list, i)) < 0) {
-            json_decref(out);
-            return FCR_HANDLER_ERROR;
-        }
-    }
-    return fcr_res_set_json_new(res, 200, out);
+    return notes_store_list(n->store, req, res, offset, limit, listed, NULL);
+}
+
+static int created(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
+{
+    (void)data;
+    if (fcr_req_aborted(req))
+        return FCR_DONE;
+    if (r->status != NOTES_STORE_OK)
+        return store_failed(res, r);
+    char location[512];
+    snprintf(location, sizeof location, "%.400s/notes/%lld", fcr_req_base_path(req),
+             r->notes[0].id);
+    int rc = fcr_res_set_header(res, "Location", location);
+    if (rc < 0)
+        return rc;
+    return fcr_res_set_json_new(res, 201, make_note(&r->notes[0]));
 }
 
 static fcr_handler_result create_note(fcr_req *req, fcr_res *res, void *data)
@@ -232,26 +268,27 @@ static fcr_handler_result create_note(fcr_req *req, fcr_res *res, void *data)
     const char *title, *body;
     if (!read_note(req, res, &title, &body))
         return FCR_DONE;
-    json_t *note = make_note(n->next_id, title, body, fcr_req_user(req));
-    if (!note || json_array_append_new(n->list, note) < 0)
-        return FCR_HANDLER_ERROR;
-    char location[512];
-    snprintf(location, sizeof location, "%.400s/notes/%" JSON_INTEGER_FORMAT,
-             fcr_req_base_path(req), n->next_id);
-    n->next_id++;
-    int rc = fcr_res_set_header(res, "Location", location);
-    if (rc < 0)
-        return rc;
-    return fcr_res_set_json(res, 201, note);
+    return notes_store_create(n->store, req, res, title, body, fcr_req_user(req), created, NULL);
+}
+
+/* The answer of get and update: the note. */
+static int got_note(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
+{
+    (void)data;
+    if (fcr_req_aborted(req))
+        return FCR_DONE;
+    if (r->status != NOTES_STORE_OK)
+        return store_failed(res, r);
+    return fcr_res_set_json_new(res, 200, make_note(&r->notes[0]));
 }
 
 static fcr_handler_result get_note(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
-    long i = note_from_path(n, req, res);
-    if (i < 0)
+    long long id = id_from_path(req, res);
+    if (id < 0)
         return FCR_DONE;
-    return fcr_res_set_json(res, 200, json_array_get(n->list, (size_t)i));
+    return notes_store_get(n->store, req, res, id, got_note, NULL);
 }
 
 static fcr_handler_result replace_note(fcr_req *req, fcr_res *res, void *data)
@@ -260,25 +297,30 @@ static fcr_handler_result replace_note(fcr_req *req, fcr_res *res, void *data)
     const char *title, *body;
     if (!read_note(req, res, &title, &body))
         return FCR_DONE;
-    long i = note_from_path(n, req, res);
-    if (i < 0)
+    long long id = id_from_path(req, res);
+    if (id < 0)
         return FCR_DONE;
-    json_int_t id = json_integer_value(json_object_get(json_array_get(n->list, (size_t)i), "id"));
-    json_t *note = make_note(id, title, body, fcr_req_user(req));
-    if (!note || json_array_set_new(n->list, (size_t)i, note) < 0)
-        return FCR_HANDLER_ERROR;
-    return fcr_res_set_json(res, 200, note);
+    return notes_store_update(n->store, req, res, id, title, body, fcr_req_user(req), got_note,
+                              NULL);
+}
+
+static int deleted(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
+{
+    (void)data;
+    if (fcr_req_aborted(req))
+        return FCR_DONE;
+    if (r->status != NOTES_STORE_OK)
+        return store_failed(res, r);
+    return fcr_res_set_status(res, 204);
 }
 
 static fcr_handler_result delete_note(fcr_req *req, fcr_res *res, void *data)
 {
     notes *n = data;
-    long i = note_from_path(n, req, res);
-    if (i < 0)
+    long long id = id_from_path(req, res);
+    if (id < 0)
         return FCR_DONE;
-    if (json_array_remove(n->list, (size_t)i) < 0)
-        return FCR_HANDLER_ERROR;
-    return fcr_res_set_status(res, 204);
+    return notes_store_delete(n->store, req, res, id, deleted, NULL);
 }
 
 /* ---- Set-up --------------------------------------------------------------------------- */
@@ -311,6 +353,7 @@ static int load_accounts(notes *n, const char *spec)
     return 0;
 }
 
+/* Frees the accounts and the store (after fcr_app_free(), which ended the pool's threads). */
 static void free_notes(notes *n)
 {
     for (size_t i = 0; i < n->naccounts; i++) {
@@ -318,12 +361,52 @@ static void free_notes(notes *n)
         free(n->accounts[i].token);
     }
     free(n->accounts);
-    json_decref(n->list);
+    notes_store_free(n->store);
+    n->store = NULL;
 }
 
-/* Registers the routes on `app`; the tests build the same app. */
+/* Makes and starts the store `url` (NULL: the default) for the worker of `loop`, waiting at
+ * most `timeout` seconds for a lock (0: the default). Returns 0, or a negative fcr_err code
+ * after logging why. */
+static int notes_open_store(notes *n, const char *url, double timeout, struct ev_loop *loop)
+{
+    char err[512] = "";
+    int rc = notes_store_new(url, timeout, &n->store, err, sizeof err);
+    if (rc == 0)
+        rc = notes_store_start(n->store, loop, err, sizeof err);
+    if (rc < 0) {
+        fcr_log(FCR_LOG_ERROR, "notes: %s", err);
+        notes_store_free(n->store);
+        n->store = NULL;
+    }
+    return rc;
+}
+
+/* The worker start hook: the store of --db (NOTES_DB), ready before the worker accepts. */
+static int worker_start(fcr_app *app, struct ev_loop *loop, void *data)
+{
+    const char *t = fcr_app_option(app, "--db-timeout");
+    return notes_open_store(data, fcr_app_option(app, "--db"), t ? strtod(t, NULL) : 0, loop);
+}
+
+static void worker_stop(fcr_app *app, struct ev_loop *loop, void *data)
+{
+    (void)app;
+    notes *n = data;
+    notes_store_stop(n->store, loop);
+}
+
+/* Registers the options, the worker hooks and the routes on `app`; the tests build the same
+ * app. */
 static int notes_setup(fcr_app *app, notes *n)
 {
+    if (fcr_app_add_option(app, "--db", FCR_OPT_STRING, "URL", "NOTES_DB", NOTES_STORE_DEFAULT,
+                           "where the notes are kept: sqlite:PATH") < 0 ||
+        fcr_app_add_option(app, "--db-timeout", FCR_OPT_SECONDS, NULL, "NOTES_DB_TIMEOUT", "5",
+                           "how long an operation waits for a locked store (then 503)") < 0 ||
+        fcr_app_on_worker_start(app, worker_start, n) < 0 ||
+        fcr_app_on_worker_stop(app, worker_stop, n) < 0)
+        return -1;
     if (fcr_app_guard(app, authorize, n) < 0 || fcr_app_set_authorizer(app, authorize, n) < 0)
         return -1;
     fcr_app_route(app, FCR_GET, "/health", health, n);
@@ -339,10 +422,9 @@ static int notes_setup(fcr_app *app, notes *n)
 
 int main(int argc, char **argv)
 {
-    notes n = {.list = json_array(), .next_id = 1};
+    notes n = {0};
     fcr_app *app = fcr_app_new();
-    if (!n.list || !app || load_accounts(&n, getenv("NOTES_TOKENS")) < 0 ||
-        notes_setup(app, &n) < 0) {
+    if (!app || load_accounts(&n, getenv("NOTES_TOKENS")) < 0 || notes_setup(app, &n) < 0) {
         fprintf(stderr, "notes: cannot set up the service\n");
         fcr_app_free(app);
         free_notes(&n);
@@ -351,7 +433,7 @@ int main(int argc, char **argv)
     if (n.naccounts == 0)
         fcr_log(FCR_LOG_WARN, "NOTES_TOKENS is empty: nobody can write");
     int rc = fcr_app_run(app, argc, argv);
-    fcr_app_free(app);
+    fcr_app_free(app); /* ends the pool's threads, which close their connections */
     free_notes(&n);
     return rc == 0 ? 0 : 1;
 }

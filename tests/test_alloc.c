@@ -396,6 +396,17 @@ static fcr_handler_result h_echo(fcr_req *req, fcr_res *res, void *data)
     return fcr_res_set_body(res, body, len);
 }
 
+/* An answer of 8 KiB: past the request's arena, in a body the app keeps for the next one. */
+static fcr_handler_result h_big(fcr_req *req, fcr_res *res, void *data)
+{
+    (void)req, (void)data;
+    static char page[8192];
+    if (!page[0])
+        memset(page, 'x', sizeof page);
+    fcr_res_set_header(res, "Content-Type", "text/plain");
+    return fcr_res_set_body(res, page, sizeof page);
+}
+
 /* A JSON body parsed and answered: what a REST create handler does. */
 static fcr_handler_result h_parse(fcr_req *req, fcr_res *res, void *data)
 {
@@ -422,6 +433,7 @@ static fcr_server *app_server(void)
     fcr_app_route(app, FCR_GET, "/json", h_json, NULL);
     fcr_app_route(app, FCR_POST, "/echo/(?<id>[0-9]+)", h_echo, NULL);
     fcr_app_route(app, FCR_POST, "/parse", h_parse, NULL);
+    fcr_app_route(app, FCR_GET, "/big", h_big, NULL);
     fcr_app_after(app, after_mw, NULL);
     ck_assert_ptr_null(fcr_app_error(app));
     fcr_server_config cfg;
@@ -497,6 +509,22 @@ START_TEST(app_json_answer_allocates_nothing_besides_the_handlers_objects)
 }
 END_TEST
 
+/* An 8 KiB answer: its heap body is the one the previous answer left to the app. */
+START_TEST(app_large_answer_allocates_nothing)
+{
+    fcr_server *srv = app_server();
+    fcl_buf req;
+    fcl_buf_init(&req);
+    build_request(&req, "/big", "GET", NULL);
+    measured m = measure("app, GET 8 KiB", &req, answer_len(&req));
+    fcl_buf_free(&req);
+    stop(srv);
+    fcr_app_free(app);
+    if (m.counted)
+        ck_assert_uint_eq(m.allocs, 0);
+}
+END_TEST
+
 /* The framework's own problem+json answers (here a 404) are written without jansson objects. */
 START_TEST(app_problem_answer_allocates_nothing)
 {
@@ -549,6 +577,7 @@ int main(void)
     tcase_add_test(tc, app_post_allocates_nothing_per_request);
     tcase_add_test(tc, app_json_answer_allocates_nothing_besides_the_handlers_objects);
     tcase_add_test(tc, app_problem_answer_allocates_nothing);
+    tcase_add_test(tc, app_large_answer_allocates_nothing);
     tcase_add_test(tc, app_json_body_parsed_and_answered);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -184,6 +184,12 @@ static fcr_handler_result id_handler(fcr_req *req, fcr_res *r, void *data)
 {
     (void)data;
     fcr_log(FCR_LOG_WARN, "in the handler");
+    if (fcr_req_query(req, "long")) { /* escapes that take the line past its buffer */
+        char msg[5000];
+        memset(msg, 1, sizeof msg - 1);
+        msg[sizeof msg - 1] = '\0';
+        fcr_log(FCR_LOG_WARN, "%s", msg);
+    }
     if (fcr_req_query(req, "defer")) {
         ck_assert_int_eq(fcr_defer(req, r, log_work, log_done, NULL), 0);
         return FCR_ASYNC;
@@ -273,8 +279,8 @@ START_TEST(json_log_lines)
     ck_assert_int_eq(f, FCR_LOG_JSON);
     ck_assert_int_eq(fcr_log_format_parse("xml", &f), FCR_EINVAL);
     fcr_log_set_format(f);
-    const char *text = logged(
-        &(fcr_test_req){.path = "/log", .params = (const char *const[]){"UNIQUE_ID=u-1", NULL}});
+    const char *text = logged(&(fcr_test_req){
+        .path = "/log?long=1", .params = (const char *const[]){"UNIQUE_ID=u-1", NULL}});
     fcr_log_set_format(FCR_LOG_TEXT);
     int lines = 0, access = 0, handler = 0;
     for (const char *p = text; *p;) {
@@ -302,6 +308,8 @@ START_TEST(json_log_lines)
             ck_assert_int_eq(json_integer_value(json_object_get(j, "bytes")), 3);
             ck_assert(json_is_real(json_object_get(j, "ms")));
             ck_assert(json_is_false(json_object_get(j, "aborted")));
+        } else if (msg[0] == 1) { /* cut, but a whole object with the id */
+            ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")), "u-1");
         }
         json_decref(j);
         p = nl + 1;

@@ -1,9 +1,18 @@
 /* The notes service contract (issue 3), row by row. Every test runs twice: through the
  * in-process request builder (fcr_app_test on the app examples/notes.c builds), and over a
  * real unix socket against the examples/notes program, spoken to by the independent test
- * client (tests/fcgi_client), which also checks the FastCGI framing of every answer. */
+ * client (tests/fcgi_client), which also checks the FastCGI framing of every answer. Each test
+ * has a fresh SQLite store in a temporary directory of its own.
+ *
+ * Then the store (issue 14), over the socket against the program: --workers 4 answering like
+ * one process, notes and ids kept across a restart, a loop that keeps answering while another
+ * connection holds the SQLite file locked, 503 past the lock timeout, 500 for a store that
+ * fails, and stores refused at start. */
 #include <check.h>
 #include <ctype.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +30,8 @@
 
 #include "fcgi_client.h"
 
+#include <sqlite3.h>
+
 /* The service itself, for the in-process runs. */
 #define main notes_main
 #include "examples/notes.c"
@@ -36,10 +47,12 @@ enum { IN_PROCESS = 0, SOCKET = 1 };
 
 static int mode;
 static fcr_app *app;
-static notes store;
+static notes svc;
 static pid_t child = -1;
 static char dir[64];
 static char addr[128];
+static char db[128];           /* the store's URL: sqlite:<dir>/notes.db */
+static const char *db_timeout; /* --db-timeout of the next start (NULL: the default) */
 static fcr_test_res res;
 
 /* ---- Transports ----------------------------------------------------------------------- */
@@ -71,68 +84,90 @@ static bool can_connect(void)
     return true;
 }
 
-/* Starts the service: `prefix` and `max_body` (0: default) as --prefix and --max-body. */
-static void start(int which, const char *prefix, size_t max_body)
+/* Removes the test's directory and what is in it. */
+static void remove_dir(void)
 {
-    mode = which;
-    memset(&res, 0, sizeof res);
-    if (mode == IN_PROCESS) {
-        store = (notes){.list = json_array(), .next_id = 1};
-        app = fcr_app_new();
-        ck_assert_int_eq(load_accounts(&store, TOKENS), 0);
-        ck_assert_int_eq(notes_setup(app, &store), 0);
-        if (prefix)
-            ck_assert_int_eq(fcr_app_set_prefix(app, prefix), 0);
-        if (max_body)
-            ck_assert_int_eq(fcr_app_set_max_body(app, max_body), 0);
+    if (!dir[0])
         return;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
     }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+    dir[0] = '\0';
+}
+
+/* A fresh directory for the socket and the store. */
+static void make_dir(void)
+{
     snprintf(dir, sizeof dir, "/tmp/fcr-notes-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(addr, sizeof addr, "unix:%s/notes.sock", dir);
-    char mb[32];
-    snprintf(mb, sizeof mb, "%zu", max_body);
+    snprintf(db, sizeof db, "sqlite:%s/notes.db", dir);
+}
+
+/* Starts the program on `addr` and the store `db` with the options `extra` (NULL-terminated),
+ * its stderr into `log` (NULL: inherited); returns its pid without waiting for it. */
+static pid_t spawn(const char *const *extra, const char *log)
+{
     const char *prog = notes_program();
-    const char *argv[12] = {prog, "--listen", addr, "--log-level", "error"};
-    int argc = 5;
-    if (prefix) {
-        argv[argc++] = "--prefix";
-        argv[argc++] = prefix;
-    }
-    if (max_body) {
-        argv[argc++] = "--max-body";
-        argv[argc++] = mb;
-    }
+    const char *argv[32] = {prog, "--listen", addr, "--log-level", "error", "--db", db};
+    int argc = 7;
+    for (const char *const *e = extra; e && *e && argc < 30; e++)
+        argv[argc++] = *e;
     pid_t parent = getpid();
-    child = fork();
-    ck_assert_int_ge(child, 0);
-    if (child == 0) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
         /* Never outlive the test, whatever happens to it. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(127);
+        if (log) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd < 0 || dup2(fd, 2) < 0)
+                _exit(127);
+            close(fd);
+        }
         setenv("NOTES_TOKENS", TOKENS, 1);
         unsetenv("FCREST_LISTEN");
+        unsetenv("NOTES_DB");
+        unsetenv("NOTES_DB_TIMEOUT");
         execv(prog, (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 500 && !can_connect(); i++) {
-        int st;
-        ck_assert_msg(waitpid(child, &st, WNOHANG) == 0, "%s exited at start", prog);
-        usleep(10000);
-    }
-    ck_assert_msg(can_connect(), "%s does not listen on %s", prog, addr);
+    return pid;
 }
 
-static void stop(void)
+static void socket_request(const fcr_test_req *t);
+
+/* Starts the program (see spawn) and waits until it answers. */
+static void launch(const char *const *extra)
 {
-    fcr_test_res_free(&res);
-    if (mode == IN_PROCESS) {
-        fcr_app_free(app);
-        free_notes(&store);
-        app = NULL;
-        return;
+    child = spawn(extra, NULL);
+    for (int i = 0; i < 500 && !can_connect(); i++) {
+        int st;
+        ck_assert_msg(waitpid(child, &st, WNOHANG) == 0, "notes exited at start");
+        usleep(10000);
     }
+    ck_assert_msg(can_connect(), "notes does not listen on %s", addr);
+    /* The socket accepts from the start; the first answer comes once the worker's start hook
+     * (the store's schema) is done. */
+    socket_request(&(fcr_test_req){.path = "/health"});
+    ck_assert_int_eq(res.status, 200);
+    fcr_test_res_free(&res);
+}
+
+/* Stops the program with SIGTERM and checks that it exits cleanly. */
+static void halt(void)
+{
     if (child <= 0)
         return;
     kill(child, SIGTERM);
@@ -148,9 +183,74 @@ static void stop(void)
     char path[160];
     snprintf(path, sizeof path, "%s/notes.sock", dir);
     unlink(path);
-    rmdir(dir);
     /* A clean exit: under the sanitizers this also says the service freed everything. */
     ck_assert_msg(w > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "notes did not stop cleanly");
+}
+
+/* Starts the service on a fresh store: `prefix` and `max_body` (0: default) as --prefix and
+ * --max-body, `workers` (0: one process) as --workers. */
+static void start_workers(int which, const char *prefix, size_t max_body, unsigned workers)
+{
+    mode = which;
+    memset(&res, 0, sizeof res);
+    make_dir();
+    if (mode == IN_PROCESS) {
+        svc = (notes){0};
+        app = fcr_app_new();
+        ck_assert_int_eq(load_accounts(&svc, TOKENS), 0);
+        ck_assert_int_eq(notes_setup(app, &svc), 0);
+        /* What the worker start hook does in the program. */
+        ck_assert_int_eq(
+            notes_open_store(&svc, db, db_timeout ? strtod(db_timeout, NULL) : 0, NULL), 0);
+        if (prefix)
+            ck_assert_int_eq(fcr_app_set_prefix(app, prefix), 0);
+        if (max_body)
+            ck_assert_int_eq(fcr_app_set_max_body(app, max_body), 0);
+        return;
+    }
+    char mb[32], nw[32];
+    snprintf(mb, sizeof mb, "%zu", max_body);
+    snprintf(nw, sizeof nw, "%u", workers);
+    const char *extra[12];
+    int n = 0;
+    if (prefix) {
+        extra[n++] = "--prefix";
+        extra[n++] = prefix;
+    }
+    if (max_body) {
+        extra[n++] = "--max-body";
+        extra[n++] = mb;
+    }
+    if (workers) {
+        extra[n++] = "--workers";
+        extra[n++] = nw;
+    }
+    if (db_timeout) {
+        extra[n++] = "--db-timeout";
+        extra[n++] = db_timeout;
+    }
+    extra[n] = NULL;
+    launch(extra);
+}
+
+static void start(int which, const char *prefix, size_t max_body)
+{
+    start_workers(which, prefix, max_body, 0);
+}
+
+static void stop(void)
+{
+    fcr_test_res_free(&res);
+    db_timeout = NULL;
+    if (mode == IN_PROCESS) {
+        fcr_app_free(app);
+        free_notes(&svc);
+        app = NULL;
+        remove_dir();
+        return;
+    }
+    halt();
+    remove_dir();
 }
 
 static void teardown(void)
@@ -160,6 +260,7 @@ static void teardown(void)
         waitpid(child, NULL, 0);
         child = -1;
     }
+    remove_dir();
 }
 
 /* The header lines of `cgi` into `res`. */
@@ -185,8 +286,8 @@ static void parse_head(const char *head, fcr_test_res *r)
     }
 }
 
-/* Sends one request over a new connection with the test client. */
-static void socket_request(const fcr_test_req *t)
+/* Sends one request over a new connection with the test client; returns the connection. */
+static fcl_conn *socket_send(const fcr_test_req *t)
 {
     const char *params[128];
     char store_[64][300];
@@ -237,8 +338,6 @@ static void socket_request(const fcr_test_req *t)
     fcl_conn *c = fcl_connect(addr, 0);
     ck_assert_ptr_nonnull(c);
     c->timeout = 10;
-    fcl_response r;
-    fcl_response_init(&r, 1);
     fcl_buf out;
     fcl_buf_init(&out);
     fcl_put_request(&out, 1, (uint16_t)role, 0, params, t->body, body_len, NULL, 0);
@@ -247,6 +346,15 @@ static void socket_request(const fcr_test_req *t)
     if (fcl_send_buf(c, &out) < 0)
         ck_assert_msg(errno == EPIPE || errno == ECONNRESET, "send: %s", strerror(errno));
     fcl_buf_free(&out);
+    return c;
+}
+
+/* Reads the answer to the request socket_send() sent on `c` into `res`, and closes `c`. */
+static void socket_receive(fcl_conn *c)
+{
+    fcr_test_res_free(&res);
+    fcl_response r;
+    fcl_response_init(&r, 1);
     ck_assert_msg(fcl_await(c, &r, 1) == 0, "await: %s", strerror(errno));
     ck_assert_msg(c->violations == 0, "framing: %s", c->violation);
     ck_assert_int_eq(r.protocol_status, 0);
@@ -260,6 +368,11 @@ static void socket_request(const fcr_test_req *t)
     fcl_cgi_free(&cgi);
     fcl_response_free(&r);
     fcl_close(c);
+}
+
+static void socket_request(const fcr_test_req *t)
+{
+    socket_receive(socket_send(t));
 }
 
 static void run(const fcr_test_req *t)
@@ -906,6 +1019,219 @@ START_TEST(too_big_refused_before_reading)
 }
 END_TEST
 
+/* ---- The store ------------------------------------------------------------------------ */
+
+/* With --workers 4 every worker sees what one of them wrote: one POST, then 16 GETs, each on a
+ * connection of its own. */
+START_TEST(workers_share_the_store)
+{
+    start_workers(SOCKET, NULL, 0, 4);
+    ck_assert_int_eq(create(ALICE, "shared", "by every worker"), 1);
+    for (int i = 0; i < 16; i++) {
+        req("GET", "/notes", NULL, NULL);
+        expect_json(200, "[{\"id\":1,\"title\":\"shared\",\"body\":\"by every worker\","
+                         "\"author\":\"alice\"}]");
+        req("GET", "/notes/1", NULL, NULL);
+        ck_assert_int_eq(res.status, 200);
+    }
+    stop();
+}
+END_TEST
+
+/* SIGTERM, start again on the same file: the notes are there, and a deleted note's id is not
+ * given again. */
+START_TEST(restart_keeps_notes_and_ids)
+{
+    start(SOCKET, NULL, 0);
+    ck_assert_int_eq(create(ALICE, "one", "1"), 1);
+    ck_assert_int_eq(create(BOB, "two", "2"), 2);
+    ck_assert_int_eq(create(ALICE, "three", "3"), 3);
+    req("DELETE", "/notes/3", H(ALICE), NULL);
+    ck_assert_int_eq(res.status, 204);
+    halt();
+    launch(NULL);
+    req("GET", "/notes", NULL, NULL);
+    expect_json(200, "[{\"id\":1,\"title\":\"one\",\"body\":\"1\",\"author\":\"alice\"},"
+                     "{\"id\":2,\"title\":\"two\",\"body\":\"2\",\"author\":\"bob\"}]");
+    ck_assert_int_eq(create(BOB, "four", NULL), 4);
+    req("DELETE", "/notes/4", H(BOB), NULL);
+    ck_assert_int_eq(res.status, 204);
+    halt();
+    launch(NULL);
+    ck_assert_int_eq(create(BOB, "five", NULL), 5);
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "1,2,5");
+    stop();
+}
+END_TEST
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A connection of the test's own to the store's file, holding its write lock. */
+static sqlite3 *lock_store(void)
+{
+    sqlite3 *locker = NULL;
+    ck_assert_int_eq(sqlite3_open(db + strlen("sqlite:"), &locker), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(locker, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    return locker;
+}
+
+static void unlock_store(sqlite3 *locker)
+{
+    ck_assert_int_eq(sqlite3_exec(locker, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_close(locker), SQLITE_OK);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* One worker: while another connection holds the file's write lock, a POST waits on a pool
+ * thread, and the loop goes on answering GET /health (and reads, which WAL lets through);
+ * once the lock is gone the POST completes. */
+START_TEST(loop_answers_while_the_store_is_locked)
+{
+    db_timeout = "30";
+    start(SOCKET, NULL, 0);
+    sqlite3 *locker = lock_store();
+    fcl_conn *post = socket_send(&(fcr_test_req){.method = "POST",
+                                                 .path = "/notes",
+                                                 .headers = H(ALICE, JSON),
+                                                 .body = "{\"title\":\"waited\"}"});
+    post->timeout = 30;
+    enum { N = 20 };
+    double ms[N];
+    for (int i = 0; i < N; i++) {
+        double t0 = now();
+        req("GET", "/health", NULL, NULL);
+        ms[i] = (now() - t0) * 1000.0;
+        ck_assert_int_eq(res.status, 200);
+        /* Generous: the point is that it answers while the lock is held. */
+        ck_assert_msg(ms[i] < 1000.0, "GET /health took %.1f ms while the store was locked", ms[i]);
+        usleep(5000);
+    }
+    req("GET", "/notes", NULL, NULL);
+    expect_json(200, "[]");
+    /* The POST is still waiting for the lock. */
+    struct pollfd pfd = {.fd = post->fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+    qsort(ms, N, sizeof ms[0], cmp_double);
+    printf("GET /health while SQLite was locked (%d requests): min %.3f ms, median %.3f ms, "
+           "max %.3f ms\n",
+           N, ms[0], ms[N / 2], ms[N - 1]);
+    double t0 = now();
+    unlock_store(locker);
+    socket_receive(post);
+    printf("POST /notes answered %.1f ms after the lock was released\n", (now() - t0) * 1000.0);
+    expect_json(201, "{\"id\":1,\"title\":\"waited\",\"body\":\"\",\"author\":\"alice\"}");
+    req("GET", "/notes", NULL, NULL);
+    ck_assert_str_eq(ids(), "1");
+    stop();
+}
+END_TEST
+
+/* A lock held past --db-timeout: 503 problem+json with Retry-After, and the service goes on. */
+START_TEST(locked_past_the_timeout_is_503)
+{
+    db_timeout = "0.2";
+    start(_i, NULL, 0);
+    sqlite3 *locker = lock_store();
+    req("POST", "/notes", H(ALICE, JSON), "{\"title\":\"x\"}");
+    expect_problem(503);
+    ck_assert_str_eq(hdr("Retry-After"), "1");
+    req("DELETE", "/notes/1", H(ALICE), NULL);
+    expect_problem(503);
+    unlock_store(locker);
+    ck_assert_int_eq(create(ALICE, "after", NULL), 1);
+    stop();
+}
+END_TEST
+
+/* The store's file gone under the running service: 500 problem+json, not a crash. */
+START_TEST(store_failure_is_500)
+{
+    start(_i, NULL, 0);
+    char path[160];
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/notes.db%s", dir, suffixes[i]);
+        unlink(path);
+    }
+    req("GET", "/notes", NULL, NULL);
+    expect_problem(500);
+    req("POST", "/notes", H(ALICE, JSON), "{\"title\":\"x\"}");
+    expect_problem(500);
+    req("GET", "/health", NULL, NULL);
+    ck_assert_int_eq(res.status, 200);
+    stop();
+}
+END_TEST
+
+/* Runs the program with --db `url` (and `extra`), expecting it to refuse at start: a non-zero
+ * exit within 10 s. Returns what it wrote to stderr. */
+static const char *refused(const char *url, const char *const *extra)
+{
+    static char text[4096];
+    snprintf(db, sizeof db, "%s", url);
+    char log[160];
+    snprintf(log, sizeof log, "%s/stderr", dir);
+    pid_t pid = spawn(extra, log);
+    int st = 0;
+    pid_t w = 0;
+    for (int i = 0; i < 1000 && (w = waitpid(pid, &st, WNOHANG)) == 0; i++)
+        usleep(10000);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    ck_assert_msg(w == pid, "notes --db %s did not stop", url);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) != 0, "notes --db %s: exit status %d", url, st);
+    FILE *f = fopen(log, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    return text;
+}
+
+START_TEST(unusable_stores_refused_at_start)
+{
+    mode = SOCKET;
+    make_dir();
+    const char *e = refused("postgresql://notes:pa55word@db.example/notes", NULL);
+    ck_assert_msg(strstr(e, "PostgreSQL") && !strstr(e, "pa55word"), "stderr: %s", e);
+    e = refused("postgres:///notes?host=/run/postgresql", NULL);
+    ck_assert_msg(strstr(e, "PostgreSQL"), "stderr: %s", e);
+    e = refused("mysql://localhost/notes", NULL);
+    ck_assert_msg(strstr(e, "unknown kind of store"), "stderr: %s", e);
+    e = refused("sqlite:", NULL);
+    ck_assert_msg(strstr(e, "needs a path"), "stderr: %s", e);
+    char url[200];
+    snprintf(url, sizeof url, "sqlite:%s/no/such/dir/notes.db", dir);
+    e = refused(url, NULL);
+    ck_assert_msg(strstr(e, "cannot open"), "stderr: %s", e);
+    e = refused(url, H("--workers", "2"));
+    ck_assert_msg(strstr(e, "cannot open"), "stderr: %s", e);
+    /* A schema newer than the program's. */
+    snprintf(url, sizeof url, "%s/newer.db", dir);
+    sqlite3 *other = NULL;
+    ck_assert_int_eq(sqlite3_open(url, &other), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(other, "PRAGMA user_version = 7", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    snprintf(url, sizeof url, "sqlite:%s/newer.db", dir);
+    e = refused(url, NULL);
+    ck_assert_msg(strstr(e, "schema version 7"), "stderr: %s", e);
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -935,6 +1261,16 @@ int main(void)
     tcase_add_loop_test(tc, authorizer_role, 0, 2);
     tcase_add_test(tc, too_big_refused_before_reading);
     suite_add_tcase(s, tc);
+    TCase *st = tcase_create("store");
+    tcase_add_checked_fixture(st, NULL, teardown);
+    tcase_set_timeout(st, 120);
+    tcase_add_test(st, workers_share_the_store);
+    tcase_add_test(st, restart_keeps_notes_and_ids);
+    tcase_add_test(st, loop_answers_while_the_store_is_locked);
+    tcase_add_loop_test(st, locked_past_the_timeout_is_503, 0, 2);
+    tcase_add_loop_test(st, store_failure_is_500, 0, 2);
+    tcase_add_test(st, unusable_stores_refused_at_start);
+    suite_add_tcase(s, st);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -47,6 +47,15 @@ class Suite:
     def app(self, name, listen, extra=(), tokens=TOKENS, env=None, as_nobody=False,
             log_level="info", prog=None):
         log = os.path.join(self.tmp, f"{name}.log")
+        extra = list(extra)
+        if prog is None and "--db" not in extra:
+            # Every notes instance has a fresh SQLite store of its own, in a directory its user
+            # may write.
+            dbdir = os.path.join(self.tmp, f"db-{name}")
+            os.makedirs(dbdir)
+            if as_nobody:
+                chown_nobody(dbdir)
+            extra += ["--db", f"sqlite:{dbdir}/notes.db"]
         argv = [prog or self.notes, "--listen", listen, "--prefix", MOUNT, "--log-level",
                 log_level, "--grace", "5", *extra]
         if as_nobody:
@@ -177,6 +186,32 @@ class Suite:
                                      self.app_log_reader(app.log))
         end()
         self._bodies(c, "apache-unix", BIG_LIMIT, lw)
+        self._apache_unix_workers()
+
+    def _apache_unix_workers(self):
+        """The notes contract through real Apache with --workers 4 on one SQLite file: every
+        worker answers like one process."""
+        t = self.t
+        run = os.path.join(self.tmp, "run-workers")
+        os.makedirs(run)
+        chown_nobody(run)
+        sock = os.path.join(run, "notes.sock")
+        db = os.path.join(run, "notes.db")
+        self.app("notes-unix-workers", f"unix:{sock}",
+                 ["--socket-mode", "0660", "--workers", "4", "--db", f"sqlite:{db}"],
+                 as_nobody=True)
+        c, _, _ = self.apache("apache-unix-workers", "notes-unix.conf", {"NOTES_SOCKET": sock})
+        name = "apache-unix --workers 4 on SQLite"
+        checks.contract(t, c, name)
+        r = c.request("POST", "/notes", {"title": "seen by every worker"}, user="alice")
+        t.check(f"{name}: POST /notes -> 201", r.status == 201, r)
+        nid = r.json()["id"] if r.status == 201 else None
+        seen = []
+        for _ in range(16):
+            g = c.request("GET", "/notes")
+            seen.append(g.status == 200 and any(n.get("id") == nid for n in g.json()))
+        t.check(f"{name}: each of 16 GET /notes sees the note just written", all(seen),
+                f"{seen.count(False)} of 16 did not")
 
     def _bodies(self, c, name, limit, lw):
         # An answer of 413 while the body is still coming makes the web server log that the
@@ -485,7 +520,8 @@ class Suite:
         fill("deploy/systemd/fcrest-notes.socket", os.path.join(d, "fcrest-notes.socket"), [
             ("ListenStream=/run/fcrest-notes/notes.sock", f"ListenStream={sock}")])
         fill("deploy/systemd/fcrest-notes.service", os.path.join(d, "fcrest-notes.service"), [
-            ("ExecStart=/usr/local/bin/fcrest-notes ", f"ExecStart={self.notes} ")])
+            ("ExecStart=/usr/local/bin/fcrest-notes ", f"ExecStart={self.notes} "),
+            ("--db sqlite:/var/lib/fcrest-notes/notes.db", f"--db sqlite:{d}/notes.db")])
         sa, verify = which("systemd-socket-activate"), which("systemd-analyze")
         if not t.check("systemd: systemd-socket-activate and systemd-analyze are installed",
                        sa and verify, "install the systemd package"):
