@@ -122,8 +122,8 @@ typedef struct fcr__body {
     fcr__buf buf; /* a NUL byte is kept after the body */
     size_t *held; /* the serving app's output_held, which counts `counted` bytes for it */
     size_t counted;
-    struct fcr_app *owner;   /* heap: the serving app, which keeps it for reuse when written */
-    struct fcr__body *next;  /* in owner->spare_bodies */
+    struct fcr_app *owner;  /* heap: the serving app, which keeps it for reuse when written */
+    struct fcr__body *next; /* in owner->spare_bodies */
 } fcr__body;
 
 /* Frees the heap bodies an app keeps for reuse (response.c). */
