@@ -127,8 +127,8 @@ typedef struct fcr__body {
     fcr__buf buf; /* a NUL byte is kept after the body */
     size_t *held; /* the serving app's output_held, which counts `counted` bytes for it */
     size_t counted;
-    struct fcr_app *owner;   /* heap: the serving app, which keeps it for reuse when written */
-    struct fcr__body *next;  /* in owner->spare_bodies */
+    struct fcr_app *owner;  /* heap: the serving app, which keeps it for reuse when written */
+    struct fcr__body *next; /* in owner->spare_bodies */
 } fcr__body;
 
 /* Frees the heap bodies an app keeps for reuse (response.c). */
@@ -220,6 +220,10 @@ struct fcr__ctx {
     size_t body_limit;   /* the route's body limit */
     unsigned char *held; /* malloc'd, held_cap bytes */
     size_t held_len, held_cap;
+    const unsigned char *unread; /* fcr__body_unread(): the tail of the piece given back */
+    size_t unread_len;
+    void (*body_release)(void *data); /* fcr__body_on_release() */
+    void *body_release_data;
     ev_timer body_kick; /* hands over held input from the loop */
     /* streamed answer (stream.c) */
     size_t stream_bytes; /* body bytes written with fcr_res_stream_write() */
@@ -345,6 +349,15 @@ int fcr__body_verdict(fcr__ctx *ctx, int rc);
 void fcr__body_start(fcr__ctx *ctx);
 /* Ends a streamed answer (the rest of its prelude first) and releases the request. */
 void fcr__stream_end(fcr__ctx *ctx);
+/* Called by a body fn while it handles a piece (multipart.c): the last `len` bytes of the piece
+ * (at `tail`) are given back when it returns FCR_BODY_PAUSE, or FCR_BODY_ASYNC after a
+ * deferral: they are held and handed to it again first when reading goes on, and count against
+ * the body limit once. Ignored with any other verdict. Returns 0 or FCR_EINVAL (not inside a
+ * body fn's piece). */
+int fcr__body_unread(fcr_req *req, const void *tail, size_t len);
+/* Makes `fn(data)` run once when the request's context is freed, whatever ended the reading of
+ * its body (multipart.c: temporary files and buffers). Returns 0 or FCR_EINVAL. */
+int fcr__body_on_release(fcr_req *req, void (*fn)(void *data), void *data);
 /* Tells the body fn, once, that the body will not come to its end (buf NULL). */
 void fcr__body_gone(fcr__ctx *ctx);
 /* The framework's abort watch of a request: a request waiting for its body is released; a

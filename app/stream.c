@@ -121,6 +121,8 @@ int fcr__body_verdict(fcr__ctx *ctx, int rc)
     return HO_DROP;
 }
 
+static int hold(fcr__ctx *ctx, const void *buf, size_t len);
+
 /* Hands `len` bytes at `buf` (0: the end) to the body fn. */
 static int hand_over(fcr__ctx *ctx, const void *buf, size_t len)
 {
@@ -134,8 +136,22 @@ static int hand_over(fcr__ctx *ctx, const void *buf, size_t len)
     int was = ctx->state;
     ctx->state = FCR__ST_RUNNING; /* the body fn may defer */
     ctx->in_handler = true;
+    ctx->unread = NULL;
+    ctx->unread_len = 0;
     int rc = ctx->body_fn(ctx->req, &ctx->res, len ? buf : "", len, ctx->body_data);
     ctx->in_handler = false;
+    if (ctx->unread_len) {
+        const unsigned char *tail = ctx->unread;
+        size_t n = ctx->unread_len;
+        ctx->unread = NULL;
+        ctx->unread_len = 0;
+        if (rc == FCR_BODY_PAUSE || (rc == FCR_BODY_ASYNC && ctx->defer_pending)) {
+            if (hold(ctx, tail, n) < 0)
+                ctx->body_oom = true; /* the request fails when reading goes on */
+            else
+                ctx->body_seen -= n;
+        }
+    }
     if (ctx->state == FCR__ST_RUNNING)
         ctx->state = ctx->streamed ? FCR__ST_STREAM : was;
     return fcr__body_verdict(ctx, rc);
@@ -154,7 +170,7 @@ static int hold(fcr__ctx *ctx, const void *buf, size_t len)
         ctx->held_cap = cap;
     }
     if (len)
-        memcpy(ctx->held, buf, len);
+        memmove(ctx->held, buf, len); /* a tail given back may lie in `held` itself */
     ctx->held_len = len;
     ctx->held_set = true;
     return 0;
@@ -221,6 +237,17 @@ static void hand_held(fcr__ctx *ctx)
             return;
     }
     resume_core(ctx);
+}
+
+int fcr__body_unread(fcr_req *req, const void *tail, size_t len)
+{
+    fcr__ctx *ctx = fcr__ctx_of(req);
+    if (!ctx || !ctx->body_fn || !ctx->in_handler || ctx->in_gone || ctx->body_end_seen ||
+        (len && !tail))
+        return FCR_EINVAL;
+    ctx->unread = tail;
+    ctx->unread_len = len;
+    return 0;
 }
 
 void fcr__body_start(fcr__ctx *ctx)
@@ -433,8 +460,23 @@ void fcr__stream_abort(fcr__ctx *ctx)
         drain_soon(ctx);
 }
 
+int fcr__body_on_release(fcr_req *req, void (*fn)(void *data), void *data)
+{
+    fcr__ctx *ctx = fcr__ctx_of(req);
+    if (!ctx || !fn || ctx->body_release)
+        return FCR_EINVAL;
+    ctx->body_release = fn;
+    ctx->body_release_data = data;
+    return 0;
+}
+
 void fcr__stream_release(fcr__ctx *ctx)
 {
+    if (ctx->body_release) {
+        void (*fn)(void *) = ctx->body_release;
+        ctx->body_release = NULL;
+        fn(ctx->body_release_data);
+    }
     if (ctx->kick_on)
         ev_timer_stop(ctx->loop, &ctx->body_kick);
     if (ctx->drain_on)

@@ -9,6 +9,7 @@ fuzz/corpus/router_diff/: route tables and paths for fuzz_router_diff, one item 
 fuzz/corpus/conn/: programs for fuzz_conn (see the opcodes in fuzz/fuzz_conn.c): whole
 requests to each route and role, multiplexed, split into small writes, aborted, management
 records between them, a half-close, protocol errors.
+fuzz/corpus/multipart/: multipart bodies for fuzz_multipart (see multipart_seeds()).
 
 Run from anywhere: python3 fuzz/make_seeds.py
 """
@@ -280,8 +281,52 @@ def conn_seeds():
     return s
 
 
+def multipart_seeds():
+    """fuzz/corpus/multipart/: bodies for fuzz_multipart: byte 0 picks the boundary (1:
+    "AaB03x", 0: "x", 2: a browser's), byte 1 the limits, 8 bytes seed the splits, then the
+    body (its first line also goes to the Content-Type parser)."""
+    def seed(b, body, lim=0x80 | 100, rng=0x9E3779B97F4A7C15):
+        return bytes([b, lim]) + struct.pack("<Q", rng) + body
+
+    def part(bnd, name, content, filename=None, ctype=None, extra=b""):
+        cd = b'Content-Disposition: form-data; name="' + name + b'"'
+        if filename is not None:
+            cd += b'; filename="' + filename + b'"'
+        h = b"--" + bnd + b"\r\n" + cd + b"\r\n"
+        if ctype:
+            h += b"Content-Type: " + ctype + b"\r\n"
+        return h + extra + b"\r\n" + content + b"\r\n"
+
+    a = b"AaB03x"
+    two = part(a, b"field1", b"Joe Blow") + part(a, b"pics", b"...contents of file1.txt...",
+                                                 b"file1.txt", b"text/plain") + b"--AaB03x--\r\n"
+    tricky = part(a, b"f", b"\r\n--AaB03\r\n--AaB03y\r\r\n-\r\n--AaB03x_not", b"a.bin",
+                  b"application/octet-stream")
+    web = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"
+    return {
+        "rfc7578": seed(1, two),
+        "tricky_content": seed(1, tricky + b"--AaB03x--"),
+        "padding_epilogue": seed(1, b"--AaB03x \t\r\n" + two[10:] + b"epilogue\r\n"),
+        "browser": seed(2, part(web, b"upload", bytes(range(256)) * 3, b"x.bin")
+                        + b"--" + web + b"--\r\n"),
+        "ext_filename": seed(1, part(a, b"f", b"x", b"plain.txt", None,
+                                     b"X-Other: 1\r\n").replace(
+            b'filename="plain.txt"', b"filename*=UTF-8''%E2%82%AC%20rates.txt") + b"--AaB03x--"),
+        "no_blank_line": seed(1, b"--AaB03x\r\nContent-Disposition: form-data; name=a\r\nbody"
+                                 b"\r\n--AaB03x--"),
+        "no_close": seed(1, part(a, b"a", b"b")),
+        "preamble": seed(1, b"preamble\r\n" + two),
+        "content_type": seed(1, b"multipart/form-data; charset=utf-8; boundary=\"a b'()+_,-./:=?\""
+                                b"\n" + two),
+        "empty": seed(0, b"--x--"),
+        "many_small": seed(0, b"".join(part(b"x", b"n%d" % i, b"v" * i) for i in range(10))
+                           + b"--x--", lim=0x7f),
+    }
+
+
 if __name__ == "__main__":
     write("parser", parser_seeds())
     write("nv", nv_seeds())
     write("router_diff", router_diff_seeds())
     write("conn", conn_seeds())
+    write("multipart", multipart_seeds())

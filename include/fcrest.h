@@ -12,7 +12,7 @@
  * @mainpage fcrest API reference
  *
  * fcrest is a FastCGI application library with a JSON REST router, for C11 programs on a
- * libev loop. Its public API is in five headers, all included by fcrest.h, and a sixth for
+ * libev loop. Its public API is in six headers, all included by fcrest.h, and a seventh for
  * tests:
  *
  * - fcrest/app.h: the framework applications are written against: routes, middleware,
@@ -22,6 +22,7 @@
  *   CGI params read by their HTTP names, graceful stop and worker processes.
  * - fcrest/error.h: the error codes (::fcr_err) and the log.
  * - fcrest/version.h: the version of the headers and of the library.
+ * - fcrest/multipart.h: multipart/form-data request bodies (uploads) parsed as they arrive.
  * - fcrest/testing.h (not included by fcrest.h; library `fcrest-testing`): requests run
  *   through an app in process (fcr_app_test()) for a service's own tests.
  *
@@ -71,5 +72,6 @@
 #include <fcrest/core.h>
 #include <fcrest/router.h>
 #include <fcrest/app.h>
+#include <fcrest/multipart.h>
 
 #endif

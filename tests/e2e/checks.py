@@ -625,6 +625,145 @@ def streams(t, c, name, pid, tmp):
     t.check(f"{name} streams: the app still answers", r.status == 200, r.status)
 
 
+# ---- multipart uploads (examples/upload) ----------------------------------------------------
+
+def _curl_form(c, fields, extra=()):
+    """POSTs a multipart/form-data body made by `curl -F` (each item of `fields` one -F
+    argument) to /uploads; returns (status, parsed JSON or the raw body)."""
+    argv = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "300", *extra]
+    for f in fields:
+        argv += ["-F", f]
+    argv.append(f"http://{c.host}:{c.port}{c.mount}/uploads")
+    r = subprocess.run(argv, capture_output=True)
+    out = r.stdout.rsplit(b"\n", 1)
+    if r.returncode != 0 or len(out) != 2:
+        return None, r.stderr.decode(errors="replace")
+    status = int(out[1] or 0)
+    try:
+        return status, json.loads(out[0])
+    except ValueError:
+        return status, out[0]
+
+
+def _file_crc(path):
+    crc = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return crc
+            crc = zlib.crc32(b, crc)
+
+
+def uploads(t, c, name, pid, tmp, store):
+    """examples/upload behind a web server: forms sent by `curl -F` are stored in `store` under
+    safe names (never outside it), a 64 MiB file passes through the worker `pid` while its peak
+    resident memory grows far less, and malformed multipart bodies are answered 400."""
+    r = c.request("GET", "/health")
+    t.check(f"{name} uploads: the app answers", r.status == 200, r.status)
+    src = os.path.join(tmp, f"upload-src-{name}")
+    os.makedirs(src, exist_ok=True)
+    small = os.path.join(src, "notes.txt")
+    with open(small, "wb") as f:
+        f.write(b"first line\r\n--not a boundary\r\n" * 100)
+    odd = os.path.join(src, "odd.bin")
+    with open(odd, "wb") as f:
+        f.write(os.urandom(300_001))
+    # A field, a text file, and a binary file whose name tries to leave the directory.
+    st, body = _curl_form(c, ["title=holiday pictures", f"doc=@{small};type=text/plain",
+                              f"bin=@{odd};filename=../../{name}-escape .bin"])
+    want = [{"name": "doc", "filename": "notes.txt", "size": os.path.getsize(small),
+             "crc32": f"{_file_crc(small):08x}"},
+            {"name": "bin", "filename": f"{name}-escape_.bin", "size": 300_001,
+             "crc32": f"{_file_crc(odd):08x}"}]
+    t.check(f"{name} uploads: curl -F with a field and two files is stored (201, names made safe)",
+            st == 201 and body == want, f"{st} {str(body)[:300]} want {want}")
+    stored = sorted(os.listdir(store))
+    t.check(f"{name} uploads: the files are in the directory and nothing left it",
+            f"{name}-escape_.bin" in stored and "notes.txt" in stored
+            and not os.path.exists(os.path.join(os.path.dirname(store), f"{name}-escape .bin"))
+            and not any(s.startswith(".") for s in stored)
+            and _file_crc(os.path.join(store, "notes.txt")) == _file_crc(small), stored)
+    # The same file again: a new name, the first one kept.
+    st, body = _curl_form(c, [f"doc=@{small}"])
+    t.check(f"{name} uploads: a name taken gets a new one",
+            st == 201 and isinstance(body, list) and body
+            and body[0]["filename"] not in stored and body[0]["filename"].startswith("notes-"),
+            f"{st} {str(body)[:200]}")
+    # 64 MiB in bounded memory.
+    big = os.path.join(src, "big.bin")
+    with open(big, "wb") as f:
+        for b in _random_blocks(64 << 20):
+            f.write(b)
+    base = _status_kib(pid, "VmRSS")
+    st, body = _curl_form(c, ["kind=video", f"video=@{big};type=application/octet-stream"])
+    peak = _status_kib(pid, "VmHWM")
+    want = [{"name": "video", "filename": "big.bin", "size": 64 << 20,
+             "crc32": f"{_file_crc(big):08x}"}]
+    t.check(f"{name} uploads: a 64 MiB file is stored whole and in order", st == 201 and body == want,
+            f"{st} {str(body)[:200]} want {want}")
+    t.check(f"{name} uploads: the stored 64 MiB file is the one sent",
+            os.path.getsize(os.path.join(store, "big.bin")) == 64 << 20
+            and _file_crc(os.path.join(store, "big.bin")) == _file_crc(big), "differs")
+    grown = peak - base
+    print(f"# {name} uploads: worker RSS {base} KiB before, peak {peak} KiB after a 64 MiB "
+          f"multipart upload (+{grown} KiB)", flush=True)
+    with open(os.path.join(tmp, "upload-rss.txt"), "a") as f:
+        f.write(f"{name} {base} {peak}\n")
+    t.check(f"{name} uploads: the worker's peak memory grows by less than 16 MiB",
+            base > 0 and peak > 0 and grown < 16 * 1024, f"+{grown} KiB")
+    os.unlink(big)
+    # The list.
+    r = c.request("GET", "/uploads")
+    listed = {e["filename"]: e["size"] for e in r.json()} if r.status == 200 else {}
+    t.check(f"{name} uploads: GET /uploads lists what was stored",
+            listed.get("big.bin") == 64 << 20 and listed.get("notes.txt") == os.path.getsize(small)
+            and listed.get(f"{name}-escape_.bin") == 300_001, str(listed)[:300])
+    # Malformed boundaries and bodies: 400 problem+json.
+    good = (b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n\r\n"
+            b"abc\r\n--XyZ--\r\n")
+    bad = [
+        ("no boundary", "multipart/form-data", good),
+        ("an empty boundary", "multipart/form-data; boundary=", good),
+        ("a boundary of 71 characters", "multipart/form-data; boundary=" + "b" * 71,
+         good.replace(b"XyZ", b"b" * 71)),
+        ("a boundary with a forbidden character", 'multipart/form-data; boundary="Xy\\"Z"', good),
+        ("a body that does not start with the boundary", "multipart/form-data; boundary=XyZ",
+         b"junk\r\n" + good),
+        ("a part without the blank line after its headers", "multipart/form-data; boundary=XyZ",
+         good.replace(b"\r\n\r\nabc", b"\r\nabc")),
+        ("a body without its closing boundary", "multipart/form-data; boundary=XyZ",
+         good[:-9]),
+    ]
+    for what, ct, data in bad:
+        r = c.request("POST", "/uploads", body=data, headers={"Content-Type": ct})
+        t.check(f"{name} uploads: {what} is 400 problem+json", problem_ok(r, 400),
+                f"{r.status} {r.body[:200]!r}")
+    r = c.request("POST", "/uploads", body=good, headers={"Content-Type": "text/plain"})
+    t.check(f"{name} uploads: another media type is 415", problem_ok(r, 415), r.status)
+    # The whole body over --max-upload (80m), declared: refused before it is read.
+    r, _ = _upload_to(c, "/uploads", 81 << 20, "multipart/form-data; boundary=XyZ")
+    t.check(f"{name} uploads: a body over --max-upload is 413",
+            not isinstance(r, str) and problem_ok(r, 413), r if isinstance(r, str) else r.status)
+    r = c.request("GET", "/health")
+    t.check(f"{name} uploads: the app still answers", r.status == 200, r.status)
+
+
+def _upload_to(c, path, total, ctype):
+    """POSTs `total` random bytes of type `ctype` to `path`; returns (Resp or error, crc32)."""
+    conn = http.client.HTTPConnection(c.host, c.port, timeout=120)
+    try:
+        conn.request("POST", c.mount + path, body=_random_blocks(total),
+                     headers={"Content-Type": ctype, "Content-Length": str(total)})
+        r = conn.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data), 0
+    except (OSError, http.client.HTTPException) as e:
+        return f"{type(e).__name__}: {e}", 0
+    finally:
+        conn.close()
+
+
 # ---- CORS in a real browser ------------------------------------------------------------------
 
 _CORS_PAGE = """<!doctype html>

@@ -31,10 +31,11 @@ BALANCER_RETRY = 2  # seconds; deploy/apache/notes-balancer.conf documents 5 by 
 
 
 class Suite:
-    def __init__(self, notes, tmp, results, pathparam=None, stream=None):
+    def __init__(self, notes, tmp, results, pathparam=None, stream=None, upload=None):
         self.notes = notes
         self.pathparam = pathparam
         self.stream = stream
+        self.upload = upload
         self.tmp = tmp
         self.t = results
         self.procs = Procs()
@@ -393,6 +394,45 @@ class Suite:
         checks.streams(t, c, "nginx", n.pid, self.tmp)
         end()
 
+    def uploads(self):
+        """multipart/form-data: examples/upload behind Apache (unix socket, as
+        deploy/apache/notes-unix.conf) and nginx (as deploy/nginx/notes.conf, with a body limit
+        raised for the upload) stores what `curl -F` sends, a 64 MiB file included while the
+        worker's peak resident memory stays far below it, and answers malformed bodies 400."""
+        t = self.t
+        if not t.check("uploads: examples/upload is built",
+                       self.upload and os.access(self.upload, os.X_OK), self.upload):
+            return
+        # An answer (413, 400) while the body is still coming makes a web server log that the
+        # client's upload was cut short; nginx takes a large body into a file first.
+        cut = [r"AH01075.*(Connection reset|Broken pipe)", r"AH01095", r"AH02609",
+               r"\(104\)Connection reset", r"\(32\)Broken pipe",
+               r"a client request body is buffered to a temporary file"]
+        run = os.path.join(self.tmp, "run-upload")
+        os.makedirs(run)
+        chown_nobody(run)
+        sock = os.path.join(run, "notes.sock")
+        limit = ["--max-upload", "80m", "--workers", "1"]
+        store = os.path.join(self.tmp, "uploads-apache")
+        os.makedirs(store)
+        chown_nobody(store)
+        a = self.app("upload-apache", f"unix:{sock}", ["--socket-mode", "0660", "--dir", store,
+                                                       *limit], as_nobody=True, prog=self.upload)
+        c, _, lw = self.apache("apache-upload", "notes-unix.conf", {"NOTES_SOCKET": sock})
+        end = lw.allow(cut)
+        checks.uploads(t, c, "apache", a.pid, self.tmp, store)
+        end()
+        port = free_port()
+        store = os.path.join(self.tmp, "uploads-nginx")
+        os.makedirs(store)
+        n = self.app("upload-nginx", f"tcp:127.0.0.1:{port}", ["--dir", store, *limit],
+                     prog=self.upload)
+        c, _, lw = self.nginx("nginx-upload", port,
+                              [("client_max_body_size 32m;", "client_max_body_size 128m;")])
+        end = lw.allow(cut)
+        checks.uploads(t, c, "nginx", n.pid, self.tmp, store)
+        end()
+
     def cors(self):
         """CORS in a real browser: headless Chromium loads a page served by one Apache (the
         page's origin) whose script calls notes behind another Apache (the API's origin): a
@@ -555,6 +595,7 @@ def main():
     ap.add_argument("--notes", required=True)
     ap.add_argument("--pathparam", help="examples/pathparam, for the pathparams phase")
     ap.add_argument("--stream", help="examples/stream, for the streams phase")
+    ap.add_argument("--upload", help="examples/upload, for the uploads phase")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--only", default="", help="comma-separated phases to run")
     args = ap.parse_args()
@@ -569,11 +610,13 @@ def main():
     results = Results()
     suite = Suite(os.path.abspath(args.notes), tmp, results,
                   os.path.abspath(args.pathparam) if args.pathparam else None,
-                  os.path.abspath(args.stream) if args.stream else None)
+                  os.path.abspath(args.stream) if args.stream else None,
+                  os.path.abspath(args.upload) if args.upload else None)
     phases = [("docs", suite.docs), ("apache-unix", suite.apache_unix),
               ("apache-tcp", suite.apache_tcp), ("apache-authz", lambda: suite.authz_split("apache")),
               ("nginx", suite.nginx_phase), ("lighttpd", suite.lighttpd_phase),
               ("pathparams", suite.path_params), ("streams", suite.streams), ("cors", suite.cors),
+              ("uploads", suite.uploads),
               ("balancer", suite.balancer), ("systemd", suite.systemd)]
     only = set(filter(None, args.only.split(",")))
     t0 = time.time()
