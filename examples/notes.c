@@ -6,10 +6,11 @@
  *                                       (and `limit`, default 1000) from `offset` (default 0);
  *                                       Link: <...>; rel="next" / rel="prev" (RFC 8288)
  *   POST   /notes                      201 note, Location: <prefix>/notes/<id>
- *   GET    /notes/<id>                 200 note with its ETag (304 for If-None-Match with
- *                                       it), or 404
- *   PUT    /notes/<id>                 200 note (same id), or 404
- *   DELETE /notes/<id>                 204, or 404
+ *   GET    /notes/<id>                 200 note with its ETag "ID-VERSION" (304 for
+ *                                       If-None-Match with it), or 404
+ *   PUT    /notes/<id>                 200 note (same id, next version), or 404; 412 when
+ *                                       If-Match names another version (no lost update)
+ *   DELETE /notes/<id>                 204, or 404; 412 likewise
  *
  * A note is {"id":N,"title":"...","body":"...","author":"user"}. Ids start at 1 in a fresh
  * store, increase, and are never reused after a delete. POST, PUT and DELETE need an
@@ -181,11 +182,72 @@ static json_t *make_note(const notes_note *n)
                      n->body, "author", n->author);
 }
 
-/* The answer to an operation of the store that did not succeed: 404, 503 or 500. */
-static int store_failed(fcr_res *res, const notes_store_result *r)
+/* The entity-tag of a note's version: "ID-VERSION". Every worker and instance on the store
+ * gives the same version the same tag. */
+static void note_tag(char *out, size_t cap, long long id, long long version)
 {
+    snprintf(out, cap, "\"%lld-%lld\"", id, version);
+}
+
+/* What a PUT or DELETE's If-Match asks of note `id`, in `*expect`: 0 (no If-Match, or "*": any
+ * version of a note that exists) or the version its tag names. Returns false when no version
+ * can match (a weak or foreign tag, a malformed list): 412 is already in `res`. */
+static bool if_match(fcr_req *req, fcr_res *res, long long id, long long *expect, bool *star)
+{
+    *expect = 0;
+    *star = false;
+    const char *h = fcr_req_header(req, "If-Match");
+    if (!h)
+        return true;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    if (*h == '*') {
+        *star = true;
+        return true;
+    }
+    /* The first tag of the list that names this note (a tag of another note matches nothing). */
+    for (const char *p = h; (p = strchr(p, '"'));) {
+        long long tid, v;
+        int used = 0;
+        if (sscanf(p, "\"%lld-%lld\"%n", &tid, &v, &used) == 2 && used > 0 && tid == id && v > 0 &&
+            (p == h || p[-1] != '/')) {
+            *expect = v;
+            return true;
+        }
+        const char *end = strchr(p + 1, '"');
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    fcr_res_set_problem(res, 412, "If-Match names no version of this note");
+    return false;
+}
+
+/* A PUT or DELETE's precondition, for its answer. */
+typedef struct cond {
+    long long id;
+    bool star; /* If-Match: *: a note that does not exist is 412, not 404 */
+} cond;
+
+/* The answer to an operation of the store that did not succeed: 404, 412, 503 or 500. `c`: the
+ * request's precondition (NULL: none). */
+static int store_failed(fcr_res *res, const notes_store_result *r, const cond *c)
+{
+    if (r->status == NOTES_STORE_NOT_FOUND && c && c->star)
+        return fcr_res_set_problem(res, 412,
+                                   "there is no note with this id, and If-Match needs one");
     if (r->status == NOTES_STORE_NOT_FOUND)
         return fcr_res_set_problem(res, 404, "there is no note with this id");
+    if (r->status == NOTES_STORE_CONFLICT && c) {
+        /* A lost update refused: another request changed the note since the client read it;
+         * the answer names the version it is at now. */
+        char tag[64];
+        note_tag(tag, sizeof tag, c->id, r->version);
+        int rc = fcr_res_set_problem(res, 412,
+                                     "the note has changed since it was read (If-Match names "
+                                     "an older version): fetch it again");
+        return rc < 0 ? rc : fcr_res_set_etag(res, tag);
+    }
     const char *why = r->error ? r->error : "unknown error";
     if (r->status == NOTES_STORE_BUSY) {
         fcr_log(FCR_LOG_WARN, "answered 503: the store is busy: %s", why);
@@ -243,7 +305,7 @@ static int listed(fcr_req *req, fcr_res *res, const notes_store_result *r, void 
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(res, r);
+        return store_failed(res, r, NULL);
     int rc = page_links(req, res, &p, r->count);
     if (rc < 0)
         return rc;
@@ -280,7 +342,7 @@ static int created(fcr_req *req, fcr_res *res, const notes_store_result *r, void
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(res, r);
+        return store_failed(res, r, data);
     char location[512];
     snprintf(location, sizeof location, "%.400s/notes/%lld", fcr_req_base_path(req),
              r->notes[0].id);
@@ -299,22 +361,20 @@ static fcr_handler_result create_note(fcr_req *req, fcr_res *res, void *data)
     return notes_store_create(n->store, req, res, title, body, fcr_req_user(req), created, NULL);
 }
 
-/* The answer of get and update: the note, with its entity-tag (a hash of its JSON text, so
- * every worker and instance gives the same note the same tag); a GET whose If-None-Match names
- * it is 304. */
+/* The answer of get and update: the note, with the entity-tag of its version; a GET whose
+ * If-None-Match names it is 304. */
 static int got_note(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
 {
     (void)data;
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(res, r);
+        return store_failed(res, r, data);
     json_t *note = make_note(&r->notes[0]);
-    char *text = note ? json_dumps(note, JSON_COMPACT) : NULL;
-    char tag[FCR_ETAG_MAX];
-    int rc = text ? fcr_etag_make(text, strlen(text), tag, sizeof tag) : FCR_ENOMEM;
-    free(text);
-    if (rc == 0)
+    char tag[64];
+    note_tag(tag, sizeof tag, r->notes[0].id, r->notes[0].version);
+    int rc = note ? 0 : FCR_ENOMEM;
+    if (rc == 0 && strcmp(fcr_req_method(req), "PUT") != 0)
         rc = fcr_req_check_preconditions(req, res, tag);
     if (rc != 0) { /* 304, or an error */
         json_decref(note);
@@ -346,8 +406,15 @@ static fcr_handler_result replace_note(fcr_req *req, fcr_res *res, void *data)
     long long id = id_from_path(req, res);
     if (id < 0)
         return FCR_DONE;
-    return notes_store_update(n->store, req, res, id, title, body, fcr_req_user(req), got_note,
-                              NULL);
+    cond *c = fcr_req_alloc(req, sizeof *c);
+    if (!c)
+        return FCR_HANDLER_ERROR;
+    c->id = id;
+    long long expect;
+    if (!if_match(req, res, id, &expect, &c->star))
+        return FCR_DONE;
+    return notes_store_update(n->store, req, res, id, expect, title, body, fcr_req_user(req),
+                              got_note, c);
 }
 
 static int deleted(fcr_req *req, fcr_res *res, const notes_store_result *r, void *data)
@@ -356,7 +423,7 @@ static int deleted(fcr_req *req, fcr_res *res, const notes_store_result *r, void
     if (fcr_req_aborted(req))
         return FCR_DONE;
     if (r->status != NOTES_STORE_OK)
-        return store_failed(res, r);
+        return store_failed(res, r, data);
     return fcr_res_set_status(res, 204);
 }
 
@@ -366,7 +433,14 @@ static fcr_handler_result delete_note(fcr_req *req, fcr_res *res, void *data)
     long long id = id_from_path(req, res);
     if (id < 0)
         return FCR_DONE;
-    return notes_store_delete(n->store, req, res, id, deleted, NULL);
+    cond *c = fcr_req_alloc(req, sizeof *c);
+    if (!c)
+        return FCR_HANDLER_ERROR;
+    c->id = id;
+    long long expect;
+    if (!if_match(req, res, id, &expect, &c->star))
+        return FCR_DONE;
+    return notes_store_delete(n->store, req, res, id, expect, deleted, c);
 }
 
 /* ---- Set-up --------------------------------------------------------------------------- */

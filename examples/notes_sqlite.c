@@ -18,14 +18,18 @@
 #include <string.h>
 #include <time.h>
 
-enum { ST_LIST, ST_GET, ST_CREATE, ST_UPDATE, ST_DELETE, ST_COUNT };
+enum { ST_LIST, ST_GET, ST_CREATE, ST_UPDATE, ST_DELETE, ST_VERSION, ST_COUNT };
 
 static const char *const statements[ST_COUNT] = {
-    [ST_LIST] = "SELECT id, title, body, author FROM notes ORDER BY id LIMIT ?1 OFFSET ?2",
-    [ST_GET] = "SELECT id, title, body, author FROM notes WHERE id = ?1",
+    [ST_LIST] = "SELECT id, title, body, author, version FROM notes ORDER BY id LIMIT ?1 OFFSET ?2",
+    [ST_GET] = "SELECT id, title, body, author, version FROM notes WHERE id = ?1",
     [ST_CREATE] = "INSERT INTO notes (title, body, author) VALUES (?1, ?2, ?3)",
-    [ST_UPDATE] = "UPDATE notes SET title = ?1, body = ?2, author = ?3 WHERE id = ?4",
-    [ST_DELETE] = "DELETE FROM notes WHERE id = ?1",
+    /* The version compared and raised in the statement that writes: no second writer can slip
+     * in between, whichever process or thread it runs on. */
+    [ST_UPDATE] = "UPDATE notes SET title = ?1, body = ?2, author = ?3, version = version + 1"
+                  " WHERE id = ?4 AND (?5 = 0 OR version = ?5) RETURNING version",
+    [ST_DELETE] = "DELETE FROM notes WHERE id = ?1 AND (?2 = 0 OR version = ?2)",
+    [ST_VERSION] = "SELECT version FROM notes WHERE id = ?1",
 };
 
 typedef struct sqlite_store sqlite_store;
@@ -57,6 +61,7 @@ typedef struct op {
     notes_store_status status;
     notes_note *notes;
     size_t count;
+    long long version; /* CONFLICT: the note's current version */
     char error[256];
 } op;
 
@@ -171,6 +176,7 @@ static int read_rows(op *o, sqlite3_stmt *st)
         n->title = dup_column(st, 1);
         n->body = dup_column(st, 2);
         n->author = dup_column(st, 3);
+        n->version = sqlite3_column_int64(st, 4);
         o->count++;
         if (!n->title || !n->body || (!n->author && sqlite3_column_type(st, 3) != SQLITE_NULL))
             return SQLITE_NOMEM;
@@ -179,12 +185,13 @@ static int read_rows(op *o, sqlite3_stmt *st)
 }
 
 /* The note the query wrote, as the answer of CREATE and UPDATE. */
-static int written_note(op *o, long long id)
+static int written_note(op *o, long long id, long long version)
 {
     o->notes = calloc(1, sizeof *o->notes);
     if (!o->notes)
         return SQLITE_NOMEM;
     o->notes[0] = (notes_note){.id = id,
+                               .version = version,
                                .title = strdup(o->title),
                                .body = strdup(o->body),
                                .author = o->author ? strdup(o->author) : NULL};
@@ -192,6 +199,34 @@ static int written_note(op *o, long long id)
     if (!o->notes[0].title || !o->notes[0].body || (o->author && !o->notes[0].author))
         return SQLITE_NOMEM;
     return SQLITE_OK;
+}
+
+/* An update or delete that wrote nothing: NOT_FOUND when there is no such note, CONFLICT (and
+ * its version) when it is at another version than expected. Returns an SQLite code. */
+static int missed(op *o, conn *c, notes_store_status *status)
+{
+    *status = NOTES_STORE_NOT_FOUND;
+    if (o->q.expect == 0)
+        return SQLITE_OK;
+    int rc = SQLITE_OK;
+    if (!c->st[ST_VERSION])
+        rc = sqlite3_prepare_v3(c->db, statements[ST_VERSION], -1, SQLITE_PREPARE_PERSISTENT,
+                                &c->st[ST_VERSION], NULL);
+    sqlite3_stmt *st = c->st[ST_VERSION];
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 1, o->q.id);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *status = NOTES_STORE_CONFLICT;
+        o->version = sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_OK;
+    }
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    return rc;
 }
 
 static sqlite3_int64 clamp64(size_t v)
@@ -228,11 +263,17 @@ static void work(void *data)
             rc = sqlite3_bind_int64(st, 2, clamp64(o->q.offset));
         break;
     case NOTES_OP_GET:
+        rc = sqlite3_bind_int64(st, 1, o->q.id);
+        break;
     case NOTES_OP_DELETE:
         rc = sqlite3_bind_int64(st, 1, o->q.id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 2, o->q.expect);
         break;
     case NOTES_OP_UPDATE:
         rc = sqlite3_bind_int64(st, 4, o->q.id);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 5, o->q.expect);
         /* fall through */
     case NOTES_OP_CREATE:
         if (rc == SQLITE_OK)
@@ -251,18 +292,29 @@ static void work(void *data)
             rc = sqlite3_step(st);
         }
     }
+    long long version = 0;
+    bool wrote = true;
+    if (o->q.kind == NOTES_OP_UPDATE) {
+        /* RETURNING: a row when the note was written; then the statement runs to its end. */
+        wrote = rc == SQLITE_ROW;
+        if (wrote) {
+            version = sqlite3_column_int64(st, 0);
+            rc = sqlite3_step(st);
+        }
+    } else if (o->q.kind == NOTES_OP_DELETE && rc == SQLITE_DONE) {
+        wrote = sqlite3_changes(c->db) > 0;
+    }
     if (rc == SQLITE_DONE) {
         rc = SQLITE_OK;
         o->status = NOTES_STORE_OK;
         if (o->q.kind == NOTES_OP_GET && o->count == 0)
             o->status = NOTES_STORE_NOT_FOUND;
-        if ((o->q.kind == NOTES_OP_UPDATE || o->q.kind == NOTES_OP_DELETE) &&
-            sqlite3_changes(c->db) == 0)
-            o->status = NOTES_STORE_NOT_FOUND;
+        if (!wrote)
+            rc = missed(o, c, &o->status);
         if (o->q.kind == NOTES_OP_CREATE)
-            rc = written_note(o, sqlite3_last_insert_rowid(c->db));
+            rc = written_note(o, sqlite3_last_insert_rowid(c->db), 1);
         else if (o->q.kind == NOTES_OP_UPDATE && o->status == NOTES_STORE_OK)
-            rc = written_note(o, o->q.id);
+            rc = written_note(o, o->q.id, version);
     }
     if (rc != SQLITE_OK)
         fail(o, c->db, rc == SQLITE_ROW ? SQLITE_ERROR : rc);
@@ -296,6 +348,8 @@ static int done(fcr_req *req, fcr_res *res, void *data)
     if (o->status == NOTES_STORE_OK) {
         r.notes = o->notes;
         r.count = o->count;
+    } else if (o->status == NOTES_STORE_CONFLICT) {
+        r.version = o->version;
     } else if (o->status != NOTES_STORE_NOT_FOUND) {
         r.error = o->error;
     }
@@ -386,8 +440,17 @@ static int prepare_file(sqlite_store *s, sqlite3 *db, char *err, size_t errlen)
                   " id INTEGER PRIMARY KEY AUTOINCREMENT,"
                   " title TEXT NOT NULL,"
                   " body TEXT NOT NULL,"
-                  " author TEXT)",
+                  " author TEXT,"
+                  " version INTEGER NOT NULL DEFAULT 1)",
                   err, errlen);
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", NOTES_SCHEMA_VERSION);
+        if (rc == SQLITE_OK)
+            rc = exec(db, sql, err, errlen);
+    } else if (rc == SQLITE_OK && v == 1) {
+        /* Version 1 had no versions: every note starts at 1. */
+        rc = exec(db, "ALTER TABLE notes ADD COLUMN version INTEGER NOT NULL DEFAULT 1", err,
+                  errlen);
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", NOTES_SCHEMA_VERSION);
         if (rc == SQLITE_OK)

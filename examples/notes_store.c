@@ -84,19 +84,26 @@ int notes_store_create(notes_store *s, fcr_req *req, fcr_res *res, const char *t
     return run(s, req, res, &q, cb, data);
 }
 
-int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id, const char *title,
-                       const char *body, const char *author, notes_store_cb cb, void *data)
+int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id, long long expect,
+                       const char *title, const char *body, const char *author, notes_store_cb cb,
+                       void *data)
 {
-    if (!title || !body)
+    if (!title || !body || expect < 0)
         return FCR_EINVAL;
-    notes_store_query q = {
-        .kind = NOTES_OP_UPDATE, .id = id, .title = title, .body = body, .author = author};
+    notes_store_query q = {.kind = NOTES_OP_UPDATE,
+                           .id = id,
+                           .title = title,
+                           .body = body,
+                           .author = author,
+                           .expect = expect};
     return run(s, req, res, &q, cb, data);
 }
 
-int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id, notes_store_cb cb,
-                       void *data)
+int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id, long long expect,
+                       notes_store_cb cb, void *data)
 {
-    notes_store_query q = {.kind = NOTES_OP_DELETE, .id = id};
+    if (expect < 0)
+        return FCR_EINVAL;
+    notes_store_query q = {.kind = NOTES_OP_DELETE, .id = id, .expect = expect};
     return run(s, req, res, &q, cb, data);
 }

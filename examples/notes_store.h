@@ -30,7 +30,7 @@
 /* The store used when neither --db nor NOTES_DB names one. */
 #define NOTES_STORE_DEFAULT "sqlite:notes.db"
 /* The version of the schema this program creates and understands. */
-#define NOTES_SCHEMA_VERSION 1
+#define NOTES_SCHEMA_VERSION 2
 /* Seconds an operation waits for a lock (SQLite: the busy timeout) when none is given. */
 #define NOTES_STORE_TIMEOUT 5.0
 
@@ -39,6 +39,7 @@ typedef struct notes_store notes_store;
 /* One note as a store gives it: the strings are the store's, valid during the callback. */
 typedef struct notes_note {
     long long id;
+    long long version; /* 1 when created, one more at each update: the note's ETag */
     const char *title;
     const char *body;
     const char *author; /* NULL: none */
@@ -50,6 +51,8 @@ typedef enum notes_store_status {
     NOTES_STORE_NOT_FOUND = 1, /* get, update, delete: there is no note with this id */
     NOTES_STORE_BUSY = 2,      /* locked or overloaded past the timeout: try again (503) */
     NOTES_STORE_FAILED = 3,    /* anything else (500) */
+    NOTES_STORE_CONFLICT = 4,  /* update, delete: the note is at another version than expected
+                                  (412); the result's `version` says which */
 } notes_store_status;
 
 /* What a callback receives. Owned by the store, valid during the callback only. */
@@ -60,6 +63,7 @@ typedef struct notes_store_result {
     const notes_note *notes;
     size_t count;
     const char *error; /* BUSY and FAILED: what went wrong, for the log; else NULL */
+    long long version; /* CONFLICT: the note's current version */
 } notes_store_result;
 
 /*
@@ -120,12 +124,17 @@ int notes_store_get(notes_store *s, fcr_req *req, fcr_res *res, long long id, no
 /* A new note with the next id; `author` may be NULL. */
 int notes_store_create(notes_store *s, fcr_req *req, fcr_res *res, const char *title,
                        const char *body, const char *author, notes_store_cb cb, void *data);
-/* Replaces title, body and author of note `id`, keeping its id (NOT_FOUND when there is none). */
-int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id, const char *title,
-                       const char *body, const char *author, notes_store_cb cb, void *data);
-/* Deletes note `id` (NOT_FOUND when there is none); its id is never given again. */
-int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id, notes_store_cb cb,
+/* Replaces title, body and author of note `id`, keeping its id and raising its version
+ * (NOT_FOUND when there is none). With `expect` > 0 only when the note is at that version, in
+ * one statement of the database (CONFLICT otherwise): two writers that read the same version
+ * cannot both write, whichever worker or machine serves them. */
+int notes_store_update(notes_store *s, fcr_req *req, fcr_res *res, long long id, long long expect,
+                       const char *title, const char *body, const char *author, notes_store_cb cb,
                        void *data);
+/* Deletes note `id` (NOT_FOUND when there is none; with `expect` > 0, CONFLICT when it is at
+ * another version); its id is never given again. */
+int notes_store_delete(notes_store *s, fcr_req *req, fcr_res *res, long long id, long long expect,
+                       notes_store_cb cb, void *data);
 
 /* ---- For backends --------------------------------------------------------------------- */
 
@@ -145,6 +154,7 @@ typedef struct notes_store_query {
     const char *title;    /* CREATE, UPDATE */
     const char *body;     /* CREATE, UPDATE */
     const char *author;   /* CREATE, UPDATE; may be NULL */
+    long long expect;     /* UPDATE, DELETE: the version the note must be at; 0: any */
 } notes_store_query;
 
 /*

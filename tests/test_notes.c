@@ -1037,7 +1037,7 @@ START_TEST(etags_links_and_pointers)
     char tag[64];
     ck_assert_ptr_nonnull(hdr("ETag"));
     snprintf(tag, sizeof tag, "%s", hdr("ETag"));
-    ck_assert_msg(tag[0] == '"' && strlen(tag) == 18, "ETag %s", tag);
+    ck_assert_str_eq(tag, "\"2-1\"");
     char inm[96];
     snprintf(inm, sizeof inm, "If-None-Match: %s", tag);
     req("GET", "/app/notes/2", H(inm), NULL);
@@ -1053,6 +1053,38 @@ START_TEST(etags_links_and_pointers)
     ck_assert_str_ne(hdr("ETag"), tag);
     req("GET", "/app/notes/2", H(inm), NULL);
     ck_assert_int_eq(res.status, 200);
+    /* If-Match: the version read, or 412 for a stale one (a lost update refused). */
+    char fresh[64], stale[96], now_im[96];
+    snprintf(fresh, sizeof fresh, "%s", hdr("ETag"));
+    snprintf(stale, sizeof stale, "If-Match: %s", tag);
+    snprintf(now_im, sizeof now_im, "If-Match: %s", fresh);
+    req("PUT", "/app/notes/2", H(ALICE, JSON, stale), "{\"title\":\"lost\"}");
+    expect_problem(412);
+    ck_assert_str_eq(hdr("ETag"), fresh);
+    req("DELETE", "/app/notes/2", H(ALICE, stale), NULL);
+    expect_problem(412);
+    req("PUT", "/app/notes/2", H(ALICE, JSON, now_im), "{\"title\":\"kept\"}");
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_ne(hdr("ETag"), fresh);
+    req("PUT", "/app/notes/2", H(ALICE, JSON, now_im), "{\"title\":\"again\"}");
+    expect_problem(412); /* the same version is stale now */
+    req("GET", "/app/notes/2", NULL, NULL);
+    ck_assert_ptr_nonnull(strstr(res.body, "\"kept\""));
+    req("PUT", "/app/notes/2", H(ALICE, JSON, "If-Match: W/\"2-1\""), "{\"title\":\"w\"}");
+    expect_problem(412); /* weak tags never match If-Match */
+    req("PUT", "/app/notes/2", H(ALICE, JSON, "If-Match: \"3-1\""), "{\"title\":\"w\"}");
+    expect_problem(412); /* another note's tag */
+    req("PUT", "/app/notes/2", H(ALICE, JSON, "If-Match: *"), "{\"title\":\"any\"}");
+    ck_assert_int_eq(res.status, 200);
+    req("PUT", "/app/notes/99", H(ALICE, JSON, "If-Match: *"), "{\"title\":\"any\"}");
+    expect_problem(412);
+    req("PUT", "/app/notes/99", H(ALICE, JSON), "{\"title\":\"any\"}");
+    expect_problem(404);
+    req("GET", "/app/notes/2", NULL, NULL);
+    snprintf(now_im, sizeof now_im, "If-Match: \"x\", %s", hdr("ETag"));
+    req("DELETE", "/app/notes/2", H(ALICE, now_im), NULL);
+    ck_assert_int_eq(res.status, 204);
+    create(ALICE, "t", NULL); /* 5 notes again, for the pages below */
     /* Links: next while the page is full, prev past the first. */
     req("GET", "/app/notes?limit=2", NULL, NULL);
     ck_assert_str_eq(hdr("Link"), "</app/notes?limit=2&offset=2>; rel=\"next\"");
@@ -1118,6 +1150,27 @@ START_TEST(workers_share_the_store)
         req("GET", "/notes/1", NULL, NULL);
         ck_assert_int_eq(res.status, 200);
     }
+    /* Eight writers that read version 1 send their PUTs at once, over eight connections the
+     * workers share out: the store lets exactly one of them write. */
+    enum { W = 8 };
+    fcl_conn *c[W];
+    for (int i = 0; i < W; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"title\":\"writer %d\"}", i);
+        c[i] = socket_send(&(fcr_test_req){.method = "PUT",
+                                           .path = "/notes/1",
+                                           .headers = H(ALICE, JSON, "If-Match: \"1-1\""),
+                                           .body = body});
+    }
+    int ok = 0, refused412 = 0;
+    for (int i = 0; i < W; i++) {
+        socket_receive(c[i]);
+        ok += res.status == 200;
+        refused412 += res.status == 412;
+    }
+    ck_assert_msg(ok == 1 && refused412 == W - 1, "%d written, %d refused", ok, refused412);
+    req("GET", "/notes/1", NULL, NULL);
+    ck_assert_str_eq(hdr("ETag"), "\"1-2\"");
     stop();
 }
 END_TEST
@@ -1316,6 +1369,35 @@ START_TEST(unusable_stores_refused_at_start)
 }
 END_TEST
 
+/* A store of schema version 1 (no versions) is brought to the current one at start: its notes
+ * keep their ids and start at version 1. */
+START_TEST(schema_1_is_migrated)
+{
+    mode = SOCKET;
+    make_dir();
+    char path[200];
+    snprintf(path, sizeof path, "%s/notes.db", dir);
+    sqlite3 *old = NULL;
+    ck_assert_int_eq(sqlite3_open(path, &old), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(old,
+                                  "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                                  " title TEXT NOT NULL, body TEXT NOT NULL, author TEXT);"
+                                  "INSERT INTO notes (title, body, author) VALUES ('a', 'b', 'c');"
+                                  "INSERT INTO notes (title, body, author) VALUES ('d', 'e', 'f');"
+                                  "DELETE FROM notes WHERE id = 2;"
+                                  "PRAGMA user_version = 1;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(old);
+    launch(NULL);
+    req("GET", "/notes/1", NULL, NULL);
+    expect_json(200, "{\"id\":1,\"title\":\"a\",\"body\":\"b\",\"author\":\"c\"}");
+    ck_assert_str_eq(hdr("ETag"), "\"1-1\"");
+    ck_assert_int_eq(create(ALICE, "new", NULL), 3);
+    stop();
+}
+END_TEST
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1356,6 +1438,7 @@ int main(void)
     tcase_add_loop_test(st, locked_past_the_timeout_is_503, 0, 2);
     tcase_add_loop_test(st, store_failure_is_500, 0, 2);
     tcase_add_test(st, unusable_stores_refused_at_start);
+    tcase_add_test(st, schema_1_is_migrated);
     suite_add_tcase(s, st);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -853,3 +853,36 @@ def cors_browser(t, api, chromium, www, allowed, refused, tmp):
             (r.status, r.headers))
     r = api.request("GET", "/notes", headers={"Origin": allowed})
     t.check("cors: answers vary by Origin", "Origin" in (r.header("vary") or ""), r.headers)
+
+
+# ---- conditional requests -------------------------------------------------------------------
+
+def conditional(t, c, name):
+    """ETags through the web server: 304 for a GET that names the current tag (no body), 412 for a
+    PUT or DELETE whose If-Match names an older version, the write for the current one."""
+    r = c.request("POST", "/notes", {"title": "tagged", "body": "v1"}, user="alice")
+    loc = r.header("location") or ""
+    path = loc[len(c.mount):] if loc.startswith(c.mount) else loc
+    r = c.request("GET", path)
+    tag = r.header("etag")
+    t.check(f"{name} conditional: a note has a strong ETag", r.status == 200 and tag
+            and tag.startswith('"'), (r.status, r.headers))
+    r = c.request("GET", path, headers={"If-None-Match": tag or '"x"'})
+    t.check(f"{name} conditional: If-None-Match with the current tag is 304 without a body",
+            r.status == 304 and r.body == b"" and r.header("etag") == tag, (r.status, r.body[:80]))
+    r = c.request("PUT", path, {"title": "tagged", "body": "v2"}, user="bob",
+                  headers={"If-Match": tag or '"x"'})
+    new = r.header("etag")
+    t.check(f"{name} conditional: If-Match with the current tag writes (a new ETag)",
+            r.status == 200 and new and new != tag, (r.status, r.headers))
+    r = c.request("PUT", path, {"title": "lost", "body": "v2'"}, user="alice",
+                  headers={"If-Match": tag or '"x"'})
+    t.check(f"{name} conditional: If-Match with a stale tag is 412 (no lost update)",
+            problem_ok(r, 412) and r.header("etag") == new, (r.status, r.body[:160]))
+    r = c.request("DELETE", path, user="alice", headers={"If-Match": tag or '"x"'})
+    t.check(f"{name} conditional: a DELETE with a stale tag is 412", problem_ok(r, 412), r.status)
+    r = c.request("GET", path)
+    t.check(f"{name} conditional: the note kept the answered write",
+            r.status == 200 and json.loads(r.body).get("body") == "v2", r.body[:120])
+    r = c.request("DELETE", path, user="alice", headers={"If-Match": new or '"x"'})
+    t.check(f"{name} conditional: a DELETE with the current tag deletes", r.status == 204, r.status)

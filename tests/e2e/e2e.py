@@ -177,6 +177,7 @@ class Suite:
                 (st.st_mode & 0o777) == 0o660, oct(st.st_mode))
         c, _, lw = self.apache("apache-unix", "notes-unix.conf", {"NOTES_SOCKET": sock})
         checks.contract(t, c, "apache-unix")
+        checks.conditional(t, c, "apache-unix")
         checks.unicode_paths(t, c, "apache-unix")
         # A client that goes away mid-upload: Apache closes the FastCGI connection.
         end = lw.allow([r"AH01075", r"AH01095", r"AH02609", r"\(104\)", r"\(32\)", r"AH01097",
@@ -314,6 +315,7 @@ class Suite:
                        env={"FCGI_WEB_SERVER_ADDRS": "127.0.0.1"})
         c, _, lw = self.nginx("nginx", port)
         checks.contract(t, c, "nginx")
+        checks.conditional(t, c, "nginx")
         checks.unicode_paths(t, c, "nginx", slash_decoded=True)
         self.keepalive(c, "nginx (keepalive, fastcgi_keep_conn on)", port)
         self._bodies(c, "nginx", BIG_LIMIT, lw)
