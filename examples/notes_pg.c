@@ -261,8 +261,8 @@ static int make_schema(PGconn *c, char *err, size_t errlen)
     } else {
         long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         if (PQntuples(r) != 1 || v != NOTES_SCHEMA_VERSION) {
-            snprintf(err, errlen,
-                     "PostgreSQL: the notes schema has version %ld, this program knows version %d",
+            snprintf(err, errlen, "PostgreSQL: notes schema version %ld, this program knows "
+                                  "version %d",
                      v, NOTES_SCHEMA_VERSION);
             rc = FCR_EPROTO;
         }
