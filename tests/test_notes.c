@@ -1471,6 +1471,38 @@ START_TEST(pg_loop_answers_while_locked)
 }
 END_TEST
 
+/* A database that does not answer (the table locked by another session) past --db-timeout: the
+ * query is cancelled on the server and the request answered 503 problem+json with Retry-After
+ * within the timeout; once the lock is gone the service answers again. */
+START_TEST(pg_silent_past_the_timeout_is_503)
+{
+    const double timeout = 1;
+    db_timeout = "1";
+    start(PG, NULL, 0);
+    ck_assert_int_eq(create(ALICE, "one", NULL), 1);
+    PGconn *locker = pg_connect(pg_name);
+    pg_exec(locker, "BEGIN");
+    pg_exec(locker, "LOCK TABLE notes IN ACCESS EXCLUSIVE MODE");
+    for (int i = 0; i < 3; i++) {
+        double t0 = now();
+        req("GET", "/notes/1", NULL, NULL);
+        double ms = (now() - t0) * 1000.0;
+        expect_problem(503);
+        ck_assert_str_eq(hdr("Retry-After"), "1");
+        printf("a query on a locked table answered 503 after %.0f ms (query timeout %.0f s)\n", ms,
+               timeout);
+        ck_assert_msg(ms >= timeout * 1000.0 * 0.9 && ms < (timeout + 5) * 1000.0,
+                      "503 after %.0f ms", ms);
+    }
+    pg_exec(locker, "COMMIT");
+    PQfinish(locker);
+    req("GET", "/notes/1", NULL, NULL);
+    expect_json(200, "{\"id\":1,\"title\":\"one\",\"body\":\"\",\"author\":\"alice\"}");
+    ck_assert_int_eq(create(BOB, "two", NULL), 2);
+    stop();
+}
+END_TEST
+
 /* A query the server refuses (here: the table dropped under the program) is 500, not 503. */
 START_TEST(pg_error_is_500)
 {
@@ -1575,6 +1607,7 @@ int main(void)
     tcase_set_timeout(pg, 120);
     tcase_add_loop_test(pg, pg_down_is_503_then_recovers, 0, 2);
     tcase_add_test(pg, pg_loop_answers_while_locked);
+    tcase_add_test(pg, pg_silent_past_the_timeout_is_503);
     tcase_add_test(pg, pg_error_is_500);
     tcase_add_test(pg, pg_unusable_refused_at_start);
     suite_add_tcase(s, pg);
