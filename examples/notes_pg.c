@@ -135,8 +135,7 @@ static void id_text(char *buf, size_t len, long long v)
 
 static void count_text(char *buf, size_t len, size_t v)
 {
-    snprintf(buf, len, "%llu",
-             (unsigned long long)(v > (size_t)INT64_MAX ? (size_t)INT64_MAX : v));
+    snprintf(buf, len, "%llu", (unsigned long long)(v > (size_t)INT64_MAX ? (size_t)INT64_MAX : v));
 }
 
 static int pg_run(notes_store *base, fcr_req *req, fcr_res *res, const notes_store_query *q,
@@ -245,8 +244,8 @@ static int make_schema(PGconn *c, char *err, size_t errlen)
             return FCR_EIO;
         PQclear(r);
     }
-    PGresult *r = run_sql(c, "SELECT version FROM notes_schema", 0, NULL, PGRES_TUPLES_OK, err,
-                          errlen);
+    PGresult *r =
+        run_sql(c, "SELECT version FROM notes_schema", 0, NULL, PGRES_TUPLES_OK, err, errlen);
     if (!r)
         return FCR_EIO;
     int rc = 0;
@@ -261,8 +260,9 @@ static int make_schema(PGconn *c, char *err, size_t errlen)
     } else {
         long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         if (PQntuples(r) != 1 || v != NOTES_SCHEMA_VERSION) {
-            snprintf(err, errlen, "PostgreSQL: notes schema version %ld, this program knows "
-                                  "version %d",
+            snprintf(err, errlen,
+                     "PostgreSQL: notes schema version %ld, this program knows "
+                     "version %d",
                      v, NOTES_SCHEMA_VERSION);
             rc = FCR_EPROTO;
         }
@@ -341,8 +341,7 @@ static int pg_start(notes_store *base, struct ev_loop *loop, char *err, size_t e
         return perr;
     }
     for (int i = 0; i < ST_COUNT; i++) {
-        rc = fcr_pg_prepare(s->pool, statements[i].name, statements[i].sql,
-                            statements[i].nparams);
+        rc = fcr_pg_prepare(s->pool, statements[i].name, statements[i].sql, statements[i].nparams);
         if (rc < 0) {
             snprintf(err, errlen, "cannot declare the statement %s: %s", statements[i].name,
                      fcr_strerror(rc));

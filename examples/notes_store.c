@@ -33,7 +33,8 @@ int notes_store_new(const char *url, double timeout, notes_store **out, char *er
 #endif
     }
     const char *colon = strchr(url, ':');
-    snprintf(err, errlen, "--db: unknown kind of store \"%.*s\": use sqlite:PATH or postgresql://...",
+    snprintf(err, errlen,
+             "--db: unknown kind of store \"%.*s\": use sqlite:PATH or postgresql://...",
              colon ? (int)(colon - url) : 0, url);
     return FCR_EINVAL;
 }

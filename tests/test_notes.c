@@ -129,8 +129,8 @@ static void make_dir(void)
  * whole run in a directory of its own; each test that uses it gets a fresh database. */
 
 #ifdef NOTES_HAVE_PG
-static char pg_dir[64]; /* the server's directory: cluster and socket */
-static bool pg_stopped; /* a test stopped the server: the teardown starts it again */
+static char pg_dir[64];  /* the server's directory: cluster and socket */
+static bool pg_stopped;  /* a test stopped the server: the teardown starts it again */
 static char pg_name[64]; /* the database of the test */
 
 static int pg_server(const char *cmd)
