@@ -321,7 +321,7 @@ int fcr__cors_preflight(fcr__ctx *ctx, unsigned allowed)
         return 0; /* no Access-Control-Allow-* headers: the browser refuses */
     /* Every header the browser asks for must be on the list. */
     const char *hdrs = fcr_req_header(ctx->req, "Access-Control-Request-Headers");
-    for (const char *p = hdrs; p && *p;) {
+    for (const char *p = hdrs ? hdrs : ""; *p;) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
         const char *s = p;

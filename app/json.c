@@ -124,7 +124,7 @@ static int put_value(sink *s, const json_t *v, unsigned depth)
         json_t *m;
         bool first = true;
         /* Keys in the object's order (insertion, which jansson keeps). */
-        json_object_foreach((json_t *)(uintptr_t)v, k, m)
+        json_object_foreach((json_t *)v, k, m)
         {
             if (!first)
                 putc1(s, ',');

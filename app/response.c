@@ -404,30 +404,29 @@ static size_t problem_text(char *out, size_t cap, int status, const char *type, 
 {
     size_t n = 0;
     char num[16];
-#define LIT(s) (fcr__json_put_raw(out, &n, cap, s, sizeof s - 1))
-    LIT("{\"type\":");
+    fcr__json_put_raw(out, &n, cap, "{\"type\":", strlen("{\"type\":"));
     fcr__json_put_string(out, &n, cap, type, strlen(type));
-    LIT(",\"title\":");
+    fcr__json_put_raw(out, &n, cap, ",\"title\":", strlen(",\"title\":"));
     const char *title = fcr_status_reason(status);
     fcr__json_put_string(out, &n, cap, title, strlen(title));
-    LIT(",\"status\":");
+    fcr__json_put_raw(out, &n, cap, ",\"status\":", strlen(",\"status\":"));
     int k = snprintf(num, sizeof num, "%d", status);
     fcr__json_put_raw(out, &n, cap, num, (size_t)k);
     if (detail) {
-        LIT(",\"detail\":");
+        fcr__json_put_raw(out, &n, cap, ",\"detail\":", strlen(",\"detail\":"));
         fcr__json_put_string(out, &n, cap, detail, strlen(detail));
     }
     if (ext) {
         const char *key;
         json_t *v;
-        json_object_foreach((json_t *)(uintptr_t)ext, key, v)
+        json_object_foreach((json_t *)ext, key, v)
         {
             if (!strcmp(key, "type") || !strcmp(key, "title") || !strcmp(key, "status") ||
                 (detail && !strcmp(key, "detail")))
                 continue;
-            LIT(",");
+            fcr__json_put_raw(out, &n, cap, ",", strlen(","));
             fcr__json_put_string(out, &n, cap, key, strlen(key));
-            LIT(":");
+            fcr__json_put_raw(out, &n, cap, ":", strlen(":"));
             size_t vlen = fcr__json_write(v, out ? out + (n < cap ? n : cap) : NULL,
                                           out && n < cap ? cap - n : 0);
             if (vlen == 0)
@@ -435,8 +434,7 @@ static size_t problem_text(char *out, size_t cap, int status, const char *type, 
             n += vlen;
         }
     }
-    LIT("}");
-#undef LIT
+    fcr__json_put_raw(out, &n, cap, "}", strlen("}"));
     return n;
 }
 

@@ -206,7 +206,7 @@ static void check_object(check *c, const json_t *obj, const fcr_field *fields, u
     if (flags & FCR_VALIDATE_NO_EXTRA) {
         const char *k;
         json_t *v;
-        json_object_foreach((json_t *)(uintptr_t)obj, k, v)
+        json_object_foreach((json_t *)obj, k, v)
         {
             const fcr_field *f = fields;
             while (f->name && strcmp(f->name, k) != 0)

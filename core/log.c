@@ -93,10 +93,12 @@ static size_t json_escape(char *out, size_t n, size_t cap, const char *s, size_t
             out[n++] = (char)c;
             i++;
         } else if (c < 0x20 || c == 0x7f) {
-            memcpy(out + n, "\\u00", 4);
-            out[n + 4] = hex[c >> 4];
-            out[n + 5] = hex[c & 15];
-            n += 6;
+            out[n++] = '\\';
+            out[n++] = 'u';
+            out[n++] = '0';
+            out[n++] = '0';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
             i++;
         } else if (c < 0x80) {
             out[n++] = (char)c;
@@ -115,12 +117,12 @@ static size_t json_escape(char *out, size_t n, size_t cap, const char *s, size_t
             if (ok && (cp < min[k] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)))
                 ok = false;
             if (ok) {
-                memcpy(out + n, p + i, k + 1);
-                n += k + 1;
-                i += k + 1;
-            } else {
-                memcpy(out + n, "\xef\xbf\xbd", 3);
-                n += 3;
+                for (size_t j = 0; j <= k; j++)
+                    out[n++] = (char)p[i++];
+            } else { /* U+FFFD */
+                out[n++] = (char)0xef;
+                out[n++] = (char)0xbf;
+                out[n++] = (char)0xbd;
                 i++;
             }
         }
@@ -142,18 +144,21 @@ static size_t json_line(char *line, size_t cap, int level, const char *msg, size
                      when, ts.tv_nsec / 1000, (long)getpid(), level_names[level]);
     if (n < 0)
         return 0;
-    size_t len = json_escape(line, (size_t)n, cap, msg, mlen);
+    /* Room kept after the message for the id's member (an id is at most 64 bytes that need
+     * no escape) and the object's end. */
+    size_t len = json_escape(line, (size_t)n, cap - 100, msg, mlen);
     if (id) {
         static const char key[] = "\",\"request_id\":\"";
-        memcpy(line + len, key, sizeof key - 1);
-        len = json_escape(line, len + sizeof key - 1, cap, id, strlen(id));
+        for (size_t i = 0; i + 1 < sizeof key; i++)
+            line[len++] = key[i];
+        len = json_escape(line, len, cap - 4, id, strlen(id));
     }
     line[len++] = '"';
     /* Extra members come whole or not at all: a cut one would break the object. */
     size_t elen = extra ? strlen(extra) : 0;
     if (elen && len + elen + 3 < cap) {
-        memcpy(line + len, extra, elen);
-        len += elen;
+        for (size_t i = 0; i < elen; i++)
+            line[len++] = extra[i];
     }
     line[len++] = '}';
     return len;
