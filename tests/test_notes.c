@@ -1420,8 +1420,9 @@ START_TEST(pg_down_is_503_then_recovers)
 END_TEST
 
 /* One worker: while another session holds LOCK TABLE notes IN ACCESS EXCLUSIVE MODE for 3 s, a
- * POST and a GET of a note wait for the server, and the loop goes on answering GET /health;
- * once the lock is gone both complete. */
+ * POST and a GET of a note wait for the server (and a third request whose client went away),
+ * and the loop goes on answering GET /health; once the lock is gone both complete, and the
+ * program stops cleanly. */
 START_TEST(pg_loop_answers_while_locked)
 {
     db_timeout = "30";
@@ -1437,6 +1438,8 @@ START_TEST(pg_loop_answers_while_locked)
                                                  .body = "{\"title\":\"waited\"}"});
     fcl_conn *get = socket_send(&(fcr_test_req){.path = "/notes/1"});
     post->timeout = get->timeout = 30;
+    /* And a client that goes away while its request waits for the server. */
+    fcl_close(socket_send(&(fcr_test_req){.path = "/notes"}));
     enum { MAX = 1000 };
     static double ms[MAX];
     int n = 0;
