@@ -163,8 +163,10 @@ int fcr_cors_add_exposed_header(fcr_cors *cors, const char *headers)
     char *v = realloc(cors->exposed, old + len + 3);
     if (!v)
         return FCR_ENOMEM;
-    if (old)
-        memcpy(v + old, ", ", 2), old += 2;
+    if (old) {
+        v[old++] = ',';
+        v[old++] = ' ';
+    }
     memcpy(v + old, headers, len + 1);
     cors->exposed = v;
     return 0;

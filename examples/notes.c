@@ -25,17 +25,21 @@
  * over every worker (docs/metrics.md).
  *
  * The notes live in the store named by --db URL (or NOTES_DB; see notes_store.h):
- * `sqlite:PATH`, by default `sqlite:notes.db` in the working directory, a file in WAL mode that
- * every worker process of the machine shares (--workers N answers like one process), kept
- * across restarts. Each worker opens the store in its start hook, creating the schema when
- * absent, and a store that cannot be opened stops the program at start with the reason logged.
- * The handlers reach the store without blocking the loop (SQLite runs on the worker's pool
- * through fcr_defer()). A store still locked after --db-timeout seconds (NOTES_DB_TIMEOUT,
- * default 5) gives 503 problem+json with Retry-After: 1; any other failure of the store 500
- * problem+json.
+ *   - `sqlite:PATH`, by default `sqlite:notes.db` in the working directory, a file in WAL mode
+ *     that every worker process of the machine shares (--workers N answers like one process);
+ *   - a PostgreSQL URI, `postgresql:///notes?host=/run/postgresql` or
+ *     `postgresql://user@host/db`, one database for instances on several machines (behind
+ *     mod_proxy_balancer), when the program is built with libpq.
+ * Notes are kept across restarts. Each worker opens the store in its start hook, creating the
+ * schema when absent, and a store that cannot be opened or reached within --db-timeout stops
+ * the program at start with the reason logged. The handlers reach the store without blocking
+ * the loop: SQLite runs on the worker's pool through fcr_defer(), PostgreSQL on the worker's
+ * loop (<fcrest/pg.h>). A store still locked, or a database that does not answer, after
+ * --db-timeout seconds (NOTES_DB_TIMEOUT, default 5), and a database that is down, give 503
+ * problem+json with Retry-After: 1; any other failure of the store 500 problem+json.
  *
- * Usage: notes [--listen unix:PATH | --listen tcp:HOST:PORT]... [--db sqlite:PATH]
- *              [--db-timeout SECONDS] (see --help) */
+ * Usage: notes [--listen unix:PATH | --listen tcp:HOST:PORT]... [--db sqlite:PATH |
+ *              --db postgresql://...] [--db-timeout SECONDS] (see --help) */
 #include <fcrest.h>
 
 #include "notes_store.h"
@@ -560,9 +564,10 @@ static void worker_stop(fcr_app *app, struct ev_loop *loop, void *data)
 static int notes_setup(fcr_app *app, notes *n)
 {
     if (fcr_app_add_option(app, "--db", FCR_OPT_STRING, "URL", "NOTES_DB", NOTES_STORE_DEFAULT,
-                           "where the notes are kept: sqlite:PATH") < 0 ||
+                           "where the notes are kept: sqlite:PATH or postgresql://...") < 0 ||
         fcr_app_add_option(app, "--db-timeout", FCR_OPT_SECONDS, NULL, "NOTES_DB_TIMEOUT", "5",
-                           "how long an operation waits for a locked store (then 503)") < 0 ||
+                           "how long an operation waits for a locked or silent store "
+                           "(then 503)") < 0 ||
         fcr_app_add_option(app, "--cors-origin", FCR_OPT_LIST, "ORIGIN", "NOTES_CORS_ORIGINS", NULL,
                            "an origin whose pages may call the service from a browser "
                            "(repeatable; the variable takes several, comma-separated)") < 0 ||

@@ -22,14 +22,19 @@ int notes_store_new(const char *url, double timeout, notes_store **out, char *er
         return notes_sqlite_new(url + 7, timeout, out, err, errlen);
     }
     if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+#ifdef NOTES_HAVE_PG
+        return notes_pg_new(url, timeout, out, err, errlen);
+#else
         /* The URI may hold a password: it is not repeated. */
         snprintf(err, errlen,
-                 "--db names a PostgreSQL database, and this notes program has no PostgreSQL "
-                 "backend; use --db sqlite:PATH");
+                 "--db names a PostgreSQL database, and this notes program was built without "
+                 "PostgreSQL (libpq); use --db sqlite:PATH");
         return FCR_EINVAL;
+#endif
     }
     const char *colon = strchr(url, ':');
-    snprintf(err, errlen, "--db: unknown kind of store \"%.*s\": use sqlite:PATH",
+    snprintf(err, errlen,
+             "--db: unknown kind of store \"%.*s\": use sqlite:PATH or postgresql://...",
              colon ? (int)(colon - url) : 0, url);
     return FCR_EINVAL;
 }

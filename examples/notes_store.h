@@ -3,9 +3,9 @@
  *
  * A store is named by a URL: `sqlite:PATH` (a file shared by every worker of the machine; the
  * backend in notes_sqlite.c runs every SQLite call on the worker's pool through fcr_defer()),
- * or a libpq URI `postgresql://...` / `postgres://...` for a backend that talks to the server
- * on the worker's loop. A scheme without a backend in this program is refused by
- * notes_store_new().
+ * or a libpq URI `postgresql://...` / `postgres://...` (the backend in notes_pg.c talks to the
+ * server on the worker's loop with <fcrest/pg.h>; built when libpq is, NOTES_HAVE_PG). A
+ * scheme without a backend in this program is refused by notes_store_new().
  *
  * Life of a store, per process:
  *   notes_store_new()    parses the URL; no I/O (may run before the workers are forked)
@@ -183,5 +183,10 @@ struct notes_store {
 
 /* The SQLite backend (notes_sqlite.c): a store on the file `path`. */
 int notes_sqlite_new(const char *path, double timeout, notes_store **out, char *err, size_t errlen);
+
+#ifdef NOTES_HAVE_PG
+/* The PostgreSQL backend (notes_pg.c): a store on the database of the libpq URI `url`. */
+int notes_pg_new(const char *url, double timeout, notes_store **out, char *err, size_t errlen);
+#endif
 
 #endif

@@ -6,6 +6,7 @@ what a path param is. Usage: e2e.py --notes PATH/TO/notes --pathparam PATH/TO/pa
 
 Prints one line per check and ends with "e2e: N passed, M failed"."""
 import argparse
+import http.client
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
@@ -41,6 +43,7 @@ class Suite:
         self.procs = Procs()
         self.logs = []       # LogWatch of every web server
         self.app_logs = []   # (name, path) of every app instance
+        self.pg_dir = None   # the PostgreSQL server of the postgres phase
 
     # ---- starting things -------------------------------------------------------------------
 
@@ -513,6 +516,153 @@ class Suite:
         t.check("balancer: a restarted member takes requests again after the window",
                 all(s == 200 for s in r) and len(back) > 0, f"{_summary(r)}, {len(back)} new connections")
 
+    # ---- PostgreSQL ------------------------------------------------------------------------
+
+    def _pg_start(self):
+        """A throwaway PostgreSQL 15 for this run (tests/pg/server: a cluster in the temporary
+        directory, a unix socket only); finish() destroys it."""
+        if self.pg_dir:
+            return
+        d = os.path.join(self.tmp, "pg")
+        self.pg_dir = d
+        subprocess.run([f"{ROOT}/tests/pg/server", "init", d], check=True)
+        subprocess.run([f"{ROOT}/tests/pg/server", "start", d], check=True)
+
+    def _pg_db(self, name):
+        """A fresh database `name` on the run's server; returns the notes' --db URL."""
+        psql = "/usr/lib/postgresql/15/bin/psql"
+        subprocess.run(["runuser", "-u", "postgres", "--", psql, "-qX", "-h", self.pg_dir,
+                        "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1",
+                        "-c", f"CREATE DATABASE {name}"], check=True)
+        return f"postgresql:///{name}?host={self.pg_dir}&user=postgres"
+
+    def postgres(self):
+        """Two notes instances behind mod_proxy_balancer (deploy/apache/notes-balancer.conf) on
+        one PostgreSQL: CRUD through the balancer is consistent; a member killed under write
+        load loses no write it answered 2xx. Then the notes contract through Apache with
+        --workers 4 on PostgreSQL."""
+        t = self.t
+        self._pg_start()
+        db = self._pg_db("notes_balancer")
+        p1, p2 = free_port(), free_port()
+        self.app("notes-pg1", f"tcp:127.0.0.1:{p1}", ["--db", db])
+        b2 = self.app("notes-pg2", f"tcp:127.0.0.1:{p2}", ["--db", db])
+        c, _, lw = self.apache("apache-pg-balancer", "notes-balancer.conf", {
+            "NOTES_MEMBER_1": f"127.0.0.1:{p1}", "NOTES_MEMBER_2": f"127.0.0.1:{p2}",
+            "NOTES_RETRY": str(BALANCER_RETRY)})
+        name = "postgres balancer"
+        before1, before2 = tcp_peers(p1), tcp_peers(p2)
+        ids = []
+        for i in range(10):
+            r = c.request("POST", "/notes", {"title": f"n{i}", "body": f"b{i}"}, user="alice")
+            t.check(f"{name}: POST /notes #{i} -> 201", r.status == 201, r)
+            if r.status == 201:
+                ids.append(r.json()["id"])
+        t.check(f"{name}: ids increase across the members",
+                len(ids) == 10 and ids == sorted(ids) and len(set(ids)) == 10, ids)
+        t.check(f"{name}: both members took requests",
+                len(tcp_peers(p1) - before1) > 0 and len(tcp_peers(p2) - before2) > 0,
+                "a member got no connection")
+        if len(ids) < 10:
+            return
+        reads = [c.request("GET", f"/notes/{nid}") for nid in ids for _ in range(2)]
+        t.check(f"{name}: every note reads the same from both members",
+                all(r.status == 200 and r.json()["id"] == ids[k // 2]
+                    and r.json()["title"] == f"n{k // 2}" for k, r in enumerate(reads)),
+                [r.status for r in reads])
+        r = c.request("PUT", f"/notes/{ids[0]}", {"title": "changed"}, user="bob")
+        t.check(f"{name}: PUT -> 200", r.status == 200, r)
+        got = [c.request("GET", f"/notes/{ids[0]}") for _ in range(4)]
+        t.check(f"{name}: the change is seen by both members",
+                all(g.status == 200 and g.json()["title"] == "changed"
+                    and g.json()["author"] == "bob" for g in got), got)
+        r = c.request("DELETE", f"/notes/{ids[1]}", user="alice")
+        t.check(f"{name}: DELETE -> 204", r.status == 204, r)
+        got = [c.request("GET", f"/notes/{ids[1]}").status for _ in range(4)]
+        t.check(f"{name}: the deleted note is gone on both members", got == [404] * 4, got)
+        lists = [c.request("GET", "/notes") for _ in range(6)]
+        t.check(f"{name}: GET /notes gives the same list from both members",
+                all(x.status == 200 for x in lists)
+                and len({x.body for x in lists}) == 1
+                and [n["id"] for n in lists[0].json()] == [ids[0]] + ids[2:],
+                [x.status for x in lists])
+
+        # A member killed under write load: every write answered 2xx is readable afterwards. The
+        # dead member stays dead: Apache tries it again after each retry window until the end.
+        end = lw.allow([rf":{p2}\b", r"AH01079", r"AH01074", r"AH01075", r"AH01067", r"AH01068",
+                        r"AH00898", r"AH01097", r"AH01102", r"AH00940"])
+        answered, lock, stop = [], threading.Lock(), threading.Event()
+
+        def writer(k):
+            i = 0
+            while not stop.is_set():
+                title = f"w{k}-{i}"
+                i += 1
+                t0 = time.time()
+                try:
+                    r = c.request("POST", "/notes", {"title": title}, user="alice", timeout=15)
+                    res = (t0, r.status, title, r.json()["id"] if r.status == 201 else None)
+                except (OSError, http.client.HTTPException, ValueError) as e:
+                    res = (t0, type(e).__name__, title, None)
+                with lock:
+                    answered.append(res)
+        threads = [threading.Thread(target=writer, args=(k,), daemon=True) for k in range(4)]
+        for th in threads:
+            th.start()
+        time.sleep(1.5)
+        t_kill = time.time()
+        self.procs.stop(b2, sig=signal.SIGKILL)
+        time.sleep(BALANCER_RETRY + 3)
+        stop.set()
+        for th in threads:
+            th.join(30)
+        ok = [a for a in answered if a[1] == 201]
+        after = [a for a in ok if a[0] >= t_kill + BALANCER_RETRY]
+        print(f"# {name}: {len(answered)} writes, {len(ok)} answered 201, "
+              f"{sum(a[1] != 201 for a in answered)} failed around the kill", flush=True)
+        t.check(f"{name}: writes go on after the kill", len(after) >= 10,
+                _summary([a[1] for a in answered]))
+        missing = []
+        for a in ok:
+            g = c.request("GET", f"/notes/{a[3]}")
+            if g.status != 200 or g.json()["title"] != a[2]:
+                missing.append((a[3], g.status))
+        t.check(f"{name}: every one of the {len(ok)} writes answered 201 is readable", not missing,
+                missing[:5])
+        listed, offset, status = set(), 0, 200
+        while status == 200:
+            page = c.request("GET", f"/notes?limit=1000&offset={offset}")
+            status = page.status
+            if status != 200 or not page.json():
+                break
+            listed |= {n["id"] for n in page.json()}
+            offset += len(page.json())
+        end()
+        t.check(f"{name}: and listed by GET /notes, page by page",
+                status == 200 and all(a[3] in listed for a in ok),
+                f"status {status}, {len(listed)} listed")
+
+        # The notes contract through Apache, --workers 4 on PostgreSQL.
+        run = os.path.join(self.tmp, "run-pg-workers")
+        os.makedirs(run)
+        chown_nobody(run)
+        sock = os.path.join(run, "notes.sock")
+        self.app("notes-pg-workers", f"unix:{sock}",
+                 ["--socket-mode", "0660", "--workers", "4", "--db", self._pg_db("notes_workers")],
+                 as_nobody=True)
+        c, _, _ = self.apache("apache-pg-workers", "notes-unix.conf", {"NOTES_SOCKET": sock})
+        name = "apache-unix --workers 4 on PostgreSQL"
+        checks.contract(t, c, name)
+        r = c.request("POST", "/notes", {"title": "seen by every worker"}, user="alice")
+        t.check(f"{name}: POST /notes -> 201", r.status == 201, r)
+        nid = r.json()["id"] if r.status == 201 else None
+        seen = []
+        for _ in range(16):
+            g = c.request("GET", "/notes")
+            seen.append(g.status == 200 and any(n.get("id") == nid for n in g.json()))
+        t.check(f"{name}: each of 16 GET /notes sees the note just written", all(seen),
+                f"{seen.count(False)} of 16 did not")
+
     def systemd(self):
         """deploy/systemd: the units are valid, and the service's command line serves the
         socket the .socket unit describes, passed the way systemd passes it (LISTEN_FDS)."""
@@ -567,6 +717,11 @@ class Suite:
         """Stops every process, then reads the logs."""
         started = [p for p in self.procs.procs]
         self.procs.stop_all()
+        if self.pg_dir:
+            pg = subprocess.run([f"{ROOT}/tests/pg/server", "destroy", self.pg_dir],
+                                capture_output=True, text=True)
+            self.t.check("postgres: the PostgreSQL server is stopped and removed",
+                         pg.returncode == 0, pg.stderr[-400:])
         t = self.t
         t.check("every web server and app process is gone",
                 not any(p.group_alive() for p in started),
@@ -619,7 +774,8 @@ def main():
               ("nginx", suite.nginx_phase), ("lighttpd", suite.lighttpd_phase),
               ("pathparams", suite.path_params), ("streams", suite.streams), ("cors", suite.cors),
               ("uploads", suite.uploads),
-              ("balancer", suite.balancer), ("systemd", suite.systemd)]
+              ("balancer", suite.balancer), ("postgres", suite.postgres),
+              ("systemd", suite.systemd)]
     only = set(filter(None, args.only.split(",")))
     t0 = time.time()
     try:
