@@ -214,11 +214,11 @@ def router_diff_seeds():
             "rG /b/?c", "rG /b/(?#x)?d", "rG /b\\/e", "rG /b/\\E?f", "rG ^/c/x$", "rG /c/\\bx\\b",
             "rG /d/(?:x|y)/z", "rG /d/(x|/)y", "rG /d/x{1,2}/w", "rG /d/(?i)Q", "rG /e/[[:alpha:]]+/f",
             "rG /e/[!-/]+", "rG /e/[^!-/]+/g", "rG /f/(?=x)x/h", "rG /f/.+/h", "rG /f/a\\/b",
-            "rG /g/\u00e9/i", "rG /g/(?<n>\\d+)?/j",
+            "rG /g/\u00e9/i", "rG /g/(?<n>\\d+)?/j", "rG /h/[^[:]/x/[:]/]", "rG /h/[[:alpha:]/]/y",
             "?/a/b/c", "?/a/b/d/e", "?/a/xyz", "?/a/]/c", "?/a/x/c", "?/a/w-1/d", "?/bc", "?/b/c",
             "?/b/d", "?/bd", "?/b/e", "?/bf", "?/c/x", "?/d/x/z", "?/d//y", "?/d/xx/w", "?/d/q",
             "?/e/abc/f", "?/e/a/b", "?/e/ab/g", "?/f/x/h", "?/f/a/b/h", "?/f/a/b", "?/g/\u00e9/i",
-            "?/g//j", "?/g/12/j"),
+            "?/g//j", "?/g/12/j", "?/h/b/x/:/]", "?/h///y", "?/h/a/y"),
     }
 
 

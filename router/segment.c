@@ -137,16 +137,20 @@ static const char *slash_free_class(const char *p)
             continue;
         }
         if (c == '[' && p[1] == ':') {
-            const char *close = strstr(p + 2, ":]");
-            if (close == NULL)
-                return NULL;
+            /* A POSIX class is "[:" letters ":]" (PCRE2 refuses an unknown name); anything
+             * else makes the '[' a member like any other. */
             const char *name = p + 2;
             if (*name == '^')
-                unknown = true, name++;
-            if (!posix_slash_free(name, (size_t)(close - name)))
-                unknown = true;
-            p = close + 2;
-            continue;
+                name++;
+            const char *q = name;
+            while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z'))
+                q++;
+            if (q[0] == ':' && q[1] == ']') {
+                if (name != p + 2 || !posix_slash_free(name, (size_t)(q - name)))
+                    unknown = true;
+                p = q + 2;
+                continue;
+            }
         }
         if (c == '[' && (p[1] == '.' || p[1] == '='))
             return NULL;

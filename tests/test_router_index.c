@@ -66,6 +66,8 @@ START_TEST(scan_stops_where_it_cannot_prove)
     ck_assert_str_eq(segs_of("/a/\\Qb\\E"), "more|''"); /* \Q...\E may be empty */
     ck_assert_str_eq(segs_of("/a/\\x{62}"), "more|''|'a'");
     ck_assert_str_eq(segs_of("/a/(x|/)"), "more|''|'a'");
+    /* "[:" not followed by letters and ":]" is no POSIX class: here the class is [^[:] */
+    ck_assert_str_eq(segs_of("/a/[^[:]/x/[:]/]"), "more|''|'a'");
     /* A '/' that may repeat or be left out, also behind items that match nothing. */
     ck_assert_str_eq(segs_of("/a/?b"), "more|''");
     ck_assert_str_eq(segs_of("/a/+b"), "more|''");
