@@ -224,9 +224,8 @@ bool fcr__segindex_lookup(const fcr__segindex *ix, const char *path, size_t len,
                 h *= 16777619u;
             }
         } else {
-            p = memchr(seg, '/', (size_t)(end - seg));
-            if (p == NULL)
-                p = end;
+            while (p < end && *p != '/') /* segments are short: no call to memchr */
+                p++;
         }
         size_t seg_len = (size_t)(p - seg);
         size_t nnext = 0;
