@@ -50,6 +50,16 @@ static uint32_t seg_hash(const char *s, size_t n)
     return h;
 }
 
+/* memcmp() for the short keys of path segments, without a call. */
+static bool same_bytes(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (a[i] != b[i])
+            return false;
+    }
+    return true;
+}
+
 /* The hash of the edge from `parent` by a segment of hash `h`. */
 static uint32_t edge_hash(uint32_t h, uint32_t parent)
 {
@@ -101,7 +111,7 @@ static const struct fcr__segedge *edge_find(const fcr__segindex *ix, uint32_t pa
         if (e->key == NULL)
             return NULL;
         if (e->hash == h && e->parent == parent && e->key_len == len &&
-            memcmp(e->key, key, len) == 0)
+            same_bytes(e->key, key, len))
             return e;
     }
 }
@@ -207,35 +217,28 @@ bool fcr__segindex_lookup(const fcr__segindex *ix, const char *path, size_t len,
     act[0] = 0;
     const char *seg = path, *end = path + len;
     for (;;) {
-        /* The path has this segment: entries that need more segments than the node's apply.
-         * Whether a literal edge may follow decides if the segment is hashed. */
-        bool hashing = false;
-        for (size_t i = 0; i < nact; i++) {
-            const struct fcr__segnode *n = &ix->nodes[act[i]];
-            if (!push_list(out, &n->rest))
-                return false;
-            hashing |= n->nlit > 1;
-        }
         const char *p = seg;
-        uint32_t h = 2166136261u; /* seg_hash, while looking for the segment's end */
-        if (hashing) {
-            for (; p < end && *p != '/'; p++) {
-                h ^= (unsigned char)*p;
-                h *= 16777619u;
-            }
-        } else {
-            while (p < end && *p != '/') /* segments are short: no call to memchr */
-                p++;
-        }
+        while (p < end && *p != '/') /* segments are short: no call to memchr */
+            p++;
         size_t seg_len = (size_t)(p - seg);
+        uint32_t h = 0; /* the segment's hash, made when a node has several literal edges */
+        bool hashed = false;
         size_t nnext = 0;
         for (size_t i = 0; i < nact; i++) {
             const struct fcr__segnode *n = &ix->nodes[act[i]];
+            /* The path has this segment: entries that need more segments than the node's
+             * apply. */
+            if (!push_list(out, &n->rest))
+                return false;
             uint32_t child = 0;
             if (n->nlit == 1) {
-                if (n->key1_len == seg_len && memcmp(n->key1, seg, seg_len) == 0)
+                if (n->key1_len == seg_len && same_bytes(n->key1, seg, seg_len))
                     child = n->child1;
             } else if (n->nlit > 1) {
+                if (!hashed) {
+                    h = seg_hash(seg, seg_len);
+                    hashed = true;
+                }
                 const struct fcr__segedge *e =
                     edge_find(ix, act[i], seg, seg_len, edge_hash(h, act[i]));
                 if (e != NULL)
