@@ -252,7 +252,7 @@ int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *t
     fcr__pattern_segments(pattern, segbuf, segs);
 
     uint32_t id = (uint32_t)r->nentries;
-    rc = fcr__segindex_add(&r->index, segs, id);
+    rc = fcr__segindex_add(&r->index, segs, segs->exact, !segs->exact, id);
     free(segbuf);
     free(segs);
     if (rc < 0) {
@@ -279,23 +279,19 @@ static int index_mount(fcr_router *r, const char *lit, size_t len, uint32_t id)
     fcr__pattern_segs *segs = calloc(1, sizeof *segs);
     if (segs == NULL)
         return FCR_ENOMEM;
-    int rc = 0;
     const char *p = lit, *end = lit + len;
     while (len > 0 && segs->n < FCR__MAX_SEGS) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
         size_t n = slash != NULL ? (size_t)(slash - p) : (size_t)(end - p);
         segs->seg[segs->n++] = (fcr__seg){.lit = p, .len = n};
         if (slash == NULL) {
-            /* "/api" itself; then "/api/..." below */
-            segs->exact = true;
-            rc = fcr__segindex_add(&r->index, segs, id);
-            segs->exact = false;
+            segs->exact = true; /* all of the prefix's segments are known */
             break;
         }
         p = slash + 1;
     }
-    if (rc == 0)
-        rc = fcr__segindex_add(&r->index, segs, id);
+    /* "/api" itself when the prefix's segments are all known, and "/api/..." */
+    int rc = fcr__segindex_add(&r->index, segs, segs->exact, true, id);
     free(segs);
     return rc;
 }

@@ -81,9 +81,12 @@ typedef struct fcr__candidates {
     size_t n;
 } fcr__candidates;
 
-/* Files entry `id` (ids grow with each call) under the segments `s`. FCR_ENOMEM leaves the
- * index usable, without the entry. */
-int fcr__segindex_add(fcr__segindex *ix, const fcr__pattern_segs *s, uint32_t id);
+/* Files entry `id` (ids grow with each call) at the node of the segments `s` (whatever
+ * `s->exact` says): among the entries whose paths end there when `ends`, among those whose
+ * paths go on past it when `rest`. FCR_ENOMEM leaves the index usable, without the entry in
+ * either list. */
+int fcr__segindex_add(fcr__segindex *ix, const fcr__pattern_segs *s, bool ends, bool rest,
+                      uint32_t id);
 
 /* Collects the candidate lists for `path`. Returns false when there are more lists than
  * fcr__candidates holds or more than the lookup follows: the caller then tries every

@@ -173,7 +173,8 @@ static uint32_t literal_child(fcr__segindex *ix, uint32_t parent, const char *ke
     return child;
 }
 
-int fcr__segindex_add(fcr__segindex *ix, const fcr__pattern_segs *s, uint32_t id)
+int fcr__segindex_add(fcr__segindex *ix, const fcr__pattern_segs *s, bool ends, bool rest,
+                      uint32_t id)
 {
     uint32_t node = 0;
     if (ix->nnodes == 0 && new_node(ix, &node) < 0) /* the root is node 0 */
@@ -192,7 +193,14 @@ int fcr__segindex_add(fcr__segindex *ix, const fcr__pattern_segs *s, uint32_t id
         node = next;
     }
     struct fcr__segnode *n = &ix->nodes[node];
-    return idlist_push(s->exact ? &n->ends : &n->rest, id);
+    if (ends && idlist_push(&n->ends, id) < 0)
+        return FCR_ENOMEM;
+    if (rest && idlist_push(&n->rest, id) < 0) {
+        if (ends)
+            n->ends.n--; /* the entry is not added: no list may name it */
+        return FCR_ENOMEM;
+    }
+    return 0;
 }
 
 static bool push_list(fcr__candidates *out, const fcr__idlist *l)
