@@ -1,7 +1,8 @@
 /* libFuzzer target: the router against a plain scan of its routes.
  *
- * fcr_router_match() tries only the routes filed under the path's first segment (plus those
- * it cannot file) and skips a route whose literal prefix the path lacks. This target builds a
+ * fcr_router_match() tries only the routes its segment index names for the path (literal
+ * segments and "any segment" edges, merged by registration order, plus the patterns it cannot
+ * decompose) and skips a route whose literal prefix the path lacks. This target builds a
  * router from the input and checks that every lookup gives the answer of the simplest
  * possible router, written here with PCRE2 directly: every route and mount tried in
  * registration order, no index, no prefix test.
@@ -13,6 +14,12 @@
  *                          that follow fill it, up to
  *   e                      which ends the innermost mount
  *   ?<path>                a path to look up (any bytes)
+ *   L<layout><count>       <count> (decimal) routes in the current router, shaped as REST
+ *                          services lay them out: <layout> 0 distinct first segments
+ *                          ("/res<k>/(?<id>[0-9]+)"), 1 under one prefix ("/api/v1/res<k>/..."),
+ *                          2 a parameter first ("/(?<tenant>[a-z]+)/res<k>/..."); route i has
+ *                          one of four shapes of its layout (i mod 4) and k = i mod 7, so that
+ *                          routes overlap and registration order decides
  * Other lines are ignored. Each path is looked up for every method (and 0, an unknown one)
  * with and without FCR_MATCH_DECODE; both answers must agree on the status, the target,
  * head_as_get, the Allow set and every param (name and bytes). fcr_router_add() must refuse
@@ -28,6 +35,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -378,6 +386,36 @@ static fcr_router *add_mount(fcr_router *r, struct plain *p, const char *s, size
     return c;
 }
 
+/* The shapes of the L lines, by layout: each with one %d for k. */
+static const char *const layouts[3][4] = {
+    {"/res%d/(?<id>[0-9]+)", "/res%d", "/res%d/(?<id>[0-9]+)/items/(?<item>[a-z0-9-]+)",
+     "/res%d(?:/(?<id>[0-9]+))?"},
+    {"/api/v1/res%d/(?<id>[0-9]+)", "/api/v1/res%d", "/api/v1/(?<kind>[a-z]+)%d/(?<id>[^/]+)",
+     "/api/v1/res%d/.*"},
+    {"/(?<tenant>[a-z]+)/res%d/(?<id>[0-9]+)", "/(?<tenant>[^/]+)/res%d",
+     "/(?<tenant>[a-z]+)/(?<x>[a-z]+)%d/(?<id>\\d+)", "/[a-z]+/res%d/(?<id>[0-9]+)/?"},
+};
+
+/* An L line: routes of a layout, as lines "r<methods> <pattern>" would add them. */
+static void add_layout(fcr_router *r, struct plain *p, int *nroutes, int *entries, const char *s,
+                       size_t n)
+{
+    if (n < 2 || s[0] < '0' || s[0] > '2')
+        return;
+    int layout = s[0] - '0', count = 0;
+    for (size_t i = 1; i < n && i < 4 && s[i] >= '0' && s[i] <= '9'; i++)
+        count = count * 10 + (s[i] - '0');
+    static const char *const methods[] = {"G", "GP", "UD", "GH", "P"};
+    for (int i = 0; i < count && *entries < MAX_ROUTES; i++) {
+        char line[128];
+        int len = snprintf(line, sizeof line, "%s ", methods[i % 5]);
+        len += snprintf(line + len, sizeof line - (size_t)len, layouts[layout][i % 4], i % 7);
+        size_t before = p->n;
+        add_route(r, p, nroutes, line, (size_t)len);
+        *entries += p->n > before;
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -432,6 +470,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             depth++;
             stack[depth] = c;
             pstack[depth] = pc;
+        } else if (line[0] == 'L' && dead == 0) {
+            add_layout(stack[depth], pstack[depth], &nroutes, &entries, line + 1, n - 1);
         } else if (line[0] == 'r' && dead == 0 && entries < MAX_ROUTES) {
             size_t before = pstack[depth]->n;
             add_route(stack[depth], pstack[depth], &nroutes, line + 1, n - 1);

@@ -5,7 +5,8 @@ fuzz/corpus/parser/: inputs for fuzz_parser: 5 control bytes (pause mode, four p
 followed by a FastCGI byte stream as a web server sends it.
 fuzz/corpus/nv/: name-value streams (PARAMS content, GET_VALUES queries, edge cases).
 fuzz/corpus/router_diff/: route tables and paths for fuzz_router_diff, one item a line
-("r<methods> <pattern>", "m<prefix>" ... "e", "?<path>"; see fuzz/fuzz_router_diff.c).
+("r<methods> <pattern>", "m<prefix>" ... "e", "?<path>", "L<layout><count>"; see
+fuzz/fuzz_router_diff.c).
 fuzz/corpus/conn/: programs for fuzz_conn (see the opcodes in fuzz/fuzz_conn.c): whole
 requests to each route and role, multiplexed, split into small writes, aborted, management
 records between them, a half-close, protocol errors.
@@ -193,6 +194,32 @@ def router_diff_seeds():
             "rG /p/(?<v>[^/]+)", "rG /p/(?<v>.*)",
             "?/p/100%", "?/p/100%25", "?/p/%2e%2e", "?/p/%00", "?/p/a\x00b", "?/p/%zz",
             "?/p/caf%C3%A9", "?/p/%FF", "?/p/a%2Fb"),
+        # The segment index's three layouts (L lines), overlapping so that registration order
+        # decides, with mounts and hand-written routes between them.
+        "layout_distinct": lines(
+            "L040", "rG /res3/(?<id>\\d+)",
+            "?/res3/42", "?/res3", "?/res5/1/items/a-b", "?/res6/", "?/res6/7", "?/res9/1",
+            "?/res3/x", "?/"),
+        "layout_prefix": lines(
+            "rG /api/v1/res2/(?<id>[0-9]+)", "L140", "m/api", "L120", "e",
+            "?/api/v1/res2/42", "?/api/v1/res1", "?/api/v1/abc2/x", "?/api/v1/res3/a/b/c",
+            "?/api/v1/res3/", "?/api/api/v1/res0/1", "?/api/v2/res0/1", "?/api"),
+        "layout_param": lines(
+            "L240", "rG /(?<t>[a-z]+)/res1/(?<id>[0-9]+)", "m/acme", "L205", "e",
+            "?/acme/res1/42", "?/acme/res1", "?/b/c2/3", "?/x/res4/5/", "?/acme/acme/res0/1",
+            "?/ACME/res1/1", "?//res1/1", "?/a/res1/1/2"),
+        # Patterns whose segments the index must read right: classes with and without '/',
+        # quantified slashes, escapes, groups, anchors, items that match nothing.
+        "segments": lines(
+            "rG /a/[^/]+/c", "rG /a/[a-z/]+", "rG /a/[^a]+", "rG /a/[]x]/c", "rG /a/[\\w-]+/d",
+            "rG /b/?c", "rG /b/(?#x)?d", "rG /b\\/e", "rG /b/\\E?f", "rG ^/c/x$", "rG /c/\\bx\\b",
+            "rG /d/(?:x|y)/z", "rG /d/(x|/)y", "rG /d/x{1,2}/w", "rG /d/(?i)Q", "rG /e/[[:alpha:]]+/f",
+            "rG /e/[!-/]+", "rG /e/[^!-/]+/g", "rG /f/(?=x)x/h", "rG /f/.+/h", "rG /f/a\\/b",
+            "rG /g/\u00e9/i", "rG /g/(?<n>\\d+)?/j", "rG /h/[^[:]/x/[:]/]", "rG /h/[[:alpha:]/]/y",
+            "?/a/b/c", "?/a/b/d/e", "?/a/xyz", "?/a/]/c", "?/a/x/c", "?/a/w-1/d", "?/bc", "?/b/c",
+            "?/b/d", "?/bd", "?/b/e", "?/bf", "?/c/x", "?/d/x/z", "?/d//y", "?/d/xx/w", "?/d/q",
+            "?/e/abc/f", "?/e/a/b", "?/e/ab/g", "?/f/x/h", "?/f/a/b/h", "?/f/a/b", "?/g/\u00e9/i",
+            "?/g//j", "?/g/12/j", "?/h/b/x/:/]", "?/h///y", "?/h/a/y"),
     }
 
 

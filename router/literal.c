@@ -107,7 +107,7 @@ static const char *skip_class(const char *p)
 
 /* True when the pattern is one sequence (no '|' outside every group) made only of syntax
  * this scan can follow. */
-static bool is_one_sequence(const char *p)
+bool fcr__pattern_one_sequence(const char *p)
 {
     int depth = 0;
     while (*p != '\0') {
@@ -167,7 +167,7 @@ static bool is_one_sequence(const char *p)
 void fcr__pattern_prefix_scan(const char *pattern, char *lit, fcr__pattern_prefix *out)
 {
     memset(out, 0, sizeof *out);
-    if (!is_one_sequence(pattern))
+    if (!fcr__pattern_one_sequence(pattern))
         return;
 
     /* Collect the leading literal characters. A quantifier after the last one makes that

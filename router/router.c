@@ -1,5 +1,5 @@
-/* Router: routes and mounts in registration order, indexed by their literal first path
- * segment, matched with PCRE2 (JIT when available). */
+/* Router: routes and mounts in registration order, indexed by the path segments their
+ * patterns prove (segindex.c), matched with PCRE2 (JIT when available). */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -59,29 +59,12 @@ struct entry {
     } u;
 };
 
-/* Entry numbers in registration order. */
-struct idlist {
-    uint32_t *v;
-    size_t n, cap;
-};
-
-/* Entries whose paths all share one first segment. */
-struct bucket {
-    bool used;
-    uint32_t hash;
-    char *key;
-    size_t key_len;
-    struct idlist ids;
-};
-
 struct fcr_router {
     struct entry *entries;
     size_t nentries, cap;
-    /* The index: open addressing on the first path segment, at most half full. */
-    struct bucket *buckets;
-    size_t nbuckets, nused;
-    /* Entries with no known first segment, tried on every lookup. */
-    struct idlist generic;
+    /* The index: every entry is filed in it, under the segments its paths are known to
+     * have (none at all for a pattern the scan cannot follow). */
+    fcr__segindex index;
     /* Lookup state, reused by every lookup so that none allocates. */
     pcre2_match_data *md;
     uint32_t md_pairs;
@@ -102,96 +85,6 @@ struct lookup {
     size_t cap;
     pcre2_match_context *mctx;
 };
-
-/* FNV-1a. The keys come from the application's patterns, not from clients. */
-static uint32_t hash_bytes(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
-static int idlist_push(struct idlist *l, uint32_t id)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 4;
-        uint32_t *v = realloc(l->v, cap * sizeof *v);
-        if (v == NULL)
-            return FCR_ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
-    l->v[l->n++] = id;
-    return 0;
-}
-
-static struct bucket *bucket_find(const fcr_router *r, const char *key, size_t len, uint32_t h)
-{
-    if (r->nbuckets == 0)
-        return NULL;
-    size_t mask = r->nbuckets - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        struct bucket *b = &r->buckets[i];
-        if (!b->used)
-            return NULL;
-        if (b->hash == h && b->key_len == len && memcmp(b->key, key, len) == 0)
-            return b;
-    }
-}
-
-static int buckets_grow(fcr_router *r)
-{
-    size_t n = r->nbuckets ? r->nbuckets * 2 : 16;
-    struct bucket *nb = calloc(n, sizeof *nb);
-    if (nb == NULL)
-        return FCR_ENOMEM;
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        struct bucket *b = &r->buckets[i];
-        if (!b->used)
-            continue;
-        size_t j = b->hash & (n - 1);
-        while (nb[j].used)
-            j = (j + 1) & (n - 1);
-        nb[j] = *b;
-    }
-    free(r->buckets);
-    r->buckets = nb;
-    r->nbuckets = n;
-    return 0;
-}
-
-/* Files entry `id` under first segment `key`, or in the generic list when `key` is NULL. */
-static int index_add(fcr_router *r, const char *key, size_t len, uint32_t id)
-{
-    if (key == NULL)
-        return idlist_push(&r->generic, id);
-    uint32_t h = hash_bytes(key, len);
-    struct bucket *b = bucket_find(r, key, len, h);
-    if (b == NULL) {
-        if ((r->nused + 1) * 2 > r->nbuckets) {
-            int rc = buckets_grow(r);
-            if (rc < 0)
-                return rc;
-        }
-        char *k = malloc(len + 1);
-        if (k == NULL)
-            return FCR_ENOMEM;
-        memcpy(k, key, len);
-        k[len] = '\0';
-        size_t mask = r->nbuckets - 1;
-        size_t i = h & mask;
-        while (r->buckets[i].used)
-            i = (i + 1) & mask;
-        b = &r->buckets[i];
-        *b = (struct bucket){.used = true, .hash = h, .key = k, .key_len = len};
-        r->nused++;
-    }
-    /* On failure a new bucket stays with an empty list, which lookups pass over. */
-    return idlist_push(&b->ids, id);
-}
 
 fcr_router *fcr_router_new(void)
 {
@@ -229,12 +122,7 @@ void fcr_router_free(fcr_router *r)
             fcr_router_free(e->u.child);
     }
     free(r->entries);
-    for (size_t i = 0; i < r->nbuckets; i++) {
-        free(r->buckets[i].key);
-        free(r->buckets[i].ids.v);
-    }
-    free(r->buckets);
-    free(r->generic.v);
+    fcr__segindex_free(&r->index);
     pcre2_match_data_free(r->md);
     pcre2_match_context_free(r->mctx);
     pcre2_jit_stack_free(r->jit_stack);
@@ -349,15 +237,24 @@ int fcr_router_add(fcr_router *r, unsigned methods, const char *pattern, void *t
 
     size_t plen = strlen(pattern);
     char *lit = malloc(plen + 1);
-    if (lit == NULL)
+    char *segbuf = malloc(plen + 1);
+    fcr__pattern_segs *segs = malloc(sizeof *segs);
+    if (lit == NULL || segbuf == NULL || segs == NULL) {
+        free(lit);
+        free(segbuf);
+        free(segs);
         goto nomem_code;
+    }
     fcr__pattern_prefix pp;
     fcr__pattern_prefix_scan(pattern, lit, &pp);
     e.lit = lit;
     e.lit_len = pp.lit_len;
+    fcr__pattern_segments(pattern, segbuf, segs);
 
     uint32_t id = (uint32_t)r->nentries;
-    rc = index_add(r, pp.has_key ? lit + 1 : NULL, pp.key_len, id);
+    rc = fcr__segindex_add(&r->index, segs, segs->exact, !segs->exact, id);
+    free(segbuf);
+    free(segs);
     if (rc < 0) {
         free(lit);
         goto nomem_code;
@@ -372,6 +269,30 @@ nomem:
     return FCR_ENOMEM;
 fail:
     pcre2_code_free(code);
+    return rc;
+}
+
+/* Files mount `id` with the prefix `lit` (`len` bytes, 0 for "/"): its paths are the prefix's
+ * segments and either end there or go on. */
+static int index_mount(fcr_router *r, const char *lit, size_t len, uint32_t id)
+{
+    fcr__pattern_segs *segs = calloc(1, sizeof *segs);
+    if (segs == NULL)
+        return FCR_ENOMEM;
+    const char *p = lit, *end = lit + len;
+    while (len > 0 && segs->n < FCR__MAX_SEGS) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        size_t n = slash != NULL ? (size_t)(slash - p) : (size_t)(end - p);
+        segs->seg[segs->n++] = (fcr__seg){.lit = p, .len = n};
+        if (slash == NULL) {
+            segs->exact = true; /* all of the prefix's segments are known */
+            break;
+        }
+        p = slash + 1;
+    }
+    /* "/api" itself when the prefix's segments are all known, and "/api/..." */
+    int rc = fcr__segindex_add(&r->index, segs, segs->exact, true, id);
+    free(segs);
     return rc;
 }
 
@@ -407,15 +328,8 @@ int fcr_router_mount(fcr_router *r, const char *prefix, fcr_router *child)
     memcpy(lit, prefix, len);
     lit[len] = '\0';
 
-    const char *key = NULL;
-    size_t key_len = 0;
-    if (len > 0) {
-        const char *slash = memchr(lit + 1, '/', len - 1);
-        key = lit + 1;
-        key_len = slash != NULL ? (size_t)(slash - key) : len - 1;
-    }
     uint32_t id = (uint32_t)r->nentries;
-    if (index_add(r, key, key_len, id) < 0) {
+    if (index_mount(r, lit, len, id) < 0) {
         free(lit);
         goto nomem;
     }
@@ -532,31 +446,47 @@ static int try_entry(fcr_router *r, const struct entry *e, const char *path, siz
     return lookup_router(e->u.child, path + e->lit_len, len - e->lit_len, st);
 }
 
-/* Tries the entries that can match `path`, in registration order: those filed under its
- * first segment merged with the generic ones. */
+/* Tries the entries that can match `path`, in registration order: the candidate lists of
+ * the index merged by entry number (or, when the index gives up on the path, every entry). */
 static int lookup_router(fcr_router *r, const char *path, size_t len, struct lookup *st)
 {
-    const uint32_t *a = NULL;
-    size_t na = 0;
-    if (len > 0 && path[0] == '/') {
-        const char *seg = path + 1;
-        const char *slash = memchr(seg, '/', len - 1);
-        size_t seg_len = slash != NULL ? (size_t)(slash - seg) : len - 1;
-        const struct bucket *b = bucket_find(r, seg, seg_len, hash_bytes(seg, seg_len));
-        if (b != NULL) {
-            a = b->ids.v;
-            na = b->ids.n;
+    fcr__candidates c;
+    if (!fcr__segindex_lookup(&r->index, path, len, &c)) {
+        for (size_t id = 0; id < r->nentries; id++) {
+            int rc = try_entry(r, &r->entries[id], path, len, st);
+            if (rc < 0)
+                return rc;
         }
+        return 0;
     }
-    const uint32_t *g = r->generic.v;
-    size_t ng = r->generic.n, i = 0, j = 0;
-    while (i < na || j < ng) {
-        uint32_t id = j == ng || (i < na && a[i] < g[j]) ? a[i++] : g[j++];
+    if (c.n == 1) { /* the usual case: one list */
+        const fcr__idlist *l = c.list[0];
+        for (size_t i = 0; i < l->n; i++) {
+            int rc = try_entry(r, &r->entries[l->v[i]], path, len, st);
+            if (rc < 0)
+                return rc;
+        }
+        return 0;
+    }
+    size_t pos[FCR__MAX_CAND_LISTS] = {0};
+    uint32_t last = UINT32_MAX;
+    for (;;) {
+        size_t best = c.n;
+        for (size_t k = 0; k < c.n; k++) {
+            if (pos[k] < c.list[k]->n &&
+                (best == c.n || c.list[k]->v[pos[k]] < c.list[best]->v[pos[best]]))
+                best = k;
+        }
+        if (best == c.n)
+            return 0;
+        uint32_t id = c.list[best]->v[pos[best]++];
+        if (id == last) /* defensive: an entry is in one list per lookup */
+            continue;
+        last = id;
         int rc = try_entry(r, &r->entries[id], path, len, st);
         if (rc < 0)
             return rc;
     }
-    return 0;
 }
 
 int fcr_router_match(fcr_router *r, unsigned method, const char *path, size_t len, unsigned flags,

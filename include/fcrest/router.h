@@ -12,11 +12,16 @@
  * a GET route (even one registered earlier); for OPTIONS, a route that serves OPTIONS wins
  * over the automatic answer.
  *
- * Cost: a route whose pattern starts with a literal first segment ("/notes/..." up to a
- * literal '/', or a pattern that is all literal such as "/notes") and that has no top-level
- * '|', and every mount with a prefix other than "/", is filed under that segment. A lookup
- * runs only the patterns filed under its path's first segment plus those of the other
- * routes (such as `"/(?<kind>a|b)/..."` or `"/notes(/.*)?"`), however many routes there are.
+ * Cost: every route is filed under the path segments its pattern proves, each either a
+ * literal ("api" in "/api/v1/...") or any one segment (a part such as `(?<id>[0-9]+)` or
+ * `[^/]+` that cannot match a '/'), up to the first part that may match a '/' or that the
+ * router does not read (such as `.*`, an option setting or a lookaround); a pattern with a
+ * top-level '|' proves nothing. Mounts are filed under their prefix's segments. A lookup
+ * follows its path's segments through every literal and "any segment" branch that can match,
+ * then runs, in registration order, only the patterns filed where it arrived and those of the
+ * routes whose proof stopped on its way (for "/notes(/.*)?": every path that starts with a
+ * '/'). So "/res<i>/(?<id>[0-9]+)", "/api/v1/res<i>/(?<id>[0-9]+)" or
+ * "/(?<tenant>[a-z]+)/res<i>/(?<id>[0-9]+)" cost about the same with 10 routes or 1,000.
  *
  * Decoding: patterns always run on the bytes of the path as the caller passes it. A path param
  * is decoded exactly once, wherever that happens: the caller of fcr_router_match() says whether
