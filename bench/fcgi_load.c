@@ -12,11 +12,17 @@
  *   timeout    a request got no END_REQUEST within --timeout (its connection is then reopened)
  *   connection connect() failed or the connection was reset
  *
+ * With --server-pid PID it also reads the user+system CPU time of PID and of every process
+ * descended from it (a server's workers) from /proc at the start and at the end of the
+ * measured time, and reports it per measured request (server_cpu_us).
+ *
  * It prints requests/s, latency percentiles and one machine-readable line starting with
  * "RESULT ". Single-threaded, epoll, level-triggered; every request is prebuilt once, so a
  * request costs the generator one writev at most and its share of one read.
  *
  * Usage: fcgi_load --target unix:PATH|tcp:HOST:PORT [options] (see --help). */
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -72,6 +78,7 @@ typedef struct options {
     const char *expect_status;
     const char *peer;
     const char *scenario;
+    long server_pid;
     bool quiet;
 } options;
 
@@ -333,7 +340,11 @@ static struct {
     uint64_t last_progress; /* when a request last completed (or the run started) */
     bool stalled;
     bool cpu_started;
-    struct rusage ru_start; /* at the start of the measured time */
+    struct rusage ru_start;      /* at the start of the measured time */
+    long long srv_ticks_start;   /* --server-pid: the server's CPU ticks then, -1: unread */
+    long long srv_ticks_end;     /* and when the measured time ended */
+    uint64_t srv_measured_start; /* g.measured when srv_ticks_start was read */
+    uint64_t srv_measured_end;   /* and when srv_ticks_end was */
     unsigned pending_retries;
     histogram hist;
     char expect[32];
@@ -741,6 +752,106 @@ static bool hold_ready(void)
     return true;
 }
 
+/* ---- the server's CPU time (--server-pid) -------------------------------------------------- */
+
+typedef struct proc_cpu {
+    long pid;
+    long ppid;
+    long long ticks; /* utime + stime */
+} proc_cpu;
+
+/* Reads /proc/PID/stat: its parent and its user+system time in clock ticks (all threads). */
+static bool read_proc_stat(long pid, proc_cpu *out)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p)
+        return false;
+    /* After ") ": state(3) ppid(4) ... utime(14) stime(15). */
+    long ppid = 0;
+    unsigned long long ut = 0, st = 0;
+    unsigned field = 2;
+    for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
+        field++;
+        if (field == 4)
+            ppid = strtol(tok, NULL, 10);
+        else if (field == 14)
+            ut = strtoull(tok, NULL, 10);
+        else if (field == 15) {
+            st = strtoull(tok, NULL, 10);
+            break;
+        }
+    }
+    if (field < 15)
+        return false;
+    out->pid = pid;
+    out->ppid = ppid;
+    out->ticks = (long long)(ut + st);
+    return true;
+}
+
+/* The CPU time of `root` and of every living process descended from it, in clock ticks; -1 when
+ * `root` is gone. */
+static long long tree_cpu_ticks(long root)
+{
+    proc_cpu *procs = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!isdigit((unsigned char)e->d_name[0]))
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            proc_cpu *np = realloc(procs, ncap * sizeof *np);
+            if (!np)
+                break;
+            procs = np;
+            cap = ncap;
+        }
+        if (read_proc_stat(strtol(e->d_name, NULL, 10), &procs[n]))
+            n++;
+    }
+    closedir(d);
+    /* Mark the tree: repeat until no process joins (a few passes for a shallow tree). */
+    bool *in = calloc(n ? n : 1, sizeof *in);
+    long long total = -1;
+    if (in) {
+        bool grew = true;
+        for (size_t i = 0; i < n; i++)
+            if (procs[i].pid == root)
+                in[i] = true;
+        while (grew) {
+            grew = false;
+            for (size_t i = 0; i < n; i++) {
+                if (in[i])
+                    continue;
+                for (size_t j = 0; j < n; j++)
+                    if (in[j] && procs[j].pid == procs[i].ppid) {
+                        in[i] = grew = true;
+                        break;
+                    }
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            if (in[i])
+                total = (total < 0 ? 0 : total) + procs[i].ticks;
+    }
+    free(in);
+    free(procs);
+    return total;
+}
+
 static void run(void)
 {
     struct epoll_event evs[256];
@@ -752,6 +863,7 @@ static void run(void)
         g.conns[i].fd = -1;
         g.conns[i].state = C_IDLE;
     }
+    g.srv_ticks_start = g.srv_ticks_end = -1;
     g.start = now_ns();
     g.last_progress = g.start;
     if (opt.requests || opt.hold > 0) {
@@ -801,8 +913,18 @@ static void run(void)
                 break;
         }
         if (!g.cpu_started && t >= g.measure_from) {
+            if (opt.server_pid) {
+                g.srv_ticks_start = tree_cpu_ticks(opt.server_pid);
+                g.srv_measured_start = g.measured;
+            }
             getrusage(RUSAGE_SELF, &g.ru_start);
             g.cpu_started = true;
+        }
+        if (g.stopping && opt.server_pid && g.srv_ticks_end < 0) {
+            g.srv_ticks_end = g.cpu_started ? tree_cpu_ticks(opt.server_pid) : -1;
+            g.srv_measured_end = g.measured;
+            if (g.srv_ticks_end < 0)
+                g.srv_ticks_end = -2; /* not measured; read once only */
         }
         bool check = t >= next_check;
         if (g.pending_retries || check) {
@@ -858,6 +980,8 @@ static void usage(FILE *f)
                "      --expect-status S  HTTP status every response must have (default 200)\n"
                "      --peer NAME        label in the RESULT line\n"
                "      --scenario NAME    label in the RESULT line\n"
+               "      --server-pid PID   report the CPU time of PID and its descendants per\n"
+               "                         measured request (server_cpu_us in the RESULT line)\n"
                "  -q, --quiet            only the RESULT line\n");
 }
 
@@ -910,6 +1034,7 @@ int main(int argc, char **argv)
         {"expect-status", required_argument, NULL, 'e'},
         {"peer", required_argument, NULL, 'P'},
         {"scenario", required_argument, NULL, 'S'},
+        {"server-pid", required_argument, NULL, 'U'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -979,6 +1104,11 @@ int main(int argc, char **argv)
             break;
         case 'S':
             opt.scenario = optarg;
+            break;
+        case 'U':
+            if (!parse_u64(optarg, &v) || v == 0 || v > 1u << 30)
+                goto bad;
+            opt.server_pid = (long)v;
             break;
         case 'q':
             opt.quiet = true;
@@ -1091,6 +1221,16 @@ int main(int argc, char **argv)
         double wall = (double)(now_ns() - g.measure_from) / 1e9;
         cpu = wall > 0 ? 100 * busy / wall : 0;
     }
+    /* The server's CPU time per measured request, in microseconds (--server-pid). */
+    char srv[96] = "";
+    if (opt.server_pid && g.srv_ticks_start >= 0 && g.srv_ticks_end >= g.srv_ticks_start &&
+        g.srv_measured_end > g.srv_measured_start) {
+        long hz = sysconf(_SC_CLK_TCK);
+        double busy = (double)(g.srv_ticks_end - g.srv_ticks_start) / (double)(hz > 0 ? hz : 100);
+        uint64_t answered = g.srv_measured_end - g.srv_measured_start;
+        snprintf(srv, sizeof srv, " server_cpu_us=%.3f server_cpu_s=%.2f server_requests=%" PRIu64,
+                 busy * 1e6 / (double)answered, busy, answered);
+    }
     if (!opt.quiet) {
         printf("requests %" PRIu64 " in %.2f s: %.1f req/s (%" PRIu64 " connections opened)\n",
                g.measured, secs, rps, g.connects);
@@ -1099,6 +1239,8 @@ int main(int argc, char **argv)
                cpu);
         if (g.stalled)
             printf("stopped early: nothing was answered for %.1f s\n", opt.timeout);
+        if (srv[0])
+            printf("server CPU:%s\n", srv);
         printf("errors: %" PRIu64 " (protocol %" PRIu64 ", http %" PRIu64 ", truncated %" PRIu64
                ", timeout %" PRIu64 ", connection %" PRIu64 ")\n",
                errors, g.err_proto, g.err_http, g.err_trunc, g.err_timeout, g.err_conn);
@@ -1107,9 +1249,9 @@ int main(int argc, char **argv)
            "secs=%.3f requests=%" PRIu64 " rps=%.1f p50_us=%.1f p90_us=%.1f p99_us=%.1f "
            "max_us=%.1f resp_bytes=%.1f client_cpu=%.0f errors=%" PRIu64 " err_proto=%" PRIu64
            " err_http=%" PRIu64 " err_trunc=%" PRIu64 " err_timeout=%" PRIu64 " err_conn=%" PRIu64
-           "\n",
+           "%s\n",
            opt.peer, opt.scenario, opt.target, opt.conns, opt.depth, opt.body,
            opt.keepalive ? 1 : 0, secs, g.measured, rps, p50, p90, p99, max, avg_bytes, cpu, errors,
-           g.err_proto, g.err_http, g.err_trunc, g.err_timeout, g.err_conn);
+           g.err_proto, g.err_http, g.err_trunc, g.err_timeout, g.err_conn, srv);
     return errors == 0 && g.measured > 0 ? 0 : 1;
 }

@@ -1,4 +1,4 @@
-/* ceiling: the least work a FastCGI responder can do, as the benchmarks' upper bound.
+/* null_responder: the least work a FastCGI responder can do, the benchmarks' yardstick.
  *
  * One thread, epoll, level-triggered. It frames records and nothing more: the PARAMS stream is
  * skipped unread, STDIN bytes are dropped, and when a request's STDIN stream ends it appends a
@@ -8,7 +8,11 @@
  * closes the connection after its answer. No limits, no management records, no roles: it is
  * not a FastCGI library, only a yardstick.
  *
- * Usage: ceiling unix:PATH | tcp:HOST:PORT */
+ * Its CPU time per request is the reference the other peers' are compared with. It is not an
+ * upper bound of requests per second: with few connections the load generator, not this
+ * server, sets the pace.
+ *
+ * Usage: null_responder unix:PATH | tcp:HOST:PORT */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
